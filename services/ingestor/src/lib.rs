@@ -1,0 +1,119 @@
+//! The ingestor: the pipeline's entrance.
+//!
+//! It reads object-created notifications ([`notification`]), matches each key to a dataset, and
+//! registers the file NEW with a put-if-absent, then publishes `FileRegistered`. Every file starts its
+//! own trace here. A key that matches no dataset is registered too (dataset `_unmatched`), so that the
+//! validator rejects it and the quarantine mover takes it out of the input bucket with a reason: no file
+//! goes unaccounted for.
+
+pub mod notification;
+
+use async_trait::async_trait;
+use choreo_domain::{Event, FileId, FileState, NewFile, Stage, UNMATCHED_DATASET};
+use choreo_ports::{ReceivedMessage, Registered};
+use choreo_runtime::publish::file_event_id;
+use choreo_runtime::{Handler, HandlerError, ServiceContext};
+use notification::{Notification, ObjectCreated};
+use std::sync::Arc;
+use tracing::Instrument;
+
+pub const STAGE: Stage = Stage::Ingestor;
+
+/// The service's wiring: its queue and its handler.
+pub const SPEC: choreo_runtime::ServiceSpec = choreo_runtime::ServiceSpec {
+    stage: STAGE,
+    queue: queue_name,
+    build: handler,
+};
+
+fn queue_name(config: &choreo_domain::Config) -> &str {
+    &config.queues.ingest
+}
+
+pub struct Ingestor {
+    ctx: ServiceContext,
+}
+
+pub fn handler(ctx: &ServiceContext) -> Arc<dyn Handler> {
+    Arc::new(Ingestor { ctx: ctx.clone() })
+}
+
+#[async_trait]
+impl Handler for Ingestor {
+    async fn handle(&self, message: &ReceivedMessage) -> Result<(), HandlerError> {
+        match notification::parse(&message.body) {
+            Ok(Notification::Test) => {
+                tracing::info!("TestEventSkipped");
+                Ok(())
+            }
+            Ok(Notification::Created(objects)) => {
+                for object in objects {
+                    // One trace per file: the span has no parent.
+                    let span = tracing::info_span!(parent: None, "ingest", key = %object.key, file_id = tracing::field::Empty);
+                    self.register(object).instrument(span).await?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, body = %truncate(&message.body, 200), "NotificationMalformed");
+                Err(HandlerError::Permanent(e.to_string()))
+            }
+        }
+    }
+}
+
+impl Ingestor {
+    async fn register(&self, object: ObjectCreated) -> Result<(), HandlerError> {
+        let settings = &self.ctx.settings;
+        if object.bucket != settings.config.buckets.input {
+            tracing::warn!(bucket = %object.bucket, "NotificationForeignBucket: not the input bucket, ignored");
+            return Ok(());
+        }
+        let id = FileId::derive(&object.bucket, &object.key, &object.version);
+        tracing::Span::current().record("file_id", id.as_str());
+        let dataset = settings.router.route(&object.key);
+        let file = NewFile {
+            id: id.clone(),
+            dataset: dataset.unwrap_or(UNMATCHED_DATASET).to_string(),
+            bucket: object.bucket,
+            key: object.key,
+            size: object.size,
+            version: object.version,
+            reason: dataset
+                .is_none()
+                .then(|| "no dataset matches the key".to_string()),
+            trace_id: choreo_telemetry::current_trace_id(),
+            traceparent: choreo_telemetry::current_traceparent(),
+        };
+        let record = match self.ctx.ports.state.register(file).await? {
+            Registered::Created(r) => {
+                tracing::info!(dataset = %r.dataset, size = r.size, "FileRegistered");
+                r
+            }
+            // A duplicate notification. If the file is still NEW, the first registration may have died
+            // before publishing (the outbox case): publish again. Otherwise it has moved on: done.
+            Registered::Exists(r) if r.state == FileState::New => r,
+            Registered::Exists(_) => return Ok(()),
+        };
+        let event = Event::FileRegistered {
+            file_id: record.id.clone(),
+            dataset: record.dataset.clone(),
+            bucket: record.bucket.clone(),
+            key: record.key.clone(),
+            size: record.size,
+        };
+        let id = file_event_id(&record, &event);
+        self.ctx
+            .publisher
+            .publish_with(id, event, record.traceparent)
+            .await?;
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

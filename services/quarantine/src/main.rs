@@ -1,0 +1,6 @@
+//! The quarantine as a service of its own (one ECS service per stage).
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    choreo_backend::serve(choreo_quarantine::SPEC).await
+}

@@ -1,0 +1,335 @@
+//! The transform launcher: CATALOGED → TRANSFORMING → INGESTED | FAILED, a batch at a time.
+//!
+//! `BatchCataloged` sends the first `JobPoll` timer; each `JobPoll` drives the batch one step: move its
+//! files to TRANSFORMING and write its manifest (an object listing the files), start one job run with
+//! the manifest and the batch id as arguments, then poll the run with delayed messages to this queue
+//! until it ends, and move the files to INGESTED or FAILED.
+//!
+//! One job run per batch, even across replicas and crashes: the start happens under a short lease, and
+//! before starting, the launcher asks the job runner for a run already carrying the batch id — the
+//! launcher may have died between starting a run and recording it.
+
+use async_trait::async_trait;
+use choreo_domain::{Batch, BatchState, Event, FileState, Stage, Transition};
+use choreo_ports::{
+    BatchOutcome, JobStart, JobStatus, LeaseOutcome, ReceivedMessage, TransitionOutcome,
+};
+use choreo_runtime::publish::{batch_event_id, send_timer};
+use choreo_runtime::{Handler, HandlerError, ServiceContext, decode};
+use chrono::Utc;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const STAGE: Stage = Stage::Transformer;
+
+/// The service's wiring: its queue and its handler.
+pub const SPEC: choreo_runtime::ServiceSpec = choreo_runtime::ServiceSpec {
+    stage: STAGE,
+    queue: queue_name,
+    build: handler,
+};
+
+fn queue_name(config: &choreo_domain::Config) -> &str {
+    &config.queues.transform
+}
+
+/// How long a replica may take between finding no run for a batch and recording the one it started.
+const START_LEASE: Duration = Duration::from_secs(5 * 60);
+
+pub struct Launcher {
+    ctx: ServiceContext,
+}
+
+pub fn handler(ctx: &ServiceContext) -> Arc<dyn Handler> {
+    Arc::new(Launcher { ctx: ctx.clone() })
+}
+
+/// The manifest's key in the work bucket.
+pub fn manifest_key(batch: &Batch) -> String {
+    format!("manifests/{}/{}.json", batch.dataset, batch.id)
+}
+
+#[async_trait]
+impl Handler for Launcher {
+    async fn handle(&self, message: &ReceivedMessage) -> Result<(), HandlerError> {
+        let batch_id = match decode(message)?.event {
+            Event::BatchCataloged { batch_id, .. } => {
+                return self.on_cataloged(&batch_id).await;
+            }
+            Event::JobPoll { batch_id } => batch_id,
+            other => {
+                return Err(HandlerError::Permanent(format!(
+                    "the transform launcher does not take {}",
+                    other.kind().as_str()
+                )));
+            }
+        };
+        tracing::Span::current().record("batch_id", batch_id.as_str());
+        let Some(batch) = self.ctx.ports.state.get_batch(&batch_id).await? else {
+            tracing::warn!(batch_id, "BatchUnknown: poll dropped");
+            return Ok(());
+        };
+        match batch.state {
+            BatchState::Cataloged => self.begin(batch).await,
+            BatchState::Transforming => self.run(batch).await,
+            BatchState::Ingested | BatchState::Failed => self.announce(&batch).await,
+            BatchState::Crawling => Ok(()),
+        }
+    }
+}
+
+impl Launcher {
+    /// Starts the batch's chain of `JobPoll` timers. Only `JobPoll` schedules the next one, so a
+    /// duplicate `BatchCataloged` for a batch already under way does nothing.
+    async fn on_cataloged(&self, batch_id: &str) -> Result<(), HandlerError> {
+        let Some(batch) = self.ctx.ports.state.get_batch(batch_id).await? else {
+            return Err(HandlerError::Transient(format!("no batch {batch_id} yet")));
+        };
+        match batch.state {
+            BatchState::Cataloged => self.poll_after(&batch, Duration::ZERO).await,
+            BatchState::Ingested | BatchState::Failed => self.announce(&batch).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn poll_after(&self, batch: &Batch, delay: Duration) -> Result<(), HandlerError> {
+        let poll = Event::JobPoll {
+            batch_id: batch.id.clone(),
+        };
+        send_timer(
+            self.ctx.queue.as_ref(),
+            poll,
+            delay,
+            batch.traceparent.clone(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.ctx.settings.config.runtime.poll_interval_secs)
+    }
+
+    fn trace_id(batch: &Batch) -> Option<String> {
+        batch
+            .traceparent
+            .as_deref()
+            .and_then(choreo_telemetry::trace_id_of)
+            .map(str::to_string)
+    }
+
+    /// CATALOGED: move the files to TRANSFORMING, write the manifest, record the batch as TRANSFORMING.
+    async fn begin(&self, mut batch: Batch) -> Result<(), HandlerError> {
+        let ports = &self.ctx.ports;
+        let trace_id = Self::trace_id(&batch);
+        let mut entries = Vec::with_capacity(batch.files.len());
+        let mut kept = Vec::with_capacity(batch.files.len());
+        for file in &batch.files {
+            let t = Transition::new(
+                file.clone(),
+                STAGE,
+                FileState::Cataloged,
+                FileState::Transforming,
+            )
+            .expect("the launcher's moves are in the table")
+            .trace_id(trace_id.clone());
+            let record = match ports.state.transition(&t).await? {
+                TransitionOutcome::Applied(r) => r,
+                TransitionOutcome::Conflict(r)
+                    if r.state == FileState::Transforming
+                        && r.batch_id.as_deref() == Some(batch.id.as_str()) =>
+                {
+                    r
+                }
+                TransitionOutcome::Conflict(r) => {
+                    tracing::warn!(file_id = %file, state = %r.state, "FileLeftBatch: it moved elsewhere");
+                    continue;
+                }
+                TransitionOutcome::NotFound => continue,
+            };
+            entries.push(serde_json::json!({
+                "file_id": record.id, "bucket": record.bucket, "key": record.key,
+            }));
+            kept.push(record.id);
+        }
+        let manifest = serde_json::json!({
+            "batch_id": batch.id, "dataset": batch.dataset, "files": entries,
+        });
+        let work = &self.ctx.settings.config.buckets.work;
+        let key = manifest_key(&batch);
+        ports
+            .objects
+            .put(
+                work,
+                &key,
+                serde_json::to_vec_pretty(&manifest).expect("json"),
+            )
+            .await?;
+        batch.files = kept;
+        batch.manifest = Some(format!("{work}/{key}"));
+        batch.state = BatchState::Transforming;
+        batch.updated_at = Utc::now();
+        match ports
+            .state
+            .update_batch(&batch, BatchState::Cataloged)
+            .await?
+        {
+            BatchOutcome::Applied => self.run(batch).await,
+            // Another poll got there first; it carries on.
+            BatchOutcome::Conflict(_) => Ok(()),
+        }
+    }
+
+    /// TRANSFORMING: start the run if there is none, then poll it.
+    async fn run(&self, mut batch: Batch) -> Result<(), HandlerError> {
+        let ports = &self.ctx.ports;
+        let run_id = match batch.job_run_id.clone() {
+            Some(id) => id,
+            None => match self.start(&batch).await? {
+                Started::Run(id) => {
+                    batch.job_run_id = Some(id.clone());
+                    batch.updated_at = Utc::now();
+                    if let BatchOutcome::Conflict(_) = ports
+                        .state
+                        .update_batch(&batch, BatchState::Transforming)
+                        .await?
+                    {
+                        return Ok(());
+                    }
+                    id
+                }
+                Started::Later => return self.poll_after(&batch, self.poll_interval()).await,
+                Started::Refused(reason) => return self.complete(batch, Some(reason)).await,
+            },
+        };
+        match ports.jobs.run_status(&batch.job, &run_id).await? {
+            JobStatus::Running => self.poll_after(&batch, self.poll_interval()).await,
+            JobStatus::Succeeded => self.complete(batch, None).await,
+            JobStatus::Failed { state, reason } => {
+                let why = format!("job run {run_id} ended {state}: {reason}");
+                self.complete(batch, Some(why)).await
+            }
+        }
+    }
+
+    async fn start(&self, batch: &Batch) -> Result<Started, HandlerError> {
+        let state = &self.ctx.ports.state;
+        let jobs = &self.ctx.ports.jobs;
+        let lease = format!("jobstart:{}", batch.id);
+        let holder = uuid::Uuid::new_v4().to_string();
+        if let LeaseOutcome::Held { .. } = state.acquire_lease(&lease, &holder, START_LEASE).await?
+        {
+            return Ok(Started::Later);
+        }
+        let outcome = async {
+            if let Some(id) = jobs.find_run(&batch.job, &batch.id).await? {
+                tracing::info!(run_id = %id, "JobRunFound: started before, not recorded");
+                return Ok(Started::Run(id));
+            }
+            let args = BTreeMap::from([
+                ("--batch_id".to_string(), batch.id.clone()),
+                ("--dataset".to_string(), batch.dataset.clone()),
+                (
+                    "--manifest".to_string(),
+                    batch.manifest.clone().unwrap_or_default(),
+                ),
+            ]);
+            match jobs.start_run(&batch.job, &args).await {
+                Ok(JobStart::Started { run_id }) => {
+                    tracing::info!(%run_id, job = %batch.job, "JobRunStarted");
+                    Ok(Started::Run(run_id))
+                }
+                Ok(JobStart::Throttled) => {
+                    tracing::info!(job = %batch.job, "JobRunThrottled: trying again later");
+                    Ok(Started::Later)
+                }
+                Err(e) if !e.is_retryable() => {
+                    Ok(Started::Refused(format!("job could not start: {e}")))
+                }
+                Err(e) => Err(HandlerError::from(e)),
+            }
+        }
+        .await;
+        state.release_lease(&lease, &holder).await?;
+        outcome
+    }
+
+    async fn complete(
+        &self,
+        mut batch: Batch,
+        failure: Option<String>,
+    ) -> Result<(), HandlerError> {
+        let state = &self.ctx.ports.state;
+        let to = match failure {
+            None => FileState::Ingested,
+            Some(_) => FileState::Failed,
+        };
+        let trace_id = Self::trace_id(&batch);
+        for file in &batch.files {
+            let mut t = Transition::new(file.clone(), STAGE, FileState::Transforming, to)
+                .expect("the launcher's moves are in the table")
+                .trace_id(trace_id.clone());
+            if let Some(r) = &failure {
+                t = t.reason(r.clone());
+            }
+            if let TransitionOutcome::Conflict(r) = state.transition(&t).await?
+                && r.state != to
+            {
+                tracing::warn!(file_id = %file, state = %r.state, "FileLeftBatch: it moved elsewhere");
+            }
+        }
+        batch.state = if failure.is_none() {
+            BatchState::Ingested
+        } else {
+            BatchState::Failed
+        };
+        batch.failed_stage = failure.is_some().then_some(STAGE);
+        batch.reason = failure;
+        batch.updated_at = Utc::now();
+        match state.update_batch(&batch, BatchState::Transforming).await? {
+            BatchOutcome::Applied => {
+                tracing::info!(batch_id = %batch.id, state = %batch.state, "JobRunEnded");
+                self.announce(&batch).await
+            }
+            BatchOutcome::Conflict(Some(stored)) => self.announce(&stored).await,
+            BatchOutcome::Conflict(None) => Ok(()),
+        }
+    }
+
+    /// Publishes the batch's final event (again, in the outbox case).
+    async fn announce(&self, batch: &Batch) -> Result<(), HandlerError> {
+        let event = match batch.state {
+            BatchState::Ingested => Event::BatchIngested {
+                batch_id: batch.id.clone(),
+                dataset: batch.dataset.clone(),
+                files: batch.files.clone(),
+            },
+            BatchState::Failed if batch.failed_stage == Some(STAGE) => Event::BatchFailed {
+                batch_id: batch.id.clone(),
+                dataset: batch.dataset.clone(),
+                stage: STAGE,
+                reason: batch.reason.clone().unwrap_or_default(),
+                files: batch.files.clone(),
+            },
+            _ => return Ok(()),
+        };
+        self.ctx
+            .publisher
+            .publish_with(
+                batch_event_id(batch, &event),
+                event,
+                batch.traceparent.clone(),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+enum Started {
+    Run(String),
+    /// Busy or throttled: poll again later.
+    Later,
+    /// The runner refused the job for good (it does not exist, say): the batch fails.
+    Refused(String),
+}

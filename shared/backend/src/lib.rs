@@ -1,0 +1,96 @@
+//! Backend selection, and the body of every service binary.
+//!
+//! [`Backend::open`] turns the configuration's `backend` into the ports the services use. [`serve`] is
+//! what a service's `main` calls: load the configuration, open the backend, run the one consumer until
+//! SIGTERM or Ctrl-C, drain, exit.
+
+use choreo_domain::config::BackendKind;
+use choreo_domain::{Config, Stage};
+use choreo_local::LocalBackend;
+use choreo_ports::{PortError, Ports, Queue, QueueDepth};
+use choreo_runtime::{ServiceSpec, Settings};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The adapters behind the ports.
+#[derive(Clone)]
+pub enum Backend {
+    Local(LocalBackend),
+}
+
+impl Backend {
+    pub fn open(config: &Config) -> Result<Backend, PortError> {
+        match config.backend {
+            BackendKind::Local => Ok(Backend::Local(LocalBackend::open(config)?)),
+            BackendKind::Aws => Err(PortError::permanent(
+                "open",
+                "backend aws",
+                "the aws backend is not built yet; use backend = \"local\"",
+            )),
+        }
+    }
+
+    pub fn ports(&self) -> Ports {
+        match self {
+            Backend::Local(b) => b.ports(),
+        }
+    }
+
+    pub fn queue(&self, name: &str) -> Arc<dyn Queue> {
+        match self {
+            Backend::Local(b) => b.queue(name),
+        }
+    }
+
+    /// Runs what the backend needs besides the services: on the local backend, the scanner that
+    /// turns files written into the input bucket's directory into notifications (S3 does that itself).
+    pub async fn run_sources(&self, shutdown: CancellationToken) {
+        match self {
+            Backend::Local(b) => b.run_notifier(shutdown).await,
+        }
+    }
+
+    /// Objects written into the input bucket that have not been notified yet (zero on AWS, where S3
+    /// notifies by itself).
+    pub async fn pending_sources(&self) -> Result<usize, PortError> {
+        match self {
+            // A scan of its own: it notifies what is stable and counts what is not yet.
+            Backend::Local(b) => b.scan_once().await.map(|r| r.sent + r.pending),
+        }
+    }
+
+    /// Depth of every work queue and dead-letter queue, by name.
+    pub async fn depths(&self, config: &Config) -> Result<Vec<(String, QueueDepth)>, PortError> {
+        let mut out = Vec::new();
+        for q in config.all_queues() {
+            for name in [q.to_string(), choreo_domain::config::Queues::dlq_of(q)] {
+                let depth = self.queue(&name).depth().await?;
+                out.push((name, depth));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The whole `main` of a service binary. The configuration file comes from `CHOREO_CONFIG` (optional;
+/// `CHOREO_*` variables override it).
+pub async fn serve(spec: ServiceSpec) -> anyhow::Result<()> {
+    choreo_telemetry::init(
+        &format!("choreo-{}", spec.stage),
+        choreo_telemetry::LogFormat::from_env(),
+        "info",
+    );
+    let file = std::env::var_os("CHOREO_CONFIG").map(PathBuf::from);
+    let settings = Arc::new(Settings::load(file.as_deref())?);
+    let backend = Backend::open(&settings.config)?;
+    let shutdown = choreo_runtime::shutdown::on_signals();
+    let queue = backend.queue((spec.queue)(&settings.config));
+    let consumer = spec.consumer(&settings, backend.ports(), queue);
+    if spec.stage == Stage::Ingestor {
+        let (b, s) = (backend.clone(), shutdown.clone());
+        tokio::spawn(async move { b.run_sources(s).await });
+    }
+    consumer.run(shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! Batches: the unit of cataloguing and transformation. A crawl costs at least ten minutes of Glue
+//! time however few files it sees, so the crawler poller gathers a dataset's VALID files into a batch
+//! and runs one crawl and one job per batch.
+
+use crate::record::FileId;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+pub type BatchId = String;
+
+/// Where a batch is. Each move is a conditional write, like a file's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BatchState {
+    /// Its crawler runs (or waits to start, when another crawl held the crawler).
+    Crawling,
+    /// Catalogued; waiting for the transform launcher.
+    Cataloged,
+    /// Its job run is started (or being started).
+    Transforming,
+    Ingested,
+    Failed,
+}
+
+impl BatchState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchState::Crawling => "CRAWLING",
+            BatchState::Cataloged => "CATALOGED",
+            BatchState::Transforming => "TRANSFORMING",
+            BatchState::Ingested => "INGESTED",
+            BatchState::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BatchState> {
+        [
+            BatchState::Crawling,
+            BatchState::Cataloged,
+            BatchState::Transforming,
+            BatchState::Ingested,
+            BatchState::Failed,
+        ]
+        .into_iter()
+        .find(|b| b.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, BatchState::Ingested | BatchState::Failed)
+    }
+}
+
+impl fmt::Display for BatchState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A batch record, kept by the state store beside the files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub id: BatchId,
+    pub dataset: String,
+    pub crawler: String,
+    pub job: String,
+    pub state: BatchState,
+    pub files: Vec<FileId>,
+    /// Whether this batch's crawl was started (false while another crawl held the crawler).
+    pub crawl_started: bool,
+    /// The job run that transforms the batch, once started.
+    pub job_run_id: Option<String>,
+    /// The manifest object listing the batch's files, as `bucket/key`.
+    pub manifest: Option<String>,
+    pub reason: Option<String>,
+    /// The stage a FAILED batch failed at.
+    pub failed_stage: Option<crate::Stage>,
+    /// W3C `traceparent` of the batch's own trace.
+    pub traceparent: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Batch {
+    /// A new batch id, ordered by time so listings read naturally.
+    pub fn new_id(dataset: &str, at: DateTime<Utc>) -> BatchId {
+        let rand = uuid::Uuid::new_v4().simple().to_string();
+        format!(
+            "b-{}-{}-{}",
+            dataset,
+            at.format("%Y%m%dT%H%M%S"),
+            &rand[..8]
+        )
+    }
+}

@@ -1,0 +1,467 @@
+//! Configuration types. Loading (TOML file, then `CHOREO_*` environment) lives in `choreo-runtime`;
+//! these types only describe and check. Every struct rejects unknown keys, so a typo is an error
+//! rather than a silently ignored setting. Durations are whole seconds and say so in their names.
+
+use choreo_validation::{Compression, CsvDialect, Format};
+use globset::{Glob, GlobMatcher};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The whole configuration of a Choreo deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Which adapters the ports use: `local` (SQLite and directories, the default) or `aws`.
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// Local backend: the directory holding `choreo.db` and one sub-directory per bucket.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub buckets: Buckets,
+    #[serde(default)]
+    pub queues: Queues,
+    #[serde(default)]
+    pub topics: Topics,
+    #[serde(default)]
+    pub runtime: RuntimeSettings,
+    #[serde(default)]
+    pub datasets: Vec<DatasetConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    #[default]
+    Local,
+    Aws,
+}
+
+/// Bucket names. On the local backend each is a directory under `data_dir/buckets/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Buckets {
+    /// Where files land; the ingestor is notified of every object created here.
+    pub input: String,
+    /// Where the quarantine mover puts invalid files, each with its report beside it.
+    pub failed: String,
+    /// Where transforms write their output.
+    pub curated: String,
+    /// Choreo's own objects: validation reports and batch manifests.
+    pub work: String,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Buckets {
+            input: "choreo-input".into(),
+            failed: "choreo-failed".into(),
+            curated: "choreo-curated".into(),
+            work: "choreo-work".into(),
+        }
+    }
+}
+
+/// Queue names (each has a dead-letter queue named `<name>-dlq`) and their redrive settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queues {
+    /// Object-created notifications, consumed by the ingestor.
+    pub ingest: String,
+    /// FileRegistered, consumed by the validator.
+    pub validate: String,
+    /// FileRejected, consumed by the quarantine mover.
+    pub quarantine: String,
+    /// FileValidated and the crawler's timers, consumed by the crawler poller.
+    pub crawl: String,
+    /// BatchCataloged and the launcher's timers, consumed by the transform launcher.
+    pub transform: String,
+    /// Every event, consumed by the auditor.
+    pub audit: String,
+    /// Receives after which a message moves to its dead-letter queue.
+    pub max_receive_count: u32,
+    /// Seconds a received message stays invisible; workers extend it while they run long.
+    pub visibility_timeout_secs: u64,
+}
+
+impl Default for Queues {
+    fn default() -> Self {
+        Queues {
+            ingest: "choreo-ingest".into(),
+            validate: "choreo-validate".into(),
+            quarantine: "choreo-quarantine".into(),
+            crawl: "choreo-crawl".into(),
+            transform: "choreo-transform".into(),
+            audit: "choreo-audit".into(),
+            max_receive_count: 5,
+            visibility_timeout_secs: 60,
+        }
+    }
+}
+
+impl Queues {
+    /// The dead-letter queue of `queue`.
+    pub fn dlq_of(queue: &str) -> String {
+        format!("{queue}-dlq")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    /// The one topic every stage publishes its events to.
+    pub events: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            events: "choreo-events".into(),
+        }
+    }
+}
+
+/// How each service's consumer loop behaves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSettings {
+    /// Messages a worker handles at once.
+    pub concurrency: usize,
+    /// Messages asked for per receive (SQS allows at most 10).
+    pub receive_batch: usize,
+    /// Seconds a receive waits for a message (long polling).
+    pub receive_wait_secs: u64,
+    /// In-process attempts at a message whose handler failed with a transient error, before it is
+    /// left for redelivery.
+    pub retry_attempts: usize,
+    /// Seconds between two polls of a running crawl or job run.
+    pub poll_interval_secs: u64,
+    /// Local backend: milliseconds between two scans of the input bucket's directory.
+    pub scan_interval_ms: u64,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings {
+            concurrency: 4,
+            receive_batch: 10,
+            receive_wait_secs: 1,
+            retry_attempts: 3,
+            poll_interval_secs: 1,
+            scan_interval_ms: 250,
+        }
+    }
+}
+
+/// One dataset: the files it owns and how to check, catalogue and transform them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    /// Lowercase letters, digits, `_` and `-`.
+    pub name: String,
+    /// Which keys of the input bucket belong to the dataset.
+    #[serde(rename = "match")]
+    pub key_match: KeyMatch,
+    pub format: FileFormat,
+    /// `auto` decides by the key's extension (`.gz` is gzip).
+    #[serde(default)]
+    pub compression: CompressionSetting,
+    #[serde(default)]
+    pub csv: CsvOptions,
+    /// A Frictionless Table Schema: a path (relative to the config file) or an inline table.
+    pub schema: SchemaSource,
+    /// The crawler that catalogues the dataset; defaults to `<name>-crawler`.
+    #[serde(default)]
+    pub crawler: Option<String>,
+    /// The job that transforms a batch: `builtin` (the default) or a job name.
+    #[serde(default = "default_job")]
+    pub job: String,
+    /// Seconds a batch stays open after its first file became VALID.
+    #[serde(default = "default_batch_window")]
+    pub batch_window_secs: u64,
+    /// Files after which a batch closes at once.
+    #[serde(default = "default_batch_max")]
+    pub batch_max_files: usize,
+}
+
+impl DatasetConfig {
+    pub fn crawler_name(&self) -> String {
+        self.crawler
+            .clone()
+            .unwrap_or_else(|| format!("{}-crawler", self.name))
+    }
+
+    /// The validation format, with the CSV dialect.
+    pub fn validation_format(&self) -> Format {
+        match self.format {
+            FileFormat::Csv => Format::Csv(CsvDialect {
+                delimiter: self.csv.delimiter as u8,
+                quote: self.csv.quote as u8,
+                header: self.csv.header,
+            }),
+            FileFormat::Jsonl => Format::JsonLines,
+        }
+    }
+
+    /// The compression of the object at `key`.
+    pub fn compression_for(&self, key: &str) -> Compression {
+        match self.compression {
+            CompressionSetting::None => Compression::None,
+            CompressionSetting::Gzip => Compression::Gzip,
+            CompressionSetting::Auto if key.ends_with(".gz") => Compression::Gzip,
+            CompressionSetting::Auto => Compression::None,
+        }
+    }
+}
+
+/// A key belongs to a dataset when it starts with `prefix` and matches `pattern` (a glob such as
+/// `daily/*.csv`), whichever of the two are given.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyMatch {
+    pub prefix: Option<String>,
+    pub pattern: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionSetting {
+    #[default]
+    Auto,
+    None,
+    Gzip,
+}
+
+/// The CSV dialect. Text is UTF-8, with or without a byte-order mark.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CsvOptions {
+    pub delimiter: char,
+    pub quote: char,
+    /// Whether the first row names the columns.
+    pub header: bool,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            delimiter: ',',
+            quote: '"',
+            header: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SchemaSource {
+    Path(PathBuf),
+    Inline(serde_json::Value),
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".choreo")
+}
+fn default_job() -> String {
+    "builtin".into()
+}
+fn default_batch_window() -> u64 {
+    60
+}
+fn default_batch_max() -> usize {
+    100
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            backend: BackendKind::default(),
+            data_dir: default_data_dir(),
+            buckets: Buckets::default(),
+            queues: Queues::default(),
+            topics: Topics::default(),
+            runtime: RuntimeSettings::default(),
+            datasets: Vec::new(),
+        }
+    }
+}
+
+/// A configuration that is well-formed but makes no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("dataset name {0:?} must be non-empty lowercase letters, digits, '_' or '-'")]
+    BadName(String),
+    #[error("dataset {0:?} is configured twice")]
+    Duplicate(String),
+    #[error("dataset {0:?} needs `match.prefix` or `match.pattern`")]
+    NoMatch(String),
+    #[error("dataset {name:?}: bad pattern {pattern:?}: {error}")]
+    BadPattern {
+        name: String,
+        pattern: String,
+        error: String,
+    },
+    #[error("dataset {0:?}: batch_max_files must be at least 1")]
+    BadBatch(String),
+    #[error("dataset {0:?}: csv delimiter and quote must be single ASCII characters")]
+    BadDialect(String),
+    #[error("queues.max_receive_count must be at least 1")]
+    BadReceiveCount,
+}
+
+impl Config {
+    /// Checks what serde cannot: names, patterns, limits.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.queues.max_receive_count == 0 {
+            return Err(ConfigError::BadReceiveCount);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for d in &self.datasets {
+            let ok = !d.name.is_empty()
+                && d.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+            if !ok {
+                return Err(ConfigError::BadName(d.name.clone()));
+            }
+            if !seen.insert(&d.name) {
+                return Err(ConfigError::Duplicate(d.name.clone()));
+            }
+            if d.key_match.prefix.is_none() && d.key_match.pattern.is_none() {
+                return Err(ConfigError::NoMatch(d.name.clone()));
+            }
+            if d.batch_max_files == 0 {
+                return Err(ConfigError::BadBatch(d.name.clone()));
+            }
+            if !d.csv.delimiter.is_ascii() || !d.csv.quote.is_ascii() {
+                return Err(ConfigError::BadDialect(d.name.clone()));
+            }
+        }
+        KeyRouter::new(&self.datasets).map(|_| ())
+    }
+
+    pub fn dataset(&self, name: &str) -> Option<&DatasetConfig> {
+        self.datasets.iter().find(|d| d.name == name)
+    }
+
+    /// Every work queue, in pipeline order.
+    pub fn all_queues(&self) -> [&str; 6] {
+        let q = &self.queues;
+        [
+            &q.ingest,
+            &q.validate,
+            &q.quarantine,
+            &q.crawl,
+            &q.transform,
+            &q.audit,
+        ]
+    }
+}
+
+/// Matches object keys to datasets; the first dataset in configuration order wins.
+#[derive(Debug, Clone)]
+pub struct KeyRouter {
+    routes: Vec<(String, Option<String>, Option<GlobMatcher>)>,
+}
+
+impl KeyRouter {
+    pub fn new(datasets: &[DatasetConfig]) -> Result<Self, ConfigError> {
+        let routes = datasets
+            .iter()
+            .map(|d| {
+                let glob = match &d.key_match.pattern {
+                    Some(p) => Some(
+                        Glob::new(p)
+                            .map_err(|e| ConfigError::BadPattern {
+                                name: d.name.clone(),
+                                pattern: p.clone(),
+                                error: e.to_string(),
+                            })?
+                            .compile_matcher(),
+                    ),
+                    None => None,
+                };
+                Ok((d.name.clone(), d.key_match.prefix.clone(), glob))
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        Ok(KeyRouter { routes })
+    }
+
+    /// The dataset that owns `key`, if any.
+    pub fn route(&self, key: &str) -> Option<&str> {
+        self.routes
+            .iter()
+            .find(|(_, prefix, glob)| {
+                prefix.as_deref().is_none_or(|p| key.starts_with(p))
+                    && glob.as_ref().is_none_or(|g| g.is_match(key))
+            })
+            .map(|(name, _, _)| name.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset(name: &str, prefix: Option<&str>, pattern: Option<&str>) -> DatasetConfig {
+        DatasetConfig {
+            name: name.into(),
+            key_match: KeyMatch {
+                prefix: prefix.map(Into::into),
+                pattern: pattern.map(Into::into),
+            },
+            format: FileFormat::Csv,
+            compression: CompressionSetting::Auto,
+            csv: CsvOptions::default(),
+            schema: SchemaSource::Path("s.json".into()),
+            crawler: None,
+            job: default_job(),
+            batch_window_secs: 1,
+            batch_max_files: 10,
+        }
+    }
+
+    #[test]
+    fn keys_route_by_prefix_and_pattern() {
+        let ds = vec![
+            dataset("daily", Some("daily/"), None),
+            dataset("monthly", None, Some("monthly/**/*.jsonl.gz")),
+        ];
+        let r = KeyRouter::new(&ds).unwrap();
+        assert_eq!(r.route("daily/2026-11-26.csv"), Some("daily"));
+        assert_eq!(r.route("monthly/2026/11.jsonl.gz"), Some("monthly"));
+        assert_eq!(r.route("monthly/2026/11.csv"), None);
+        assert_eq!(r.route("misc/readme.txt"), None);
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let mut c = Config {
+            datasets: vec![dataset("Daily", Some("d/"), None)],
+            ..Config::default()
+        };
+        assert!(matches!(c.check(), Err(ConfigError::BadName(_))));
+        c.datasets = vec![dataset("d", None, None)];
+        assert!(matches!(c.check(), Err(ConfigError::NoMatch(_))));
+        c.datasets = vec![dataset("d", None, Some("a/[z"))];
+        assert!(matches!(c.check(), Err(ConfigError::BadPattern { .. })));
+        c.datasets = vec![dataset("d", Some("a"), None), dataset("d", Some("b"), None)];
+        assert!(matches!(c.check(), Err(ConfigError::Duplicate(_))));
+        c.datasets = vec![dataset("d", Some("a"), None)];
+        assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn compression_follows_the_extension_when_auto() {
+        let d = dataset("d", Some("d/"), None);
+        assert_eq!(d.compression_for("d/a.csv.gz"), Compression::Gzip);
+        assert_eq!(d.compression_for("d/a.csv"), Compression::None);
+    }
+}

@@ -1,0 +1,22 @@
+//! Choreo's domain, free of I/O.
+//!
+//! A file that lands in the input bucket becomes a [`FileRecord`]. Each stage moves it one step through
+//! the [`FileState`] machine (`state.rs`, the only place that knows which moves are legal) by asking the
+//! state store for a conditional [`Transition`]. Stages talk through [`Envelope`]s of [`Event`]s
+//! (`event.rs`, the message contracts). Datasets — which keys they own, their format and schema, their
+//! crawler and job — are described by [`config`].
+
+pub mod batch;
+pub mod config;
+pub mod event;
+pub mod record;
+pub mod state;
+
+pub use batch::{Batch, BatchId, BatchState};
+pub use config::{Config, DatasetConfig};
+pub use event::{CONTRACT_VERSION, Envelope, Event, EventKind};
+pub use record::{FileId, FileRecord, HistoryEntry, NewFile, Transition};
+pub use state::{FileState, IllegalTransition, Progress, Stage};
+
+/// Dataset name given to files whose key matches no configured dataset; the validator rejects them.
+pub const UNMATCHED_DATASET: &str = "_unmatched";

@@ -1,0 +1,148 @@
+//! The audit trail: every event once, keyed by its id, with a counter per dataset and event type.
+//!
+//! `record` inserts the event if its id is new and bumps the counter in the same transaction only
+//! then, so a redelivered event is neither stored nor counted twice.
+
+use crate::db::{Db, parse_ts, ts};
+use async_trait::async_trait;
+use choreo_domain::Envelope;
+use choreo_ports::{AuditEntry, AuditLog, PortError};
+use chrono::Utc;
+use rusqlite::params;
+use std::sync::Arc;
+
+/// The audit log of the local backend.
+pub struct LocalAuditLog {
+    db: Arc<Db>,
+}
+
+impl LocalAuditLog {
+    pub(crate) fn new(db: Arc<Db>) -> Self {
+        LocalAuditLog { db }
+    }
+}
+
+#[async_trait]
+impl AuditLog for LocalAuditLog {
+    async fn record(&self, envelope: &Envelope) -> Result<bool, PortError> {
+        let id = envelope.id.clone();
+        let event_type = envelope.event.kind().as_str();
+        let dataset = envelope.event.dataset().to_string();
+        let occurred_at = ts(envelope.occurred_at);
+        let body = serde_json::to_string(envelope).map_err(|e| {
+            PortError::permanent("record", envelope.id.clone(), format!("serialize: {e}"))
+        })?;
+        self.db
+            .write("record", id.clone(), move |tx| {
+                let inserted = tx.execute(
+                    "INSERT OR IGNORE INTO audit_events
+                         (event_id, event_type, dataset, occurred_at, recorded_at, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![id, event_type, dataset, occurred_at, ts(Utc::now()), body],
+                )?;
+                if inserted == 0 {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "INSERT INTO audit_counts (dataset, event_type, count) VALUES (?1, ?2, 1)
+                     ON CONFLICT (dataset, event_type) DO UPDATE SET count = count + 1",
+                    params![dataset, event_type],
+                )?;
+                Ok(true)
+            })
+            .await
+    }
+
+    async fn counts(&self) -> Result<Vec<(String, String, u64)>, PortError> {
+        self.db
+            .call("counts", "audit", |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT dataset, event_type, count FROM audit_counts
+                     ORDER BY dataset, event_type",
+                )?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?.max(0) as u64))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await
+    }
+
+    async fn recent(&self, limit: usize) -> Result<Vec<AuditEntry>, PortError> {
+        self.db
+            .call("recent", "audit", move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT event_id, event_type, dataset, occurred_at, recorded_at, body
+                     FROM audit_events ORDER BY rowid DESC LIMIT ?1",
+                )?;
+                let rows = stmt
+                    .query_map(params![limit as i64], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
+                            r.get::<_, String>(5)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.into_iter()
+                    .map(
+                        |(event_id, event_type, dataset, occurred, recorded, body)| {
+                            Ok(AuditEntry {
+                                event_id,
+                                event_type,
+                                dataset,
+                                occurred_at: parse_ts(&occurred)?,
+                                recorded_at: parse_ts(&recorded)?,
+                                body: serde_json::from_str(&body)?,
+                            })
+                        },
+                    )
+                    .collect()
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::backend;
+    use choreo_domain::{Envelope, Event, FileId};
+
+    fn validated(dataset: &str) -> Envelope {
+        Envelope::new(Event::FileValidated {
+            file_id: FileId::from("f-1"),
+            dataset: dataset.into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_event_is_counted_once() {
+        let (_dir, b) = backend();
+        let audit = b.ports().audit;
+        let e1 = validated("d");
+        assert!(audit.record(&e1).await.unwrap());
+        assert!(!audit.record(&e1).await.unwrap(), "duplicate");
+        assert!(audit.record(&validated("d")).await.unwrap());
+        assert!(audit.record(&validated("other")).await.unwrap());
+        assert_eq!(
+            audit.counts().await.unwrap(),
+            vec![
+                ("d".to_string(), "FileValidated".to_string(), 2),
+                ("other".to_string(), "FileValidated".to_string(), 1),
+            ]
+        );
+        let recent = audit.recent(2).await.unwrap();
+        assert_eq!(recent.len(), 2);
+        assert_eq!(recent[0].dataset, "other", "newest first");
+        assert_eq!(audit.recent(10).await.unwrap().len(), 3);
+        let first = audit.recent(10).await.unwrap().pop().unwrap();
+        assert_eq!(first.event_id, e1.id);
+        assert_eq!(first.occurred_at, e1.occurred_at);
+        assert_eq!(first.body["event"]["type"], "FileValidated");
+    }
+}

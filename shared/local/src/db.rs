@@ -1,0 +1,385 @@
+//! The SQLite database: opening it, its pragmas, its schema, and how every port runs SQL.
+//!
+//! One connection per backend instance, behind a `std::sync::Mutex`, used only from
+//! `tokio::task::spawn_blocking`. Several processes may share the file: WAL mode lets readers run
+//! beside the one writer, `busy_timeout` makes a writer wait up to 5 s for another, and every
+//! read-modify-write runs in a `BEGIN IMMEDIATE` transaction, which takes the write lock up front so
+//! two processes can never interleave a read and a conditional write. A database still busy after
+//! the timeout is a transient error: the caller retries.
+
+use choreo_ports::PortError;
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The schema version this build writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS queues (
+    name              TEXT PRIMARY KEY,
+    dlq               TEXT,
+    max_receive_count INTEGER
+);
+
+CREATE TABLE IF NOT EXISTS messages (
+    seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                TEXT NOT NULL UNIQUE,
+    queue             TEXT NOT NULL,
+    body              TEXT NOT NULL,
+    attributes        TEXT NOT NULL,
+    sent_at           INTEGER NOT NULL,
+    visible_at        INTEGER NOT NULL,
+    receive_count     INTEGER NOT NULL DEFAULT 0,
+    first_received_at INTEGER,
+    receipt           TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, visible_at, seq);
+
+CREATE TABLE IF NOT EXISTS subscriptions (
+    topic      TEXT NOT NULL,
+    queue      TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    PRIMARY KEY (topic, queue, event_type)
+);
+
+CREATE TABLE IF NOT EXISTS notified (
+    bucket      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    notified_at INTEGER NOT NULL,
+    PRIMARY KEY (bucket, key, version)
+);
+
+CREATE TABLE IF NOT EXISTS files (
+    id          TEXT PRIMARY KEY,
+    dataset     TEXT NOT NULL,
+    bucket      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    version     TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    reason      TEXT,
+    trace_id    TEXT,
+    traceparent TEXT,
+    batch_id    TEXT,
+    validation  TEXT,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    history     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_dataset_state ON files (dataset, state, id);
+CREATE INDEX IF NOT EXISTS files_by_state ON files (state, id);
+
+CREATE TABLE IF NOT EXISTS batches (
+    id         TEXT PRIMARY KEY,
+    state      TEXT NOT NULL,
+    dataset    TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    body       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_by_state ON batches (state, created_ms, id);
+
+CREATE TABLE IF NOT EXISTS leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS audit_events (
+    event_id    TEXT PRIMARY KEY,
+    event_type  TEXT NOT NULL,
+    dataset     TEXT NOT NULL,
+    occurred_at TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    body        TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS audit_counts (
+    dataset    TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    count      INTEGER NOT NULL,
+    PRIMARY KEY (dataset, event_type)
+);
+
+CREATE TABLE IF NOT EXISTS crawls (
+    crawler     TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,
+    last_status TEXT,
+    last_error  TEXT,
+    started_at  INTEGER,
+    finished_at INTEGER
+);
+
+CREATE TABLE IF NOT EXISTS catalog (
+    dataset    TEXT PRIMARY KEY,
+    crawler    TEXT NOT NULL,
+    columns    TEXT NOT NULL,
+    files      INTEGER NOT NULL,
+    location   TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS job_runs (
+    run_id        TEXT PRIMARY KEY,
+    job           TEXT NOT NULL,
+    batch_id      TEXT NOT NULL,
+    arguments     TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    error         TEXT,
+    started_at    INTEGER NOT NULL,
+    finished_at   INTEGER,
+    claim         TEXT,
+    claimed_until INTEGER
+);
+CREATE INDEX IF NOT EXISTS job_runs_by_batch ON job_runs (job, batch_id, started_at);
+"#;
+
+/// An error inside a database closure: SQL, or a port error decided by the closure itself.
+#[derive(Debug)]
+pub(crate) enum DbError {
+    Sql(rusqlite::Error),
+    Port(PortError),
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        DbError::Sql(e)
+    }
+}
+
+impl From<PortError> for DbError {
+    fn from(e: PortError) -> Self {
+        DbError::Port(e)
+    }
+}
+
+impl From<serde_json::Error> for DbError {
+    fn from(e: serde_json::Error) -> Self {
+        DbError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    }
+}
+
+/// Maps a SQLite error to a port error: a busy or locked database (or a failing disk) is transient,
+/// anything else — a constraint, a malformed row — is permanent.
+pub(crate) fn sql_error(op: &'static str, target: &str, e: rusqlite::Error) -> PortError {
+    let transient = matches!(
+        e.sqlite_error_code(),
+        Some(
+            ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen
+        )
+    );
+    if transient {
+        PortError::transient(op, target, format!("sqlite: {e}"))
+    } else {
+        PortError::permanent(op, target, format!("sqlite: {e}"))
+    }
+}
+
+/// The shared database handle.
+pub(crate) struct Db {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path`, sets the pragmas and creates the schema.
+    pub(crate) fn open(path: &Path) -> Result<Arc<Db>, PortError> {
+        let target = path.display().to_string();
+        let err = |e| sql_error("open", &target, e);
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(PortError::permanent(
+                "open",
+                &target,
+                format!("could not switch to WAL mode (journal_mode is {mode})"),
+            ));
+        }
+        // FULL: a commit is on disk when it returns, which is what "durably" promises in the ports.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let version: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
+        if version > SCHEMA_VERSION {
+            return Err(PortError::permanent(
+                "open",
+                &target,
+                format!(
+                    "database schema version {version} is newer than this build's ({SCHEMA_VERSION})"
+                ),
+            ));
+        }
+        tx.execute_batch(SCHEMA).map_err(err)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(Arc::new(Db {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        }))
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection on this thread (for `open`, which is synchronous).
+    pub(crate) fn blocking<T>(
+        &self,
+        op: &'static str,
+        target: &str,
+        f: impl FnOnce(&mut Connection) -> Result<T, DbError>,
+    ) -> Result<T, PortError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        match f(&mut conn) {
+            Ok(v) => Ok(v),
+            Err(DbError::Sql(e)) => Err(sql_error(op, target, e)),
+            Err(DbError::Port(e)) => Err(e),
+        }
+    }
+
+    /// Runs `f` on the connection in a blocking task. Errors name `op` and `target`.
+    pub(crate) async fn call<T, F>(
+        self: &Arc<Self>,
+        op: &'static str,
+        target: impl Into<String>,
+        f: F,
+    ) -> Result<T, PortError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+    {
+        let target = target.into();
+        let db = Arc::clone(self);
+        let t = target.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut conn = db.conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await;
+        match joined {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(DbError::Sql(e))) => Err(sql_error(op, &t, e)),
+            Ok(Err(DbError::Port(e))) => Err(e),
+            Err(e) => Err(PortError::permanent(
+                op,
+                target,
+                format!("database task failed: {e}"),
+            )),
+        }
+    }
+
+    /// Runs `f` inside a `BEGIN IMMEDIATE` transaction, committing if it returns `Ok`.
+    pub(crate) async fn write<T, F>(
+        self: &Arc<Self>,
+        op: &'static str,
+        target: impl Into<String>,
+        f: F,
+    ) -> Result<T, PortError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, DbError> + Send + 'static,
+    {
+        self.call(op, target, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let v = f(&tx)?;
+            tx.commit()?;
+            Ok(v)
+        })
+        .await
+    }
+}
+
+/// Milliseconds since the epoch, the unit of every timestamp the queues and leases compare.
+pub(crate) fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+/// Timestamps stored as text: RFC 3339 with as many fractional digits as needed, so they round-trip.
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>, DbError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| DbError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))
+}
+
+/// A text column that should have held JSON or an enum name but did not.
+pub(crate) fn bad_column(what: &str, value: &str) -> DbError {
+    DbError::Sql(rusqlite::Error::InvalidColumnType(
+        0,
+        format!("{what}: {value:?}"),
+        rusqlite::types::Type::Text,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_twice_sets_wal_and_keeps_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("choreo.db");
+        let a = Db::open(&path).unwrap();
+        let b = Db::open(&path).unwrap();
+        let conn = b.conn.lock().unwrap();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode.to_lowercase(), "wal");
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        drop(conn);
+        assert_eq!(a.path(), path.as_path());
+    }
+
+    #[test]
+    fn busy_is_transient_and_constraints_are_not() {
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert!(sql_error("op", "t", busy).is_retryable());
+        let constraint = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+            None,
+        );
+        assert!(!sql_error("op", "t", constraint).is_retryable());
+    }
+
+    #[test]
+    fn timestamps_round_trip() {
+        let t = Utc::now();
+        assert_eq!(parse_ts(&ts(t)).unwrap(), t);
+    }
+}

@@ -1,0 +1,555 @@
+//! A local stand-in for Glue jobs: runs recorded in `job_runs`, executed when polled.
+//!
+//! Starting a run records it RUNNING (its `--batch_id` argument in a column of its own, which is how
+//! `find_run` finds it again). Polling a RUNNING run executes it there and then and records the end:
+//! `builtin` is the built-in transform ([`crate::transform`]); `command:<shell>` runs `sh -c <shell>`
+//! with `CHOREO_BATCH_ID`, `CHOREO_MANIFEST` (a local copy of the manifest), `CHOREO_DATA_DIR` and
+//! `CHOREO_ARGUMENTS` (all arguments, as JSON) in its environment, and fails with the end of its
+//! stderr; any other name fails with state ERROR. A poller claims the run first (a claim that expires
+//! unless its holder's heartbeat renews it), so two pollers — in two processes — never execute one
+//! run at once; the other sees `Running`, and a claim left by a dead process lapses within a minute.
+
+use crate::db::{Db, ms, now_ms};
+use crate::objects::LocalObjectStore;
+use crate::transform::{run_builtin, split_location};
+use async_trait::async_trait;
+use choreo_domain::Config;
+use choreo_ports::{ErrorKind, JobRunner, JobStart, JobStatus, PortError};
+use rusqlite::{OptionalExtension, params};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a claim on a run lasts without a heartbeat.
+const CLAIM_TTL: Duration = Duration::from_secs(60);
+/// How much of a failed command's stderr becomes the failure reason.
+const STDERR_TAIL: usize = 500;
+
+/// The job runner of the local backend.
+pub struct LocalJobRunner {
+    db: Arc<Db>,
+    objects: Arc<LocalObjectStore>,
+    config: Arc<Config>,
+    data_dir: PathBuf,
+}
+
+/// How a run ended: (state, error).
+type Ending = (&'static str, Option<String>);
+
+/// Aborts the heartbeat when the poll ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn status_of(state: &str, error: Option<String>) -> JobStatus {
+    match state {
+        "RUNNING" => JobStatus::Running,
+        "SUCCEEDED" => JobStatus::Succeeded,
+        other => JobStatus::Failed {
+            state: other.to_string(),
+            reason: error.unwrap_or_default(),
+        },
+    }
+}
+
+/// The last `n` bytes of `bytes` as text, starting on a character boundary.
+fn tail(bytes: &[u8], n: usize) -> String {
+    let start = bytes.len().saturating_sub(n);
+    let text = String::from_utf8_lossy(&bytes[start..]);
+    text.trim_start_matches('\u{fffd}').trim().to_string()
+}
+
+impl LocalJobRunner {
+    pub(crate) fn new(
+        db: Arc<Db>,
+        objects: Arc<LocalObjectStore>,
+        config: Arc<Config>,
+        data_dir: PathBuf,
+    ) -> Self {
+        LocalJobRunner {
+            db,
+            objects,
+            config,
+            data_dir,
+        }
+    }
+
+    /// Executes a run. Never an error: every failure is the run's.
+    async fn execute(&self, job: &str, run_id: &str, args: &BTreeMap<String, String>) -> Ending {
+        if job == "builtin" {
+            return match run_builtin(&self.objects, &self.config, args).await {
+                Ok(rows) => {
+                    tracing::info!(run_id, rows, "builtin job run succeeded");
+                    ("SUCCEEDED", None)
+                }
+                Err(reason) => ("FAILED", Some(reason)),
+            };
+        }
+        if let Some(command) = job.strip_prefix("command:") {
+            return self.run_command(command, run_id, args).await;
+        }
+        ("ERROR", Some(format!("no such job: {job}")))
+    }
+
+    async fn run_command(
+        &self,
+        command: &str,
+        run_id: &str,
+        args: &BTreeMap<String, String>,
+    ) -> Ending {
+        let manifest = match args.get("--manifest") {
+            Some(location) => {
+                let Some((bucket, key)) = split_location(location) else {
+                    return (
+                        "FAILED",
+                        Some(format!("--manifest {location:?} is not <bucket>/<key>")),
+                    );
+                };
+                let src = match self.objects.path_of(bucket, key) {
+                    Ok(p) => p,
+                    Err(e) => return ("FAILED", Some(e.to_string())),
+                };
+                let copy = self
+                    .objects
+                    .tmp_dir()
+                    .join(format!("manifest-{run_id}.json"));
+                if let Err(e) = tokio::fs::copy(&src, &copy).await {
+                    return (
+                        "FAILED",
+                        Some(format!("reading the manifest {location}: {e}")),
+                    );
+                }
+                Some(copy)
+            }
+            None => None,
+        };
+        let data_dir =
+            std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(command)
+            .env(
+                "CHOREO_BATCH_ID",
+                args.get("--batch_id").cloned().unwrap_or_default(),
+            )
+            .env("CHOREO_DATA_DIR", &data_dir)
+            .env(
+                "CHOREO_ARGUMENTS",
+                serde_json::to_string(args).unwrap_or_default(),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(m) = &manifest {
+            cmd.env("CHOREO_MANIFEST", m);
+        }
+        let output = cmd.output().await;
+        if let Some(m) = &manifest {
+            let _ = tokio::fs::remove_file(m).await;
+        }
+        match output {
+            Ok(out) if out.status.success() => {
+                tracing::info!(run_id, command, stdout = %tail(&out.stdout, STDERR_TAIL), "job command succeeded");
+                ("SUCCEEDED", None)
+            }
+            Ok(out) => {
+                let stderr = tail(&out.stderr, STDERR_TAIL);
+                let reason = if stderr.is_empty() {
+                    format!("command exited with {}", out.status)
+                } else {
+                    stderr
+                };
+                ("FAILED", Some(reason))
+            }
+            Err(e) => ("FAILED", Some(format!("could not run sh: {e}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl JobRunner for LocalJobRunner {
+    async fn find_run(&self, job: &str, batch_id: &str) -> Result<Option<String>, PortError> {
+        let (job, batch_id) = (job.to_string(), batch_id.to_string());
+        self.db
+            .call("find_run", batch_id.clone(), move |conn| {
+                Ok(conn
+                    .query_row(
+                        "SELECT run_id FROM job_runs WHERE job = ?1 AND batch_id = ?2
+                         ORDER BY started_at DESC, rowid DESC LIMIT 1",
+                        params![job, batch_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn start_run(
+        &self,
+        job: &str,
+        arguments: &BTreeMap<String, String>,
+    ) -> Result<JobStart, PortError> {
+        let Some(batch_id) = arguments.get("--batch_id").cloned() else {
+            return Err(PortError::permanent(
+                "start_run",
+                job,
+                "the arguments must include --batch_id",
+            ));
+        };
+        let run_id = format!("jr-{}", uuid::Uuid::new_v4().simple());
+        let args = serde_json::to_string(arguments)
+            .map_err(|e| PortError::permanent("start_run", job, e))?;
+        let (job, id) = (job.to_string(), run_id.clone());
+        self.db
+            .write("start_run", job.clone(), move |tx| {
+                tx.execute(
+                    "INSERT INTO job_runs (run_id, job, batch_id, arguments, state, started_at)
+                     VALUES (?1, ?2, ?3, ?4, 'RUNNING', ?5)",
+                    params![id, job, batch_id, args, now_ms()],
+                )?;
+                Ok(())
+            })
+            .await?;
+        Ok(JobStart::Started { run_id })
+    }
+
+    async fn run_status(&self, job: &str, run_id: &str) -> Result<JobStatus, PortError> {
+        let claim = uuid::Uuid::new_v4().to_string();
+        let (id, j, c) = (run_id.to_string(), job.to_string(), claim.clone());
+        let ttl = ms(CLAIM_TTL);
+        // Read the run and, if it is RUNNING and unclaimed, claim it — in one transaction.
+        let (state, error, args, claimed): (String, Option<String>, String, bool) = self
+            .db
+            .write("run_status", run_id, move |tx| {
+                let row: Option<(String, String, Option<String>, String, Option<i64>)> = tx
+                    .query_row(
+                        "SELECT job, state, error, arguments, claimed_until FROM job_runs
+                         WHERE run_id = ?1",
+                        params![id],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                    )
+                    .optional()?;
+                let Some((job, state, error, args, claimed_until)) = row.filter(|r| r.0 == j)
+                else {
+                    return Err(PortError::new(
+                        ErrorKind::NotFound,
+                        "run_status",
+                        id.clone(),
+                        format!("no run {id} of job {j}"),
+                    )
+                    .into());
+                };
+                let now = now_ms();
+                let free = claimed_until.is_none_or(|u| u <= now);
+                if state == "RUNNING" && free {
+                    tx.execute(
+                        "UPDATE job_runs SET claim = ?2, claimed_until = ?3 WHERE run_id = ?1",
+                        params![id, c, now + ttl],
+                    )?;
+                    return Ok((state, error, args, true));
+                }
+                let _ = job;
+                Ok((state, error, args, false))
+            })
+            .await?;
+        if !claimed {
+            return Ok(status_of(&state, error));
+        }
+        let args: BTreeMap<String, String> = serde_json::from_str(&args)
+            .map_err(|e| PortError::permanent("run_status", run_id, e))?;
+
+        let heartbeat = {
+            let db = Arc::clone(&self.db);
+            let (id, c) = (run_id.to_string(), claim.clone());
+            AbortOnDrop(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(CLAIM_TTL / 3).await;
+                    let (id, c) = (id.clone(), c.clone());
+                    let renewed = db
+                        .write("run_status", id.clone(), move |tx| {
+                            Ok(tx.execute(
+                                "UPDATE job_runs SET claimed_until = ?3
+                                 WHERE run_id = ?1 AND claim = ?2",
+                                params![id, c, now_ms() + ttl],
+                            )?)
+                        })
+                        .await;
+                    if let Err(e) = renewed {
+                        tracing::warn!(error = %e, "renewing a job run's claim failed");
+                    }
+                }
+            }))
+        };
+        let (end_state, end_error) = self.execute(job, run_id, &args).await;
+        drop(heartbeat);
+
+        let (id, c) = (run_id.to_string(), claim);
+        let end_error_db = end_error.clone();
+        let recorded = self
+            .db
+            .write("run_status", run_id, move |tx| {
+                let changed = tx.execute(
+                    "UPDATE job_runs SET state = ?3, error = ?4, finished_at = ?5, claim = NULL,
+                         claimed_until = NULL
+                     WHERE run_id = ?1 AND claim = ?2 AND state = 'RUNNING'",
+                    params![id, c, end_state, end_error_db, now_ms()],
+                )?;
+                if changed == 1 {
+                    return Ok(None);
+                }
+                // The claim lapsed and another poller finished the run: report its ending.
+                let row: (String, Option<String>) = tx.query_row(
+                    "SELECT state, error FROM job_runs WHERE run_id = ?1",
+                    params![id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                Ok(Some(row))
+            })
+            .await?;
+        Ok(match recorded {
+            None => status_of(end_state, end_error),
+            Some((state, error)) => status_of(&state, error),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tail;
+    use crate::testutil::backend;
+    use choreo_ports::{ErrorKind, JobRunner, JobStart, JobStatus, ObjectStore};
+    use std::collections::BTreeMap;
+    use tokio::io::AsyncReadExt;
+
+    fn args(batch: &str, manifest: Option<&str>) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::new();
+        a.insert("--batch_id".to_string(), batch.to_string());
+        if let Some(m) = manifest {
+            a.insert("--manifest".to_string(), m.to_string());
+        }
+        a
+    }
+
+    async fn start(jobs: &dyn JobRunner, job: &str, a: &BTreeMap<String, String>) -> String {
+        match jobs.start_run(job, a).await.unwrap() {
+            JobStart::Started { run_id } => run_id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_builtin_job_writes_json_lines() {
+        let (_dir, b) = backend();
+        let s = b.objects();
+        let c = b.config().clone();
+        s.put(
+            &c.buckets.input,
+            "daily/1.csv",
+            b"\xEF\xBB\xBFid,name\n1,\"a, b\"\n2,\xC3\xA9\n".to_vec(),
+        )
+        .await
+        .unwrap();
+        let gz = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(b"id,name\n3,c\n").unwrap();
+            e.finish().unwrap()
+        };
+        s.put(&c.buckets.input, "daily/2.csv.gz", gz).await.unwrap();
+        let manifest = serde_json::json!({
+            "batch_id": "b-1",
+            "dataset": "daily",
+            "files": [
+                {"file_id": "f-1", "bucket": c.buckets.input, "key": "daily/1.csv"},
+                {"file_id": "f-2", "bucket": c.buckets.input, "key": "daily/2.csv.gz"},
+            ]
+        });
+        s.put(
+            &c.buckets.work,
+            "manifests/b-1.json",
+            manifest.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
+        let jobs = b.ports().jobs;
+        let a = args(
+            "b-1",
+            Some(&format!("{}/manifests/b-1.json", c.buckets.work)),
+        );
+        let run = start(&*jobs, "builtin", &a).await;
+        assert!(run.starts_with("jr-"));
+        assert_eq!(
+            jobs.find_run("builtin", "b-1").await.unwrap(),
+            Some(run.clone())
+        );
+        assert_eq!(jobs.find_run("builtin", "b-2").await.unwrap(), None);
+        assert_eq!(jobs.find_run("other", "b-1").await.unwrap(), None);
+        assert_eq!(
+            jobs.run_status("builtin", &run).await.unwrap(),
+            JobStatus::Succeeded
+        );
+        assert_eq!(
+            jobs.run_status("builtin", &run).await.unwrap(),
+            JobStatus::Succeeded
+        );
+
+        let key = crate::transform::output_key("daily", "b-1");
+        assert!(key.starts_with("daily/ingest_date=") && key.ends_with("/b-1.jsonl"));
+        let mut out = String::new();
+        s.get(&c.buckets.curated, &key)
+            .await
+            .unwrap()
+            .read_to_string(&mut out)
+            .await
+            .unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                r#"{"id":"1","name":"a, b","_file_id":"f-1"}"#,
+                r#"{"id":"2","name":"é","_file_id":"f-1"}"#,
+                r#"{"id":"3","name":"c","_file_id":"f-2"}"#,
+            ]
+        );
+        assert_eq!(s.list(&c.buckets.curated, "").await.unwrap().len(), 1);
+        assert_eq!(std::fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn json_lines_keep_their_text() {
+        let (_dir, b) = backend();
+        let s = b.objects();
+        let c = b.config().clone();
+        s.put(
+            &c.buckets.input,
+            "events/e.jsonl",
+            b"{\"z\": 1.50, \"a\": [1]}\n\n{}\n".to_vec(),
+        )
+        .await
+        .unwrap();
+        let manifest = serde_json::json!({"batch_id": "b-2", "dataset": "events",
+            "files": [{"file_id": "f-9", "bucket": c.buckets.input, "key": "events/e.jsonl"}]});
+        s.put(&c.buckets.work, "m.json", manifest.to_string().into_bytes())
+            .await
+            .unwrap();
+        let jobs = b.ports().jobs;
+        let run = start(
+            &*jobs,
+            "builtin",
+            &args("b-2", Some(&format!("{}/m.json", c.buckets.work))),
+        )
+        .await;
+        assert_eq!(
+            jobs.run_status("builtin", &run).await.unwrap(),
+            JobStatus::Succeeded
+        );
+        let mut out = String::new();
+        s.get(
+            &c.buckets.curated,
+            &crate::transform::output_key("events", "b-2"),
+        )
+        .await
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+        assert_eq!(
+            out,
+            "{\"z\": 1.50, \"a\": [1],\"_file_id\":\"f-9\"}\n{\"_file_id\":\"f-9\"}\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn failures_are_reported_as_the_run_state() {
+        let (_dir, b) = backend();
+        let jobs = b.ports().jobs;
+        let run = start(&*jobs, "command:false", &args("b-1", None)).await;
+        match jobs.run_status("command:false", &run).await.unwrap() {
+            JobStatus::Failed { state, .. } => assert_eq!(state, "FAILED"),
+            other => panic!("{other:?}"),
+        }
+        let cmd = "command:echo \"bad $CHOREO_BATCH_ID\" >&2; exit 3";
+        let run = start(&*jobs, cmd, &args("b-7", None)).await;
+        assert_eq!(
+            jobs.run_status(cmd, &run).await.unwrap(),
+            JobStatus::Failed {
+                state: "FAILED".into(),
+                reason: "bad b-7".into()
+            }
+        );
+        let run = start(&*jobs, "nightly-etl", &args("b-1", None)).await;
+        let failed = JobStatus::Failed {
+            state: "ERROR".into(),
+            reason: "no such job: nightly-etl".into(),
+        };
+        assert_eq!(jobs.run_status("nightly-etl", &run).await.unwrap(), failed);
+        assert_eq!(jobs.run_status("nightly-etl", &run).await.unwrap(), failed);
+        // A builtin run whose manifest is missing fails; it does not error.
+        let run = start(
+            &*jobs,
+            "builtin",
+            &args("b-1", Some("choreo-work/none.json")),
+        )
+        .await;
+        assert!(matches!(
+            jobs.run_status("builtin", &run).await.unwrap(),
+            JobStatus::Failed { .. }
+        ));
+        let err = jobs
+            .start_run("builtin", &BTreeMap::new())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Permanent);
+        let err = jobs.run_status("builtin", "jr-none").await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound);
+    }
+
+    #[tokio::test]
+    async fn a_command_sees_its_batch_and_manifest() {
+        let (dir, b) = backend();
+        let c = b.config().clone();
+        b.objects()
+            .put(
+                &c.buckets.work,
+                "m/b-3.json",
+                br#"{"batch_id":"b-3"}"#.to_vec(),
+            )
+            .await
+            .unwrap();
+        let out = dir.path().join("seen.txt");
+        let cmd = format!(
+            "command:printf '%s|' \"$CHOREO_BATCH_ID\" > {out} && cat \"$CHOREO_MANIFEST\" >> {out} && test -d \"$CHOREO_DATA_DIR\"",
+            out = out.display()
+        );
+        let jobs = b.ports().jobs;
+        let run = start(
+            &*jobs,
+            &cmd,
+            &args("b-3", Some(&format!("{}/m/b-3.json", c.buckets.work))),
+        )
+        .await;
+        assert_eq!(
+            jobs.run_status(&cmd, &run).await.unwrap(),
+            JobStatus::Succeeded
+        );
+        assert_eq!(
+            std::fs::read_to_string(out).unwrap(),
+            r#"b-3|{"batch_id":"b-3"}"#
+        );
+    }
+
+    #[test]
+    fn stderr_tails_start_on_a_character() {
+        let s = "é".repeat(300);
+        let t = tail(s.as_bytes(), 501);
+        assert!(t.chars().all(|c| c == 'é'));
+        assert_eq!(tail(b"  oops \n", 500), "oops");
+    }
+}

@@ -1,0 +1,335 @@
+//! The embedded local backend: every port on one SQLite database and a directory per bucket, with
+//! the semantics of the AWS service each stands in for.
+//!
+//! ```text
+//! data_dir/
+//!   choreo.db          queues (SQS), subscriptions (SNS), files/batches/leases (DynamoDB),
+//!                      crawls + catalog (Glue crawler), job_runs (Glue jobs), audit trail
+//!   buckets/<bucket>/  one directory per bucket (S3), keys are relative paths
+//!   tmp/               staging for atomic writes
+//! ```
+//!
+//! [`LocalBackend::open`] opens the database (`db.rs`: WAL, 5 s busy timeout, schema), creates the
+//! bucket directories, declares every queue with its dead-letter queue (`queue.rs`) and subscribes
+//! the queues to the topic (`bus.rs`). [`LocalBackend::ports`] hands the services the same traits the
+//! AWS backend implements. Around them:
+//!
+//! - `objects.rs` — buckets as directories; writes are temp file + fsync + rename.
+//! - `notifier.rs` — scans the input bucket and sends S3-shaped notifications to the ingest queue,
+//!   as S3 event notifications would; run it with [`LocalBackend::run_notifier`].
+//! - `state.rs` — file records, batches and leases as conditional writes.
+//! - `crawler.rs` / `jobs.rs` / `transform.rs` — Glue stand-ins that do their work when polled.
+//! - `audit.rs` — the deduplicated audit trail and its counters.
+//!
+//! Several processes may open the same data directory: everything that must be shared is in the
+//! database (queues, subscriptions, the notified set, state), and every read-modify-write is a
+//! `BEGIN IMMEDIATE` transaction. Only long-poll wake-ups are per process; other processes' sends are
+//! seen within 100 ms.
+
+mod audit;
+mod bus;
+mod crawler;
+mod db;
+mod jobs;
+mod notifier;
+mod objects;
+mod queue;
+mod state;
+pub mod transform;
+
+pub use audit::LocalAuditLog;
+pub use bus::LocalTopic;
+pub use crawler::{CatalogTable, LocalCrawler};
+pub use jobs::LocalJobRunner;
+pub use notifier::{ScanResult, s3_key_encode, s3_notification};
+pub use objects::LocalObjectStore;
+pub use queue::{LocalQueue, StoredMessage};
+pub use state::LocalStateStore;
+
+use choreo_domain::config::Queues;
+use choreo_domain::{Config, EventKind};
+use choreo_ports::{PortError, Ports, Queue};
+use db::Db;
+use notifier::Notifier;
+use queue::Wakers;
+use rusqlite::TransactionBehavior;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The local backend: cheap to clone, every clone sharing one database connection.
+#[derive(Clone)]
+pub struct LocalBackend {
+    config: Arc<Config>,
+    db: Arc<Db>,
+    wakers: Arc<Wakers>,
+    objects: Arc<LocalObjectStore>,
+    topic: Arc<LocalTopic>,
+    state: Arc<LocalStateStore>,
+    crawler: Arc<LocalCrawler>,
+    jobs: Arc<LocalJobRunner>,
+    audit: Arc<LocalAuditLog>,
+    notifier: Arc<Notifier>,
+}
+
+/// Which event types each stage's queue subscribes to.
+fn subscriptions(config: &Config) -> Vec<(String, Vec<&'static str>)> {
+    let q = &config.queues;
+    vec![
+        (q.validate.clone(), vec![EventKind::FileRegistered.as_str()]),
+        (q.quarantine.clone(), vec![EventKind::FileRejected.as_str()]),
+        (q.crawl.clone(), vec![EventKind::FileValidated.as_str()]),
+        (
+            q.transform.clone(),
+            vec![EventKind::BatchCataloged.as_str()],
+        ),
+        (
+            q.audit.clone(),
+            EventKind::PUBLISHED.iter().map(|k| k.as_str()).collect(),
+        ),
+    ]
+}
+
+impl LocalBackend {
+    /// Opens (creating if needed) `config.data_dir/choreo.db` and `config.data_dir/buckets/<bucket>/`
+    /// for every bucket in `config.buckets`; declares every queue of the configuration with its
+    /// dead-letter queue and `max_receive_count`; and replaces the topic's subscriptions with the
+    /// configuration's: validate ← FileRegistered, quarantine ← FileRejected, crawl ← FileValidated,
+    /// transform ← BatchCataloged, audit ← every published kind.
+    pub fn open(config: &Config) -> Result<LocalBackend, PortError> {
+        let data_dir = config.data_dir.clone();
+        let dir_error =
+            |e: std::io::Error| PortError::permanent("open", data_dir.display().to_string(), e);
+        std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
+        let db = Db::open(&data_dir.join("choreo.db"))?;
+        let objects = Arc::new(LocalObjectStore::new(&data_dir).map_err(dir_error)?);
+        let b = &config.buckets;
+        for bucket in [&b.input, &b.failed, &b.curated, &b.work] {
+            objects.create_bucket(bucket)?;
+        }
+
+        let queues: Vec<String> = config.all_queues().iter().map(|q| q.to_string()).collect();
+        let max_receive_count = config.queues.max_receive_count;
+        let subs = subscriptions(config);
+        let topic_name = config.topics.events.clone();
+        db.blocking("open", "queues", |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for q in &queues {
+                let dlq = Queues::dlq_of(q);
+                queue::declare(&tx, &dlq, None, None)?;
+                queue::declare(&tx, q, Some(&dlq), Some(max_receive_count))?;
+            }
+            bus::set_subscriptions(&tx, &topic_name, &subs)?;
+            tx.commit()?;
+            Ok(())
+        })?;
+
+        let wakers = Arc::new(Wakers::default());
+        let notifier = Notifier::new(
+            Arc::clone(&db),
+            Arc::clone(&wakers),
+            Arc::clone(&objects),
+            &config.buckets.input,
+            &config.queues.ingest,
+        )?;
+        let crawler = LocalCrawler::new(Arc::clone(&db), Arc::clone(&objects), config)?;
+        let config = Arc::new(config.clone());
+        Ok(LocalBackend {
+            topic: Arc::new(LocalTopic::new(
+                &config.topics.events,
+                Arc::clone(&db),
+                Arc::clone(&wakers),
+            )),
+            state: Arc::new(LocalStateStore::new(Arc::clone(&db))),
+            crawler: Arc::new(crawler),
+            jobs: Arc::new(LocalJobRunner::new(
+                Arc::clone(&db),
+                Arc::clone(&objects),
+                Arc::clone(&config),
+                config.data_dir.clone(),
+            )),
+            audit: Arc::new(LocalAuditLog::new(Arc::clone(&db))),
+            notifier: Arc::new(notifier),
+            config,
+            db,
+            wakers,
+            objects,
+        })
+    }
+
+    /// Makes every crawl take at least `d` between its start and the poll that completes it (for
+    /// tests and demonstrations of a crawl that takes time).
+    pub fn with_crawl_min_duration(mut self, d: Duration) -> Self {
+        self.crawler = Arc::new((*self.crawler).clone().with_min_duration(d));
+        self
+    }
+
+    /// The configuration the backend was opened with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The ports, as the services take them.
+    pub fn ports(&self) -> Ports {
+        Ports {
+            bus: self.topic.clone(),
+            objects: self.objects.clone(),
+            state: self.state.clone(),
+            crawler: self.crawler.clone(),
+            jobs: self.jobs.clone(),
+            audit: self.audit.clone(),
+        }
+    }
+
+    /// The queue `name` — any name, including a dead-letter queue `<name>-dlq`. A queue that was never
+    /// declared has no redrive policy.
+    pub fn queue(&self, name: &str) -> Arc<dyn Queue> {
+        self.local_queue(name)
+    }
+
+    /// The queue `name` with the local extras (`peek`, `purge`).
+    pub fn local_queue(&self, name: &str) -> Arc<LocalQueue> {
+        Arc::new(LocalQueue::new(
+            name,
+            Arc::clone(&self.db),
+            Arc::clone(&self.wakers),
+        ))
+    }
+
+    pub fn objects(&self) -> Arc<LocalObjectStore> {
+        Arc::clone(&self.objects)
+    }
+
+    pub fn topic(&self) -> Arc<LocalTopic> {
+        Arc::clone(&self.topic)
+    }
+
+    pub fn state(&self) -> Arc<LocalStateStore> {
+        Arc::clone(&self.state)
+    }
+
+    pub fn crawler(&self) -> Arc<LocalCrawler> {
+        Arc::clone(&self.crawler)
+    }
+
+    pub fn jobs(&self) -> Arc<LocalJobRunner> {
+        Arc::clone(&self.jobs)
+    }
+
+    pub fn audit(&self) -> Arc<LocalAuditLog> {
+        Arc::clone(&self.audit)
+    }
+
+    /// Scans the input bucket's directory every `config.runtime.scan_interval_ms` and sends an
+    /// S3-shaped notification to the ingest queue for each object not yet notified, once its size and
+    /// modification time are unchanged across two scans. Runs until `shutdown` is cancelled; a failed
+    /// scan is logged and the next one tried.
+    pub async fn run_notifier(&self, shutdown: CancellationToken) {
+        let interval = Duration::from_millis(self.config.runtime.scan_interval_ms.max(1));
+        self.notifier.run(interval, shutdown).await
+    }
+
+    /// One scan of the input bucket: how many notifications were sent, and how many objects were
+    /// seen but are not yet known to be stable.
+    pub async fn scan_once(&self) -> Result<ScanResult, PortError> {
+        self.notifier.scan_once().await
+    }
+
+    /// The database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.db.path().to_path_buf()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn db_blocking<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, PortError> {
+        self.db.blocking("test", "db", |c| Ok(f(c)?))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use crate::LocalBackend;
+    use choreo_domain::config::{
+        CompressionSetting, CsvOptions, DatasetConfig, FileFormat, KeyMatch, SchemaSource,
+    };
+    use choreo_domain::{Config, EventKind};
+    use choreo_ports::OutgoingMessage;
+
+    fn dataset(
+        name: &str,
+        prefix: Option<&str>,
+        pattern: Option<&str>,
+        format: FileFormat,
+        crawler: Option<&str>,
+    ) -> DatasetConfig {
+        DatasetConfig {
+            name: name.into(),
+            key_match: KeyMatch {
+                prefix: prefix.map(Into::into),
+                pattern: pattern.map(Into::into),
+            },
+            format,
+            compression: CompressionSetting::Auto,
+            csv: CsvOptions::default(),
+            schema: SchemaSource::Inline(serde_json::json!({"fields": []})),
+            crawler: crawler.map(Into::into),
+            job: "builtin".into(),
+            batch_window_secs: 1,
+            batch_max_files: 10,
+        }
+    }
+
+    /// A backend in a fresh directory, with three datasets: `daily` (CSV under `daily/`, its own
+    /// crawler), and `events` (JSON Lines, `events/*.jsonl`) and `tabs` (headerless TSV under
+    /// `tabs/`) sharing `shared-crawler`.
+    pub(crate) fn backend() -> (tempfile::TempDir, LocalBackend) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tabs = dataset(
+            "tabs",
+            Some("tabs/"),
+            None,
+            FileFormat::Csv,
+            Some("shared-crawler"),
+        );
+        tabs.csv.delimiter = '\t';
+        tabs.csv.header = false;
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            datasets: vec![
+                dataset("daily", Some("daily/"), None, FileFormat::Csv, None),
+                dataset(
+                    "events",
+                    None,
+                    Some("events/*.jsonl"),
+                    FileFormat::Jsonl,
+                    Some("shared-crawler"),
+                ),
+                tabs,
+            ],
+            ..Config::default()
+        };
+        config.check().unwrap();
+        let b = LocalBackend::open(&config).unwrap();
+        (dir, b)
+    }
+
+    pub(crate) fn msg(body: &str) -> OutgoingMessage {
+        OutgoingMessage {
+            body: body.into(),
+            attributes: Default::default(),
+        }
+    }
+
+    pub(crate) fn event_msg(kind: EventKind) -> OutgoingMessage {
+        let mut m = msg(&format!("{{\"kind\":\"{}\"}}", kind.as_str()));
+        m.attributes
+            .insert("event_type".into(), kind.as_str().into());
+        m.attributes
+            .insert("traceparent".into(), "00-abc-def-01".into());
+        m
+    }
+}

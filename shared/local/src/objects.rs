@@ -1,0 +1,514 @@
+//! Buckets as directories: `data_dir/buckets/<bucket>/<key>`, with S3's whole-object semantics.
+//!
+//! Every write goes to a temporary file in `data_dir/tmp/`, is flushed to disk, then renamed over the
+//! target, so a reader sees the old object or the new one, never a part. An object's version is a
+//! stamp of its modification time (ns) and size: a rewrite is a new version, as a new upload is in S3.
+//! Keys are relative paths with `/` separators; a key that could escape its bucket (`..`, an absolute
+//! path, an empty segment) is refused. Names starting with `.` are hidden: listings skip them, as they
+//! are most often another program's temporary files.
+
+use async_trait::async_trait;
+use choreo_ports::{ErrorKind, ObjectMeta, ObjectReader, ObjectStore, PortError};
+use chrono::{DateTime, Utc};
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+/// The object store of the local backend.
+#[derive(Debug, Clone)]
+pub struct LocalObjectStore {
+    buckets: PathBuf,
+    tmp: PathBuf,
+}
+
+fn io_error(op: &'static str, target: &str, e: io::Error) -> PortError {
+    match e.kind() {
+        io::ErrorKind::NotFound => PortError::new(ErrorKind::NotFound, op, target, e),
+        io::ErrorKind::PermissionDenied
+        | io::ErrorKind::InvalidInput
+        | io::ErrorKind::InvalidFilename
+        | io::ErrorKind::IsADirectory
+        | io::ErrorKind::NotADirectory
+        | io::ErrorKind::DirectoryNotEmpty
+        | io::ErrorKind::AlreadyExists
+        | io::ErrorKind::ReadOnlyFilesystem => PortError::permanent(op, target, e),
+        _ => PortError::transient(op, target, e),
+    }
+}
+
+fn check_bucket(op: &'static str, bucket: &str) -> Result<(), PortError> {
+    let ok = !bucket.is_empty()
+        && !bucket.starts_with('.')
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(PortError::permanent(op, bucket, "invalid bucket name"))
+    }
+}
+
+/// Checks that `key` is a safe relative path.
+pub(crate) fn check_key(op: &'static str, bucket: &str, key: &str) -> Result<(), PortError> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.contains('\0')
+        || key.contains('\\')
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..");
+    if bad {
+        Err(PortError::permanent(
+            op,
+            format!("{bucket}/{key}"),
+            "invalid key: keys are relative paths with no empty, '.' or '..' segments",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The stamp naming one version of a file: modification time in nanoseconds and size, in hex.
+fn meta_of(key: String, md: &fs::Metadata) -> ObjectMeta {
+    let mtime = md.modified().unwrap_or(UNIX_EPOCH);
+    let since = mtime.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let ns = since.as_nanos();
+    ObjectMeta {
+        key,
+        size: md.len(),
+        version: format!("{ns:x}-{:x}", md.len()),
+        last_modified: DateTime::<Utc>::from(mtime),
+    }
+}
+
+fn is_hidden(name: &str) -> bool {
+    name.starts_with('.')
+}
+
+impl LocalObjectStore {
+    /// A store over `data_dir/buckets/` (buckets are created by the backend, or by [`Self::create_bucket`]).
+    pub(crate) fn new(data_dir: &Path) -> io::Result<Self> {
+        let store = LocalObjectStore {
+            buckets: data_dir.join("buckets"),
+            tmp: data_dir.join("tmp"),
+        };
+        fs::create_dir_all(&store.buckets)?;
+        fs::create_dir_all(&store.tmp)?;
+        Ok(store)
+    }
+
+    /// Creates the bucket's directory if needed.
+    pub fn create_bucket(&self, bucket: &str) -> Result<(), PortError> {
+        check_bucket("create_bucket", bucket)?;
+        fs::create_dir_all(self.buckets.join(bucket))
+            .map_err(|e| io_error("create_bucket", bucket, e))
+    }
+
+    /// The directory holding the bucket.
+    pub fn bucket_dir(&self, bucket: &str) -> PathBuf {
+        self.buckets.join(bucket)
+    }
+
+    /// Where the object lives on disk (it may not exist). The key is checked first.
+    pub fn path_of(&self, bucket: &str, key: &str) -> Result<PathBuf, PortError> {
+        check_bucket("path", bucket)?;
+        check_key("path", bucket, key)?;
+        Ok(self.buckets.join(bucket).join(key))
+    }
+
+    /// The directory for temporary files, on the same file system as the buckets.
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// A fresh temporary path in [`Self::tmp_dir`].
+    pub fn tmp_path(&self, tag: &str) -> PathBuf {
+        self.tmp
+            .join(format!(".{tag}-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    fn existing_bucket(&self, op: &'static str, bucket: &str) -> Result<PathBuf, PortError> {
+        check_bucket(op, bucket)?;
+        let dir = self.buckets.join(bucket);
+        if dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(PortError::new(
+                ErrorKind::NotFound,
+                op,
+                bucket,
+                "no such bucket",
+            ))
+        }
+    }
+
+    /// Writes `fill`'s output to a temporary file, syncs it, and renames it to the object's path.
+    fn write_atomically(
+        &self,
+        op: &'static str,
+        bucket: &str,
+        key: &str,
+        fill: impl FnOnce(&mut fs::File) -> io::Result<()>,
+    ) -> Result<(), PortError> {
+        let target = format!("{bucket}/{key}");
+        let dir = self.existing_bucket(op, bucket)?;
+        check_key(op, bucket, key)?;
+        let path = dir.join(key);
+        let parent = path.parent().unwrap_or(&dir).to_path_buf();
+        fs::create_dir_all(&parent).map_err(|e| io_error(op, &target, e))?;
+        let tmp = self.tmp_path("put");
+        let result = (|| {
+            let mut file = fs::File::create(&tmp)?;
+            fill(&mut file)?;
+            file.flush()?;
+            file.sync_all()?;
+            drop(file);
+            match fs::rename(&tmp, &path) {
+                Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+                    // The bucket is on another file system: stage beside the target instead.
+                    let near =
+                        parent.join(format!(".choreo-tmp-{}", uuid::Uuid::new_v4().simple()));
+                    fs::copy(&tmp, &near)?;
+                    fs::File::open(&near)?.sync_all()?;
+                    fs::remove_file(&tmp)?;
+                    fs::rename(&near, &path)
+                }
+                other => other,
+            }?;
+            // Make the rename itself durable.
+            if let Ok(d) = fs::File::open(&parent) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(|e| io_error(op, &target, e))
+    }
+
+    fn head_sync(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, PortError> {
+        let dir = self.existing_bucket("head", bucket)?;
+        check_key("head", bucket, key)?;
+        match fs::metadata(dir.join(key)) {
+            Ok(md) if md.is_file() => Ok(Some(meta_of(key.to_string(), &md))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error("head", &format!("{bucket}/{key}"), e)),
+        }
+    }
+
+    fn delete_sync(&self, bucket: &str, key: &str) -> Result<(), PortError> {
+        let dir = self.existing_bucket("delete", bucket)?;
+        check_key("delete", bucket, key)?;
+        let path = dir.join(key);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error("delete", &format!("{bucket}/{key}"), e)),
+        }
+        // Remove the directories the object leaves empty, as S3 has no directories to leave behind.
+        let mut parent = path.parent();
+        while let Some(p) = parent {
+            if p == dir || fs::remove_dir(p).is_err() {
+                break;
+            }
+            parent = p.parent();
+        }
+        Ok(())
+    }
+
+    fn list_sync(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, PortError> {
+        let dir = self.existing_bucket("list", bucket)?;
+        let mut out = Vec::new();
+        let mut stack = vec![(dir, String::new())];
+        while let Some((path, key_prefix)) = stack.pop() {
+            let entries = match fs::read_dir(&path) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error("list", bucket, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| io_error("list", bucket, e))?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue; // not UTF-8: cannot be a key
+                };
+                if is_hidden(&name) {
+                    continue;
+                }
+                let key = format!("{key_prefix}{name}");
+                let ft = match entry.file_type() {
+                    Ok(ft) => ft,
+                    Err(_) => continue,
+                };
+                if ft.is_dir() {
+                    let sub = format!("{key}/");
+                    if sub.starts_with(prefix) || prefix.starts_with(&sub) {
+                        stack.push((entry.path(), sub));
+                    }
+                } else if key.starts_with(prefix) {
+                    // Follows symlinks to files; a file gone since the listing is skipped.
+                    match fs::metadata(entry.path()) {
+                        Ok(md) if md.is_file() => out.push(meta_of(key, &md)),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    op: &'static str,
+    target: String,
+    f: impl FnOnce() -> Result<T, PortError> + Send + 'static,
+) -> Result<T, PortError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| PortError::permanent(op, target, format!("task failed: {e}")))?
+}
+
+/// Runs `$body` with `$s`, a clone of the store (two paths), in a blocking task.
+macro_rules! on_store {
+    ($self:ident, $op:literal, $target:expr, |$s:ident| $body:expr) => {{
+        let $s = $self.clone();
+        blocking($op, $target, move || $body).await
+    }};
+}
+
+#[async_trait]
+impl ObjectStore for LocalObjectStore {
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, PortError> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        on_store!(self, "head", format!("{bucket}/{key}"), |s| s
+            .head_sync(&b, &k))
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, PortError> {
+        let target = format!("{bucket}/{key}");
+        let dir = self.existing_bucket("get", bucket)?;
+        check_key("get", bucket, key)?;
+        let path = dir.join(key);
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| io_error("get", &target, e))?;
+        let md = file
+            .metadata()
+            .await
+            .map_err(|e| io_error("get", &target, e))?;
+        if !md.is_file() {
+            return Err(PortError::not_found("get", target));
+        }
+        Ok(Box::pin(file))
+    }
+
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), PortError> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        on_store!(self, "put", format!("{bucket}/{key}"), |s| s
+            .write_atomically("put", &b, &k, |f| f.write_all(&body)))
+    }
+
+    async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), PortError> {
+        let (b, k, p) = (bucket.to_string(), key.to_string(), path.to_path_buf());
+        on_store!(self, "put_file", format!("{bucket}/{key}"), |s| {
+            let mut src = fs::File::open(&p)
+                .map_err(|e| io_error("put_file", &p.display().to_string(), e))?;
+            s.write_atomically("put_file", &b, &k, |f| io::copy(&mut src, f).map(|_| ()))
+        })
+    }
+
+    async fn copy(
+        &self,
+        from_bucket: &str,
+        from_key: &str,
+        to_bucket: &str,
+        to_key: &str,
+    ) -> Result<(), PortError> {
+        let from = format!("{from_bucket}/{from_key}");
+        let src = self.existing_bucket("copy", from_bucket)?;
+        check_key("copy", from_bucket, from_key)?;
+        let src = src.join(from_key);
+        let (b, k) = (to_bucket.to_string(), to_key.to_string());
+        on_store!(self, "copy", from.clone(), |s| {
+            let mut file = fs::File::open(&src).map_err(|e| io_error("copy", &from, e))?;
+            if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+                return Err(PortError::not_found("copy", from));
+            }
+            s.write_atomically("copy", &b, &k, |f| io::copy(&mut file, f).map(|_| ()))
+        })
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), PortError> {
+        let (b, k) = (bucket.to_string(), key.to_string());
+        on_store!(self, "delete", format!("{bucket}/{key}"), |s| s
+            .delete_sync(&b, &k))
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, PortError> {
+        let (b, p) = (bucket.to_string(), prefix.to_string());
+        on_store!(self, "list", bucket.to_string(), |s| s.list_sync(&b, &p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::backend;
+    use choreo_ports::{ErrorKind, ObjectStore};
+    use tokio::io::AsyncReadExt;
+
+    async fn read(store: &dyn ObjectStore, bucket: &str, key: &str) -> String {
+        let mut s = String::new();
+        store
+            .get(bucket, key)
+            .await
+            .unwrap()
+            .read_to_string(&mut s)
+            .await
+            .unwrap();
+        s
+    }
+
+    #[tokio::test]
+    async fn put_get_copy_delete_list() {
+        let (_dir, b) = backend();
+        let s = b.objects();
+        let input = b.config().buckets.input.clone();
+        let failed = b.config().buckets.failed.clone();
+        s.put(&input, "daily/a.csv", b"a,b\n1,2\n".to_vec())
+            .await
+            .unwrap();
+        s.put(&input, "daily/sub/b.csv", b"x".to_vec())
+            .await
+            .unwrap();
+        s.put(&input, "other.csv", b"y".to_vec()).await.unwrap();
+        assert_eq!(read(&*s, &input, "daily/a.csv").await, "a,b\n1,2\n");
+
+        let meta = s.head(&input, "daily/a.csv").await.unwrap().unwrap();
+        assert_eq!(meta.size, 8);
+        assert!(meta.version.ends_with("-8"), "{}", meta.version);
+        assert!(s.head(&input, "daily/zzz.csv").await.unwrap().is_none());
+
+        let keys: Vec<_> = s
+            .list(&input, "daily/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(keys, ["daily/a.csv", "daily/sub/b.csv"]);
+        let all: Vec<_> = s
+            .list(&input, "")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(all, ["daily/a.csv", "daily/sub/b.csv", "other.csv"]);
+        let partial: Vec<_> = s
+            .list(&input, "daily/s")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(partial, ["daily/sub/b.csv"]);
+
+        s.copy(&input, "daily/a.csv", &failed, "q/a.csv")
+            .await
+            .unwrap();
+        s.copy(&input, "daily/a.csv", &failed, "q/a.csv")
+            .await
+            .unwrap();
+        assert_eq!(read(&*s, &failed, "q/a.csv").await, "a,b\n1,2\n");
+
+        // Overwriting makes a new version.
+        s.put(&input, "daily/a.csv", b"a,b\n1,2\n3,4\n".to_vec())
+            .await
+            .unwrap();
+        let newer = s.head(&input, "daily/a.csv").await.unwrap().unwrap();
+        assert_ne!(newer.version, meta.version);
+
+        s.delete(&input, "daily/sub/b.csv").await.unwrap();
+        s.delete(&input, "daily/sub/b.csv").await.unwrap();
+        assert!(!s.bucket_dir(&input).join("daily/sub").exists());
+        assert!(s.bucket_dir(&input).join("daily").exists());
+        let err = match s.get(&input, "daily/sub/b.csv").await {
+            Err(e) => e,
+            Ok(_) => panic!("deleted object still readable"),
+        };
+        assert_eq!(err.kind, ErrorKind::NotFound);
+        let err = s
+            .copy(&input, "nope.csv", &failed, "nope.csv")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound);
+        // Temporary files never linger.
+        assert_eq!(std::fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn put_file_streams_a_local_file() {
+        let (dir, b) = backend();
+        let s = b.objects();
+        let src = dir.path().join("local.txt");
+        std::fs::write(&src, "hello").unwrap();
+        s.put_file(&b.config().buckets.work, "x/y.txt", &src)
+            .await
+            .unwrap();
+        assert_eq!(
+            read(&*s, &b.config().buckets.work, "x/y.txt").await,
+            "hello"
+        );
+        assert!(src.exists(), "the source is left alone");
+    }
+
+    #[tokio::test]
+    async fn keys_that_escape_are_refused() {
+        let (_dir, b) = backend();
+        let s = b.objects();
+        let input = b.config().buckets.input.clone();
+        for key in ["../x", "a/../../x", "/etc/passwd", "a//b", "", "a/", "./a"] {
+            let err = s.put(&input, key, b"x".to_vec()).await.unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Permanent, "{key:?}");
+        }
+        assert!(s.head(&input, "../x").await.is_err());
+        // A key that is a directory's, or runs through a file, cannot be written: retrying won't help.
+        s.put(&input, "dir/file", b"x".to_vec()).await.unwrap();
+        assert_eq!(
+            s.put(&input, "dir", b"x".to_vec()).await.unwrap_err().kind,
+            ErrorKind::Permanent
+        );
+        assert_eq!(
+            s.put(&input, "dir/file/sub", b"x".to_vec())
+                .await
+                .unwrap_err()
+                .kind,
+            ErrorKind::Permanent
+        );
+        assert!(s.head(&input, "dir").await.unwrap().is_none());
+        assert!(s.put("../etc", "x", b"x".to_vec()).await.is_err());
+        let err = s.list("no-such-bucket", "").await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound);
+    }
+
+    #[tokio::test]
+    async fn hidden_files_are_not_listed() {
+        let (_dir, b) = backend();
+        let s = b.objects();
+        let input = b.config().buckets.input.clone();
+        std::fs::write(s.bucket_dir(&input).join(".partial.csv"), "x").unwrap();
+        s.put(&input, "seen.csv", b"x".to_vec()).await.unwrap();
+        let keys: Vec<_> = s
+            .list(&input, "")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key)
+            .collect();
+        assert_eq!(keys, ["seen.csv"]);
+    }
+}

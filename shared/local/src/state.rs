@@ -1,0 +1,718 @@
+//! File records, batch records and leases, as DynamoDB conditional writes on SQLite.
+//!
+//! A file's fields are columns (the seed's audit fields — dataset, bucket and key, state, size — are
+//! readable with `sqlite3` as they are), its history a JSON array beside them. A transition reads the
+//! record and writes it back in one `BEGIN IMMEDIATE` transaction, and the `UPDATE` repeats the
+//! condition on the stored state: the history entry is written with the state, or neither is.
+//! "Files of dataset D in state S" is served by the `(dataset, state, id)` index.
+
+use crate::db::{Db, DbError, bad_column, from_ms, ms, now_ms, parse_ts, ts};
+use async_trait::async_trait;
+use choreo_domain::{Batch, BatchState, FileId, FileRecord, FileState, NewFile, Transition};
+use choreo_ports::{
+    BatchOutcome, FileQuery, LeaseOutcome, Page, PortError, Registered, StateStore,
+    TransitionOutcome,
+};
+use chrono::Utc;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Page size when a query asks for 0.
+const DEFAULT_LIMIT: usize = 100;
+/// The largest page served, whatever the query asks.
+const MAX_LIMIT: usize = 10_000;
+
+const FILE_COLUMNS: &str = "id, dataset, bucket, key, size, version, state, reason, trace_id, \
+                            traceparent, batch_id, validation, created_at, updated_at, history";
+
+/// The state store of the local backend.
+pub struct LocalStateStore {
+    db: Arc<Db>,
+}
+
+/// A file row as stored, before its text columns are parsed.
+struct FileRow {
+    id: String,
+    dataset: String,
+    bucket: String,
+    key: String,
+    size: i64,
+    version: String,
+    state: String,
+    reason: Option<String>,
+    trace_id: Option<String>,
+    traceparent: Option<String>,
+    batch_id: Option<String>,
+    validation: Option<String>,
+    created_at: String,
+    updated_at: String,
+    history: String,
+}
+
+impl FileRow {
+    fn read(r: &Row<'_>) -> rusqlite::Result<FileRow> {
+        Ok(FileRow {
+            id: r.get(0)?,
+            dataset: r.get(1)?,
+            bucket: r.get(2)?,
+            key: r.get(3)?,
+            size: r.get(4)?,
+            version: r.get(5)?,
+            state: r.get(6)?,
+            reason: r.get(7)?,
+            trace_id: r.get(8)?,
+            traceparent: r.get(9)?,
+            batch_id: r.get(10)?,
+            validation: r.get(11)?,
+            created_at: r.get(12)?,
+            updated_at: r.get(13)?,
+            history: r.get(14)?,
+        })
+    }
+
+    fn into_record(self) -> Result<FileRecord, DbError> {
+        Ok(FileRecord {
+            state: self
+                .state
+                .parse::<FileState>()
+                .map_err(|_| bad_column("file state", &self.state))?,
+            id: FileId(self.id),
+            dataset: self.dataset,
+            bucket: self.bucket,
+            key: self.key,
+            size: self.size.max(0) as u64,
+            version: self.version,
+            reason: self.reason,
+            trace_id: self.trace_id,
+            traceparent: self.traceparent,
+            batch_id: self.batch_id,
+            validation: self.validation,
+            created_at: parse_ts(&self.created_at)?,
+            updated_at: parse_ts(&self.updated_at)?,
+            history: serde_json::from_str(&self.history)?,
+        })
+    }
+}
+
+fn get_file(conn: &Connection, id: &str) -> Result<Option<FileRecord>, DbError> {
+    let row = conn
+        .prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1"))?
+        .query_row(params![id], FileRow::read)
+        .optional()?;
+    row.map(FileRow::into_record).transpose()
+}
+
+fn get_batch(conn: &Connection, id: &str) -> Result<Option<Batch>, DbError> {
+    let body: Option<String> = conn
+        .prepare_cached("SELECT body FROM batches WHERE id = ?1")?
+        .query_row(params![id], |r| r.get(0))
+        .optional()?;
+    Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+}
+
+impl LocalStateStore {
+    pub(crate) fn new(db: Arc<Db>) -> Self {
+        LocalStateStore { db }
+    }
+}
+
+#[async_trait]
+impl StateStore for LocalStateStore {
+    async fn register(&self, file: NewFile) -> Result<Registered, PortError> {
+        let target = file.id.to_string();
+        self.db
+            .write("register", target, move |tx| {
+                if let Some(existing) = get_file(tx, file.id.as_str())? {
+                    return Ok(Registered::Exists(existing));
+                }
+                let rec = file.into_record(Utc::now());
+                tx.execute(
+                    &format!(
+                        "INSERT INTO files ({FILE_COLUMNS})
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                    ),
+                    params![
+                        rec.id.as_str(),
+                        rec.dataset,
+                        rec.bucket,
+                        rec.key,
+                        rec.size as i64,
+                        rec.version,
+                        rec.state.as_str(),
+                        rec.reason,
+                        rec.trace_id,
+                        rec.traceparent,
+                        rec.batch_id,
+                        rec.validation,
+                        ts(rec.created_at),
+                        ts(rec.updated_at),
+                        serde_json::to_string(&rec.history)?,
+                    ],
+                )?;
+                Ok(Registered::Created(rec))
+            })
+            .await
+    }
+
+    async fn get(&self, id: &FileId) -> Result<Option<FileRecord>, PortError> {
+        let id = id.to_string();
+        self.db
+            .call("get", id.clone(), move |conn| get_file(conn, &id))
+            .await
+    }
+
+    async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, PortError> {
+        let t = t.clone();
+        self.db
+            .write("transition", t.file.to_string(), move |tx| {
+                let Some(mut rec) = get_file(tx, t.file.as_str())? else {
+                    return Ok(TransitionOutcome::NotFound);
+                };
+                if rec.state != t.from {
+                    return Ok(TransitionOutcome::Conflict(rec));
+                }
+                t.apply_to(&mut rec, Utc::now());
+                let changed = tx.execute(
+                    "UPDATE files SET state = ?1, reason = ?2, batch_id = ?3, validation = ?4,
+                         updated_at = ?5, history = ?6
+                     WHERE id = ?7 AND state = ?8",
+                    params![
+                        rec.state.as_str(),
+                        rec.reason,
+                        rec.batch_id,
+                        rec.validation,
+                        ts(rec.updated_at),
+                        serde_json::to_string(&rec.history)?,
+                        rec.id.as_str(),
+                        t.from.as_str(),
+                    ],
+                )?;
+                if changed != 1 {
+                    // Cannot happen inside the transaction; if it did, report what is stored.
+                    return match get_file(tx, t.file.as_str())? {
+                        Some(current) => Ok(TransitionOutcome::Conflict(current)),
+                        None => Ok(TransitionOutcome::NotFound),
+                    };
+                }
+                Ok(TransitionOutcome::Applied(rec))
+            })
+            .await
+    }
+
+    async fn list(&self, query: &FileQuery) -> Result<Page<FileRecord>, PortError> {
+        let query = query.clone();
+        self.db
+            .call("list", "files", move |conn| {
+                let limit = if query.limit == 0 {
+                    DEFAULT_LIMIT
+                } else {
+                    query.limit.min(MAX_LIMIT)
+                };
+                let mut conditions = Vec::new();
+                let mut args: Vec<String> = Vec::new();
+                if let Some(d) = &query.dataset {
+                    args.push(d.clone());
+                    conditions.push(format!("dataset = ?{}", args.len()));
+                }
+                if let Some(s) = query.state {
+                    args.push(s.as_str().to_string());
+                    conditions.push(format!("state = ?{}", args.len()));
+                }
+                if let Some(after) = &query.after {
+                    args.push(after.clone());
+                    conditions.push(format!("id > ?{}", args.len()));
+                }
+                let filter = if conditions.is_empty() {
+                    String::new()
+                } else {
+                    format!("WHERE {}", conditions.join(" AND "))
+                };
+                // One more than asked tells whether another page exists.
+                let sql = format!(
+                    "SELECT {FILE_COLUMNS} FROM files {filter} ORDER BY id LIMIT {}",
+                    limit + 1
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(args.iter()), FileRow::read)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let more = rows.len() > limit;
+                let items = rows
+                    .into_iter()
+                    .take(limit)
+                    .map(FileRow::into_record)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let next = if more {
+                    items.last().map(|r| r.id.to_string())
+                } else {
+                    None
+                };
+                Ok(Page { items, next })
+            })
+            .await
+    }
+
+    async fn counts(&self) -> Result<Vec<(String, FileState, u64)>, PortError> {
+        self.db
+            .call("counts", "files", |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT dataset, state, COUNT(*) FROM files GROUP BY dataset, state
+                     ORDER BY dataset, state",
+                )?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.into_iter()
+                    .map(|(d, s, n)| {
+                        let state = s
+                            .parse::<FileState>()
+                            .map_err(|_| bad_column("file state", &s))?;
+                        Ok((d, state, n as u64))
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn create_batch(&self, batch: &Batch) -> Result<bool, PortError> {
+        let batch = batch.clone();
+        self.db
+            .write("create_batch", batch.id.clone(), move |tx| {
+                let inserted = tx.execute(
+                    "INSERT OR IGNORE INTO batches (id, state, dataset, created_ms, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        batch.id,
+                        batch.state.as_str(),
+                        batch.dataset,
+                        batch.created_at.timestamp_millis(),
+                        serde_json::to_string(&batch)?,
+                    ],
+                )?;
+                Ok(inserted == 1)
+            })
+            .await
+    }
+
+    async fn get_batch(&self, id: &str) -> Result<Option<Batch>, PortError> {
+        let id = id.to_string();
+        self.db
+            .call("get_batch", id.clone(), move |conn| get_batch(conn, &id))
+            .await
+    }
+
+    async fn update_batch(
+        &self,
+        batch: &Batch,
+        expected: BatchState,
+    ) -> Result<BatchOutcome, PortError> {
+        let batch = batch.clone();
+        self.db
+            .write("update_batch", batch.id.clone(), move |tx| {
+                let changed = tx.execute(
+                    "UPDATE batches SET state = ?1, dataset = ?2, body = ?3
+                     WHERE id = ?4 AND state = ?5",
+                    params![
+                        batch.state.as_str(),
+                        batch.dataset,
+                        serde_json::to_string(&batch)?,
+                        batch.id,
+                        expected.as_str(),
+                    ],
+                )?;
+                if changed == 1 {
+                    Ok(BatchOutcome::Applied)
+                } else {
+                    Ok(BatchOutcome::Conflict(get_batch(tx, &batch.id)?))
+                }
+            })
+            .await
+    }
+
+    async fn batches_in(&self, state: BatchState) -> Result<Vec<Batch>, PortError> {
+        self.db
+            .call("batches_in", state.as_str(), move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT body FROM batches WHERE state = ?1 ORDER BY created_ms, id",
+                )?;
+                let bodies = stmt
+                    .query_map(params![state.as_str()], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(bodies
+                    .iter()
+                    .map(|b| serde_json::from_str(b))
+                    .collect::<Result<Vec<Batch>, _>>()?)
+            })
+            .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, PortError> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        let ttl = ms(ttl);
+        self.db
+            .write("acquire_lease", name.clone(), move |tx| {
+                let now = now_ms();
+                let current: Option<(String, i64)> = tx
+                    .query_row(
+                        "SELECT holder, expires_at FROM leases WHERE name = ?1",
+                        params![name],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                if let Some((h, expires_at)) = current
+                    && h != holder
+                    && expires_at > now
+                {
+                    return Ok(LeaseOutcome::Held {
+                        holder: h,
+                        expires_at: from_ms(expires_at),
+                    });
+                }
+                let expires_at = now.saturating_add(ttl);
+                tx.execute(
+                    "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+                                                      expires_at = excluded.expires_at",
+                    params![name, holder, expires_at],
+                )?;
+                Ok(LeaseOutcome::Acquired {
+                    expires_at: from_ms(expires_at),
+                })
+            })
+            .await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), PortError> {
+        let (name, holder) = (name.to_string(), holder.to_string());
+        self.db
+            .write("release_lease", name.clone(), move |tx| {
+                tx.execute(
+                    "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
+                    params![name, holder],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::backend;
+    use choreo_domain::{Batch, BatchState, FileId, FileState, NewFile, Stage, Transition};
+    use choreo_ports::{BatchOutcome, FileQuery, LeaseOutcome, Registered, TransitionOutcome};
+    use chrono::Utc;
+    use std::time::Duration;
+
+    fn new_file(id: &str, dataset: &str) -> NewFile {
+        NewFile {
+            id: FileId::from(id),
+            dataset: dataset.into(),
+            bucket: "in".into(),
+            key: format!("{dataset}/{id}.csv"),
+            size: 42,
+            version: "v1".into(),
+            reason: None,
+            trace_id: Some("trace-1".into()),
+            traceparent: Some("00-trace-span-01".into()),
+        }
+    }
+
+    fn validate(id: &str) -> Transition {
+        Transition::new(
+            FileId::from(id),
+            Stage::Validator,
+            FileState::New,
+            FileState::Valid,
+        )
+        .unwrap()
+        .validation("valid: 3 rows")
+    }
+
+    #[tokio::test]
+    async fn registering_twice_returns_the_existing_record() {
+        let (_dir, b) = backend();
+        let s = b.ports().state;
+        let created = match s.register(new_file("f-1", "d")).await.unwrap() {
+            Registered::Created(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(created.state, FileState::New);
+        assert_eq!(created.history.len(), 1);
+        let mut again = new_file("f-1", "d");
+        again.size = 99;
+        match s.register(again).await.unwrap() {
+            Registered::Exists(r) => assert_eq!(r, created),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.get(&FileId::from("f-1")).await.unwrap(), Some(created));
+        assert_eq!(s.get(&FileId::from("f-2")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_transition_applies_once() {
+        let (_dir, b) = backend();
+        let s = b.ports().state;
+        s.register(new_file("f-1", "d")).await.unwrap();
+        let applied = match s.transition(&validate("f-1")).await.unwrap() {
+            TransitionOutcome::Applied(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(applied.state, FileState::Valid);
+        assert_eq!(applied.validation.as_deref(), Some("valid: 3 rows"));
+        assert_eq!(applied.history.len(), 2);
+        match s.transition(&validate("f-1")).await.unwrap() {
+            TransitionOutcome::Conflict(current) => assert_eq!(current, applied),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.get(&FileId::from("f-1")).await.unwrap().unwrap(), applied);
+        assert_eq!(
+            s.transition(&validate("f-404")).await.unwrap(),
+            TransitionOutcome::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn racing_transitions_apply_exactly_once_and_history_matches() {
+        let (_dir, a) = backend();
+        let b = crate::LocalBackend::open(a.config()).unwrap();
+        a.ports()
+            .state
+            .register(new_file("f-1", "d"))
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let s = if i % 2 == 0 {
+                a.ports().state
+            } else {
+                b.ports().state
+            };
+            tasks.push(tokio::spawn(async move {
+                s.transition(&validate("f-1")).await.unwrap()
+            }));
+        }
+        let mut applied = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap(), TransitionOutcome::Applied(_)) {
+                applied += 1;
+            }
+        }
+        assert_eq!(applied, 1);
+        let rec = a
+            .ports()
+            .state
+            .get(&FileId::from("f-1"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            rec.history.len(),
+            2,
+            "one history entry per applied transition"
+        );
+        assert_eq!(rec.history[1].to, FileState::Valid);
+        assert_eq!(rec.history[1].trace_id, None);
+        // A failure without a reason keeps the previous one; the history grows with each move.
+        let to_failed = Transition::new(
+            FileId::from("f-1"),
+            Stage::Crawler,
+            FileState::Valid,
+            FileState::Failed,
+        )
+        .unwrap()
+        .reason("crawl failed")
+        .batch("b-1");
+        let TransitionOutcome::Applied(rec) = a.ports().state.transition(&to_failed).await.unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(rec.history.len(), 3);
+        assert_eq!(rec.batch_id.as_deref(), Some("b-1"));
+        assert_eq!(rec.failed_from(), Some(FileState::Valid));
+    }
+
+    #[tokio::test]
+    async fn list_pages_and_filters() {
+        let (_dir, b) = backend();
+        let s = b.ports().state;
+        for i in 0..7 {
+            s.register(new_file(
+                &format!("f-{i}"),
+                if i % 2 == 0 { "even" } else { "odd" },
+            ))
+            .await
+            .unwrap();
+        }
+        s.transition(&validate("f-2")).await.unwrap();
+        s.transition(&validate("f-3")).await.unwrap();
+
+        let mut seen = Vec::new();
+        let mut q = FileQuery {
+            limit: 3,
+            ..Default::default()
+        };
+        loop {
+            let page = s.list(&q).await.unwrap();
+            assert!(page.items.len() <= 3);
+            seen.extend(page.items.iter().map(|r| r.id.to_string()));
+            match page.next {
+                Some(n) => q.after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, (0..7).map(|i| format!("f-{i}")).collect::<Vec<_>>());
+
+        let even = s
+            .list(&FileQuery {
+                dataset: Some("even".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(even.items.len(), 4);
+        assert_eq!(even.next, None);
+        let even_new = s
+            .list(&FileQuery {
+                dataset: Some("even".into()),
+                state: Some(FileState::New),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<_> = even_new.items.iter().map(|r| r.id.to_string()).collect();
+        assert_eq!(ids, ["f-0", "f-4", "f-6"]);
+        let valid = s
+            .list(&FileQuery {
+                state: Some(FileState::Valid),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(valid.items.len(), 2);
+
+        let mut counts = s.counts().await.unwrap();
+        counts.sort();
+        assert_eq!(
+            counts,
+            vec![
+                ("even".to_string(), FileState::New, 3),
+                ("even".to_string(), FileState::Valid, 1),
+                ("odd".to_string(), FileState::New, 2),
+                ("odd".to_string(), FileState::Valid, 1),
+            ]
+        );
+    }
+
+    fn batch(id: &str, at_offset_ms: i64) -> Batch {
+        let at = Utc::now() + chrono::Duration::milliseconds(at_offset_ms);
+        Batch {
+            id: id.into(),
+            dataset: "d".into(),
+            crawler: "d-crawler".into(),
+            job: "builtin".into(),
+            state: BatchState::Crawling,
+            files: vec![FileId::from("f-1")],
+            crawl_started: false,
+            job_run_id: None,
+            manifest: None,
+            reason: None,
+            failed_stage: None,
+            traceparent: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_update_conditionally() {
+        let (_dir, b) = backend();
+        let s = b.ports().state;
+        let b2 = batch("b-2", 10);
+        let b1 = batch("b-1", 0);
+        assert!(s.create_batch(&b2).await.unwrap());
+        assert!(s.create_batch(&b1).await.unwrap());
+        assert!(!s.create_batch(&b1).await.unwrap());
+        let crawling: Vec<_> = s
+            .batches_in(BatchState::Crawling)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(crawling, ["b-1", "b-2"], "oldest first");
+
+        let mut next = b1.clone();
+        next.state = BatchState::Cataloged;
+        next.crawl_started = true;
+        assert_eq!(
+            s.update_batch(&next, BatchState::Crawling).await.unwrap(),
+            BatchOutcome::Applied
+        );
+        assert_eq!(s.get_batch("b-1").await.unwrap(), Some(next.clone()));
+        let mut stale = b1.clone();
+        stale.state = BatchState::Failed;
+        assert_eq!(
+            s.update_batch(&stale, BatchState::Crawling).await.unwrap(),
+            BatchOutcome::Conflict(Some(next))
+        );
+        assert_eq!(
+            s.update_batch(&batch("b-9", 0), BatchState::Crawling)
+                .await
+                .unwrap(),
+            BatchOutcome::Conflict(None)
+        );
+        assert_eq!(s.batches_in(BatchState::Cataloged).await.unwrap().len(), 1);
+        assert_eq!(s.get_batch("b-9").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn leases_are_exclusive_until_they_expire() {
+        let (_dir, b) = backend();
+        let s = b.ports().state;
+        let ttl = Duration::from_millis(300);
+        assert!(matches!(
+            s.acquire_lease("crawl:d", "a", ttl).await.unwrap(),
+            LeaseOutcome::Acquired { .. }
+        ));
+        match s.acquire_lease("crawl:d", "b", ttl).await.unwrap() {
+            LeaseOutcome::Held { holder, .. } => assert_eq!(holder, "a"),
+            other => panic!("{other:?}"),
+        }
+        // The holder renews.
+        let LeaseOutcome::Acquired { expires_at } =
+            s.acquire_lease("crawl:d", "a", ttl).await.unwrap()
+        else {
+            panic!("renewal refused")
+        };
+        assert!(expires_at > Utc::now());
+        // Releasing as someone else does nothing.
+        s.release_lease("crawl:d", "b").await.unwrap();
+        assert!(matches!(
+            s.acquire_lease("crawl:d", "b", ttl).await.unwrap(),
+            LeaseOutcome::Held { .. }
+        ));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(matches!(
+            s.acquire_lease("crawl:d", "b", ttl).await.unwrap(),
+            LeaseOutcome::Acquired { .. }
+        ));
+        s.release_lease("crawl:d", "b").await.unwrap();
+        assert!(matches!(
+            s.acquire_lease("crawl:d", "c", ttl).await.unwrap(),
+            LeaseOutcome::Acquired { .. }
+        ));
+    }
+}

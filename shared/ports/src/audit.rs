@@ -1,0 +1,29 @@
+use crate::PortError;
+use async_trait::async_trait;
+use choreo_domain::Envelope;
+use chrono::{DateTime, Utc};
+
+/// One recorded event.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditEntry {
+    pub event_id: String,
+    pub event_type: String,
+    pub dataset: String,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub body: serde_json::Value,
+}
+
+/// The append-only audit trail, with counters per dataset and event type.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends the event and bumps its counter in one write, unless an event with its id was recorded
+    /// already: then returns `Ok(false)` and changes nothing, so duplicates never count twice.
+    async fn record(&self, envelope: &Envelope) -> Result<bool, PortError>;
+
+    /// `(dataset, event_type, count)` for every pair seen.
+    async fn counts(&self) -> Result<Vec<(String, String, u64)>, PortError>;
+
+    /// The latest `limit` entries, newest first.
+    async fn recent(&self, limit: usize) -> Result<Vec<AuditEntry>, PortError>;
+}

@@ -1,0 +1,37 @@
+//! The ports: one narrow trait per external system, each method's contract in its rustdoc.
+//!
+//! Handlers see only these traits, never an AWS or SQLite type. `choreo-local` implements them on
+//! SQLite and directories; the AWS backend on the official SDKs. Every method returns [`PortError`],
+//! whose [`ErrorKind`] is the one place that says whether retrying can help. Expected conflicts — a
+//! failed condition, a file already registered — are outcomes in the `Ok` value, not errors.
+
+mod audit;
+mod bus;
+mod error;
+mod jobs;
+mod objects;
+mod queue;
+mod state;
+
+pub use audit::{AuditEntry, AuditLog};
+pub use bus::EventBus;
+pub use error::{ErrorKind, PortError};
+pub use jobs::{CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus};
+pub use objects::{ObjectMeta, ObjectReader, ObjectStore};
+pub use queue::{OutgoingMessage, Queue, QueueDepth, ReceivedMessage};
+pub use state::{
+    BatchOutcome, FileQuery, LeaseOutcome, Page, Registered, StateStore, TransitionOutcome,
+};
+
+use std::sync::Arc;
+
+/// Everything a backend provides, as the services take it.
+#[derive(Clone)]
+pub struct Ports {
+    pub bus: Arc<dyn EventBus>,
+    pub objects: Arc<dyn ObjectStore>,
+    pub state: Arc<dyn StateStore>,
+    pub crawler: Arc<dyn Crawler>,
+    pub jobs: Arc<dyn JobRunner>,
+    pub audit: Arc<dyn AuditLog>,
+}

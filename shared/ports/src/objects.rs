@@ -1,0 +1,51 @@
+use crate::PortError;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::path::Path;
+use std::pin::Pin;
+use tokio::io::AsyncRead;
+
+/// What a listing or a head request tells about an object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectMeta {
+    pub key: String,
+    /// Bytes.
+    pub size: u64,
+    /// Names this version of the object (S3's version id or ETag; a local stamp).
+    pub version: String,
+    pub last_modified: DateTime<Utc>,
+}
+
+/// An object's body, streamed.
+pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// Buckets of objects, as S3 has them.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// The object's metadata, or `None` if it does not exist.
+    async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, PortError>;
+
+    /// Streams the object's body. A missing object is an error of kind `NotFound`.
+    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, PortError>;
+
+    /// Writes a whole object: readers see all of it or none of it.
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), PortError>;
+
+    /// Writes a local file as an object, streaming it.
+    async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), PortError>;
+
+    /// Copies an object, overwriting the target: copying twice is harmless.
+    async fn copy(
+        &self,
+        from_bucket: &str,
+        from_key: &str,
+        to_bucket: &str,
+        to_key: &str,
+    ) -> Result<(), PortError>;
+
+    /// Deletes an object; deleting one that is gone is not an error.
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), PortError>;
+
+    /// Every object whose key starts with `prefix`, in key order (pages are followed inside).
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, PortError>;
+}

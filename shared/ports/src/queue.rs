@@ -1,0 +1,78 @@
+use crate::PortError;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A message as received, with what SQS tells about its deliveries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceivedMessage {
+    pub id: String,
+    /// Names this delivery; deleting or extending needs it.
+    pub receipt: String,
+    pub body: String,
+    /// String attributes: `event_type`, `traceparent`, ...
+    pub attributes: BTreeMap<String, String>,
+    /// How many times the message has been received, this delivery included.
+    pub receive_count: u32,
+    pub sent_at: DateTime<Utc>,
+    pub first_received_at: Option<DateTime<Utc>>,
+}
+
+/// A message to send or publish.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OutgoingMessage {
+    pub body: String,
+    /// At most 10, as SQS allows.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A queue's approximate depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    /// Ready to be received.
+    pub visible: u64,
+    /// Received and neither deleted nor back yet.
+    pub in_flight: u64,
+    /// Sent with a delay that has not passed.
+    pub delayed: u64,
+}
+
+impl QueueDepth {
+    pub fn total(&self) -> u64 {
+        self.visible + self.in_flight + self.delayed
+    }
+}
+
+/// One queue with SQS standard-queue semantics: at-least-once delivery, in any order.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    fn name(&self) -> &str;
+
+    /// Receives up to `max` messages (clamped to 1..=10), waiting up to `wait` for the first (long
+    /// polling; an empty result is normal). Each received message stays invisible for `visibility`,
+    /// then is delivered again unless deleted. A message already received `maxReceiveCount` times is
+    /// moved to the queue's dead-letter queue instead of being delivered.
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, PortError>;
+
+    /// Deletes the delivery named by `receipt`. Deleting twice, or a message already gone, is not an
+    /// error: acknowledging is idempotent.
+    async fn delete(&self, receipt: &str) -> Result<(), PortError>;
+
+    /// Makes the delivery invisible for `visibility` from now (zero makes it visible at once). Used to
+    /// keep a long-running message from being redelivered, and to hand a failing one back early.
+    async fn change_visibility(&self, receipt: &str, visibility: Duration)
+    -> Result<(), PortError>;
+
+    /// Sends a message that becomes visible after `delay` (at most 15 minutes, as SQS allows): the
+    /// durable timer the crawler and launcher poll with.
+    async fn send(&self, message: OutgoingMessage, delay: Duration) -> Result<(), PortError>;
+
+    /// Approximate counts, as SQS's `ApproximateNumberOfMessages*` attributes.
+    async fn depth(&self) -> Result<QueueDepth, PortError>;
+}

@@ -1,0 +1,22 @@
+//! The runtime every service shares.
+//!
+//! - [`settings`] loads the configuration (TOML file, then `CHOREO_*` environment) and the datasets'
+//!   schemas.
+//! - [`consumer`] is the loop around a [`Handler`]: receive in batches, bounded concurrency, extend
+//!   visibility while a handler runs, retry transient errors, delete only after success, drain on
+//!   shutdown.
+//! - [`publish`] turns events into messages with their `event_type` and `traceparent` attributes.
+//! - [`shutdown`] turns SIGTERM and Ctrl-C into one cancellation signal.
+
+pub mod consumer;
+pub mod handler;
+pub mod publish;
+pub mod service;
+pub mod settings;
+pub mod shutdown;
+
+pub use consumer::{Consumer, ConsumerSettings};
+pub use handler::{Handler, HandlerError};
+pub use publish::{Publisher, decode};
+pub use service::{ServiceContext, ServiceSpec};
+pub use settings::{Settings, SettingsError};

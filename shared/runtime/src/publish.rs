@@ -1,0 +1,93 @@
+//! Events to messages and back.
+
+use crate::HandlerError;
+use choreo_domain::event::{ATTR_EVENT_TYPE, ATTR_TRACEPARENT};
+use choreo_domain::{Envelope, Event};
+use choreo_ports::{EventBus, OutgoingMessage, PortError, Queue, ReceivedMessage};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Publishes events to the topic and sends timers to a stage's own queue, with the current span's trace
+/// context in the `traceparent` attribute.
+#[derive(Clone)]
+pub struct Publisher {
+    bus: Arc<dyn EventBus>,
+}
+
+impl Publisher {
+    pub fn new(bus: Arc<dyn EventBus>) -> Self {
+        Publisher { bus }
+    }
+
+    /// Publishes `event` under the id `id`, in the current span's trace.
+    ///
+    /// The id is derived from what the event reports (a file and its history length, a batch), not
+    /// drawn at random: an event published again — the outbox case, or a duplicate message finding the
+    /// work done — carries the same id as the first, so consumers that deduplicate (the auditor) see
+    /// it once.
+    pub async fn publish(&self, id: String, event: Event) -> Result<(), PortError> {
+        self.publish_with(id, event, choreo_telemetry::current_traceparent())
+            .await
+    }
+
+    /// As [`Publisher::publish`], with an explicit trace context (a batch's events carry the batch's
+    /// own trace).
+    pub async fn publish_with(
+        &self,
+        id: String,
+        event: Event,
+        traceparent: Option<String>,
+    ) -> Result<(), PortError> {
+        tracing::debug!(event_type = event.kind().as_str(), event_id = %id, "EventPublished");
+        let mut envelope = Envelope::new(event);
+        envelope.id = id;
+        self.bus.publish(message(envelope, traceparent)).await
+    }
+}
+
+/// Sends `event` to `queue` after `delay`: the durable timer used to poll long work.
+pub async fn send_timer(
+    queue: &dyn Queue,
+    event: Event,
+    delay: Duration,
+    traceparent: Option<String>,
+) -> Result<(), PortError> {
+    queue
+        .send(message(Envelope::new(event), traceparent), delay)
+        .await
+}
+
+/// The id of an event about a file, unique per transition: see [`Publisher::publish`].
+pub fn file_event_id(record: &choreo_domain::FileRecord, event: &Event) -> String {
+    format!(
+        "{}/{}/{}",
+        record.id,
+        record.history.len(),
+        event.kind().as_str()
+    )
+}
+
+/// The id of an event about a batch (each batch reaches each of its events once).
+pub fn batch_event_id(batch: &choreo_domain::Batch, event: &Event) -> String {
+    format!("{}/{}", batch.id, event.kind().as_str())
+}
+
+fn message(envelope: Envelope, traceparent: Option<String>) -> OutgoingMessage {
+    let mut attributes = std::collections::BTreeMap::from([(
+        ATTR_EVENT_TYPE.to_string(),
+        envelope.event.kind().as_str().to_string(),
+    )]);
+    if let Some(tp) = traceparent {
+        attributes.insert(ATTR_TRACEPARENT.to_string(), tp);
+    }
+    OutgoingMessage {
+        body: envelope.to_json(),
+        attributes,
+    }
+}
+
+/// Parses a received message's envelope. A body that is not a known envelope is permanent: it will not
+/// parse better next time, so it heads for the dead-letter queue.
+pub fn decode(message: &ReceivedMessage) -> Result<Envelope, HandlerError> {
+    Envelope::from_json(&message.body).map_err(|e| HandlerError::Permanent(e.to_string()))
+}

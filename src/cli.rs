@@ -1,0 +1,315 @@
+//! The `choreo` command line: argument parsing and one function per command.
+
+use crate::app::{Pipeline, Summary};
+use crate::demo;
+use anyhow::{Context, bail};
+use choreo_domain::config::BackendKind;
+use choreo_domain::{FileId, FileRecord, FileState};
+use choreo_runtime::Settings;
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "choreo",
+    version,
+    about = "Event-driven ETL choreography: files through validation, quarantine, cataloguing and transformation."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file (TOML). Default: <data-dir>/choreo.toml if it exists.
+    #[arg(long, global = true, env = "CHOREO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory of the local backend. Default: .choreo
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Backend: local (SQLite and directories) or aws.
+    #[arg(long, global = true, value_parser = ["local", "aws"])]
+    pub backend: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every stage in this process.
+    Up(UpArgs),
+    /// Drop files into the input bucket.
+    Put(PutArgs),
+    /// Read file records.
+    #[command(subcommand)]
+    Files(FilesCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Write a demo configuration and sample files first (only if the data directory has no config).
+    #[arg(long)]
+    pub demo: bool,
+    /// Exit once every file is in a terminal state, printing a summary.
+    #[arg(long)]
+    pub exit_when_idle: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// Files to upload.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Object key (one file only). Default: <prefix><file name>.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Prefix for keys made from file names, such as `daily/`.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FilesCommand {
+    /// List files, newest id order.
+    List {
+        #[arg(long)]
+        dataset: Option<String>,
+        /// NEW, VALID, INVALID, QUARANTINED, CATALOGED, TRANSFORMING, INGESTED or FAILED.
+        #[arg(long)]
+        state: Option<FileState>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one file with its history.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Loads the settings the global options point at.
+fn settings(global: &Global) -> anyhow::Result<Settings> {
+    let data_dir = global
+        .data_dir
+        .clone()
+        .or_else(|| std::env::var_os("CHOREO_DATA_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".choreo"));
+    let file = global.config.clone().or_else(|| {
+        let p = data_dir.join(demo::CONFIG_FILE);
+        p.exists().then_some(p)
+    });
+    let mut settings = Settings::load(file.as_deref())?;
+    if global.data_dir.is_some() || file.is_none() {
+        settings.config.data_dir = data_dir;
+    }
+    if let Some(b) = &global.backend {
+        settings.config.backend = match b.as_str() {
+            "aws" => BackendKind::Aws,
+            _ => BackendKind::Local,
+        };
+    }
+    Ok(settings)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Up(args) => up(&cli.global, args).await,
+        Command::Put(args) => put(&cli.global, args).await,
+        Command::Files(cmd) => files(&cli.global, cmd).await,
+    }
+}
+
+async fn up(global: &Global, args: UpArgs) -> anyhow::Result<i32> {
+    let mut global_for_load = Global {
+        config: global.config.clone(),
+        data_dir: global.data_dir.clone(),
+        backend: global.backend.clone(),
+    };
+    // The demo's configuration is written under a temporary name and renamed once the samples are
+    // in: a demo killed half-way through writing starts over rather than running with half its files.
+    let mut demo_to_finish = None;
+    if args.demo && global.config.is_none() {
+        let dir = global
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".choreo"));
+        let config = dir.join(demo::CONFIG_FILE);
+        if config.exists() {
+            global_for_load.config = Some(config);
+        } else {
+            let partial = demo::write_config(&dir, "choreo.toml.partial")
+                .with_context(|| format!("writing the demo configuration in {}", dir.display()))?;
+            global_for_load.config = Some(partial.clone());
+            demo_to_finish = Some((partial, config));
+        }
+    }
+    let settings = settings(&global_for_load)?;
+    let pipeline = Pipeline::open(settings)?;
+    if let Some((partial, config)) = demo_to_finish {
+        let samples = demo::samples();
+        let input = &pipeline.settings.config.buckets.input;
+        for s in &samples {
+            pipeline
+                .backend
+                .ports()
+                .objects
+                .put(input, &s.key, s.body.clone())
+                .await?;
+        }
+        std::fs::rename(&partial, &config)?;
+        let bad = samples.iter().filter(|s| s.defect.is_some()).count();
+        eprintln!(
+            "demo: wrote {} with {} sample files ({} valid, {} invalid) into bucket {input}",
+            config.display(),
+            samples.len(),
+            samples.len() - bad,
+            bad
+        );
+    }
+    let c = &pipeline.settings.config;
+    eprintln!(
+        "choreo up: backend {:?}, data dir {}, {} dataset(s); drop files into {}",
+        c.backend,
+        c.data_dir.display(),
+        c.datasets.len(),
+        c.data_dir.join("buckets").join(&c.buckets.input).display()
+    );
+    let shutdown = choreo_runtime::shutdown::on_signals();
+    let tasks = pipeline.start(&shutdown);
+    if args.exit_when_idle {
+        pipeline.wait_until_idle(&shutdown).await?;
+        shutdown.cancel();
+    }
+    tasks.wait().await;
+    print_summary(&pipeline.summary().await?);
+    Ok(0)
+}
+
+fn print_summary(summary: &Summary) {
+    let mut by_dataset: BTreeMap<&str, BTreeMap<FileState, u64>> = BTreeMap::new();
+    for (d, s, n) in summary {
+        *by_dataset.entry(d).or_default().entry(*s).or_default() += n;
+    }
+    println!("{:<24} {:<14} {:>6}", "DATASET", "STATE", "FILES");
+    for (d, states) in by_dataset {
+        for (s, n) in states {
+            println!("{d:<24} {:<14} {n:>6}", s.as_str());
+        }
+    }
+}
+
+async fn put(global: &Global, args: PutArgs) -> anyhow::Result<i32> {
+    if args.key.is_some() && args.files.len() != 1 {
+        bail!("--key names one object: give exactly one file");
+    }
+    let settings = settings(global)?;
+    let pipeline = Pipeline::open(settings)?;
+    let objects = pipeline.backend.ports().objects;
+    let bucket = &pipeline.settings.config.buckets.input;
+    for path in &args.files {
+        let key = match &args.key {
+            Some(k) => k.clone(),
+            None => format!("{}{}", args.prefix, file_name(path)?),
+        };
+        objects
+            .put_file(bucket, &key, path)
+            .await
+            .with_context(|| format!("uploading {}", path.display()))?;
+        println!("{} -> {bucket}/{key}", path.display());
+    }
+    Ok(0)
+}
+
+fn file_name(path: &Path) -> anyhow::Result<String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .with_context(|| format!("{} has no usable file name", path.display()))
+}
+
+async fn files(global: &Global, cmd: FilesCommand) -> anyhow::Result<i32> {
+    let pipeline = Pipeline::open(settings(global)?)?;
+    match cmd {
+        FilesCommand::List {
+            dataset,
+            state,
+            json,
+        } => {
+            let records = pipeline.files(dataset, state).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            } else {
+                print_list(&records);
+            }
+            Ok(0)
+        }
+        FilesCommand::Show { id, json } => {
+            let store = pipeline.backend.ports().state;
+            let Some(record) = store.get(&FileId(id.clone())).await? else {
+                eprintln!("no file with id {id}");
+                return Ok(1);
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&record)?);
+            } else {
+                print_record(&record);
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn print_list(records: &[FileRecord]) {
+    println!(
+        "{:<22} {:<18} {:<12} {:>10}  {:<32} REASON",
+        "ID", "DATASET", "STATE", "BYTES", "KEY"
+    );
+    for r in records {
+        println!(
+            "{:<22} {:<18} {:<12} {:>10}  {:<32} {}",
+            r.id,
+            r.dataset,
+            r.state.as_str(),
+            r.size,
+            r.key,
+            r.reason.as_deref().unwrap_or("")
+        );
+    }
+    println!("{} file(s)", records.len());
+}
+
+fn print_record(r: &FileRecord) {
+    println!("id:         {}", r.id);
+    println!("dataset:    {}", r.dataset);
+    println!(
+        "object:     {}/{} ({} bytes, version {})",
+        r.bucket, r.key, r.size, r.version
+    );
+    println!("state:      {}", r.state);
+    if let Some(reason) = &r.reason {
+        println!("reason:     {reason}");
+    }
+    if let Some(v) = &r.validation {
+        println!("validation: {v}");
+    }
+    if let Some(b) = &r.batch_id {
+        println!("batch:      {b}");
+    }
+    if let Some(t) = &r.trace_id {
+        println!("trace:      {t}");
+    }
+    println!("history:");
+    for h in &r.history {
+        println!(
+            "  {}  {:<12} {:>12} -> {:<12} {}",
+            h.at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            h.stage.as_str(),
+            h.from.map(FileState::as_str).unwrap_or("-"),
+            h.to.as_str(),
+            h.reason.as_deref().unwrap_or("")
+        );
+    }
+}

@@ -1,0 +1,18 @@
+use clap::Parser;
+
+#[tokio::main]
+async fn main() {
+    let cli = choreo::cli::Cli::parse();
+    choreo_telemetry::init(
+        "choreo",
+        choreo_telemetry::LogFormat::from_env(),
+        "warn,choreo=info",
+    );
+    match choreo::cli::run(cli).await {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The `choreo` binary: `put`, `files list` and `files show` beside a running `up`, which drains and
+//! exits on SIGTERM.
+
+use choreo::demo;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn choreo(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_choreo"));
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .env("CHOREO_RUNTIME__SCAN_INTERVAL_MS", "50")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn put_and_files_while_up_runs_then_sigterm_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    demo::write_config(dir.path(), demo::CONFIG_FILE).unwrap();
+    let up = choreo(dir.path())
+        .arg("up")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let file = dir.path().join("orders.csv");
+    std::fs::write(
+        &file,
+        "order_id,order_date,customer,email,amount,currency,quantity\n1,2026-11-22,Chiara,c@example.com,1.00,GBP,1\n",
+    )
+    .unwrap();
+    let out = ok(choreo(dir.path())
+        .args(["put", "--prefix", "daily/"])
+        .arg(&file)
+        .output()
+        .unwrap());
+    assert!(out.contains("daily/orders.csv"), "{out}");
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let id = loop {
+        assert!(Instant::now() < deadline, "the file did not reach INGESTED");
+        let list = ok(choreo(dir.path())
+            .args(["files", "list", "--json"])
+            .output()
+            .unwrap());
+        let records: serde_json::Value = serde_json::from_str(&list).unwrap();
+        let ingested = records
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == "daily/orders.csv" && r["state"] == "INGESTED");
+        if let Some(r) = ingested {
+            break r["id"].as_str().unwrap().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    let table = ok(choreo(dir.path())
+        .args(["files", "list", "--state", "ingested"])
+        .output()
+        .unwrap());
+    assert!(
+        table.contains(&id) && table.contains("sales_daily"),
+        "{table}"
+    );
+    let shown = ok(choreo(dir.path())
+        .args(["files", "show", &id])
+        .output()
+        .unwrap());
+    for needle in [
+        "NEW",
+        "VALID",
+        "CATALOGED",
+        "TRANSFORMING",
+        "INGESTED",
+        "validator",
+        "trace:",
+    ] {
+        assert!(shown.contains(needle), "{needle} missing from:\n{shown}");
+    }
+    let missing = choreo(dir.path())
+        .args(["files", "show", "f-nope"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+
+    // SIGTERM: drain and exit cleanly, printing the summary.
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(up.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = up.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let summary = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        summary.contains("sales_daily") && summary.contains("INGESTED"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn usage_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = choreo(dir.path())
+        .args(["files", "list", "--state", "DONE"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DONE"));
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "backend = \"local\"\nbukets = 1\n").unwrap();
+    let out = choreo(dir.path())
+        .arg("--config")
+        .arg(&bad)
+        .args(["files", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bukets"));
+}

@@ -1,0 +1,134 @@
+//! At-least-once delivery: every message delivered twice ends exactly as every message delivered once.
+
+use crate::helpers::{TestApp, steps};
+use async_trait::async_trait;
+use choreo_domain::{BatchState, FileState};
+use choreo_ports::{OutgoingMessage, PortError, Queue, QueueDepth, ReceivedMessage};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const DUPLICATE: &str = "x-test-duplicate";
+
+/// Delivers every message twice: a second copy at once in the same receive (so two workers race on
+/// it), and a third delivery sent back to the queue when the first is acknowledged (so the work is
+/// found done). Copies carry an attribute so that they are not copied again.
+struct Twice {
+    inner: Arc<dyn Queue>,
+    originals: Mutex<HashMap<String, ReceivedMessage>>,
+}
+
+#[async_trait]
+impl Queue for Twice {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, PortError> {
+        let mut out = Vec::new();
+        for m in self.inner.receive(max, wait, visibility).await? {
+            if !m.attributes.contains_key(DUPLICATE) {
+                self.originals
+                    .lock()
+                    .unwrap()
+                    .insert(m.receipt.clone(), m.clone());
+                out.push(m.clone());
+            }
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), PortError> {
+        let original = self.originals.lock().unwrap().remove(receipt);
+        if let Some(m) = original {
+            let mut attributes = m.attributes.clone();
+            attributes.insert(DUPLICATE.into(), "1".into());
+            let copy = OutgoingMessage {
+                body: m.body,
+                attributes,
+            };
+            self.inner.send(copy, Duration::ZERO).await?;
+        }
+        self.inner.delete(receipt).await
+    }
+
+    async fn change_visibility(&self, receipt: &str, v: Duration) -> Result<(), PortError> {
+        self.inner.change_visibility(receipt, v).await
+    }
+
+    async fn send(&self, message: OutgoingMessage, delay: Duration) -> Result<(), PortError> {
+        self.inner.send(message, delay).await
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, PortError> {
+        self.inner.depth().await
+    }
+}
+
+type Outcome = BTreeMap<
+    String,
+    (
+        FileState,
+        Option<String>,
+        Vec<(String, Option<FileState>, FileState)>,
+    ),
+>;
+
+async fn run(duplicate: bool) -> (Outcome, BTreeMap<(String, String), u64>, usize, usize) {
+    let mut app = TestApp::new(|_| {});
+    if duplicate {
+        let backend = app.pipeline.backend.clone();
+        app.start_with(backend.ports(), move |name| {
+            Arc::new(Twice {
+                inner: backend.queue(name),
+                originals: Mutex::default(),
+            }) as Arc<dyn Queue>
+        });
+    } else {
+        app.start();
+    }
+    app.put_demo_samples().await;
+    app.settle().await;
+    let records = app.by_key().await;
+    app.stop().await;
+
+    let outcome = records
+        .iter()
+        .map(|(k, r)| (k.clone(), (r.state, r.reason.clone(), steps(r))))
+        .collect();
+    let ports = app.pipeline.backend.ports();
+    let file_events = ports
+        .audit
+        .counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, t, _)| t.starts_with("File"))
+        .map(|(d, t, n)| ((d, t), n))
+        .collect();
+    let batches = ports.state.batches_in(BatchState::Ingested).await.unwrap();
+    let runs = crate::helpers::job_runs(&app.pipeline);
+    (outcome, file_events, batches.len(), runs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_twice_changes_nothing() {
+    let (once, once_events, once_batches, once_runs) = run(false).await;
+    let (twice, twice_events, twice_batches, twice_runs) = run(true).await;
+    assert_eq!(twice, once, "final states, reasons and histories");
+    assert_eq!(
+        twice_events, once_events,
+        "file events audited, per dataset and type"
+    );
+    assert_eq!(once_runs, once_batches, "one job run per batch");
+    assert_eq!(
+        twice_runs, twice_batches,
+        "one job run per batch, even with duplicates"
+    );
+}

@@ -1,0 +1,205 @@
+//! Starting a pipeline on a fresh data directory, feeding it, and reading back what it did.
+
+use choreo::app::Pipeline;
+use choreo::demo;
+use choreo_domain::{Config, FileRecord, FileState};
+use choreo_ports::{Ports, Queue};
+use choreo_runtime::Settings;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long a test waits for the pipeline to settle before failing.
+pub const SETTLE: Duration = Duration::from_secs(180);
+
+/// A pipeline running in this process on a temporary data directory.
+pub struct TestApp {
+    /// Kept for its lifetime: the data directory is removed when the app is dropped.
+    pub _dir: TempDir,
+    pub pipeline: Pipeline,
+    pub shutdown: CancellationToken,
+    tasks: Option<TaskTracker>,
+}
+
+/// The demo configuration in `dir`, sped up for tests.
+pub fn demo_settings(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Settings {
+    let file = demo::write_config(dir, demo::CONFIG_FILE).unwrap();
+    let mut settings = Settings::load(Some(&file)).unwrap();
+    let c = &mut settings.config;
+    c.runtime.scan_interval_ms = 50;
+    c.runtime.poll_interval_secs = 1;
+    for d in &mut c.datasets {
+        d.batch_window_secs = 1;
+    }
+    tweak(c);
+    settings
+}
+
+impl TestApp {
+    /// Opens a pipeline on a new directory with the demo's datasets; does not start it.
+    pub fn new(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        choreo_telemetry::init_for_tests();
+        let dir = tempfile::tempdir().unwrap();
+        let settings = demo_settings(dir.path(), tweak);
+        let pipeline = Pipeline::open(settings).unwrap();
+        TestApp {
+            _dir: dir,
+            pipeline,
+            shutdown: CancellationToken::new(),
+            tasks: None,
+        }
+    }
+
+    pub fn start(&mut self) {
+        self.tasks = Some(self.pipeline.start(&self.shutdown));
+    }
+
+    pub fn start_with(&mut self, ports: Ports, queue: impl Fn(&str) -> Arc<dyn Queue>) {
+        self.tasks = Some(self.pipeline.start_with(&self.shutdown, ports, queue));
+    }
+
+    pub async fn put(&self, key: &str, body: &[u8]) {
+        let input = &self.pipeline.settings.config.buckets.input;
+        self.pipeline
+            .backend
+            .ports()
+            .objects
+            .put(input, key, body.to_vec())
+            .await
+            .unwrap();
+    }
+
+    pub async fn put_demo_samples(&self) {
+        for s in demo::samples() {
+            self.put(&s.key, &s.body).await;
+        }
+    }
+
+    /// Waits until the pipeline is idle, failing the test after [`SETTLE`].
+    pub async fn settle(&self) {
+        tokio::time::timeout(SETTLE, self.pipeline.wait_until_idle(&self.shutdown))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the pipeline did not settle in {SETTLE:?}; files: {:#?}",
+                    futures_lite_block(&self.pipeline)
+                )
+            })
+            .unwrap();
+    }
+
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.tasks.take() {
+            t.wait().await;
+        }
+    }
+
+    /// Every record, by key.
+    pub async fn by_key(&self) -> BTreeMap<String, FileRecord> {
+        records_by_key(&self.pipeline).await
+    }
+}
+
+pub async fn records_by_key(pipeline: &Pipeline) -> BTreeMap<String, FileRecord> {
+    let mut out = BTreeMap::new();
+    for r in pipeline.files(None, None).await.unwrap() {
+        let previous = out.insert(r.key.clone(), r);
+        assert!(previous.is_none(), "two records for one key: {previous:#?}");
+    }
+    out
+}
+
+fn futures_lite_block(pipeline: &Pipeline) -> Vec<(String, FileState)> {
+    let p = pipeline.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async move {
+                p.files(None, None)
+                    .await
+                    .map(|v| v.into_iter().map(|r| (r.key, r.state)).collect())
+                    .unwrap_or_default()
+            })
+    })
+    .join()
+    .unwrap()
+}
+
+/// The (stage, from, to) steps of a record's history.
+pub fn steps(r: &FileRecord) -> Vec<(String, Option<FileState>, FileState)> {
+    r.history
+        .iter()
+        .map(|h| (h.stage.as_str().to_string(), h.from, h.to))
+        .collect()
+}
+
+/// What every demo file must end as, with words its reason must contain.
+pub fn assert_demo_outcome(records: &BTreeMap<String, FileRecord>) {
+    use FileState::*;
+    let samples = demo::samples();
+    assert_eq!(records.len(), samples.len(), "one record per sample file");
+    for s in samples {
+        let r = records
+            .get(&s.key)
+            .unwrap_or_else(|| panic!("no record for {}", s.key));
+        match s.defect {
+            None => {
+                assert_eq!(r.state, Ingested, "{}: {:?}", s.key, r.reason);
+                let expected = vec![
+                    ("ingestor".to_string(), None, New),
+                    ("validator".into(), Some(New), Valid),
+                    ("crawler".into(), Some(Valid), Cataloged),
+                    ("transformer".into(), Some(Cataloged), Transforming),
+                    ("transformer".into(), Some(Transforming), Ingested),
+                ];
+                assert_eq!(steps(r), expected, "{}", s.key);
+                assert!(r.batch_id.is_some());
+            }
+            Some(defect) => {
+                assert_eq!(r.state, Quarantined, "{} ({defect})", s.key);
+                let reason = r.reason.clone().unwrap_or_default().to_lowercase();
+                let words: &[&str] = match defect {
+                    "bad types" => &["type"],
+                    "missing column" => &["missing", "currency"],
+                    "ragged rows" => &["ragged"],
+                    "empty file" => &["empty"],
+                    "binary garbage" => &["utf-8"],
+                    "invalid UTF-8" => &["utf-8"],
+                    "truncated gzip" => &["gzip"],
+                    "a bad JSON line" => &["json"],
+                    "a key that matches no dataset" => &["no dataset matches"],
+                    other => panic!("unknown defect {other}"),
+                };
+                for w in words {
+                    assert!(
+                        reason.contains(w),
+                        "{} ({defect}): reason {reason:?} lacks {w:?}",
+                        s.key
+                    );
+                }
+                let expected = vec![
+                    ("ingestor".to_string(), None, New),
+                    ("validator".into(), Some(New), Invalid),
+                    ("quarantine".into(), Some(Invalid), Quarantined),
+                ];
+                assert_eq!(steps(r), expected, "{}", s.key);
+            }
+        }
+        for h in &r.history {
+            assert!(h.trace_id.is_some(), "{}: history without trace id", s.key);
+        }
+    }
+}
+
+/// How many job runs the local job runner recorded (the local backend's own table).
+pub fn job_runs(pipeline: &Pipeline) -> usize {
+    let db = pipeline.settings.config.data_dir.join("choreo.db");
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT COUNT(*) FROM job_runs", [], |r| r.get::<_, i64>(0))
+        .unwrap() as usize
+}
