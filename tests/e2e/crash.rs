@@ -16,6 +16,8 @@ fn choreo(dir: &Path, args: &[&str]) -> Command {
         .arg("--data-dir")
         .arg(dir)
         .env("CHOREO_RUNTIME__SCAN_INTERVAL_MS", "50")
+        // Messages a killed process held come back after this long.
+        .env("CHOREO_QUEUES__VISIBILITY_TIMEOUT_SECS", "5")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());

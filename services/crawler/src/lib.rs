@@ -13,8 +13,11 @@
 //!    `BatchCataloged` or `BatchFailed`, releases the lease and re-opens windows for files that became
 //!    VALID meanwhile.
 //!
-//! Every timer is a message, so a crash loses no wait; every step checks the stored state first, so a
-//! duplicate timer is harmless.
+//! Every timer is a message, so a crash loses no wait, and every step checks the stored state first, so
+//! a duplicate is harmless. Crashes between two writes are covered by redelivery: a message is deleted
+//! only once its step is complete, and each step's lease holder and batch id derive from the message
+//! itself (the file id, the timer's envelope id), so the redelivered message finds its own lease and
+//! batch and carries on rather than being locked out by them.
 
 use async_trait::async_trait;
 use choreo_domain::config::DatasetConfig;
@@ -45,8 +48,11 @@ fn queue_name(config: &choreo_domain::Config) -> &str {
 /// How long a crawler lease lasts without renewal; every poll renews it. A poller that died holding
 /// it is taken over once it expires.
 const CRAWL_LEASE: Duration = Duration::from_secs(15 * 60);
-/// Slack on top of the batch window before a window lease whose timer was lost expires.
+/// Slack on top of the batch window before a window lease expires.
 const WINDOW_SLACK: Duration = Duration::from_secs(60);
+/// How long a freshly taken crawler lease lasts before its batch's first poll renews it: short, so a
+/// lease whose taker died before recording its batch is soon free again.
+const FIRST_LEASE: Duration = Duration::from_secs(60);
 
 pub struct CrawlerPoller {
     ctx: ServiceContext,
@@ -67,13 +73,14 @@ fn crawler_lease(crawler: &str) -> String {
 #[async_trait]
 impl Handler for CrawlerPoller {
     async fn handle(&self, message: &ReceivedMessage) -> Result<(), HandlerError> {
-        match decode(message)?.event {
+        let envelope = decode(message)?;
+        match envelope.event {
             Event::FileValidated { file_id, dataset } => {
                 tracing::Span::current().record("file_id", file_id.as_str());
                 self.on_validated(&file_id, &dataset).await
             }
             Event::CrawlWindowClosed { dataset, window } => {
-                self.on_window_closed(&dataset, &window).await
+                self.on_window_closed(&dataset, &window, &envelope.id).await
             }
             Event::CrawlPoll { batch_id } => self.on_poll(&batch_id).await,
             other => Err(HandlerError::Permanent(format!(
@@ -103,7 +110,7 @@ impl CrawlerPoller {
             return Ok(()); // catalogued already, or failed: a duplicate
         }
         match self.dataset(dataset) {
-            Some(d) => self.open_window(d).await,
+            Some(d) => self.open_window(d, file_id.as_str()).await,
             None => {
                 tracing::warn!(dataset, "DatasetUnknown: file left VALID");
                 Ok(())
@@ -111,8 +118,10 @@ impl CrawlerPoller {
         }
     }
 
-    /// Makes sure a `CrawlWindowClosed` timer is pending for the dataset's VALID files.
-    async fn open_window(&self, d: &DatasetConfig) -> Result<(), HandlerError> {
+    /// Makes sure a `CrawlWindowClosed` timer is pending for the dataset's VALID files. `holder` names
+    /// the caller's message (a file or batch id): if it dies after taking the window lease and before
+    /// sending the timer, its redelivery takes the lease again as its own and sends the timer.
+    async fn open_window(&self, d: &DatasetConfig, holder: &str) -> Result<(), HandlerError> {
         let waiting = self.valid_files(&d.name, d.batch_max_files).await?;
         if waiting.is_empty() {
             return Ok(());
@@ -120,7 +129,7 @@ impl CrawlerPoller {
         if waiting.len() >= d.batch_max_files {
             return Ok(self.close_window_timer(&d.name, "", Duration::ZERO).await?);
         }
-        let window = uuid::Uuid::new_v4().to_string();
+        let window = holder.to_string();
         let delay = Duration::from_secs(d.batch_window_secs);
         let lease = window_lease(&d.name);
         let state = &self.ctx.ports.state;
@@ -168,60 +177,72 @@ impl CrawlerPoller {
         Ok(page.items.into_iter().map(|r| r.id).collect())
     }
 
-    async fn on_window_closed(&self, dataset: &str, window: &str) -> Result<(), HandlerError> {
+    /// Closes a window: records a batch of the dataset's VALID files and starts polling it, unless the
+    /// crawler is busy. The batch id derives from the timer's envelope id, so a redelivered timer
+    /// finds the batch (and crawler lease) it created before dying.
+    async fn on_window_closed(
+        &self,
+        dataset: &str,
+        window: &str,
+        timer_id: &str,
+    ) -> Result<(), HandlerError> {
         let state = &self.ctx.ports.state;
-        if !window.is_empty() {
-            state.release_lease(&window_lease(dataset), window).await?;
-        }
         let Some(d) = self.dataset(dataset) else {
             return Ok(());
         };
-        let files = self.valid_files(&d.name, d.batch_max_files).await?;
-        if files.is_empty() {
-            return Ok(());
-        }
-        let now = Utc::now();
-        let id = Batch::new_id(&d.name, now);
         let crawler = d.crawler_name();
         let lease = crawler_lease(&crawler);
-        if let LeaseOutcome::Held { holder, .. } =
-            state.acquire_lease(&lease, &id, CRAWL_LEASE).await?
-        {
-            tracing::info!(dataset, %crawler, running = %holder, "CrawlDeferred: the crawler is busy");
-            return Ok(());
-        }
-        // The batch gets a trace of its own.
-        let span = tracing::info_span!(parent: None, "batch", batch_id = %id, dataset);
-        let traceparent = span.in_scope(choreo_telemetry::current_traceparent);
-        let batch = Batch {
-            id: id.clone(),
-            dataset: d.name.clone(),
-            crawler,
-            job: d.job.clone(),
-            state: BatchState::Crawling,
-            files,
-            crawl_started: false,
-            job_run_id: None,
-            manifest: None,
-            reason: None,
-            failed_stage: None,
-            traceparent: traceparent.clone(),
-            created_at: now,
-            updated_at: now,
-        };
-        let created = async {
-            state.create_batch(&batch).await?;
-            let poll = Event::CrawlPoll {
-                batch_id: id.clone(),
+        let now = Utc::now();
+        let id = Batch::id_for(&d.name, timer_id);
+        let existing = state.get_batch(&id).await?;
+        if existing.is_none() {
+            let files = self.valid_files(&d.name, d.batch_max_files).await?;
+            if files.is_empty() {
+                return self.release_window(dataset, window).await;
+            }
+            if let LeaseOutcome::Held { holder, .. } =
+                state.acquire_lease(&lease, &id, FIRST_LEASE).await?
+            {
+                // The running batch re-opens the window when it ends.
+                tracing::info!(dataset, %crawler, running = %holder, "CrawlDeferred: the crawler is busy");
+                return self.release_window(dataset, window).await;
+            }
+            // The batch gets a trace of its own.
+            let span = tracing::info_span!(parent: None, "batch", batch_id = %id, dataset);
+            let traceparent = span.in_scope(choreo_telemetry::current_traceparent);
+            let batch = Batch {
+                id: id.clone(),
+                dataset: d.name.clone(),
+                crawler,
+                job: d.job.clone(),
+                state: BatchState::Crawling,
+                files,
+                crawl_started: false,
+                job_run_id: None,
+                manifest: None,
+                reason: None,
+                failed_stage: None,
+                traceparent,
+                created_at: now,
+                updated_at: now,
             };
-            send_timer(self.ctx.queue.as_ref(), poll, Duration::ZERO, traceparent).await
+            state.create_batch(&batch).await?;
+            tracing::info!(batch_id = %id, dataset, files = batch.files.len(), "BatchOpened");
+            self.poll_after(&batch, Duration::ZERO).await?;
+        } else if let Some(batch) = existing {
+            // A redelivered timer: the batch exists; make sure it is being polled.
+            if batch.state == BatchState::Crawling {
+                self.poll_after(&batch, Duration::ZERO).await?;
+            }
         }
-        .await;
-        if let Err(e) = created {
-            state.release_lease(&lease, &id).await?;
-            return Err(e.into());
+        self.release_window(dataset, window).await
+    }
+
+    async fn release_window(&self, dataset: &str, window: &str) -> Result<(), HandlerError> {
+        if !window.is_empty() {
+            let state = &self.ctx.ports.state;
+            state.release_lease(&window_lease(dataset), window).await?;
         }
-        tracing::info!(batch_id = %id, dataset, files = batch.files.len(), "BatchOpened");
         Ok(())
     }
 
@@ -235,7 +256,7 @@ impl CrawlerPoller {
         match batch.state {
             BatchState::Crawling => {}
             // The outbox case: the batch was recorded but its event may not have gone out.
-            BatchState::Cataloged | BatchState::Failed => return self.announce(&batch).await,
+            BatchState::Cataloged | BatchState::Failed => return self.finish(&batch).await,
             _ => return Ok(()),
         }
         let lease = crawler_lease(&batch.crawler);
@@ -264,23 +285,23 @@ impl CrawlerPoller {
                     tracing::info!(batch_id, crawler = %batch.crawler, "CrawlerBusy: waiting to start");
                 }
             }
-            return self.poll_again(&batch).await;
+            return self.poll_after(&batch, self.poll_interval()).await;
         }
         match ports.crawler.crawl_status(&batch.crawler).await? {
-            CrawlStatus::Running => self.poll_again(&batch).await,
+            CrawlStatus::Running => self.poll_after(&batch, self.poll_interval()).await,
             CrawlStatus::Succeeded => self.complete(batch, None).await,
             CrawlStatus::Failed(reason) => self.complete(batch, Some(reason)).await,
         }
     }
 
-    async fn poll_again(&self, batch: &Batch) -> Result<(), HandlerError> {
+    async fn poll_after(&self, batch: &Batch, delay: Duration) -> Result<(), HandlerError> {
         let poll = Event::CrawlPoll {
             batch_id: batch.id.clone(),
         };
         send_timer(
             self.ctx.queue.as_ref(),
             poll,
-            self.poll_interval(),
+            delay,
             batch.traceparent.clone(),
         )
         .await?;
@@ -339,19 +360,25 @@ impl CrawlerPoller {
         match state.update_batch(&batch, BatchState::Crawling).await? {
             BatchOutcome::Applied => {
                 tracing::info!(batch_id = %batch.id, state = %batch.state, files = batch.files.len(), "CrawlEnded");
-                self.announce(&batch).await?;
+                self.finish(&batch).await
             }
-            BatchOutcome::Conflict(Some(stored)) => self.announce(&stored).await?,
-            BatchOutcome::Conflict(None) => {}
+            BatchOutcome::Conflict(Some(stored)) => self.finish(&stored).await,
+            BatchOutcome::Conflict(None) => Ok(()),
         }
+    }
+
+    /// After a batch's crawl ended and was recorded: announce it, free the crawler, and re-open
+    /// windows for files that became VALID meanwhile (also of other datasets sharing the crawler).
+    /// Every part is idempotent, so a redelivered poll runs it again safely.
+    async fn finish(&self, batch: &Batch) -> Result<(), HandlerError> {
+        self.announce(batch).await?;
+        let state = &self.ctx.ports.state;
         state
             .release_lease(&crawler_lease(&batch.crawler), &batch.id)
             .await?;
-        // Files that became VALID during the crawl wait for the next one; so may other datasets that
-        // share the crawler.
         for d in &self.ctx.settings.config.datasets {
             if d.crawler_name() == batch.crawler {
-                self.open_window(d).await?;
+                self.open_window(d, &batch.id).await?;
             }
         }
         Ok(())

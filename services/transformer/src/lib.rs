@@ -35,7 +35,8 @@ fn queue_name(config: &choreo_domain::Config) -> &str {
 }
 
 /// How long a replica may take between finding no run for a batch and recording the one it started.
-const START_LEASE: Duration = Duration::from_secs(5 * 60);
+/// Short: a replica that died holding it delays the batch this long.
+const START_LEASE: Duration = Duration::from_secs(60);
 
 pub struct Launcher {
     ctx: ServiceContext,

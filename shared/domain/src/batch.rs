@@ -82,14 +82,14 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// A new batch id, ordered by time so listings read naturally.
-    pub fn new_id(dataset: &str, at: DateTime<Utc>) -> BatchId {
-        let rand = uuid::Uuid::new_v4().simple().to_string();
-        format!(
-            "b-{}-{}-{}",
-            dataset,
-            at.format("%Y%m%dT%H%M%S"),
-            &rand[..8]
-        )
+    /// The id of the batch opened by the message whose id is `seed`: deterministic, so that a
+    /// redelivered message finds the batch it opened before its worker died.
+    pub fn id_for(dataset: &str, seed: &str) -> BatchId {
+        let short: String = seed
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect();
+        format!("b-{dataset}-{short}")
     }
 }

@@ -236,8 +236,7 @@ impl JobRunner for LocalJobRunner {
                         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                     )
                     .optional()?;
-                let Some((job, state, error, args, claimed_until)) = row.filter(|r| r.0 == j)
-                else {
+                let Some((_, state, error, args, claimed_until)) = row.filter(|r| r.0 == j) else {
                     return Err(PortError::new(
                         ErrorKind::NotFound,
                         "run_status",
@@ -255,7 +254,6 @@ impl JobRunner for LocalJobRunner {
                     )?;
                     return Ok((state, error, args, true));
                 }
-                let _ = job;
                 Ok((state, error, args, false))
             })
             .await?;

@@ -55,10 +55,16 @@ pub fn init(service: &str, format: LogFormat, default_filter: &str) {
             .with_writer(std::io::stderr)
             .boxed(),
     };
+    // The log filter applies to the log layer only: spans must reach the OpenTelemetry layer
+    // whatever is logged, or trace ids would vanish with `RUST_LOG=warn`.
+    let spans = EnvFilter::new("choreo=info");
     let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(fmt.with_filter(filter))
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(spans),
+        )
         .try_init();
 }
 
