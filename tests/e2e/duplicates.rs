@@ -3,8 +3,8 @@
 use crate::helpers::{TestApp, steps};
 use async_trait::async_trait;
 use choreo_domain::{BatchState, FileState};
-use choreo_ports::{OutgoingMessage, PortError, Queue, QueueDepth, ReceivedMessage};
-use std::collections::{BTreeMap, HashMap};
+use choreo_ports::{EventBus, OutgoingMessage, PortError, Queue, QueueDepth, ReceivedMessage};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,18 +80,56 @@ type Outcome = BTreeMap<
     ),
 >;
 
-async fn run(duplicate: bool) -> (Outcome, BTreeMap<(String, String), u64>, usize, usize) {
+/// Fails the first attempt to publish each event, as if the worker died between its state write and
+/// its publish: the message comes back, finds the file already in the stage's target state, and
+/// publishes again (the outbox case).
+struct FailFirstPublish {
+    inner: Arc<dyn EventBus>,
+    seen: Mutex<HashSet<String>>,
+}
+
+#[async_trait]
+impl EventBus for FailFirstPublish {
+    async fn publish(&self, message: OutgoingMessage) -> Result<(), PortError> {
+        let envelope: serde_json::Value = serde_json::from_str(&message.body).unwrap();
+        let id = envelope["id"].as_str().unwrap().to_string();
+        if self.seen.lock().unwrap().insert(id.clone()) {
+            return Err(PortError::transient(
+                "publish",
+                id,
+                "injected: died before publishing",
+            ));
+        }
+        self.inner.publish(message).await
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Once,
+    Twice,
+    LostPublishes,
+}
+
+async fn run(mode: Mode) -> (Outcome, BTreeMap<(String, String), u64>, usize, usize) {
     let mut app = TestApp::new(|_| {});
-    if duplicate {
-        let backend = app.pipeline.backend.clone();
-        app.start_with(backend.ports(), move |name| {
+    let backend = app.pipeline.backend.clone();
+    match mode {
+        Mode::Once => app.start(),
+        Mode::Twice => app.start_with(backend.ports(), move |name| {
             Arc::new(Twice {
                 inner: backend.queue(name),
                 originals: Mutex::default(),
             }) as Arc<dyn Queue>
-        });
-    } else {
-        app.start();
+        }),
+        Mode::LostPublishes => {
+            let mut ports = backend.ports();
+            ports.bus = Arc::new(FailFirstPublish {
+                inner: ports.bus.clone(),
+                seen: Mutex::default(),
+            });
+            app.start_with(ports, move |name| backend.queue(name));
+        }
     }
     app.put_demo_samples().await;
     app.settle().await;
@@ -119,8 +157,8 @@ async fn run(duplicate: bool) -> (Outcome, BTreeMap<(String, String), u64>, usiz
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_twice_changes_nothing() {
-    let (once, once_events, once_batches, once_runs) = run(false).await;
-    let (twice, twice_events, twice_batches, twice_runs) = run(true).await;
+    let (once, once_events, once_batches, once_runs) = run(Mode::Once).await;
+    let (twice, twice_events, twice_batches, twice_runs) = run(Mode::Twice).await;
     assert_eq!(twice, once, "final states, reasons and histories");
     assert_eq!(
         twice_events, once_events,
@@ -131,4 +169,13 @@ async fn every_message_twice_changes_nothing() {
         twice_runs, twice_batches,
         "one job run per batch, even with duplicates"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_lost_after_the_write_is_made_good_by_the_redelivery() {
+    let (once, once_events, _, _) = run(Mode::Once).await;
+    let (lost, lost_events, batches, runs) = run(Mode::LostPublishes).await;
+    assert_eq!(lost, once, "final states, reasons and histories");
+    assert_eq!(lost_events, once_events, "every file event published, once");
+    assert_eq!(runs, batches, "one job run per batch");
 }

@@ -136,7 +136,7 @@ impl Validator {
         let format = dataset.validation_format();
         let compression = dataset.compression_for(&record.key);
         let schema = schema.clone();
-        let limits = self.limits.clone();
+        let limits = self.limits;
         let bridge = tokio_util::io::SyncIoBridge::new(reader);
         tokio::task::spawn_blocking(move || {
             choreo_validation::validate(bridge, &format, compression, &schema, &limits)

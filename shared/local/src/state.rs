@@ -330,7 +330,9 @@ impl StateStore for LocalStateStore {
                 if changed == 1 {
                     Ok(BatchOutcome::Applied)
                 } else {
-                    Ok(BatchOutcome::Conflict(get_batch(tx, &batch.id)?))
+                    Ok(BatchOutcome::Conflict(
+                        get_batch(tx, &batch.id)?.map(Box::new),
+                    ))
                 }
             })
             .await
@@ -666,7 +668,7 @@ mod tests {
         stale.state = BatchState::Failed;
         assert_eq!(
             s.update_batch(&stale, BatchState::Crawling).await.unwrap(),
-            BatchOutcome::Conflict(Some(next))
+            BatchOutcome::Conflict(Some(Box::new(next)))
         );
         assert_eq!(
             s.update_batch(&batch("b-9", 0), BatchState::Crawling)

@@ -30,7 +30,7 @@ pub enum TransitionOutcome {
 pub enum BatchOutcome {
     Applied,
     /// The stored batch was not in the expected state (or is missing: `None`).
-    Conflict(Option<Batch>),
+    Conflict(Option<Box<Batch>>),
 }
 
 /// The result of trying to take a lease.

@@ -214,3 +214,223 @@ impl Consumer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use choreo_domain::Config;
+    use choreo_domain::config::Queues;
+    use choreo_local::LocalBackend;
+    use choreo_ports::OutgoingMessage;
+    use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
+
+    /// A handler that sleeps, fails as told, and counts.
+    #[derive(Default)]
+    struct Probe {
+        sleep: Duration,
+        transient_failures: AtomicU32,
+        permanent: bool,
+        calls: AtomicU32,
+        running: AtomicUsize,
+        max_running: AtomicUsize,
+        done: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Handler for Probe {
+        async fn handle(&self, _: &ReceivedMessage) -> Result<(), HandlerError> {
+            self.calls.fetch_add(1, SeqCst);
+            let now = self.running.fetch_add(1, SeqCst) + 1;
+            self.max_running.fetch_max(now, SeqCst);
+            tokio::time::sleep(self.sleep).await;
+            self.running.fetch_sub(1, SeqCst);
+            if self.permanent {
+                return Err(HandlerError::Permanent("poison".into()));
+            }
+            let left = self.transient_failures.load(SeqCst);
+            if left > 0 {
+                self.transient_failures.store(left - 1, SeqCst);
+                return Err(HandlerError::Transient("busy".into()));
+            }
+            self.done.fetch_add(1, SeqCst);
+            Ok(())
+        }
+    }
+
+    struct Rig {
+        _dir: tempfile::TempDir,
+        backend: LocalBackend,
+        queue: Arc<dyn Queue>,
+        settings: ConsumerSettings,
+    }
+
+    fn rig(max_receive_count: u32) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.queues.max_receive_count = max_receive_count;
+        config.runtime.concurrency = 3;
+        let backend = LocalBackend::open(&config).unwrap();
+        let queue = backend.queue(&config.queues.validate);
+        let mut settings = ConsumerSettings::from_config(&config);
+        settings.wait = Duration::from_millis(50);
+        settings.retry_min_delay = Duration::from_millis(1);
+        Rig {
+            _dir: dir,
+            backend,
+            queue,
+            settings,
+        }
+    }
+
+    async fn send(queue: &dyn Queue, n: usize) {
+        for i in 0..n {
+            let m = OutgoingMessage {
+                body: format!("m{i}"),
+                ..Default::default()
+            };
+            queue.send(m, Duration::ZERO).await.unwrap();
+        }
+    }
+
+    /// Runs the consumer until `until` holds (or 20 s pass), then shuts it down and waits for it.
+    async fn run_until(rig: &Rig, probe: Arc<Probe>, until: impl Fn(&Probe) -> bool) {
+        let shutdown = CancellationToken::new();
+        let consumer = Consumer::new(
+            "test",
+            rig.queue.clone(),
+            probe.clone(),
+            rig.settings.clone(),
+        );
+        let task = tokio::spawn(consumer.run(shutdown.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !until(&probe) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn handles_everything_once_with_bounded_concurrency_and_deletes_it() {
+        let rig = rig(5);
+        send(rig.queue.as_ref(), 25).await;
+        let probe = Arc::new(Probe {
+            sleep: Duration::from_millis(20),
+            ..Probe::default()
+        });
+        run_until(&rig, probe.clone(), |p| p.done.load(SeqCst) == 25).await;
+        assert_eq!(probe.done.load(SeqCst), 25);
+        assert_eq!(probe.calls.load(SeqCst), 25, "no message handled twice");
+        assert!(
+            probe.max_running.load(SeqCst) <= 3,
+            "concurrency is bounded"
+        );
+        assert!(
+            probe.max_running.load(SeqCst) > 1,
+            "messages run concurrently"
+        );
+        assert_eq!(rig.queue.depth().await.unwrap().total(), 0, "all deleted");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_handler_keeps_its_message_invisible() {
+        let mut rig = rig(5);
+        rig.settings.visibility = Duration::from_millis(400);
+        send(rig.queue.as_ref(), 1).await;
+        let probe = Arc::new(Probe {
+            sleep: Duration::from_millis(1500),
+            ..Probe::default()
+        });
+        // A second consumer on the same queue would take the message if its visibility lapsed.
+        let shutdown = CancellationToken::new();
+        let c2 = Consumer::new(
+            "other",
+            rig.queue.clone(),
+            probe.clone(),
+            rig.settings.clone(),
+        );
+        let t2 = tokio::spawn(c2.run(shutdown.clone()));
+        run_until(&rig, probe.clone(), |p| p.done.load(SeqCst) == 1).await;
+        // Give a lapsed visibility every chance to show.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        shutdown.cancel();
+        t2.await.unwrap();
+        assert_eq!(probe.done.load(SeqCst), 1);
+        assert_eq!(
+            probe.calls.load(SeqCst),
+            1,
+            "delivered once, though it ran 3.75 timeouts"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transient_errors_are_retried_in_process() {
+        let rig = rig(5);
+        send(rig.queue.as_ref(), 1).await;
+        let probe = Arc::new(Probe {
+            transient_failures: AtomicU32::new(2),
+            ..Probe::default()
+        });
+        run_until(&rig, probe.clone(), |p| p.done.load(SeqCst) == 1).await;
+        assert_eq!(probe.calls.load(SeqCst), 3, "two failures, then success");
+        assert_eq!(rig.queue.depth().await.unwrap().total(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_poison_message_reaches_the_dead_letter_queue() {
+        let rig = rig(2);
+        send(rig.queue.as_ref(), 1).await;
+        let dlq = rig.backend.queue(&Queues::dlq_of(rig.queue.name()));
+        let probe = Arc::new(Probe {
+            permanent: true,
+            ..Probe::default()
+        });
+        let dlq2 = dlq.clone();
+        run_until(&rig, probe.clone(), move |_| futures_depth(&dlq2) == 1).await;
+        assert_eq!(dlq.depth().await.unwrap().total(), 1);
+        assert_eq!(rig.queue.depth().await.unwrap().total(), 0);
+        assert_eq!(
+            probe.calls.load(SeqCst),
+            2,
+            "handled max_receive_count times"
+        );
+    }
+
+    /// A queue's depth from synchronous code (the `until` predicate).
+    fn futures_depth(q: &Arc<dyn Queue>) -> u64 {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(async move { q.depth().await.unwrap().total() })
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_drains_in_flight_messages() {
+        let rig = rig(5);
+        send(rig.queue.as_ref(), 2).await;
+        let probe = Arc::new(Probe {
+            sleep: Duration::from_millis(600),
+            ..Probe::default()
+        });
+        // Shut down as soon as both are in flight; run() must return only after they finish.
+        run_until(&rig, probe.clone(), |p| p.running.load(SeqCst) == 2).await;
+        assert_eq!(
+            probe.done.load(SeqCst),
+            2,
+            "in-flight work finished before run() returned"
+        );
+        assert_eq!(
+            rig.queue.depth().await.unwrap().total(),
+            0,
+            "and was acknowledged"
+        );
+    }
+}
