@@ -26,6 +26,8 @@ pub struct Config {
     #[serde(default)]
     pub runtime: RuntimeSettings,
     #[serde(default)]
+    pub aws: AwsSettings,
+    #[serde(default)]
     pub datasets: Vec<DatasetConfig>,
 }
 
@@ -111,12 +113,50 @@ impl Queues {
 pub struct Topics {
     /// The one topic every stage publishes its events to.
     pub events: String,
+    /// Human-readable failure notices (an email subscription on AWS).
+    pub alerts: String,
 }
 
 impl Default for Topics {
     fn default() -> Self {
         Topics {
             events: "choreo-events".into(),
+            alerts: "choreo-alerts".into(),
+        }
+    }
+}
+
+/// Settings of the aws backend. Region and credentials come from the SDK's standard chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsSettings {
+    /// An emulator's endpoint (moto, LocalStack); leave unset on AWS. `AWS_ENDPOINT_URL` does the same.
+    pub endpoint_url: Option<String>,
+    /// DynamoDB table of file, batch and lease records.
+    pub state_table: String,
+    /// DynamoDB table of the audit trail and its counters.
+    pub audit_table: String,
+    /// Partitions the dataset-and-state index spreads each (dataset, state) pair over, so that one
+    /// busy dataset does not make one hot index partition.
+    pub index_shards: u32,
+    /// Glue database the crawlers write tables to.
+    pub glue_database: String,
+    /// IAM role the Glue crawlers and jobs run as.
+    pub glue_role: String,
+    /// Glue job that runs the built-in transform (for datasets whose `job` is `builtin`).
+    pub builtin_job: String,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        AwsSettings {
+            endpoint_url: None,
+            state_table: "choreo-state".into(),
+            audit_table: "choreo-audit".into(),
+            index_shards: 16,
+            glue_database: "choreo".into(),
+            glue_role: "arn:aws:iam::123456789012:role/choreo-glue".into(),
+            builtin_job: "choreo-builtin".into(),
         }
     }
 }
@@ -288,6 +328,7 @@ impl Default for Config {
             queues: Queues::default(),
             topics: Topics::default(),
             runtime: RuntimeSettings::default(),
+            aws: AwsSettings::default(),
             datasets: Vec::new(),
         }
     }

@@ -1,0 +1,20 @@
+//! The AWS backend: every port on the official SDKs.
+//!
+//! - `client.rs` builds the SDK clients from the standard chain (and counts API calls);
+//!   `error.rs` decides which SDK errors are worth retrying.
+//! - `sqs.rs` (Queue), `sns.rs` (EventBus), `s3.rs` (ObjectStore), `dynamo.rs` (StateStore and
+//!   AuditLog), `glue.rs` (Crawler and JobRunner): one adapter per service.
+//! - `bootstrap.rs` creates every resource the pipeline needs, idempotently.
+//! - `moto.rs` starts an emulator for tests.
+
+pub mod bootstrap;
+pub mod client;
+pub mod dynamo;
+pub mod error;
+pub mod glue;
+pub mod moto;
+pub mod s3;
+pub mod sns;
+pub mod sqs;
+
+pub use client::{AwsClients, CallCounter};
