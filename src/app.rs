@@ -23,18 +23,27 @@ pub const SERVICES: [ServiceSpec; 6] = [
 #[derive(Clone)]
 pub struct Pipeline {
     pub settings: Arc<Settings>,
+    /// What the services use.
     pub backend: Backend,
+    /// What the command line uses to watch and feed the pipeline: a connection of its own on AWS, so
+    /// that the API calls counted on `backend` are the services' alone.
+    pub monitor: Backend,
 }
 
 /// Files per dataset and state.
 pub type Summary = Vec<(String, FileState, u64)>;
 
 impl Pipeline {
-    pub fn open(settings: Settings) -> Result<Pipeline, PortError> {
-        let backend = Backend::open(&settings.config)?;
+    pub async fn open(settings: Settings) -> Result<Pipeline, PortError> {
+        let backend = Backend::open(&settings.config).await?;
+        let monitor = match &backend {
+            Backend::Local(_) => backend.clone(),
+            Backend::Aws(_) => Backend::open(&settings.config).await?,
+        };
         Ok(Pipeline {
             settings: Arc::new(settings),
             backend,
+            monitor,
         })
     }
 
@@ -70,11 +79,11 @@ impl Pipeline {
     /// Idle: no object waiting to be notified, no message in any work queue, and no file outside a
     /// terminal state. Dead-letter queues may hold messages: they wait for an operator.
     pub async fn is_idle(&self) -> Result<bool, PortError> {
-        if self.backend.pending_sources().await? > 0 {
+        if self.monitor.pending_sources().await? > 0 {
             return Ok(false);
         }
         for q in self.settings.config.all_queues() {
-            if self.backend.queue(q).depth().await?.total() > 0 {
+            if self.monitor.queue(q).depth().await?.total() > 0 {
                 return Ok(false);
             }
         }
@@ -105,7 +114,7 @@ impl Pipeline {
     }
 
     pub async fn summary(&self) -> Result<Summary, PortError> {
-        self.backend.ports().state.counts().await
+        self.monitor.ports().state.counts().await
     }
 
     /// Every file record matching the filters, following pages.
@@ -114,7 +123,7 @@ impl Pipeline {
         dataset: Option<String>,
         state: Option<FileState>,
     ) -> Result<Vec<choreo_domain::FileRecord>, PortError> {
-        let store = self.backend.ports().state;
+        let store = self.monitor.ports().state;
         let mut query = FileQuery {
             dataset,
             state,

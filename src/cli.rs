@@ -45,6 +45,28 @@ pub enum Command {
     /// Read file records.
     #[command(subcommand)]
     Files(FilesCommand),
+    /// Create every resource the pipeline needs (idempotent): queues, topics, buckets, tables, Glue.
+    Bootstrap,
+    /// Validate a file against a Table Schema; exit 0 if valid, 1 if invalid, 2 on a usage error.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The file to check (CSV or JSON Lines, plain or gzip).
+    pub file: PathBuf,
+    /// A Frictionless Table Schema (JSON).
+    #[arg(long)]
+    pub schema: PathBuf,
+    /// csv or jsonl; by default from the file's extension.
+    #[arg(long, value_parser = ["csv", "jsonl"])]
+    pub format: Option<String>,
+    /// CSV delimiter.
+    #[arg(long, default_value = ",")]
+    pub delimiter: char,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +141,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Up(args) => up(&cli.global, args).await,
         Command::Put(args) => put(&cli.global, args).await,
         Command::Files(cmd) => files(&cli.global, cmd).await,
+        Command::Bootstrap => bootstrap(&cli.global).await,
+        Command::Validate(args) => validate(args),
     }
 }
 
@@ -147,13 +171,18 @@ async fn up(global: &Global, args: UpArgs) -> anyhow::Result<i32> {
         }
     }
     let settings = settings(&global_for_load)?;
-    let pipeline = Pipeline::open(settings)?;
+    let pipeline = Pipeline::open(settings).await?;
+    if args.demo {
+        for step in pipeline.monitor.bootstrap().await? {
+            eprintln!("bootstrap: {step}");
+        }
+    }
     if let Some((partial, config)) = demo_to_finish {
         let samples = demo::samples();
         let input = &pipeline.settings.config.buckets.input;
         for s in &samples {
             pipeline
-                .backend
+                .monitor
                 .ports()
                 .objects
                 .put(input, &s.key, s.body.clone())
@@ -184,7 +213,21 @@ async fn up(global: &Global, args: UpArgs) -> anyhow::Result<i32> {
         shutdown.cancel();
     }
     tasks.wait().await;
-    print_summary(&pipeline.summary().await?);
+    let summary = pipeline.summary().await?;
+    print_summary(&summary);
+    if let Some(calls) = pipeline.backend.api_calls() {
+        let files = summary.iter().map(|(_, _, n)| n).sum();
+        println!("\nAWS API calls by the services, for {files} file(s):");
+        print!("{}", choreo_aws::cost::report(&calls, files));
+    }
+    Ok(0)
+}
+
+async fn bootstrap(global: &Global) -> anyhow::Result<i32> {
+    let pipeline = Pipeline::open(settings(global)?).await?;
+    for step in pipeline.monitor.bootstrap().await? {
+        println!("{step}");
+    }
     Ok(0)
 }
 
@@ -206,8 +249,8 @@ async fn put(global: &Global, args: PutArgs) -> anyhow::Result<i32> {
         bail!("--key names one object: give exactly one file");
     }
     let settings = settings(global)?;
-    let pipeline = Pipeline::open(settings)?;
-    let objects = pipeline.backend.ports().objects;
+    let pipeline = Pipeline::open(settings).await?;
+    let objects = pipeline.monitor.ports().objects;
     let bucket = &pipeline.settings.config.buckets.input;
     for path in &args.files {
         let key = match &args.key {
@@ -231,7 +274,7 @@ fn file_name(path: &Path) -> anyhow::Result<String> {
 }
 
 async fn files(global: &Global, cmd: FilesCommand) -> anyhow::Result<i32> {
-    let pipeline = Pipeline::open(settings(global)?)?;
+    let pipeline = Pipeline::open(settings(global)?).await?;
     match cmd {
         FilesCommand::List {
             dataset,
@@ -247,7 +290,7 @@ async fn files(global: &Global, cmd: FilesCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         FilesCommand::Show { id, json } => {
-            let store = pipeline.backend.ports().state;
+            let store = pipeline.monitor.ports().state;
             let Some(record) = store.get(&FileId(id.clone())).await? else {
                 eprintln!("no file with id {id}");
                 return Ok(1);
@@ -312,4 +355,61 @@ fn print_record(r: &FileRecord) {
             h.reason.as_deref().unwrap_or("")
         );
     }
+}
+
+fn validate(args: ValidateArgs) -> anyhow::Result<i32> {
+    use choreo_validation::{Compression, CsvDialect, Format, Limits, TableSchema};
+    let schema_text = std::fs::read_to_string(&args.schema)
+        .with_context(|| format!("reading the schema {}", args.schema.display()))?;
+    let schema = TableSchema::from_json(&schema_text)
+        .with_context(|| format!("the schema {}", args.schema.display()))?;
+    let name = args.file.to_string_lossy().to_lowercase();
+    let compression = if name.ends_with(".gz") {
+        Compression::Gzip
+    } else {
+        Compression::None
+    };
+    let jsonl = match args.format.as_deref() {
+        Some(f) => f == "jsonl",
+        None => name.contains(".jsonl") || name.contains(".ndjson"),
+    };
+    let format = if jsonl {
+        Format::JsonLines
+    } else {
+        if !args.delimiter.is_ascii() {
+            bail!("the delimiter must be one ASCII character");
+        }
+        Format::Csv(CsvDialect {
+            delimiter: args.delimiter as u8,
+            ..CsvDialect::default()
+        })
+    };
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("opening {}", args.file.display()))?;
+    let report = choreo_validation::validate(
+        std::io::BufReader::new(file),
+        &format,
+        compression,
+        &schema,
+        &Limits::default(),
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}: {}", args.file.display(), report.summary());
+        for e in &report.errors {
+            println!(
+                "  row {:>8}  {:<16} {:<20} {}",
+                e.row.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                e.field.as_deref().unwrap_or("-"),
+                e.kind.as_str(),
+                e.message
+            );
+        }
+        let shown = report.errors.len() as u64;
+        if report.error_total() > shown {
+            println!("  ... and {} more", report.error_total() - shown);
+        }
+    }
+    Ok(if report.valid { 0 } else { 1 })
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_reach_the_dead_letter_queue_and_the_pipeline_goes_on() {
-    let mut app = TestApp::new(|c| c.queues.max_receive_count = 2);
+    let mut app = TestApp::new(|c| c.queues.max_receive_count = 2).await;
     app.start();
     let config = app.pipeline.settings.config.clone();
     let backend = app.pipeline.backend.clone();
@@ -85,7 +85,7 @@ async fn malformed_messages_reach_the_dead_letter_queue_and_the_pipeline_goes_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_dropped_into_the_input_directory_is_ingested() {
-    let mut app = TestApp::new(|_| {});
+    let mut app = TestApp::new(|_| {}).await;
     app.start();
     // Written straight into the bucket's directory, as a user or another program would.
     let dir = app

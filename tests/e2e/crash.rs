@@ -24,12 +24,16 @@ fn choreo(dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-fn open(dir: &Path) -> Option<Pipeline> {
+async fn open(dir: &Path) -> Option<Pipeline> {
     let file = dir.join(demo::CONFIG_FILE);
     if !file.exists() {
         return None;
     }
-    Some(Pipeline::open(Settings::load(Some(&file)).unwrap()).unwrap())
+    Some(
+        Pipeline::open(Settings::load(Some(&file)).unwrap())
+            .await
+            .unwrap(),
+    )
 }
 
 /// Waits until `enough` holds of the files' states, then kills the child with SIGKILL.
@@ -41,7 +45,7 @@ async fn kill_when(mut child: Child, dir: &Path, enough: impl Fn(&[FileState]) -
             child.try_wait().unwrap().is_none(),
             "choreo exited by itself"
         );
-        if let Some(p) = open(dir) {
+        if let Some(p) = open(dir).await {
             let states: Vec<FileState> = p
                 .files(None, None)
                 .await
@@ -90,7 +94,7 @@ async fn kill_dash_nine_twice_then_restart_loses_nothing() {
     };
     assert!(status.success(), "{status:?}");
 
-    let pipeline = open(path).unwrap();
+    let pipeline = open(path).await.unwrap();
     let records = records_by_key(&pipeline).await;
     assert_demo_outcome(&records);
     let batches = pipeline

@@ -24,7 +24,7 @@ fn rows(key: &str, body: &[u8]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_files_reach_their_terminal_states_with_full_histories() {
-    let mut app = TestApp::new(|_| {});
+    let mut app = TestApp::new(|_| {}).await;
     app.start();
     app.put_demo_samples().await;
     app.settle().await;

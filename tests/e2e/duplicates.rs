@@ -112,7 +112,7 @@ enum Mode {
 }
 
 async fn run(mode: Mode) -> (Outcome, BTreeMap<(String, String), u64>, usize, usize) {
-    let mut app = TestApp::new(|_| {});
+    let mut app = TestApp::new(|_| {}).await;
     let backend = app.pipeline.backend.clone();
     match mode {
         Mode::Once => app.start(),

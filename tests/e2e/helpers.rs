@@ -41,11 +41,11 @@ pub fn demo_settings(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Settings {
 
 impl TestApp {
     /// Opens a pipeline on a new directory with the demo's datasets; does not start it.
-    pub fn new(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    pub async fn new(tweak: impl FnOnce(&mut Config)) -> TestApp {
         choreo_telemetry::init_for_tests();
         let dir = tempfile::tempdir().unwrap();
         let settings = demo_settings(dir.path(), tweak);
-        let pipeline = Pipeline::open(settings).unwrap();
+        let pipeline = Pipeline::open(settings).await.unwrap();
         TestApp {
             _dir: dir,
             pipeline,

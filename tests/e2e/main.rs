@@ -1,6 +1,7 @@
 //! End-to-end tests: the six services on the local backend, in-process or as the `choreo` binary.
 //! One test binary with a module per area, sharing the helpers.
 
+mod aws;
 mod bad_input;
 mod cli;
 mod crash;

@@ -1,1 +1,2103 @@
-//! (being written)
+//! The state store and the audit log on DynamoDB.
+//!
+//! # The state table (`aws.state_table`)
+//!
+//! One table, partition key `pk` (S), no sort key, on-demand capacity. A key per file, so no dataset
+//! is capped by one partition (DynamoDB serves about 1,000 write units a second per partition; the
+//! seed's key on dataset type capped a dataset near 60–80 files a second).
+//!
+//! | item | `pk` | attributes | `gsi1pk` / `gsi1sk` |
+//! |---|---|---|---|
+//! | file | `F#<file id>` | one per [`FileRecord`] field: `state` (NEW…), `size` (N), timestamps as RFC 3339, `history` as a list of maps | `F#<STATE>#<shard>` / `<dataset>#<file id>` |
+//! | batch | `B#<batch id>` | `state`, `created_at`, the whole [`Batch`] as JSON in `body` | `B#<STATE>` / `<created_at>#<batch id>` |
+//! | lease | `L#<name>` | `holder`, `expires_at` (ms, N) | none (not indexed) |
+//!
+//! The global secondary index `by_dataset_state` (projection ALL) answers "files of dataset D in
+//! state S" without a hot partition. A file's index partition is its state and a shard, a stable
+//! hash of its id modulo `aws.index_shards`, so the files of one busy dataset in one state spread
+//! over `index_shards` index partitions; the dataset leads the sort key, so one dataset's files are
+//! one key range in each shard. DynamoDB allows about 1,000 WCU/s per partition, index partitions
+//! included, and a throttled index throttles the table: every transition writes two index entries
+//! (out of the old state's partition, into the new one), so raise `index_shards` if one state takes
+//! more than some `index_shards × 500` transitions a second.
+//!
+//! Why the dataset is in the sort key and not in `gsi1pk` (`<dataset>#<STATE>#<shard>`): a
+//! [`Transition`] names the file and the states but not the dataset, and the transition must be one
+//! `UpdateItem` (the history entry in the same write as the state). An update expression cannot
+//! build a string from a stored attribute, so it can only set `gsi1pk` to a value computed from
+//! the transition itself: the state and the id's shard. The same layout serves "files in state S"
+//! (all datasets) by Query instead of a Scan.
+//!
+//! Batches share the index under `B#<STATE>` (few items, created once per crawl window), so
+//! `batches_in` is a Query rather than a Scan of every file. Index reads are eventually consistent:
+//! a file or batch that changed a moment ago may be listed under its old state. Every write is
+//! conditional, so a stale listing costs a `Conflict`, never a wrong transition.
+//!
+//! # The audit table (`aws.audit_table`)
+//!
+//! Partition key `pk` only. Events are `E#<event id>` (put if absent), counters
+//! `C#<dataset>#<event type>` (`ADD count 1`), written in one transaction so a duplicate event is
+//! neither stored nor counted twice. The index `by_time` holds events under `EVENTS#<0..7>`, sorted
+//! by `<recorded_at>#<event id>` (eight shards, so the audit trail's writes are not one partition),
+//! and the counters under `COUNTS#<0..7>`, so `counts()` reads the counters, not the whole trail.
+
+use crate::client::AwsClients;
+use crate::error::{code, port_error};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, IndexStatus,
+    KeySchemaElement, KeyType, PointInTimeRecoverySpecification, Projection, ProjectionType, Put,
+    ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
+    TransactWriteItem, Update,
+};
+use choreo_domain::config::AwsSettings;
+use choreo_domain::{
+    Batch, BatchState, Envelope, FileId, FileRecord, FileState, HistoryEntry, NewFile, Stage,
+    Transition,
+};
+use choreo_ports::{
+    AuditEntry, AuditLog, BatchOutcome, ErrorKind, FileQuery, LeaseOutcome, Page, PortError,
+    Registered, StateStore, TransitionOutcome,
+};
+use chrono::{DateTime, SecondsFormat, Utc};
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+/// A DynamoDB item.
+type Item = HashMap<String, AttributeValue>;
+
+/// The partition key of both tables.
+const PK: &str = "pk";
+/// The index keys of both tables.
+const GSI1PK: &str = "gsi1pk";
+const GSI1SK: &str = "gsi1sk";
+
+/// The state table's index of files by state and dataset (and of batches by state).
+pub const STATE_INDEX: &str = "by_dataset_state";
+/// The audit table's index of events by time (and of counters).
+pub const TIME_INDEX: &str = "by_time";
+/// How many partitions the audit index spreads events and counters over.
+const AUDIT_SHARDS: u32 = 8;
+
+/// Page size when a query asks for 0, as the local backend.
+const DEFAULT_LIMIT: usize = 100;
+/// The largest page served, whatever the query asks.
+const MAX_LIMIT: usize = 10_000;
+/// How many index queries `list` runs at once.
+const QUERY_CONCURRENCY: usize = 16;
+
+// Conditions, by name. `#pk`, `#state` and `#holder` are bound by every request that uses them.
+/// Put-if-absent.
+const ABSENT: &str = "attribute_not_exists(#pk)";
+/// A transition applies only from its `from` state.
+const STATE_IS: &str = "#state = :from";
+/// A batch update applies only from the expected state (false for a missing batch).
+const BATCH_STATE_IS: &str = "#state = :expected";
+/// A lease is taken if it is free, expired, or already the holder's (a renewal).
+const LEASE_FREE: &str = "attribute_not_exists(#pk) OR #expires_at <= :now OR #holder = :holder";
+/// Only the holder releases a lease.
+const HELD_BY: &str = "#holder = :holder";
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// RFC 3339 with nanoseconds: exact, and of fixed width so that it sorts as text.
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+fn file_pk(id: &str) -> String {
+    format!("F#{id}")
+}
+
+fn batch_pk(id: &str) -> String {
+    format!("B#{id}")
+}
+
+fn lease_pk(name: &str) -> String {
+    format!("L#{name}")
+}
+
+/// FNV-1a, 64 bits: a hash that never changes between builds or processes, unlike `std`'s.
+fn stable_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn shard_of(key: &str, shards: u32) -> u32 {
+    (stable_hash(key) % u64::from(shards.max(1))) as u32
+}
+
+/// The index partition of a file in `state`.
+fn file_index_pk(state: FileState, shard: u32) -> String {
+    format!("F#{state}#{shard}")
+}
+
+/// The index sort key of a file: its dataset, then its id.
+fn file_index_sk(dataset: &str, id: &str) -> String {
+    format!("{dataset}#{id}")
+}
+
+/// The index partition of batches in `state`.
+fn batch_index_pk(state: BatchState) -> String {
+    format!("B#{state}")
+}
+
+fn build_error(op: &'static str, target: &str, e: impl std::fmt::Display) -> PortError {
+    PortError::permanent(op, target, format!("request: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Items ↔ records.
+
+/// Reads the attributes of one item (or of one map inside it), naming the item's `pk` in errors.
+struct Attrs<'a> {
+    pk: &'a str,
+    /// Where in the item the attributes are (`""`, or `history[2].`), for error messages.
+    at: String,
+    item: &'a Item,
+}
+
+impl<'a> Attrs<'a> {
+    fn new(pk: &'a str, item: &'a Item) -> Self {
+        Attrs {
+            pk,
+            at: String::new(),
+            item,
+        }
+    }
+
+    fn malformed(&self, name: &str, what: &str) -> PortError {
+        PortError::permanent(
+            "decode",
+            self.pk,
+            format!("malformed item: {}{name} {what}", self.at),
+        )
+    }
+
+    fn s(&self, name: &str) -> Result<&'a str, PortError> {
+        match self.item.get(name) {
+            Some(AttributeValue::S(v)) => Ok(v),
+            Some(_) => Err(self.malformed(name, "is not a string")),
+            None => Err(self.malformed(name, "is missing")),
+        }
+    }
+
+    /// An optional string: absent (or NULL) is `None`.
+    fn opt_s(&self, name: &str) -> Result<Option<String>, PortError> {
+        match self.item.get(name) {
+            None | Some(AttributeValue::Null(_)) => Ok(None),
+            Some(AttributeValue::S(v)) => Ok(Some(v.clone())),
+            Some(_) => Err(self.malformed(name, "is not a string")),
+        }
+    }
+
+    fn n<T: FromStr>(&self, name: &str) -> Result<T, PortError> {
+        match self.item.get(name) {
+            Some(AttributeValue::N(v)) => v
+                .parse()
+                .map_err(|_| self.malformed(name, "is out of range")),
+            Some(_) => Err(self.malformed(name, "is not a number")),
+            None => Err(self.malformed(name, "is missing")),
+        }
+    }
+
+    fn time(&self, name: &str) -> Result<DateTime<Utc>, PortError> {
+        DateTime::parse_from_rfc3339(self.s(name)?)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| self.malformed(name, "is not an RFC 3339 time"))
+    }
+
+    fn parse<T: FromStr>(&self, name: &str) -> Result<T, PortError> {
+        self.s(name)?
+            .parse()
+            .map_err(|_| self.malformed(name, "has an unknown value"))
+    }
+
+    fn opt_parse<T: FromStr>(&self, name: &str) -> Result<Option<T>, PortError> {
+        self.opt_s(name)?
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| self.malformed(name, "has an unknown value"))
+            })
+            .transpose()
+    }
+
+    /// The item's `pk` without its type prefix.
+    fn key_after(&self, prefix: &str) -> Result<&'a str, PortError> {
+        self.s(PK)?
+            .strip_prefix(prefix)
+            .ok_or_else(|| self.malformed(PK, &format!("does not start with {prefix}")))
+    }
+}
+
+fn put_opt(item: &mut Item, name: &str, v: &Option<String>) {
+    if let Some(v) = v {
+        item.insert(name.to_string(), s(v));
+    }
+}
+
+/// A history entry as a map attribute. Absent options are left out.
+struct HistoryMap(AttributeValue);
+
+impl From<&HistoryEntry> for HistoryMap {
+    fn from(h: &HistoryEntry) -> Self {
+        let mut m = Item::from([
+            ("at".to_string(), s(ts(h.at))),
+            ("stage".to_string(), s(h.stage.as_str())),
+            ("to".to_string(), s(h.to.as_str())),
+        ]);
+        if let Some(from) = h.from {
+            m.insert("from".into(), s(from.as_str()));
+        }
+        put_opt(&mut m, "reason", &h.reason);
+        put_opt(&mut m, "trace_id", &h.trace_id);
+        HistoryMap(AttributeValue::M(m))
+    }
+}
+
+fn history_entry(a: &Attrs<'_>) -> Result<HistoryEntry, PortError> {
+    Ok(HistoryEntry {
+        at: a.time("at")?,
+        stage: a.parse::<Stage>("stage")?,
+        from: a.opt_parse::<FileState>("from")?,
+        to: a.parse::<FileState>("to")?,
+        reason: a.opt_s("reason")?,
+        trace_id: a.opt_s("trace_id")?,
+    })
+}
+
+/// A file record as an item: `pk` and one attribute per field, without the index keys (which
+/// depend on the shard count; see [`DynamoStateStore::file_item`]).
+struct FileItem(Item);
+
+impl From<&FileRecord> for FileItem {
+    fn from(r: &FileRecord) -> Self {
+        let history = r
+            .history
+            .iter()
+            .map(|h| HistoryMap::from(h).0)
+            .collect::<Vec<_>>();
+        let mut item = Item::from([
+            (PK.to_string(), s(file_pk(r.id.as_str()))),
+            ("dataset".to_string(), s(&r.dataset)),
+            ("bucket".to_string(), s(&r.bucket)),
+            ("key".to_string(), s(&r.key)),
+            ("size".to_string(), n(r.size)),
+            ("version".to_string(), s(&r.version)),
+            ("state".to_string(), s(r.state.as_str())),
+            ("created_at".to_string(), s(ts(r.created_at))),
+            ("updated_at".to_string(), s(ts(r.updated_at))),
+            ("history".to_string(), AttributeValue::L(history)),
+        ]);
+        put_opt(&mut item, "reason", &r.reason);
+        put_opt(&mut item, "trace_id", &r.trace_id);
+        put_opt(&mut item, "traceparent", &r.traceparent);
+        put_opt(&mut item, "batch_id", &r.batch_id);
+        put_opt(&mut item, "validation", &r.validation);
+        FileItem(item)
+    }
+}
+
+impl TryFrom<FileItem> for FileRecord {
+    type Error = PortError;
+
+    fn try_from(FileItem(item): FileItem) -> Result<Self, PortError> {
+        let pk = match item.get(PK) {
+            Some(AttributeValue::S(pk)) => pk.as_str(),
+            _ => "(no pk)",
+        };
+        let a = Attrs::new(pk, &item);
+        let history = match item.get("history") {
+            Some(AttributeValue::L(entries)) => entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| match e {
+                    AttributeValue::M(m) => history_entry(&Attrs {
+                        pk,
+                        at: format!("history[{i}]."),
+                        item: m,
+                    }),
+                    _ => Err(a.malformed(&format!("history[{i}]"), "is not a map")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(_) => return Err(a.malformed("history", "is not a list")),
+            None => return Err(a.malformed("history", "is missing")),
+        };
+        Ok(FileRecord {
+            id: FileId(a.key_after("F#")?.to_string()),
+            dataset: a.s("dataset")?.to_string(),
+            bucket: a.s("bucket")?.to_string(),
+            key: a.s("key")?.to_string(),
+            size: a.n("size")?,
+            version: a.s("version")?.to_string(),
+            state: a.parse("state")?,
+            reason: a.opt_s("reason")?,
+            trace_id: a.opt_s("trace_id")?,
+            traceparent: a.opt_s("traceparent")?,
+            batch_id: a.opt_s("batch_id")?,
+            validation: a.opt_s("validation")?,
+            created_at: a.time("created_at")?,
+            updated_at: a.time("updated_at")?,
+            history,
+        })
+    }
+}
+
+/// A batch as an item: its state and creation time as attributes (for the condition and the
+/// index), the whole record as JSON in `body`.
+struct BatchItem(Item);
+
+impl TryFrom<&Batch> for BatchItem {
+    type Error = PortError;
+
+    fn try_from(b: &Batch) -> Result<Self, PortError> {
+        let body = serde_json::to_string(b)
+            .map_err(|e| PortError::permanent("encode", batch_pk(&b.id), e))?;
+        let created = ts(b.created_at);
+        Ok(BatchItem(Item::from([
+            (PK.to_string(), s(batch_pk(&b.id))),
+            ("state".to_string(), s(b.state.as_str())),
+            ("dataset".to_string(), s(&b.dataset)),
+            ("created_at".to_string(), s(&created)),
+            ("body".to_string(), s(body)),
+            (GSI1PK.to_string(), s(batch_index_pk(b.state))),
+            (GSI1SK.to_string(), s(format!("{created}#{}", b.id))),
+        ])))
+    }
+}
+
+impl TryFrom<BatchItem> for Batch {
+    type Error = PortError;
+
+    fn try_from(BatchItem(item): BatchItem) -> Result<Self, PortError> {
+        let pk = match item.get(PK) {
+            Some(AttributeValue::S(pk)) => pk.as_str(),
+            _ => "(no pk)",
+        };
+        let a = Attrs::new(pk, &item);
+        serde_json::from_str(a.s("body")?)
+            .map_err(|e| a.malformed("body", &format!("is not a batch: {e}")))
+    }
+}
+
+/// A lease as stored.
+struct Lease {
+    holder: String,
+    expires_at_ms: i64,
+}
+
+impl TryFrom<&Item> for Lease {
+    type Error = PortError;
+
+    fn try_from(item: &Item) -> Result<Self, PortError> {
+        let pk = match item.get(PK) {
+            Some(AttributeValue::S(pk)) => pk.as_str(),
+            _ => "(no pk)",
+        };
+        let a = Attrs::new(pk, item);
+        Ok(Lease {
+            holder: a.s("holder")?.to_string(),
+            expires_at_ms: a.n("expires_at")?,
+        })
+    }
+}
+
+fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The state store.
+
+/// The [`StateStore`] on one DynamoDB table (see the module documentation for its layout).
+#[derive(Debug, Clone)]
+pub struct DynamoStateStore {
+    client: Client,
+    table: String,
+    index_shards: u32,
+}
+
+/// The `want` files with the smallest ids after `after`: how pages are cut from several shards.
+struct Smallest {
+    want: usize,
+    after: Option<String>,
+    items: BTreeMap<String, FileRecord>,
+}
+
+impl Smallest {
+    fn new(want: usize, after: Option<String>) -> Self {
+        Smallest {
+            want,
+            after,
+            items: BTreeMap::new(),
+        }
+    }
+
+    fn offer(&mut self, rec: FileRecord) {
+        if self.after.as_deref().is_some_and(|a| rec.id.as_str() <= a) {
+            return;
+        }
+        self.items.insert(rec.id.0.clone(), rec);
+        if self.items.len() > self.want {
+            self.items.pop_last();
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.items.len() >= self.want
+    }
+
+    fn absorb(&mut self, other: Smallest) {
+        for rec in other.items.into_values() {
+            self.offer(rec);
+        }
+    }
+
+    /// A page of `limit` (`want` is `limit + 1`: one more tells whether another page exists).
+    fn into_page(self, limit: usize) -> Page<FileRecord> {
+        let more = self.items.len() > limit;
+        let items: Vec<FileRecord> = self.items.into_values().take(limit).collect();
+        let next = if more {
+            items.last().map(|r| r.id.to_string())
+        } else {
+            None
+        };
+        Page { items, next }
+    }
+}
+
+/// One index query of `list`: a partition, and the dataset's key range in it if there is one.
+struct IndexQuery {
+    pk: String,
+    /// The dataset whose files are wanted; within one dataset the index is in id order.
+    dataset: Option<String>,
+}
+
+impl DynamoStateStore {
+    /// A state store on `table`, spreading each state's index entries over `index_shards`
+    /// partitions (`aws.index_shards`; 0 counts as 1). Every process must use the same shard count:
+    /// a file's shard is computed at each write, and `list` queries shards `0..index_shards`.
+    pub fn new(client: Client, table: &str, index_shards: u32) -> Self {
+        DynamoStateStore {
+            client,
+            table: table.to_string(),
+            index_shards: index_shards.max(1),
+        }
+    }
+
+    /// The whole item of a file record, index keys included.
+    fn file_item(&self, rec: &FileRecord) -> Item {
+        let mut item = FileItem::from(rec).0;
+        let shard = shard_of(rec.id.as_str(), self.index_shards);
+        item.insert(GSI1PK.into(), s(file_index_pk(rec.state, shard)));
+        item.insert(
+            GSI1SK.into(),
+            s(file_index_sk(&rec.dataset, rec.id.as_str())),
+        );
+        item
+    }
+
+    /// A consistent read of one item.
+    async fn get_item(&self, op: &'static str, pk: String) -> Result<Option<Item>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, s(&pk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| port_error(op, &pk, e))?;
+        Ok(out.item)
+    }
+
+    async fn get_file(&self, op: &'static str, id: &str) -> Result<Option<FileRecord>, PortError> {
+        self.get_item(op, file_pk(id))
+            .await?
+            .map(|i| FileRecord::try_from(FileItem(i)))
+            .transpose()
+    }
+
+    /// Files of one index partition (or of one dataset's range of it), into `found`.
+    async fn query_index(
+        client: Client,
+        table: String,
+        q: IndexQuery,
+        mut found: Smallest,
+    ) -> Result<Smallest, PortError> {
+        let mut req = client
+            .query()
+            .table_name(&table)
+            .index_name(STATE_INDEX)
+            .expression_attribute_names("#pk", GSI1PK)
+            .expression_attribute_values(":pk", s(&q.pk));
+        let ordered = q.dataset.is_some();
+        if let Some(d) = &q.dataset {
+            // `<dataset>#<id>` sorts by id within the dataset; `<dataset>$` is just past the
+            // range, as '$' follows '#' and dataset names hold neither.
+            let lo = format!("{d}#{}", found.after.as_deref().unwrap_or(""));
+            req = req
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
+                .expression_attribute_names("#sk", GSI1SK)
+                .expression_attribute_values(":lo", s(lo))
+                .expression_attribute_values(":hi", s(format!("{d}$")))
+                .limit(i32::try_from(found.want + 1).unwrap_or(i32::MAX).min(1000));
+        } else {
+            req = req.key_condition_expression("#pk = :pk");
+        }
+        let mut pages = req.into_paginator().send();
+        while let Some(page) = pages
+            .try_next()
+            .await
+            .map_err(|e| port_error("list", &q.pk, e))?
+        {
+            for item in page.items.unwrap_or_default() {
+                found.offer(FileRecord::try_from(FileItem(item))?);
+            }
+            // In id order, the first `want` found are the smallest.
+            if ordered && found.is_full() {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Every file, by a paginated Scan of the whole table: each page reads the table once.
+    async fn scan_files(&self, mut found: Smallest) -> Result<Smallest, PortError> {
+        let mut req = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":f", s("F#"));
+        req = match &found.after {
+            Some(after) => req
+                .filter_expression("begins_with(#pk, :f) AND #pk > :after")
+                .expression_attribute_values(":after", s(file_pk(after))),
+            None => req.filter_expression("begins_with(#pk, :f)"),
+        };
+        let mut pages = req.into_paginator().send();
+        while let Some(page) = pages
+            .try_next()
+            .await
+            .map_err(|e| port_error("list", &self.table, e))?
+        {
+            for item in page.items.unwrap_or_default() {
+                found.offer(FileRecord::try_from(FileItem(item))?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Runs index queries a few at a time and merges what they found.
+    async fn query_all(
+        &self,
+        queries: Vec<IndexQuery>,
+        want: usize,
+        after: Option<String>,
+    ) -> Result<Smallest, PortError> {
+        let mut found = Smallest::new(want, after.clone());
+        let mut queries = queries.into_iter();
+        let mut running = JoinSet::new();
+        loop {
+            while running.len() < QUERY_CONCURRENCY {
+                let Some(q) = queries.next() else { break };
+                running.spawn(Self::query_index(
+                    self.client.clone(),
+                    self.table.clone(),
+                    q,
+                    Smallest::new(want, after.clone()),
+                ));
+            }
+            let Some(done) = running.join_next().await else {
+                break;
+            };
+            let shard = done.map_err(|e| {
+                PortError::transient("list", &self.table, format!("query task: {e}"))
+            })??;
+            found.absorb(shard);
+        }
+        Ok(found)
+    }
+
+    fn shard_queries(&self, state: FileState, dataset: Option<&str>) -> Vec<IndexQuery> {
+        (0..self.index_shards)
+            .map(|shard| IndexQuery {
+                pk: file_index_pk(state, shard),
+                dataset: dataset.map(str::to_string),
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl StateStore for DynamoStateStore {
+    async fn register(&self, file: NewFile) -> Result<Registered, PortError> {
+        let rec = file.into_record(Utc::now());
+        let pk = file_pk(rec.id.as_str());
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.file_item(&rec)))
+            .condition_expression(ABSENT)
+            .expression_attribute_names("#pk", PK)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(Registered::Created(rec)),
+            Err(e) if code(&e) == Some("ConditionalCheckFailedException") => {
+                // The item as it stood when the condition failed; an emulator that does not return
+                // it costs a read.
+                let old = match e.into_service_error() {
+                    PutItemError::ConditionalCheckFailedException(c) => c.item,
+                    _ => None,
+                };
+                let existing = match old {
+                    Some(item) => Some(FileRecord::try_from(FileItem(item))?),
+                    None => self.get_file("register", rec.id.as_str()).await?,
+                };
+                existing.map(Registered::Exists).ok_or_else(|| {
+                    PortError::transient("register", pk, "exists, then vanished: try again")
+                })
+            }
+            Err(e) => Err(port_error("register", pk, e)),
+        }
+    }
+
+    async fn get(&self, id: &FileId) -> Result<Option<FileRecord>, PortError> {
+        self.get_file("get", id.as_str()).await
+    }
+
+    async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, PortError> {
+        let at = Utc::now();
+        let pk = file_pk(t.file.as_str());
+        let shard = shard_of(t.file.as_str(), self.index_shards);
+        // What `Transition::apply_to` does, as one update expression.
+        let mut sets = vec![
+            "#state = :to",
+            "#updated_at = :at",
+            "#gsi1pk = :gsi1pk",
+            "#history = list_append(#history, :entry)",
+        ];
+        let mut names = HashMap::from([
+            ("#state".to_string(), "state".to_string()),
+            ("#updated_at".to_string(), "updated_at".to_string()),
+            ("#gsi1pk".to_string(), GSI1PK.to_string()),
+            ("#history".to_string(), "history".to_string()),
+        ]);
+        let mut values = Item::from([
+            (":from".to_string(), s(t.from.as_str())),
+            (":to".to_string(), s(t.to.as_str())),
+            (":at".to_string(), s(ts(at))),
+            (":gsi1pk".to_string(), s(file_index_pk(t.to, shard))),
+            (
+                ":entry".to_string(),
+                AttributeValue::L(vec![HistoryMap::from(&t.history_entry(at)).0]),
+            ),
+        ]);
+        let mut remove = None;
+        // A move to FAILED without a reason keeps the reason the file had; any other move sets it
+        // (or clears it).
+        match &t.reason {
+            Some(r) => {
+                sets.push("#reason = :reason");
+                values.insert(":reason".into(), s(r));
+            }
+            None if t.to != FileState::Failed => remove = Some("#reason"),
+            None => {}
+        }
+        if t.reason.is_some() || remove.is_some() {
+            names.insert("#reason".into(), "reason".into());
+        }
+        if let Some(b) = &t.batch_id {
+            sets.push("#batch_id = :batch_id");
+            names.insert("#batch_id".into(), "batch_id".into());
+            values.insert(":batch_id".into(), s(b));
+        }
+        if let Some(v) = &t.validation {
+            sets.push("#validation = :validation");
+            names.insert("#validation".into(), "validation".into());
+            values.insert(":validation".into(), s(v));
+        }
+        let mut update = format!("SET {}", sets.join(", "));
+        if let Some(r) = remove {
+            update.push_str(&format!(" REMOVE {r}"));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(&pk))
+            .update_expression(update)
+            .condition_expression(STATE_IS)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let item = out.attributes.ok_or_else(|| {
+                    PortError::permanent("transition", &pk, "no attributes returned")
+                })?;
+                Ok(TransitionOutcome::Applied(FileRecord::try_from(FileItem(
+                    item,
+                ))?))
+            }
+            // A failed condition is an outcome: the file is elsewhere, or is not there at all.
+            Err(e) if code(&e) == Some("ConditionalCheckFailedException") => {
+                let old = match e.into_service_error() {
+                    UpdateItemError::ConditionalCheckFailedException(c) => c.item,
+                    _ => None,
+                };
+                let current = match old {
+                    Some(item) => Some(FileRecord::try_from(FileItem(item))?),
+                    None => self.get_file("transition", t.file.as_str()).await?,
+                };
+                Ok(match current {
+                    Some(r) => TransitionOutcome::Conflict(r),
+                    None => TransitionOutcome::NotFound,
+                })
+            }
+            Err(e) => Err(port_error("transition", pk, e)),
+        }
+    }
+
+    /// Dataset and state: one Query per shard. A dataset only: that for every state. A state only:
+    /// every shard of the state, read whole (the index is in dataset order, the page in id order).
+    /// Neither: a Scan of the whole table per page — for the command line, not for handlers.
+    async fn list(&self, query: &FileQuery) -> Result<Page<FileRecord>, PortError> {
+        let limit = if query.limit == 0 {
+            DEFAULT_LIMIT
+        } else {
+            query.limit.min(MAX_LIMIT)
+        };
+        let want = limit + 1;
+        let after = query.after.clone();
+        let dataset = query.dataset.as_deref();
+        let found = match (dataset, query.state) {
+            (_, Some(state)) => {
+                self.query_all(self.shard_queries(state, dataset), want, after)
+                    .await?
+            }
+            (Some(_), None) => {
+                let queries = FileState::ALL
+                    .into_iter()
+                    .flat_map(|state| self.shard_queries(state, dataset))
+                    .collect();
+                self.query_all(queries, want, after).await?
+            }
+            (None, None) => self.scan_files(Smallest::new(want, after)).await?,
+        };
+        Ok(found.into_page(limit))
+    }
+
+    /// A paginated Scan of the whole table projecting dataset and state: it reads every item, so
+    /// it costs about one read unit per 8 KB of table per call. For the command line.
+    async fn counts(&self) -> Result<Vec<(String, FileState, u64)>, PortError> {
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("begins_with(#pk, :f)")
+            .projection_expression("#pk, #dataset, #state")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#dataset", "dataset")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":f", s("F#"))
+            .into_paginator()
+            .send();
+        let mut counts: BTreeMap<(String, FileState), u64> = BTreeMap::new();
+        while let Some(page) = pages
+            .try_next()
+            .await
+            .map_err(|e| port_error("counts", &self.table, e))?
+        {
+            for item in page.items.unwrap_or_default() {
+                let pk = match item.get(PK) {
+                    Some(AttributeValue::S(pk)) => pk.as_str(),
+                    _ => "(no pk)",
+                };
+                let a = Attrs::new(pk, &item);
+                *counts
+                    .entry((a.s("dataset")?.to_string(), a.parse("state")?))
+                    .or_default() += 1;
+            }
+        }
+        Ok(counts.into_iter().map(|((d, st), c)| (d, st, c)).collect())
+    }
+
+    async fn create_batch(&self, batch: &Batch) -> Result<bool, PortError> {
+        let pk = batch_pk(&batch.id);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(BatchItem::try_from(batch)?.0))
+            .condition_expression(ABSENT)
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(port_error("create_batch", pk, e)),
+        }
+    }
+
+    async fn get_batch(&self, id: &str) -> Result<Option<Batch>, PortError> {
+        self.get_item("get_batch", batch_pk(id))
+            .await?
+            .map(|i| Batch::try_from(BatchItem(i)))
+            .transpose()
+    }
+
+    async fn update_batch(
+        &self,
+        batch: &Batch,
+        expected: BatchState,
+    ) -> Result<BatchOutcome, PortError> {
+        let pk = batch_pk(&batch.id);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(BatchItem::try_from(batch)?.0))
+            .condition_expression(BATCH_STATE_IS)
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":expected", s(expected.as_str()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(BatchOutcome::Applied),
+            Err(e) if code(&e) == Some("ConditionalCheckFailedException") => {
+                let old = match e.into_service_error() {
+                    PutItemError::ConditionalCheckFailedException(c) => c.item,
+                    _ => None,
+                };
+                let current = match old {
+                    Some(item) => Some(Batch::try_from(BatchItem(item))?),
+                    None => self.get_batch(&batch.id).await?,
+                };
+                Ok(BatchOutcome::Conflict(current.map(Box::new)))
+            }
+            Err(e) => Err(port_error("update_batch", pk, e)),
+        }
+    }
+
+    /// A Query of the index partition of `state` (eventually consistent), oldest first.
+    async fn batches_in(&self, state: BatchState) -> Result<Vec<Batch>, PortError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(STATE_INDEX)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", GSI1PK)
+            .expression_attribute_values(":pk", s(batch_index_pk(state)))
+            .into_paginator()
+            .send();
+        let mut batches = Vec::new();
+        while let Some(page) = pages
+            .try_next()
+            .await
+            .map_err(|e| port_error("batches_in", state.as_str(), e))?
+        {
+            for item in page.items.unwrap_or_default() {
+                batches.push(Batch::try_from(BatchItem(item))?);
+            }
+        }
+        // The index sorts by creation time already; sorting again costs nothing and does not
+        // depend on the RFC 3339 text sorting as time.
+        batches.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(batches)
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, PortError> {
+        let pk = lease_pk(name);
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        // A lease released between our failed put and our read is free again: try again.
+        for _ in 0..3 {
+            let now = Utc::now().timestamp_millis();
+            let expires_at = now.saturating_add(ttl_ms);
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item(PK, s(&pk))
+                .item("holder", s(holder))
+                .item("expires_at", n(expires_at))
+                .condition_expression(LEASE_FREE)
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#expires_at", "expires_at")
+                .expression_attribute_names("#holder", "holder")
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":holder", s(holder))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            match put {
+                Ok(_) => {
+                    return Ok(LeaseOutcome::Acquired {
+                        expires_at: from_ms(expires_at),
+                    });
+                }
+                Err(e) if code(&e) == Some("ConditionalCheckFailedException") => {
+                    let old = match e.into_service_error() {
+                        PutItemError::ConditionalCheckFailedException(c) => c.item,
+                        _ => None,
+                    };
+                    let current = match old {
+                        Some(item) => Some(item),
+                        None => self.get_item("acquire_lease", pk.clone()).await?,
+                    };
+                    if let Some(item) = current {
+                        let lease = Lease::try_from(&item)?;
+                        return Ok(LeaseOutcome::Held {
+                            holder: lease.holder,
+                            expires_at: from_ms(lease.expires_at_ms),
+                        });
+                    }
+                }
+                Err(e) => return Err(port_error("acquire_lease", pk, e)),
+            }
+        }
+        Err(PortError::transient(
+            "acquire_lease",
+            pk,
+            "the lease changed hands during every attempt",
+        ))
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), PortError> {
+        let pk = lease_pk(name);
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(&pk))
+            .condition_expression(HELD_BY)
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_values(":holder", s(holder))
+            .send()
+            .await;
+        match deleted {
+            // Not ours (or gone): nothing to do.
+            Ok(_) => Ok(()),
+            Err(e) if code(&e) == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e) => Err(port_error("release_lease", pk, e)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The audit log.
+
+/// The [`AuditLog`] on its own DynamoDB table (see the module documentation for its layout).
+#[derive(Debug, Clone)]
+pub struct DynamoAuditLog {
+    client: Client,
+    table: String,
+}
+
+fn event_pk(id: &str) -> String {
+    format!("E#{id}")
+}
+
+fn counter_pk(dataset: &str, event_type: &str) -> String {
+    format!("C#{dataset}#{event_type}")
+}
+
+/// An audit entry as an item.
+struct EventItem(Item);
+
+impl From<&AuditEntry> for EventItem {
+    fn from(e: &AuditEntry) -> Self {
+        let recorded = ts(e.recorded_at);
+        EventItem(Item::from([
+            (PK.to_string(), s(event_pk(&e.event_id))),
+            ("event_type".to_string(), s(&e.event_type)),
+            ("dataset".to_string(), s(&e.dataset)),
+            ("occurred_at".to_string(), s(ts(e.occurred_at))),
+            ("recorded_at".to_string(), s(&recorded)),
+            ("body".to_string(), s(e.body.to_string())),
+            (
+                GSI1PK.to_string(),
+                s(format!("EVENTS#{}", shard_of(&e.event_id, AUDIT_SHARDS))),
+            ),
+            (GSI1SK.to_string(), s(format!("{recorded}#{}", e.event_id))),
+        ]))
+    }
+}
+
+impl TryFrom<EventItem> for AuditEntry {
+    type Error = PortError;
+
+    fn try_from(EventItem(item): EventItem) -> Result<Self, PortError> {
+        let pk = match item.get(PK) {
+            Some(AttributeValue::S(pk)) => pk.as_str(),
+            _ => "(no pk)",
+        };
+        let a = Attrs::new(pk, &item);
+        Ok(AuditEntry {
+            event_id: a.key_after("E#")?.to_string(),
+            event_type: a.s("event_type")?.to_string(),
+            dataset: a.s("dataset")?.to_string(),
+            occurred_at: a.time("occurred_at")?,
+            recorded_at: a.time("recorded_at")?,
+            body: serde_json::from_str(a.s("body")?)
+                .map_err(|e| a.malformed("body", &format!("is not JSON: {e}")))?,
+        })
+    }
+}
+
+impl DynamoAuditLog {
+    /// An audit log on `table` (not the state table: the trail grows forever and is read
+    /// differently).
+    pub fn new(client: Client, table: &str) -> Self {
+        DynamoAuditLog {
+            client,
+            table: table.to_string(),
+        }
+    }
+
+    /// Queries every shard of one index family (`EVENTS` or `COUNTS`), each up to `per_shard`
+    /// items, in index order (`forward`).
+    async fn query_shards(
+        &self,
+        op: &'static str,
+        family: &str,
+        per_shard: Option<usize>,
+        forward: bool,
+    ) -> Result<Vec<Item>, PortError> {
+        let mut all = Vec::new();
+        for shard in 0..AUDIT_SHARDS {
+            let pk = format!("{family}#{shard}");
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(TIME_INDEX)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", GSI1PK)
+                .expression_attribute_values(":pk", s(&pk))
+                .scan_index_forward(forward);
+            if let Some(n) = per_shard {
+                req = req.limit(i32::try_from(n).unwrap_or(i32::MAX).clamp(1, 1000));
+            }
+            let mut pages = req.into_paginator().send();
+            let mut got = 0;
+            while let Some(page) = pages.try_next().await.map_err(|e| port_error(op, &pk, e))? {
+                let items = page.items.unwrap_or_default();
+                got += items.len();
+                all.extend(items);
+                if per_shard.is_some_and(|n| got >= n) {
+                    break;
+                }
+            }
+        }
+        Ok(all)
+    }
+}
+
+/// What a cancelled `record` transaction means.
+enum Cancelled {
+    /// Only the event's put-if-absent failed: the event was recorded before.
+    Duplicate,
+    /// Anything else, with whether retrying can help.
+    Failed(ErrorKind),
+}
+
+/// Reads a `TransactionCanceledException`'s reasons (one per item, in request order: the event,
+/// then its counter). `None` for any other error.
+fn cancellation(err: &TransactWriteItemsError) -> Option<Cancelled> {
+    let TransactWriteItemsError::TransactionCanceledException(c) = err else {
+        return None;
+    };
+    let codes: Vec<&str> = c
+        .cancellation_reasons()
+        .iter()
+        .map(|r| r.code().unwrap_or("None"))
+        .collect();
+    if codes.first() == Some(&"ConditionalCheckFailed") && codes[1..].iter().all(|c| *c == "None") {
+        return Some(Cancelled::Duplicate);
+    }
+    // Another transaction on the counter at the same moment, or throttling: retry.
+    let transient = codes.iter().any(|c| {
+        matches!(
+            *c,
+            "TransactionConflict" | "ProvisionedThroughputExceeded" | "ThrottlingError"
+        )
+    });
+    Some(Cancelled::Failed(if transient {
+        ErrorKind::Transient
+    } else {
+        ErrorKind::Permanent
+    }))
+}
+
+#[async_trait]
+impl AuditLog for DynamoAuditLog {
+    /// One transaction: the event (put if absent) and its counter (`ADD count 1`). The counter item
+    /// takes every event of its dataset and type: DynamoDB serves one item about 1,000 writes a
+    /// second, half that in transactions. No idempotency token: an SDK retry after a lost response
+    /// finds the event recorded and answers `false`, which is still "recorded once".
+    async fn record(&self, envelope: &Envelope) -> Result<bool, PortError> {
+        let event_type = envelope.event.kind().as_str();
+        let dataset = envelope.event.dataset();
+        let entry = AuditEntry {
+            event_id: envelope.id.clone(),
+            event_type: event_type.to_string(),
+            dataset: dataset.to_string(),
+            occurred_at: envelope.occurred_at,
+            recorded_at: Utc::now(),
+            body: serde_json::to_value(envelope)
+                .map_err(|e| PortError::permanent("record", &envelope.id, e))?,
+        };
+        let pk = event_pk(&envelope.id);
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(EventItem::from(&entry).0))
+            .condition_expression(ABSENT)
+            .expression_attribute_names("#pk", PK)
+            .build()
+            .map_err(|e| build_error("record", &pk, e))?;
+        let counter = counter_pk(dataset, event_type);
+        let counter_shard = shard_of(&counter, AUDIT_SHARDS);
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key(PK, s(&counter))
+            .update_expression(
+                "ADD #count :one SET #dataset = :dataset, #event_type = :event_type, \
+                 #gsi1pk = :gsi1pk, #gsi1sk = :gsi1sk",
+            )
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_names("#dataset", "dataset")
+            .expression_attribute_names("#event_type", "event_type")
+            .expression_attribute_names("#gsi1pk", GSI1PK)
+            .expression_attribute_names("#gsi1sk", GSI1SK)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":dataset", s(dataset))
+            .expression_attribute_values(":event_type", s(event_type))
+            .expression_attribute_values(":gsi1pk", s(format!("COUNTS#{counter_shard}")))
+            .expression_attribute_values(":gsi1sk", s(format!("{dataset}#{event_type}")))
+            .build()
+            .map_err(|e| build_error("record", &counter, e))?;
+        let written = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(TransactWriteItem::builder().update(update).build())
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(true),
+            Err(e) => match e.as_service_error().and_then(cancellation) {
+                Some(Cancelled::Duplicate) => Ok(false),
+                Some(Cancelled::Failed(kind)) => {
+                    let mut err = port_error("record", pk, e);
+                    err.kind = kind;
+                    Err(err)
+                }
+                None => Err(port_error("record", pk, e)),
+            },
+        }
+    }
+
+    /// The counters, from their index partitions (not a Scan of the trail).
+    async fn counts(&self) -> Result<Vec<(String, String, u64)>, PortError> {
+        let items = self.query_shards("counts", "COUNTS", None, true).await?;
+        let mut counts = items
+            .iter()
+            .map(|item| {
+                let pk = match item.get(PK) {
+                    Some(AttributeValue::S(pk)) => pk.as_str(),
+                    _ => "(no pk)",
+                };
+                let a = Attrs::new(pk, item);
+                Ok((
+                    a.s("dataset")?.to_string(),
+                    a.s("event_type")?.to_string(),
+                    a.n::<u64>("count")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, PortError>>()?;
+        counts.sort();
+        Ok(counts)
+    }
+
+    /// The newest `limit` of each shard, merged newest first.
+    async fn recent(&self, limit: usize) -> Result<Vec<AuditEntry>, PortError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let items = self
+            .query_shards("recent", "EVENTS", Some(limit), false)
+            .await?;
+        let mut entries = items
+            .into_iter()
+            .map(|item| {
+                let sk = match item.get(GSI1SK) {
+                    Some(AttributeValue::S(sk)) => sk.clone(),
+                    _ => String::new(),
+                };
+                Ok((sk, AuditEntry::try_from(EventItem(item))?))
+            })
+            .collect::<Result<Vec<_>, PortError>>()?;
+        entries.sort_by(|a, b| b.0.cmp(&a.0));
+        entries.truncate(limit);
+        Ok(entries.into_iter().map(|(_, e)| e).collect())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tables.
+
+/// How long `create_tables` waits for a table to become ACTIVE.
+const ACTIVE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Creates the state and audit tables with their indexes, if they do not exist, and waits until
+/// they are ACTIVE; then enables point-in-time recovery on both (an emulator that refuses is
+/// logged at debug level and ignored). An existing table without its index is an error: the
+/// adapters cannot work without it.
+pub async fn create_tables(clients: &AwsClients, settings: &AwsSettings) -> Result<(), PortError> {
+    let emulated = clients.endpoint.is_some();
+    for (table, index) in [
+        (&settings.state_table, STATE_INDEX),
+        (&settings.audit_table, TIME_INDEX),
+    ] {
+        create_table(&clients.dynamodb, table, index).await?;
+        wait_active(&clients.dynamodb, table, index).await?;
+        enable_pitr(&clients.dynamodb, table, emulated).await?;
+    }
+    Ok(())
+}
+
+async fn create_table(client: &Client, table: &str, index: &str) -> Result<(), PortError> {
+    let op = "create_table";
+    let attr = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| build_error(op, table, e))
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(|e| build_error(op, table, e))
+    };
+    let gsi = GlobalSecondaryIndex::builder()
+        .index_name(index)
+        .key_schema(key(GSI1PK, KeyType::Hash)?)
+        .key_schema(key(GSI1SK, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .map_err(|e| build_error(op, table, e))?;
+    let created = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr(PK)?)
+        .attribute_definitions(attr(GSI1PK)?)
+        .attribute_definitions(attr(GSI1SK)?)
+        .key_schema(key(PK, KeyType::Hash)?)
+        .global_secondary_indexes(gsi)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {
+            tracing::info!(table, "TableCreated");
+            Ok(())
+        }
+        Err(e) if code(&e) == Some("ResourceInUseException") => {
+            tracing::debug!(table, "table exists");
+            Ok(())
+        }
+        Err(e) => Err(port_error(op, table, e)),
+    }
+}
+
+async fn wait_active(client: &Client, table: &str, index: &str) -> Result<(), PortError> {
+    let deadline = Instant::now() + ACTIVE_TIMEOUT;
+    loop {
+        let out = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| port_error("create_tables", table, e))?;
+        let desc = out.table.ok_or_else(|| {
+            PortError::permanent("create_tables", table, "DescribeTable returned no table")
+        })?;
+        let gsi = desc
+            .global_secondary_indexes()
+            .iter()
+            .find(|g| g.index_name() == Some(index));
+        let Some(gsi) = gsi else {
+            return Err(PortError::permanent(
+                "create_tables",
+                table,
+                format!("the table exists without the index {index}: add it, or use another table"),
+            ));
+        };
+        let table_active = desc.table_status() == Some(&TableStatus::Active);
+        let index_active = gsi.index_status().is_none_or(|s| *s == IndexStatus::Active);
+        if table_active && index_active {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(PortError::transient(
+                "create_tables",
+                table,
+                format!("not ACTIVE after {} s", ACTIVE_TIMEOUT.as_secs()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn enable_pitr(client: &Client, table: &str, emulated: bool) -> Result<(), PortError> {
+    let spec = PointInTimeRecoverySpecification::builder()
+        .point_in_time_recovery_enabled(true)
+        .build()
+        .map_err(|e| build_error("create_tables", table, e))?;
+    // Right after creation AWS may answer ContinuousBackupsUnavailableException for a while.
+    for _ in 0..20 {
+        let updated = client
+            .update_continuous_backups()
+            .table_name(table)
+            .point_in_time_recovery_specification(spec.clone())
+            .send()
+            .await;
+        match updated {
+            Ok(_) => return Ok(()),
+            Err(e) if code(&e) == Some("ContinuousBackupsUnavailableException") => {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            Err(e) if emulated => {
+                let e = port_error("create_tables", table, e);
+                tracing::debug!(table, error = %e, "the emulator refused point-in-time recovery");
+                return Ok(());
+            }
+            Err(e) => return Err(port_error("create_tables", table, e)),
+        }
+    }
+    Err(PortError::transient(
+        "create_tables",
+        table,
+        "continuous backups stayed unavailable: enable point-in-time recovery later",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::moto::Moto;
+    use choreo_domain::Event;
+    use std::collections::BTreeSet;
+
+    struct Fixture {
+        // Dropped last: the server outlives the clients.
+        clients: AwsClients,
+        settings: AwsSettings,
+        _moto: Moto,
+    }
+
+    impl Fixture {
+        fn state(&self) -> DynamoStateStore {
+            DynamoStateStore::new(
+                self.clients.dynamodb.clone(),
+                &self.settings.state_table,
+                self.settings.index_shards,
+            )
+        }
+
+        fn audit(&self) -> DynamoAuditLog {
+            DynamoAuditLog::new(self.clients.dynamodb.clone(), &self.settings.audit_table)
+        }
+    }
+
+    async fn fixture(index_shards: u32) -> Fixture {
+        let moto = Moto::start();
+        let clients = AwsClients::emulator(&moto.endpoint).await;
+        let settings = AwsSettings {
+            index_shards,
+            ..AwsSettings::default()
+        };
+        create_tables(&clients, &settings).await.unwrap();
+        Fixture {
+            clients,
+            settings,
+            _moto: moto,
+        }
+    }
+
+    fn new_file(id: &str, dataset: &str) -> NewFile {
+        NewFile {
+            id: FileId::from(id),
+            dataset: dataset.into(),
+            bucket: "choreo-input".into(),
+            key: format!("{dataset}/{id}.csv"),
+            size: 42,
+            version: "v1".into(),
+            reason: None,
+            trace_id: Some("trace-1".into()),
+            traceparent: Some("00-trace-span-01".into()),
+        }
+    }
+
+    fn validate(id: &str) -> Transition {
+        Transition::new(
+            FileId::from(id),
+            Stage::Validator,
+            FileState::New,
+            FileState::Valid,
+        )
+        .unwrap()
+        .validation("valid: 3 rows")
+    }
+
+    fn ids(page: &Page<FileRecord>) -> Vec<String> {
+        page.items.iter().map(|r| r.id.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn create_tables_is_idempotent_and_enables_recovery() {
+        let f = fixture(4).await;
+        create_tables(&f.clients, &f.settings).await.unwrap();
+        for table in [&f.settings.state_table, &f.settings.audit_table] {
+            let out = f
+                .clients
+                .dynamodb
+                .describe_continuous_backups()
+                .table_name(table)
+                .send()
+                .await
+                .unwrap();
+            let pitr = out
+                .continuous_backups_description
+                .and_then(|d| d.point_in_time_recovery_description)
+                .and_then(|p| p.point_in_time_recovery_status)
+                .map(|s| s.as_str().to_string());
+            assert_eq!(pitr.as_deref(), Some("ENABLED"), "{table}");
+        }
+    }
+
+    #[tokio::test]
+    async fn registering_twice_returns_the_existing_record() {
+        let f = fixture(4).await;
+        let s = f.state();
+        let created = match s.register(new_file("f-1", "d")).await.unwrap() {
+            Registered::Created(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(created.state, FileState::New);
+        assert_eq!(created.history.len(), 1);
+        assert_eq!(created.history[0].from, None);
+        let mut again = new_file("f-1", "d");
+        again.size = 99;
+        match s.register(again).await.unwrap() {
+            Registered::Exists(r) => assert_eq!(r, created),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.get(&FileId::from("f-1")).await.unwrap(), Some(created));
+        assert_eq!(s.get(&FileId::from("f-2")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_transition_applies_once_with_its_history() {
+        let f = fixture(4).await;
+        let s = f.state();
+        s.register(new_file("f-1", "d")).await.unwrap();
+        let t = validate("f-1").trace_id(Some("trace-2".into()));
+        let applied = match s.transition(&t).await.unwrap() {
+            TransitionOutcome::Applied(r) => r,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(applied.state, FileState::Valid);
+        assert_eq!(applied.validation.as_deref(), Some("valid: 3 rows"));
+        assert_eq!(applied.history.len(), 2);
+        let h = &applied.history[1];
+        assert_eq!(
+            (h.from, h.to, h.stage),
+            (Some(FileState::New), FileState::Valid, Stage::Validator)
+        );
+        assert_eq!(h.trace_id.as_deref(), Some("trace-2"));
+        assert_eq!(h.at, applied.updated_at);
+        match s.transition(&t).await.unwrap() {
+            TransitionOutcome::Conflict(current) => assert_eq!(current, applied),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.get(&FileId::from("f-1")).await.unwrap().unwrap(), applied);
+        assert_eq!(
+            s.transition(&validate("f-404")).await.unwrap(),
+            TransitionOutcome::NotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn transitions_mirror_apply_to() {
+        let f = fixture(4).await;
+        let s = f.state();
+        let Registered::Created(mut expected) = s.register(new_file("f-1", "d")).await.unwrap()
+        else {
+            panic!()
+        };
+        let steps = [
+            validate("f-1").reason("looked fine"),
+            // To FAILED without a reason: the previous reason stays; the batch id is set.
+            Transition::new(
+                FileId::from("f-1"),
+                Stage::Crawler,
+                FileState::Valid,
+                FileState::Failed,
+            )
+            .unwrap()
+            .batch("b-1"),
+            // Any other move without a reason clears it.
+            Transition::new(
+                FileId::from("f-1"),
+                Stage::Operator,
+                FileState::Failed,
+                FileState::Valid,
+            )
+            .unwrap(),
+            Transition::new(
+                FileId::from("f-1"),
+                Stage::Crawler,
+                FileState::Valid,
+                FileState::Failed,
+            )
+            .unwrap()
+            .reason("crawl failed")
+            .batch("b-2"),
+        ];
+        for t in steps {
+            let TransitionOutcome::Applied(got) = s.transition(&t).await.unwrap() else {
+                panic!("{t:?} did not apply")
+            };
+            t.apply_to(&mut expected, got.updated_at);
+            assert_eq!(got, expected, "after {:?} -> {:?}", t.from, t.to);
+        }
+        assert_eq!(expected.reason.as_deref(), Some("crawl failed"));
+        assert_eq!(expected.batch_id.as_deref(), Some("b-2"));
+        assert_eq!(expected.failed_from(), Some(FileState::Valid));
+        assert_eq!(s.get(&FileId::from("f-1")).await.unwrap(), Some(expected));
+    }
+
+    /// A moto that serves one request at a time, as DynamoDB serializes the writes to one item.
+    /// `moto_server` runs threaded and its DynamoDB checks a condition and writes without a lock,
+    /// so two racing conditional writes can both succeed there; DynamoDB never lets them.
+    struct SerialMoto {
+        child: std::process::Child,
+        endpoint: String,
+    }
+
+    impl SerialMoto {
+        fn start() -> SerialMoto {
+            let python = match std::env::var_os("CHOREO_MOTO_SERVER") {
+                Some(server) => std::path::Path::new(&server).with_file_name("python"),
+                None => std::path::PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../../.venv/bin/python"
+                )),
+            };
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+                .port();
+            let script = "import sys, moto.server as m\n\
+                          run = m.run_simple\n\
+                          m.run_simple = lambda *a, **k: run(*a, **{**k, 'threaded': False})\n\
+                          m.main(['-H', '127.0.0.1', '-p', sys.argv[1]])";
+            let child = std::process::Command::new(&python)
+                .args(["-c", script, &port.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start moto with {}: {e}", python.display()));
+            let mut moto = SerialMoto {
+                child,
+                endpoint: format!("http://127.0.0.1:{port}"),
+            };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if let Ok(Some(status)) = moto.child.try_wait() {
+                    panic!("serial moto exited at start ({status})");
+                }
+                assert!(Instant::now() < deadline, "moto did not answer within 30 s");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            moto
+        }
+    }
+
+    impl Drop for SerialMoto {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_transitions_apply_exactly_once() {
+        let moto = SerialMoto::start();
+        let clients = AwsClients::emulator(&moto.endpoint).await;
+        create_tables(&clients, &AwsSettings::default())
+            .await
+            .unwrap();
+        let s = DynamoStateStore::new(clients.dynamodb.clone(), "choreo-state", 4);
+        s.register(new_file("f-1", "d")).await.unwrap();
+        let mut tasks = JoinSet::new();
+        for _ in 0..8 {
+            let s = s.clone();
+            tasks.spawn(async move { s.transition(&validate("f-1")).await.unwrap() });
+        }
+        let mut applied = 0;
+        while let Some(outcome) = tasks.join_next().await {
+            match outcome.unwrap() {
+                TransitionOutcome::Applied(_) => applied += 1,
+                TransitionOutcome::Conflict(r) => assert_eq!(r.state, FileState::Valid),
+                TransitionOutcome::NotFound => panic!("not found"),
+            }
+        }
+        assert_eq!(applied, 1);
+        let rec = s.get(&FileId::from("f-1")).await.unwrap().unwrap();
+        assert_eq!(
+            rec.history.len(),
+            2,
+            "one history entry per applied transition"
+        );
+        drop(clients);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_item_is_a_permanent_error_naming_it() {
+        let f = fixture(4).await;
+        f.clients
+            .dynamodb
+            .put_item()
+            .table_name(&f.settings.state_table)
+            .item(PK, s("F#f-bad"))
+            .item("state", s("DONE"))
+            .send()
+            .await
+            .unwrap();
+        let err = f.state().get(&FileId::from("f-bad")).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Permanent);
+        assert_eq!(err.target, "F#f-bad");
+        assert!(err.message.contains("history is missing"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn list_pages_through_shards_and_filters() {
+        let f = fixture(4).await;
+        let s = f.state();
+        for i in 0..12 {
+            let dataset = if i % 2 == 0 { "even" } else { "odd" };
+            s.register(new_file(&format!("f-{i:02}"), dataset))
+                .await
+                .unwrap();
+        }
+        for i in [2, 3, 4, 6, 8, 10] {
+            s.transition(&validate(&format!("f-{i:02}"))).await.unwrap();
+        }
+        // The files of one dataset and state are spread over several index partitions.
+        let shards: BTreeSet<u32> = (0..12).map(|i| shard_of(&format!("f-{i:02}"), 4)).collect();
+        assert!(shards.len() > 1, "{shards:?}");
+
+        // Dataset and state, two at a time.
+        let mut q = FileQuery {
+            dataset: Some("even".into()),
+            state: Some(FileState::Valid),
+            limit: 2,
+            after: None,
+        };
+        let mut seen = Vec::new();
+        loop {
+            let page = s.list(&q).await.unwrap();
+            assert!(page.items.len() <= 2);
+            assert!(
+                page.items
+                    .iter()
+                    .all(|r| r.dataset == "even" && r.state == FileState::Valid)
+            );
+            seen.extend(ids(&page));
+            match page.next {
+                Some(n) => q.after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["f-02", "f-04", "f-06", "f-08", "f-10"]);
+
+        // A dataset only: every state.
+        let even = s
+            .list(&FileQuery {
+                dataset: Some("even".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(&even), ["f-00", "f-02", "f-04", "f-06", "f-08", "f-10"]);
+        assert_eq!(even.next, None);
+        let first = s
+            .list(&FileQuery {
+                dataset: Some("odd".into()),
+                limit: 3,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(&first), ["f-01", "f-03", "f-05"]);
+        assert_eq!(first.next.as_deref(), Some("f-05"));
+        assert_eq!(first.items[1].state, FileState::Valid);
+
+        // A state only: every dataset.
+        let valid = s
+            .list(&FileQuery {
+                state: Some(FileState::Valid),
+                limit: 4,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(&valid), ["f-02", "f-03", "f-04", "f-06"]);
+        assert_eq!(valid.next.as_deref(), Some("f-06"));
+
+        // Neither: everything, in id order, a page at a time.
+        let mut q = FileQuery {
+            limit: 5,
+            ..Default::default()
+        };
+        let mut seen = Vec::new();
+        loop {
+            let page = s.list(&q).await.unwrap();
+            seen.extend(ids(&page));
+            match page.next {
+                Some(n) => q.after = Some(n),
+                None => break,
+            }
+        }
+        let all: Vec<String> = (0..12).map(|i| format!("f-{i:02}")).collect();
+        assert_eq!(seen, all);
+
+        // Another dataset whose name starts like this one stays out of its range.
+        s.register(new_file("f-00x", "even-more")).await.unwrap();
+        let even_new = s
+            .list(&FileQuery {
+                dataset: Some("even".into()),
+                state: Some(FileState::New),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(&even_new), ["f-00"]);
+
+        let mut counts = s.counts().await.unwrap();
+        counts.sort();
+        assert_eq!(
+            counts,
+            vec![
+                ("even".to_string(), FileState::New, 1),
+                ("even".to_string(), FileState::Valid, 5),
+                ("even-more".to_string(), FileState::New, 1),
+                ("odd".to_string(), FileState::New, 5),
+                ("odd".to_string(), FileState::Valid, 1),
+            ]
+        );
+    }
+
+    /// The calls each operation costs, by operation name.
+    fn calls(f: &Fixture) -> Vec<(String, u64)> {
+        let calls = f
+            .clients
+            .calls
+            .snapshot()
+            .into_iter()
+            .map(|((_, op), n)| (op, n))
+            .collect();
+        f.clients.calls.reset();
+        calls
+    }
+
+    fn one(op: &str) -> Vec<(String, u64)> {
+        vec![(op.to_string(), 1)]
+    }
+
+    #[tokio::test]
+    async fn each_outcome_costs_one_call() {
+        let f = fixture(4).await;
+        let s = f.state();
+        s.register(new_file("f-1", "d")).await.unwrap();
+        calls(&f);
+        // A duplicate registration and a conflicting transition read the item from the failed
+        // condition itself (ReturnValuesOnConditionCheckFailure), not with a second request.
+        assert!(matches!(
+            s.register(new_file("f-1", "d")).await.unwrap(),
+            Registered::Exists(_)
+        ));
+        assert_eq!(calls(&f), one("PutItem"));
+        assert!(matches!(
+            s.transition(&validate("f-1")).await.unwrap(),
+            TransitionOutcome::Applied(_)
+        ));
+        assert_eq!(calls(&f), one("UpdateItem"));
+        assert!(matches!(
+            s.transition(&validate("f-1")).await.unwrap(),
+            TransitionOutcome::Conflict(_)
+        ));
+        assert_eq!(calls(&f), one("UpdateItem"));
+        // Only a missing file costs the read that tells NotFound from a race.
+        s.transition(&validate("f-2")).await.unwrap();
+        assert_eq!(
+            calls(&f),
+            vec![("GetItem".to_string(), 1), ("UpdateItem".to_string(), 1)]
+        );
+        // Dataset and state: one Query per shard, no Scan.
+        s.list(&FileQuery {
+            dataset: Some("d".into()),
+            state: Some(FileState::Valid),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(calls(&f), vec![("Query".to_string(), 4)]);
+        s.list(&FileQuery::default()).await.unwrap();
+        assert_eq!(calls(&f), one("Scan"));
+        let b = batch("b-1", 0);
+        s.create_batch(&b).await.unwrap();
+        calls(&f);
+        let mut stale = b.clone();
+        stale.state = BatchState::Failed;
+        s.update_batch(&stale, BatchState::Cataloged).await.unwrap();
+        assert_eq!(calls(&f), one("PutItem"));
+        s.batches_in(BatchState::Crawling).await.unwrap();
+        assert_eq!(calls(&f), one("Query"));
+        s.acquire_lease("l", "a", Duration::from_secs(60))
+            .await
+            .unwrap();
+        calls(&f);
+        s.acquire_lease("l", "b", Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(calls(&f), one("PutItem"));
+        let audit = f.audit();
+        let e = validated("d");
+        audit.record(&e).await.unwrap();
+        assert!(!audit.record(&e).await.unwrap());
+        assert_eq!(calls(&f), vec![("TransactWriteItems".to_string(), 2)]);
+    }
+
+    fn batch(id: &str, at_offset_ms: i64) -> Batch {
+        let at = Utc::now() + chrono::Duration::milliseconds(at_offset_ms);
+        Batch {
+            id: id.into(),
+            dataset: "d".into(),
+            crawler: "d-crawler".into(),
+            job: "builtin".into(),
+            state: BatchState::Crawling,
+            files: vec![FileId::from("f-1")],
+            crawl_started: false,
+            job_run_id: None,
+            manifest: None,
+            reason: None,
+            failed_stage: None,
+            traceparent: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_update_conditionally() {
+        let f = fixture(4).await;
+        let s = f.state();
+        let b2 = batch("b-2", 10);
+        let b1 = batch("b-1", 0);
+        assert!(s.create_batch(&b2).await.unwrap());
+        assert!(s.create_batch(&b1).await.unwrap());
+        assert!(!s.create_batch(&b1).await.unwrap());
+        assert_eq!(s.get_batch("b-1").await.unwrap(), Some(b1.clone()));
+        let crawling: Vec<_> = s
+            .batches_in(BatchState::Crawling)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(crawling, ["b-1", "b-2"], "oldest first");
+
+        let mut next = b1.clone();
+        next.state = BatchState::Cataloged;
+        next.crawl_started = true;
+        assert_eq!(
+            s.update_batch(&next, BatchState::Crawling).await.unwrap(),
+            BatchOutcome::Applied
+        );
+        assert_eq!(s.get_batch("b-1").await.unwrap(), Some(next.clone()));
+        let mut stale = b1.clone();
+        stale.state = BatchState::Failed;
+        assert_eq!(
+            s.update_batch(&stale, BatchState::Crawling).await.unwrap(),
+            BatchOutcome::Conflict(Some(Box::new(next.clone())))
+        );
+        assert_eq!(
+            s.update_batch(&batch("b-9", 0), BatchState::Crawling)
+                .await
+                .unwrap(),
+            BatchOutcome::Conflict(None)
+        );
+        assert_eq!(s.get_batch("b-9").await.unwrap(), None);
+        assert_eq!(
+            s.batches_in(BatchState::Cataloged).await.unwrap(),
+            vec![next]
+        );
+        let crawling = s.batches_in(BatchState::Crawling).await.unwrap();
+        assert_eq!(crawling, vec![b2]);
+        // Batches and leases are not files.
+        assert!(
+            s.list(&FileQuery::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+        assert!(s.counts().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn leases_are_exclusive_until_they_expire() {
+        let f = fixture(4).await;
+        let s = f.state();
+        let ttl = Duration::from_millis(400);
+        let LeaseOutcome::Acquired { expires_at: first } =
+            s.acquire_lease("crawl:d", "a", ttl).await.unwrap()
+        else {
+            panic!("free lease refused")
+        };
+        match s.acquire_lease("crawl:d", "b", ttl).await.unwrap() {
+            LeaseOutcome::Held { holder, expires_at } => {
+                assert_eq!(holder, "a");
+                assert_eq!(expires_at, first);
+            }
+            other => panic!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // The holder renews.
+        let LeaseOutcome::Acquired { expires_at } =
+            s.acquire_lease("crawl:d", "a", ttl).await.unwrap()
+        else {
+            panic!("renewal refused")
+        };
+        assert!(expires_at > first);
+        // A release by someone else does nothing.
+        s.release_lease("crawl:d", "b").await.unwrap();
+        assert!(matches!(
+            s.acquire_lease("crawl:d", "b", ttl).await.unwrap(),
+            LeaseOutcome::Held { .. }
+        ));
+        // Once expired, anyone takes it over.
+        tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+        assert!(matches!(
+            s.acquire_lease("crawl:d", "b", ttl).await.unwrap(),
+            LeaseOutcome::Acquired { .. }
+        ));
+        match s.acquire_lease("crawl:d", "a", ttl).await.unwrap() {
+            LeaseOutcome::Held { holder, .. } => assert_eq!(holder, "b"),
+            other => panic!("{other:?}"),
+        }
+        // The old holder's release does not free the new holder's lease; the holder's does.
+        s.release_lease("crawl:d", "a").await.unwrap();
+        assert!(matches!(
+            s.acquire_lease("crawl:d", "a", ttl).await.unwrap(),
+            LeaseOutcome::Held { .. }
+        ));
+        s.release_lease("crawl:d", "b").await.unwrap();
+        assert!(matches!(
+            s.acquire_lease("crawl:d", "a", ttl).await.unwrap(),
+            LeaseOutcome::Acquired { .. }
+        ));
+        s.release_lease("never-taken", "a").await.unwrap();
+    }
+
+    fn validated(dataset: &str) -> Envelope {
+        Envelope::new(Event::FileValidated {
+            file_id: FileId::from("f-1"),
+            dataset: dataset.into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_event_is_recorded_and_counted_once() {
+        let f = fixture(4).await;
+        let audit = f.audit();
+        let e1 = validated("d");
+        assert!(audit.record(&e1).await.unwrap());
+        assert!(!audit.record(&e1).await.unwrap(), "duplicate");
+        let counts = vec![("d".to_string(), "FileValidated".to_string(), 1)];
+        assert_eq!(
+            audit.counts().await.unwrap(),
+            counts,
+            "unchanged by the duplicate"
+        );
+        assert!(audit.record(&validated("d")).await.unwrap());
+        assert!(audit.record(&validated("other")).await.unwrap());
+        let poll = Envelope::new(Event::CrawlPoll {
+            batch_id: "b-1".into(),
+        });
+        assert!(audit.record(&poll).await.unwrap());
+        assert_eq!(
+            audit.counts().await.unwrap(),
+            vec![
+                (String::new(), "CrawlPoll".to_string(), 1),
+                ("d".to_string(), "FileValidated".to_string(), 2),
+                ("other".to_string(), "FileValidated".to_string(), 1),
+            ]
+        );
+        let recent = audit.recent(2).await.unwrap();
+        assert_eq!(recent.len(), 2);
+        assert_eq!(recent[0].event_id, poll.id, "newest first");
+        assert_eq!(recent[1].dataset, "other");
+        let all = audit.recent(10).await.unwrap();
+        assert_eq!(all.len(), 4);
+        assert!(all.windows(2).all(|w| w[0].recorded_at >= w[1].recorded_at));
+        let first = all.last().unwrap();
+        assert_eq!(first.event_id, e1.id);
+        assert_eq!(first.occurred_at, e1.occurred_at);
+        assert_eq!(first.event_type, "FileValidated");
+        assert_eq!(first.body["event"]["type"], "FileValidated");
+        assert_eq!(Envelope::from_json(&first.body.to_string()).unwrap(), e1);
+        assert!(audit.recent(0).await.unwrap().is_empty());
+    }
+}

@@ -7,14 +7,18 @@
 //! - `bootstrap.rs` creates every resource the pipeline needs, idempotently.
 //! - `moto.rs` starts an emulator for tests.
 
+mod backend;
 pub mod bootstrap;
 pub mod client;
+pub mod cost;
 pub mod dynamo;
 pub mod error;
 pub mod glue;
+pub mod messaging_setup;
 pub mod moto;
 pub mod s3;
 pub mod sns;
 pub mod sqs;
 
+pub use backend::AwsBackend;
 pub use client::{AwsClients, CallCounter};

@@ -70,38 +70,70 @@ impl Moto {
     /// Makes moto's Glue crawls or job runs take `seconds` (model `glue::crawl` or `glue::job_run`),
     /// through its state manager. Without it a moto crawl never finishes.
     pub fn set_transition_seconds(&self, model: &str, seconds: u64) {
-        let body = serde_json::json!({
-            "model_name": model,
-            "transition": {"progression": "time", "seconds": seconds},
-        })
-        .to_string();
-        let status = self
-            .request("POST", "/moto-api/state-manager/set-transition", &body)
-            .expect("moto answers");
+        let status = set_transition(&self.host(), model, seconds).expect("moto answers");
         assert!(
             status < 300,
             "moto refused the transition for {model}: {status}"
         );
     }
 
-    /// A minimal HTTP/1.1 request to moto's own API (not an AWS API); returns the status code.
-    fn request(&self, method: &str, path: &str, body: &str) -> std::io::Result<u16> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other("not an HTTP response"))
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
+
+    fn request(&self, method: &str, path: &str, body: &str) -> std::io::Result<u16> {
+        request(&self.host(), method, path, body)
+    }
+}
+
+/// If `endpoint` is a moto server, makes its Glue crawls and job runs take `seconds` (as real ones
+/// take time; a moto crawl never finishes otherwise) and returns true. Any other endpoint: false.
+pub fn configure(endpoint: &str, seconds: u64) -> bool {
+    let Some(host) = endpoint
+        .strip_prefix("http://")
+        .map(|h| h.trim_end_matches('/'))
+    else {
+        return false;
+    };
+    if request(host, "GET", "/moto-api/", "").ok() != Some(200) {
+        return false;
+    }
+    ["glue::crawl", "glue::job_run"]
+        .iter()
+        .all(|m| set_transition(host, m, seconds).is_ok_and(|s| s < 300))
+}
+
+fn set_transition(host: &str, model: &str, seconds: u64) -> std::io::Result<u16> {
+    let body = serde_json::json!({
+        "model_name": model,
+        "transition": {"progression": "time", "seconds": seconds},
+    })
+    .to_string();
+    request(
+        host,
+        "POST",
+        "/moto-api/state-manager/set-transition",
+        &body,
+    )
+}
+
+/// A minimal HTTP/1.1 request to moto's own API (not an AWS API); returns the status code.
+fn request(host: &str, method: &str, path: &str, body: &str) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("not an HTTP response"))
 }
 
 impl Drop for Moto {

@@ -1,1 +1,654 @@
-//! (being written)
+//! [`Queue`] on SQS standard queues.
+//!
+//! The queue URL is resolved once, lazily, with `GetQueueUrl` (a name is what the configuration holds;
+//! every other call needs the URL). Redrive to the dead-letter queue is SQS's own redrive policy, set by
+//! [`crate::messaging_setup::create_queues`]: the adapter does nothing for it.
+//!
+//! Acknowledging is idempotent: deleting a delivery whose receipt SQS no longer honours (the message
+//! was deleted already, moved to its DLQ, purged, or the receipt expired) is `Ok`, because the message is
+//! not ours to delete any more and saying so as an error would only make the caller retry in vain. A
+//! receipt SQS calls malformed, or one issued by another queue, stays an error: that is a bug.
+
+use crate::error::port_error;
+use async_trait::async_trait;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName,
+};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use choreo_ports::{ErrorKind, OutgoingMessage, PortError, Queue, QueueDepth, ReceivedMessage};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// SQS's limits.
+const MAX_BATCH: usize = 10;
+const MAX_WAIT_SECS: u64 = 20;
+const MAX_VISIBILITY_SECS: u64 = 12 * 60 * 60;
+const MAX_DELAY_SECS: u64 = 15 * 60;
+const MAX_ATTRIBUTES: usize = 10;
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// One SQS queue, by name.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    name: String,
+    /// Resolved on first use; a queue's URL never changes while the queue exists.
+    url: std::sync::Arc<OnceCell<String>>,
+}
+
+impl SqsQueue {
+    /// The queue called `name`. No call is made until the queue is first used.
+    pub fn new(client: aws_sdk_sqs::Client, name: &str) -> Self {
+        SqsQueue {
+            client,
+            name: name.to_string(),
+            url: Default::default(),
+        }
+    }
+
+    /// The queue's URL, looked up once with `GetQueueUrl` (a missing queue is `NotFound`).
+    pub async fn url(&self) -> Result<String, PortError> {
+        self.url
+            .get_or_try_init(|| async {
+                let out = self
+                    .client
+                    .get_queue_url()
+                    .queue_name(&self.name)
+                    .send()
+                    .await
+                    .map_err(|e| port_error("get_queue_url", &self.name, e))?;
+                out.queue_url.ok_or_else(|| {
+                    PortError::permanent("get_queue_url", &self.name, "no QueueUrl in the answer")
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    /// Deletes every message of the queue, in flight or not (`PurgeQueue`). SQS allows one purge per
+    /// queue every 60 seconds and may take that long to finish; a second purge within the minute is
+    /// an error (`PurgeQueueInProgress`, permanent: retrying at once cannot help).
+    pub async fn purge(&self) -> Result<(), PortError> {
+        let url = self.url().await?;
+        self.client
+            .purge_queue()
+            .queue_url(url)
+            .send()
+            .await
+            .map_err(|e| port_error("purge", &self.name, e))?;
+        Ok(())
+    }
+
+    /// Deletes many deliveries with `DeleteMessageBatch`, ten per call. Returns the receipts that
+    /// were not deleted, each with its error (a sender fault is permanent, a service fault
+    /// transient); a stale receipt counts as deleted, as in [`Queue::delete`]. A call that fails as a
+    /// whole ends the batch with `Err`: the caller may retry every receipt, since deleting is
+    /// idempotent.
+    pub async fn delete_batch(
+        &self,
+        receipts: &[String],
+    ) -> Result<Vec<(String, PortError)>, PortError> {
+        let mut failures = Vec::new();
+        if receipts.is_empty() {
+            return Ok(failures);
+        }
+        let url = self.url().await?;
+        for chunk in receipts.chunks(MAX_BATCH) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for (i, receipt) in chunk.iter().enumerate() {
+                if receipt.is_empty() {
+                    // SQS would refuse the whole call for one empty handle.
+                    failures.push((
+                        receipt.clone(),
+                        PortError::permanent("delete_batch", &self.name, "empty receipt handle"),
+                    ));
+                    continue;
+                }
+                entries.push(
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(receipt)
+                        .build()
+                        .map_err(|e| PortError::permanent("delete_batch", &self.name, e))?,
+                );
+            }
+            if entries.is_empty() {
+                continue;
+            }
+            let out = self
+                .client
+                .delete_message_batch()
+                .queue_url(&url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| port_error("delete_batch", &self.name, e))?;
+            for failed in out.failed() {
+                let Some(receipt) = failed.id().parse::<usize>().ok().and_then(|i| chunk.get(i))
+                else {
+                    return Err(PortError::permanent(
+                        "delete_batch",
+                        &self.name,
+                        format!("SQS reported a failure for unknown entry {:?}", failed.id()),
+                    ));
+                };
+                let message = failed.message().unwrap_or_default();
+                if is_stale_receipt(failed.code(), message) {
+                    tracing::debug!(queue = %self.name, code = failed.code(), message,
+                        "stale receipt in a batch delete: the message is already gone");
+                    continue;
+                }
+                let kind = if failed.sender_fault() {
+                    ErrorKind::Permanent
+                } else {
+                    ErrorKind::Transient
+                };
+                failures.push((
+                    receipt.clone(),
+                    PortError::new(
+                        kind,
+                        "delete_batch",
+                        &self.name,
+                        format!("{}: {message}", failed.code()),
+                    ),
+                ));
+            }
+        }
+        Ok(failures)
+    }
+}
+
+/// Whether an SQS error about a receipt handle means the handle was once good but is no longer
+/// honoured (the message is gone or the receipt expired), rather than that it is malformed or belongs
+/// to another queue. SQS says "The receipt handle has expired" for the first (code
+/// `ReceiptHandleIsInvalid`, or `InvalidParameterValue` from older endpoints) and "... is not a valid
+/// receipt handle" / "... is not valid for this queue" for the others.
+fn is_stale_receipt(code: &str, message: &str) -> bool {
+    let receipt_code =
+        code == "ReceiptHandleIsInvalid" || code.ends_with("#ReceiptHandleIsInvalid");
+    if message.contains("has expired") {
+        return receipt_code || code == "InvalidParameterValue";
+    }
+    receipt_code
+        && !message.contains("not a valid receipt handle")
+        && !message.contains("not valid for this queue")
+}
+
+/// Whole seconds, rounded up so that a short non-zero duration stays non-zero, capped at `max`.
+fn secs_ceil(d: Duration, max: u64) -> i32 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.min(max) as i32
+}
+
+fn millis_to_time(ms: &str) -> Option<DateTime<Utc>> {
+    ms.parse::<i64>()
+        .ok()
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+}
+
+/// Checks a message against the limits SQS (and SNS delivering to SQS) enforces, before a call that
+/// would fail on them.
+pub(crate) fn check_message(
+    op: &'static str,
+    target: &str,
+    message: &OutgoingMessage,
+) -> Result<(), PortError> {
+    if message.attributes.len() > MAX_ATTRIBUTES {
+        return Err(PortError::permanent(
+            op,
+            target,
+            format!(
+                "{} message attributes (at most {MAX_ATTRIBUTES} are allowed)",
+                message.attributes.len()
+            ),
+        ));
+    }
+    let size = message.body.len()
+        + message
+            .attributes
+            .iter()
+            .map(|(k, v)| k.len() + "String".len() + v.len())
+            .sum::<usize>();
+    if size > MAX_MESSAGE_BYTES {
+        return Err(PortError::permanent(
+            op,
+            target,
+            format!("message of {size} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit"),
+        ));
+    }
+    Ok(())
+}
+
+/// A received SQS message as the port has it. Only `String` (and `String.*`) attributes are kept.
+fn to_received(queue: &str, m: Message) -> Result<ReceivedMessage, PortError> {
+    let missing =
+        |what: &str| PortError::permanent("receive", queue, format!("message without {what}"));
+    let system = m.attributes.unwrap_or_default();
+    let attributes = m
+        .message_attributes
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, v)| v.data_type.starts_with("String"))
+        .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
+        .collect::<BTreeMap<_, _>>();
+    let sent_at = system
+        .get(&MessageSystemAttributeName::SentTimestamp)
+        .and_then(|s| millis_to_time(s))
+        // Asked for on every receive; should SQS leave it out, the message is still delivered.
+        .unwrap_or_else(Utc::now);
+    Ok(ReceivedMessage {
+        id: m.message_id.ok_or_else(|| missing("MessageId"))?,
+        receipt: m.receipt_handle.ok_or_else(|| missing("ReceiptHandle"))?,
+        body: m.body.unwrap_or_default(),
+        attributes,
+        receive_count: system
+            .get(&MessageSystemAttributeName::ApproximateReceiveCount)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1),
+        sent_at,
+        first_received_at: system
+            .get(&MessageSystemAttributeName::ApproximateFirstReceiveTimestamp)
+            .and_then(|s| millis_to_time(s)),
+    })
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, PortError> {
+        let url = self.url().await?;
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+            .wait_time_seconds(wait.as_secs().min(MAX_WAIT_SECS) as i32)
+            .visibility_timeout(secs_ceil(visibility, MAX_VISIBILITY_SECS))
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(
+                MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
+            )
+            .send()
+            .await
+            .map_err(|e| port_error("receive", &self.name, e))?;
+        out.messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| to_received(&self.name, m))
+            .collect()
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), PortError> {
+        let url = self.url().await?;
+        match self
+            .client
+            .delete_message()
+            .queue_url(url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Some(se) = e.as_service_error()
+                    && is_stale_receipt(
+                        se.code().unwrap_or_default(),
+                        se.message().unwrap_or_default(),
+                    )
+                {
+                    tracing::debug!(queue = %self.name, error = %se.message().unwrap_or_default(),
+                        "stale receipt on delete: the message is already gone");
+                    return Ok(());
+                }
+                Err(port_error("delete", &self.name, e))
+            }
+        }
+    }
+
+    /// As the port says; a receipt SQS no longer honours (message deleted, moved or no longer in
+    /// flight) is `Ok`, as on the local backend: there is no delivery left to extend or hand back.
+    async fn change_visibility(
+        &self,
+        receipt: &str,
+        visibility: Duration,
+    ) -> Result<(), PortError> {
+        let url = self.url().await?;
+        match self
+            .client
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(receipt)
+            .visibility_timeout(secs_ceil(visibility, MAX_VISIBILITY_SECS))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Some(se) = e.as_service_error() {
+                    let code = se.code().unwrap_or_default();
+                    let message = se.message().unwrap_or_default();
+                    if se.is_message_not_inflight() || is_stale_receipt(code, message) {
+                        tracing::debug!(queue = %self.name, code, message,
+                            "visibility change on a delivery that is gone");
+                        return Ok(());
+                    }
+                }
+                Err(port_error("change_visibility", &self.name, e))
+            }
+        }
+    }
+
+    async fn send(&self, message: OutgoingMessage, delay: Duration) -> Result<(), PortError> {
+        check_message("send", &self.name, &message)?;
+        let url = self.url().await?;
+        let mut req = self
+            .client
+            .send_message()
+            .queue_url(url)
+            .message_body(message.body)
+            .delay_seconds(secs_ceil(delay, MAX_DELAY_SECS));
+        for (k, v) in message.attributes {
+            req = req.message_attributes(k, string_attribute(v, &self.name)?);
+        }
+        req.send()
+            .await
+            .map_err(|e| port_error("send", &self.name, e))?;
+        Ok(())
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, PortError> {
+        let url = self.url().await?;
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| port_error("depth", &self.name, e))?;
+        let attrs = out.attributes.unwrap_or_default();
+        let count = |name: QueueAttributeName| {
+            attrs
+                .get(&name)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(QueueDepth {
+            visible: count(QueueAttributeName::ApproximateNumberOfMessages),
+            in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            delayed: count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+        })
+    }
+}
+
+/// A `String` message attribute.
+fn string_attribute(value: String, queue: &str) -> Result<MessageAttributeValue, PortError> {
+    MessageAttributeValue::builder()
+        .data_type("String")
+        .string_value(value)
+        .build()
+        .map_err(|e| PortError::permanent("send", queue, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AwsClients;
+    use crate::messaging_setup::create_queues;
+    use crate::moto::Moto;
+    use choreo_domain::Config;
+    use choreo_domain::config::Queues;
+
+    const NO_WAIT: Duration = Duration::ZERO;
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn message(body: &str) -> OutgoingMessage {
+        OutgoingMessage {
+            body: body.to_string(),
+            attributes: BTreeMap::from([
+                ("event_type".to_string(), "FileRegistered".to_string()),
+                ("traceparent".to_string(), TRACEPARENT.to_string()),
+            ]),
+        }
+    }
+
+    /// Moto with the configuration's queues, redriving after `max_receive_count` receives.
+    async fn queues(max_receive_count: u32) -> (Moto, AwsClients, Config) {
+        let moto = Moto::start();
+        let clients = AwsClients::emulator(&moto.endpoint).await;
+        let mut config = Config::default();
+        config.queues.max_receive_count = max_receive_count;
+        config.queues.visibility_timeout_secs = 1;
+        create_queues(&clients, &config).await.unwrap();
+        (moto, clients, config)
+    }
+
+    #[tokio::test]
+    async fn sqs_round_trip_redelivery_and_depth() {
+        let (_moto, clients, config) = queues(10).await;
+        let q = SqsQueue::new(clients.sqs.clone(), &config.queues.validate);
+        clients.calls.reset();
+        assert_eq!(q.depth().await.unwrap(), QueueDepth::default());
+
+        let before = Utc::now() - chrono::Duration::seconds(5);
+        q.send(message("{\"n\":1}"), Duration::ZERO).await.unwrap();
+        assert_eq!(q.depth().await.unwrap().visible, 1);
+        let got = q
+            .receive(10, NO_WAIT, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        let m = &got[0];
+        assert_eq!(m.body, "{\"n\":1}");
+        assert_eq!(
+            m.attributes,
+            message("").attributes,
+            "attributes round-trip"
+        );
+        assert_eq!(m.receive_count, 1);
+        assert!(
+            m.sent_at > before && m.sent_at <= Utc::now(),
+            "{}",
+            m.sent_at
+        );
+        assert!(m.first_received_at.is_some());
+        assert_eq!(
+            q.depth().await.unwrap(),
+            QueueDepth {
+                visible: 0,
+                in_flight: 1,
+                delayed: 0
+            }
+        );
+
+        // Not deleted: back after the visibility timeout, counted again, with a new receipt.
+        assert!(
+            q.receive(10, NO_WAIT, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let again = q
+            .receive(10, Duration::from_secs(3), Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].id, m.id);
+        assert_eq!(again[0].receive_count, 2);
+        assert_ne!(again[0].receipt, m.receipt);
+
+        // Handing it back early makes it visible at once.
+        q.change_visibility(&again[0].receipt, Duration::ZERO)
+            .await
+            .unwrap();
+        let third = q
+            .receive(10, NO_WAIT, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(third.len(), 1);
+        assert_eq!(third[0].receive_count, 3);
+        q.delete(&third[0].receipt).await.unwrap();
+        assert_eq!(q.depth().await.unwrap().total(), 0);
+        let resolved = clients
+            .calls
+            .snapshot()
+            .into_iter()
+            .find(|((_, op), _)| op == "GetQueueUrl");
+        assert_eq!(
+            resolved.map(|(_, n)| n),
+            Some(1),
+            "the URL is looked up once"
+        );
+    }
+
+    #[tokio::test]
+    async fn sqs_dead_letters_after_max_receive_count() {
+        let (_moto, clients, config) = queues(2).await;
+        let q = SqsQueue::new(clients.sqs.clone(), &config.queues.crawl);
+        let dlq = SqsQueue::new(clients.sqs.clone(), &Queues::dlq_of(&config.queues.crawl));
+        q.send(message("poison"), Duration::ZERO).await.unwrap();
+        let mut last = String::new();
+        for n in 1..=2 {
+            let got = q
+                .receive(1, Duration::from_secs(3), Duration::from_secs(1))
+                .await
+                .unwrap();
+            assert_eq!(got.len(), 1, "receive {n}");
+            assert_eq!(got[0].receive_count, n);
+            last = got[0].receipt.clone();
+        }
+        // The third receive finds it over the limit and moves it instead of delivering it.
+        let got = q
+            .receive(1, Duration::from_secs(3), Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert!(got.is_empty(), "delivered past maxReceiveCount: {got:?}");
+        let dead = dlq
+            .receive(10, Duration::from_secs(1), Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].body, "poison");
+        assert_eq!(dead[0].attributes["traceparent"], TRACEPARENT);
+        assert_eq!(q.depth().await.unwrap().total(), 0);
+        // The last receipt is stale now that the message moved: acknowledging it is still fine.
+        q.delete(&last).await.unwrap();
+        dlq.purge().await.unwrap();
+        assert_eq!(dlq.depth().await.unwrap().total(), 0);
+    }
+
+    #[tokio::test]
+    async fn sqs_delays_and_idempotent_deletes() {
+        let (_moto, clients, config) = queues(10).await;
+        let q = SqsQueue::new(clients.sqs.clone(), &config.queues.transform);
+
+        q.send(message("later"), Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(
+            q.receive(10, NO_WAIT, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(q.depth().await.unwrap().delayed, 1);
+        let got = q
+            .receive(10, Duration::from_secs(5), Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1, "the delayed message shows up");
+
+        // Acknowledging twice, and touching a deleted delivery, is fine.
+        q.delete(&got[0].receipt).await.unwrap();
+        q.delete(&got[0].receipt).await.unwrap();
+        q.change_visibility(&got[0].receipt, Duration::ZERO)
+            .await
+            .unwrap();
+
+        for i in 0..12 {
+            q.send(message(&format!("m{i}")), Duration::ZERO)
+                .await
+                .unwrap();
+        }
+        let mut receipts = Vec::new();
+        while receipts.len() < 12 {
+            let got = q
+                .receive(10, Duration::from_secs(1), Duration::from_secs(30))
+                .await
+                .unwrap();
+            assert!(!got.is_empty(), "only {} of 12 received", receipts.len());
+            receipts.extend(got.into_iter().map(|m| m.receipt));
+        }
+        // One bad receipt in the second chunk of ten: exactly it is reported.
+        receipts.insert(11, "not-a-receipt".to_string());
+        let failures = q.delete_batch(&receipts).await.unwrap();
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures[0].0, "not-a-receipt");
+        assert_eq!(failures[0].1.kind, ErrorKind::Permanent);
+        assert!(
+            failures[0].1.message.contains("ReceiptHandleIsInvalid"),
+            "{}",
+            failures[0].1
+        );
+        assert_eq!(
+            q.depth().await.unwrap().total(),
+            0,
+            "the good ones are gone"
+        );
+        // Deleting the same receipts again: nothing fails but the bad one.
+        assert_eq!(q.delete_batch(&receipts).await.unwrap().len(), 1);
+
+        let missing = SqsQueue::new(clients.sqs.clone(), "choreo-nope");
+        let err = missing.depth().await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+    }
+
+    #[test]
+    fn stale_receipts_are_told_from_bad_ones() {
+        assert!(is_stale_receipt(
+            "ReceiptHandleIsInvalid",
+            "The receipt handle has expired."
+        ));
+        assert!(is_stale_receipt(
+            "InvalidParameterValue",
+            "Value AQEB for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired."
+        ));
+        // moto's wording for a handle it no longer knows.
+        assert!(is_stale_receipt(
+            "ReceiptHandleIsInvalid",
+            "The input receipt handle is invalid."
+        ));
+        assert!(!is_stale_receipt(
+            "ReceiptHandleIsInvalid",
+            "The input receipt handle \"x\" is not a valid receipt handle."
+        ));
+        assert!(!is_stale_receipt(
+            "ReceiptHandleIsInvalid",
+            "The receipt handle \"AQEB\" is not valid for this queue."
+        ));
+        assert!(!is_stale_receipt("InvalidParameterValue", "bad value"));
+    }
+
+    #[test]
+    fn durations_round_up_and_cap() {
+        assert_eq!(secs_ceil(Duration::ZERO, 900), 0);
+        assert_eq!(secs_ceil(Duration::from_millis(1), 900), 1);
+        assert_eq!(secs_ceil(Duration::from_millis(1500), 900), 2);
+        assert_eq!(secs_ceil(Duration::from_secs(3600), 900), 900);
+    }
+}

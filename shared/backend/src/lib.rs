@@ -4,11 +4,13 @@
 //! what a service's `main` calls: load the configuration, open the backend, run the one consumer until
 //! SIGTERM or Ctrl-C, drain, exit.
 
+use choreo_aws::AwsBackend;
 use choreo_domain::config::BackendKind;
 use choreo_domain::{Config, Stage};
 use choreo_local::LocalBackend;
 use choreo_ports::{PortError, Ports, Queue, QueueDepth};
 use choreo_runtime::{ServiceSpec, Settings};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -16,30 +18,42 @@ use tokio_util::sync::CancellationToken;
 /// The adapters behind the ports.
 #[derive(Clone)]
 pub enum Backend {
+    /// SQLite and directories, in this process.
     Local(LocalBackend),
+    /// S3, SQS, SNS, DynamoDB and Glue.
+    Aws(AwsBackend),
 }
 
 impl Backend {
-    pub fn open(config: &Config) -> Result<Backend, PortError> {
+    pub async fn open(config: &Config) -> Result<Backend, PortError> {
         match config.backend {
             BackendKind::Local => Ok(Backend::Local(LocalBackend::open(config)?)),
-            BackendKind::Aws => Err(PortError::permanent(
-                "open",
-                "backend aws",
-                "the aws backend is not built yet; use backend = \"local\"",
-            )),
+            BackendKind::Aws => Ok(Backend::Aws(AwsBackend::connect(config).await)),
         }
     }
 
     pub fn ports(&self) -> Ports {
         match self {
             Backend::Local(b) => b.ports(),
+            Backend::Aws(b) => b.ports(),
         }
     }
 
     pub fn queue(&self, name: &str) -> Arc<dyn Queue> {
         match self {
             Backend::Local(b) => b.queue(name),
+            Backend::Aws(b) => b.queue(name),
+        }
+    }
+
+    /// Creates the resources the pipeline needs (idempotent); the local backend creates its own on
+    /// open. Returns what was done, a line per kind of resource.
+    pub async fn bootstrap(&self) -> Result<Vec<String>, PortError> {
+        match self {
+            Backend::Local(_) => Ok(vec![
+                "local backend: the database, queues and bucket directories exist".to_string(),
+            ]),
+            Backend::Aws(b) => Ok(b.bootstrap().await?.steps),
         }
     }
 
@@ -48,6 +62,7 @@ impl Backend {
     pub async fn run_sources(&self, shutdown: CancellationToken) {
         match self {
             Backend::Local(b) => b.run_notifier(shutdown).await,
+            Backend::Aws(_) => shutdown.cancelled().await,
         }
     }
 
@@ -57,6 +72,15 @@ impl Backend {
         match self {
             // A scan of its own: it notifies what is stable and counts what is not yet.
             Backend::Local(b) => b.scan_once().await.map(|r| r.sent + r.pending),
+            Backend::Aws(_) => Ok(0),
+        }
+    }
+
+    /// AWS API calls made through this backend, by service and operation (none on local).
+    pub fn api_calls(&self) -> Option<BTreeMap<(String, String), u64>> {
+        match self {
+            Backend::Local(_) => None,
+            Backend::Aws(b) => Some(b.calls().snapshot()),
         }
     }
 
@@ -83,7 +107,7 @@ pub async fn serve(spec: ServiceSpec) -> anyhow::Result<()> {
     );
     let file = std::env::var_os("CHOREO_CONFIG").map(PathBuf::from);
     let settings = Arc::new(Settings::load(file.as_deref())?);
-    let backend = Backend::open(&settings.config)?;
+    let backend = Backend::open(&settings.config).await?;
     let shutdown = choreo_runtime::shutdown::on_signals();
     let queue = backend.queue((spec.queue)(&settings.config));
     let consumer = spec.consumer(&settings, backend.ports(), queue);

@@ -169,7 +169,8 @@ pub struct RuntimeSettings {
     pub concurrency: usize,
     /// Messages asked for per receive (SQS allows at most 10).
     pub receive_batch: usize,
-    /// Seconds a receive waits for a message (long polling).
+    /// Seconds a receive waits for a message (long polling; SQS allows at most 20). A receive returns
+    /// as soon as a message arrives, so long waits cost nothing but spare empty receives.
     pub receive_wait_secs: u64,
     /// In-process attempts at a message whose handler failed with a transient error, before it is
     /// left for redelivery.
@@ -185,7 +186,7 @@ impl Default for RuntimeSettings {
         RuntimeSettings {
             concurrency: 4,
             receive_batch: 10,
-            receive_wait_secs: 1,
+            receive_wait_secs: 20,
             retry_attempts: 3,
             poll_interval_secs: 1,
             scan_interval_ms: 250,

@@ -1,0 +1,140 @@
+//! The same pipeline on the aws backend: the real SDKs against moto on loopback. Each test starts its
+//! own moto; without moto installed they fail (run scripts/test, which installs it).
+
+use crate::helpers::assert_demo_outcome;
+use choreo::demo;
+use choreo_aws::moto::Moto;
+use choreo_domain::FileRecord;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn choreo(moto: &Moto, dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_choreo"));
+    cmd.arg("--data-dir")
+        .arg(dir)
+        .arg("--backend")
+        .arg("aws")
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn files(moto: &Moto, dir: &Path) -> BTreeMap<String, FileRecord> {
+    let out = ok(choreo(moto, dir)
+        .args(["files", "list", "--json"])
+        .output()
+        .unwrap());
+    let records: Vec<FileRecord> = serde_json::from_str(&out).unwrap();
+    records.into_iter().map(|r| (r.key.clone(), r)).collect()
+}
+
+#[test]
+fn the_demo_runs_through_all_six_stages_on_aws() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = choreo(&moto, dir.path())
+        .args(["up", "--demo", "--exit-when-idle"])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let stdout = ok(out);
+    assert!(stdout.contains("INGESTED"), "{stdout}");
+    assert!(
+        stdout.contains("request cost per million files"),
+        "{stdout}"
+    );
+    println!("{stdout}");
+
+    let records = files(&moto, dir.path());
+    assert_demo_outcome(&records);
+}
+
+#[test]
+fn files_uploaded_with_the_aws_cli_are_ingested_or_quarantined() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    demo::write_config(dir.path(), demo::CONFIG_FILE).unwrap();
+    let boot = ok(choreo(&moto, dir.path()).arg("bootstrap").output().unwrap());
+    assert!(boot.contains("queues") && boot.contains("tables"), "{boot}");
+    // Twice: the bootstrap is idempotent.
+    ok(choreo(&moto, dir.path()).arg("bootstrap").output().unwrap());
+
+    let mut up = choreo(&moto, dir.path())
+        .arg("up")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let good = dir.path().join("orders.csv");
+    std::fs::write(
+        &good,
+        "order_id,order_date,customer,email,amount,currency,quantity\n1,2026-11-23,Dmitri,d@example.com,4.20,EUR,2\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("broken.csv");
+    std::fs::write(&bad, "order_id,order_date\n1,2026-11-23\n").unwrap();
+    let aws = |file: &Path, key: &str| {
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/aws");
+        let cli = if venv.exists() { venv } else { "aws".into() };
+        let status = Command::new(cli)
+            .args(["--endpoint-url", &moto.endpoint, "s3", "cp"])
+            .arg(file)
+            .arg(format!("s3://choreo-input/{key}"))
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .stdout(Stdio::null())
+            .status()
+            .expect("the aws command-line client (scripts/test installs it into .venv)");
+        assert!(status.success());
+    };
+    aws(&good, "daily/with space ü.csv");
+    aws(&bad, "daily/broken.csv");
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let records = loop {
+        let records = files(&moto, dir.path());
+        let done = |k: &str, s: &str| records.get(k).is_some_and(|r| r.state.as_str() == s);
+        if done("daily/with space ü.csv", "INGESTED") && done("daily/broken.csv", "QUARANTINED") {
+            break records;
+        }
+        if Instant::now() > deadline {
+            let _ = up.kill();
+            panic!("not done in time: {records:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(up.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(up.wait().unwrap().success());
+
+    let shown = ok(choreo(&moto, dir.path())
+        .args(["files", "show", records["daily/broken.csv"].id.as_str()])
+        .output()
+        .unwrap());
+    assert!(
+        shown.contains("QUARANTINED") && shown.contains("missing"),
+        "{shown}"
+    );
+}
