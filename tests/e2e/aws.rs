@@ -138,3 +138,40 @@ fn files_uploaded_with_the_aws_cli_are_ingested_or_quarantined() {
         "{shown}"
     );
 }
+
+/// The cost figure on a representative load: many valid files (the demo is half invalid on purpose,
+/// which overstates quarantine traffic). Prints the API calls per file and the cost per million files;
+/// run with `--no-capture` to see them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_calls_per_file_on_a_steady_load() {
+    const FILES: usize = 120;
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    demo::write_config(dir.path(), demo::CONFIG_FILE).unwrap();
+    ok(choreo(&moto, dir.path()).arg("bootstrap").output().unwrap());
+    let clients = choreo_aws::AwsClients::emulator(&moto.endpoint).await;
+    for i in 0..FILES {
+        let body = format!(
+            "order_id,order_date,customer,email,amount,currency,quantity\n{i},2026-11-24,Elena,e@example.com,{i}.50,EUR,1\n"
+        );
+        clients
+            .s3
+            .put_object()
+            .bucket("choreo-input")
+            .key(format!("daily/steady-{i:04}.csv"))
+            .body(body.into_bytes().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let out = choreo(&moto, dir.path())
+        .args(["up", "--exit-when-idle"])
+        .output()
+        .unwrap();
+    let stdout = ok(out);
+    println!("{stdout}");
+    let records = files(&moto, dir.path());
+    assert_eq!(records.len(), FILES);
+    assert!(records.values().all(|r| r.state.as_str() == "INGESTED"));
+    assert!(stdout.contains(&format!("for {FILES} file(s)")), "{stdout}");
+}

@@ -64,13 +64,17 @@ impl Validator {
     async fn validate(&self, record: FileRecord) -> Result<(), HandlerError> {
         let report = self.check(&record).await?;
         let summary = report.summary();
-        let body = serde_json::to_vec_pretty(&report).expect("reports serialize");
-        let work = &self.ctx.settings.config.buckets.work;
-        self.ctx
-            .ports
-            .objects
-            .put(work, &record.report_key(), body)
-            .await?;
+        // A valid file's report is its summary (rows read), kept on the record; storing it as an
+        // object too would cost an S3 PUT per file for nothing. Invalid files get the full report.
+        if !report.valid {
+            let body = serde_json::to_vec_pretty(&report).expect("reports serialize");
+            let work = &self.ctx.settings.config.buckets.work;
+            self.ctx
+                .ports
+                .objects
+                .put(work, &record.report_key(), body)
+                .await?;
+        }
         let to = if report.valid {
             FileState::Valid
         } else {

@@ -257,6 +257,13 @@ fn to_received(queue: &str, m: Message) -> Result<ReceivedMessage, PortError> {
 
 #[async_trait]
 impl Queue for SqsQueue {
+    async fn delete_batch(
+        &self,
+        receipts: &[String],
+    ) -> Result<Vec<(String, PortError)>, PortError> {
+        SqsQueue::delete_batch(self, receipts).await
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

@@ -64,6 +64,22 @@ pub trait Queue: Send + Sync {
     /// error: acknowledging is idempotent.
     async fn delete(&self, receipt: &str) -> Result<(), PortError>;
 
+    /// Deletes several deliveries in as few calls as the backend allows (SQS: ten per call). Returns
+    /// the receipts that could not be deleted, each with its error; `Err` means the call failed as a
+    /// whole, and every receipt may be retried (deleting is idempotent).
+    async fn delete_batch(
+        &self,
+        receipts: &[String],
+    ) -> Result<Vec<(String, PortError)>, PortError> {
+        let mut failed = Vec::new();
+        for r in receipts {
+            if let Err(e) = self.delete(r).await {
+                failed.push((r.clone(), e));
+            }
+        }
+        Ok(failed)
+    }
+
     /// Makes the delivery invisible for `visibility` from now (zero makes it visible at once). Used to
     /// keep a long-running message from being redelivered, and to hand a failing one back early.
     async fn change_visibility(&self, receipt: &str, visibility: Duration)

@@ -75,7 +75,12 @@ impl Consumer {
 
     /// Runs until `shutdown` fires, then stops receiving and waits for the messages in hand.
     pub async fn run(self, shutdown: CancellationToken) {
-        let this = Arc::new(self);
+        let (acks, pending) = tokio::sync::mpsc::unbounded_channel();
+        let acker = tokio::spawn(acknowledge(self.queue.clone(), pending));
+        let this = Arc::new(Running {
+            consumer: self,
+            acks,
+        });
         let permits = Arc::new(Semaphore::new(this.settings.concurrency));
         let tasks = TaskTracker::new();
         let mut failures = 0u32;
@@ -131,9 +136,64 @@ impl Consumer {
         }
         tasks.close();
         tasks.wait().await;
-        tracing::info!(stage = this.stage, "ConsumerStopped");
+        let stage = this.stage;
+        // The last sender goes with `this`: the acknowledger deletes what is left, then ends.
+        drop(this);
+        let _ = acker.await;
+        tracing::info!(stage, "ConsumerStopped");
     }
+}
 
+/// A consumer while it runs: with the channel its handled messages are acknowledged through.
+struct Running {
+    consumer: Consumer,
+    acks: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl std::ops::Deref for Running {
+    type Target = Consumer;
+    fn deref(&self) -> &Consumer {
+        &self.consumer
+    }
+}
+
+/// Deletes handled messages in batches of up to ten (one `DeleteMessageBatch` instead of ten
+/// `DeleteMessage`s on SQS), waiting a few milliseconds for a batch to fill. Ends when every sender is
+/// gone and everything sent has been deleted.
+async fn acknowledge(
+    queue: Arc<dyn Queue>,
+    mut pending: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    const GATHER: Duration = Duration::from_millis(5);
+    while let Some(first) = pending.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + GATHER;
+        while batch.len() < 10 {
+            match tokio::time::timeout_at(deadline, pending.recv()).await {
+                Ok(Some(r)) => batch.push(r),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let delete = || queue.delete_batch(&batch);
+        match delete
+            .retry(ExponentialBuilder::default().with_max_times(3))
+            .when(|e| e.is_retryable())
+            .await
+        {
+            Ok(failed) => {
+                for (_, e) in failed {
+                    // The effects are durable; the message will come back and find its work done.
+                    tracing::warn!(error = %e, "MessageDeleteError: expect one harmless duplicate");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, messages = batch.len(), "MessageDeleteError: expect harmless duplicates")
+            }
+        }
+    }
+}
+
+impl Running {
     async fn process(&self, message: ReceivedMessage) {
         let span = tracing::info_span!(
             "handle",
@@ -203,15 +263,8 @@ impl Consumer {
     }
 
     async fn acknowledge(&self, message: &ReceivedMessage) {
-        let delete = || self.queue.delete(&message.receipt);
-        if let Err(e) = delete
-            .retry(ExponentialBuilder::default().with_max_times(3))
-            .when(|e| e.is_retryable())
-            .await
-        {
-            // The effects are durable; the message will come back and find its work done.
-            tracing::warn!(error = %e, "MessageDeleteError: expect one harmless duplicate");
-        }
+        // A closed channel means the consumer is gone; the message will simply come back.
+        let _ = self.acks.send(message.receipt.clone());
     }
 }
 
