@@ -4,9 +4,14 @@
 //! - SQS: $0.40 per million requests (each API call is a request; a batch call is one).
 //! - SNS: $0.50 per million publishes (delivery to SQS is free).
 //! - DynamoDB on demand: $0.625 per million write request units, $0.125 per million read request
-//!   units. Units are estimated from calls: a write of an item up to 2 KB (a file record with its
-//!   history) is 2 units, a transactional write twice that per item; a strongly consistent read or a
-//!   query page up to 4 KB is 1 unit.
+//!   units. Units are estimated from calls, index writes included, erring high:
+//!   - `UpdateItem` (a file's transition): 2 units for the item (a record with its history is 1–2 KB)
+//!     and 2 for the state index, whose key changes (a delete and a put there);
+//!   - `PutItem` (a registration with its index entry, a lease, a batch): 2 units;
+//!   - `DeleteItem` (a lease released): 1 unit;
+//!   - `TransactWriteItems` (an audit event and its counter): 2 items, doubled for the transaction,
+//!     plus their two index entries: 6 units;
+//!   - a strongly consistent `GetItem`, or a `Query`/`Scan` page of small items: 1 read unit.
 //! - S3: $5 per million PUT, COPY, POST and LIST requests; $0.40 per million GET and HEAD.
 //! - Glue API calls are free (crawlers and jobs bill by DPU-hour, not counted here).
 
@@ -35,8 +40,10 @@ fn is_dynamodb_write(op: &str) -> bool {
 
 fn dynamodb_units(op: &str) -> f64 {
     match op {
-        "TransactWriteItems" => 2.0 * 2.0 * 2.0, // two items, doubled for the transaction
-        op if is_dynamodb_write(op) => 2.0,
+        "UpdateItem" => 4.0,
+        "PutItem" => 2.0,
+        "TransactWriteItems" => 6.0,
+        op if is_dynamodb_write(op) => 1.0,
         _ => 1.0,
     }
 }
@@ -96,7 +103,7 @@ mod tests {
             (("DynamoDB".to_string(), "GetItem".to_string()), 10),
         ]);
         let text = report(&calls, 10);
-        // Per file: SQS 0.40 + SNS 0.50 + DynamoDB 2 x 0.625 + 0.125 = 2.275 per million files.
-        assert!(text.contains("$2.27") || text.contains("$2.28"), "{text}");
+        // Per file: SQS 0.40 + SNS 0.50 + DynamoDB 4 x 0.625 + 0.125 = 3.525 per million files.
+        assert!(text.contains("$3.52") || text.contains("$3.53"), "{text}");
     }
 }
