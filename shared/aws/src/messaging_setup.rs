@@ -29,21 +29,6 @@ pub const RECEIVE_WAIT_SECS: u64 = 20;
 /// The id of the input bucket's notification to the ingest queue, so a re-run replaces ours only.
 pub const NOTIFICATION_ID: &str = "choreo-ingest";
 
-/// Which event types each stage's queue subscribes to: validate ← FileRegistered, quarantine ←
-/// FileRejected, crawl ← FileValidated, transform ← BatchCataloged, audit ← every published kind (an
-/// explicit list, so timers sent by mistake to the topic never reach the auditor). The ingest queue
-/// subscribes to nothing: S3 feeds it.
-pub fn subscriptions(config: &Config) -> Vec<(String, Vec<EventKind>)> {
-    let q = &config.queues;
-    vec![
-        (q.validate.clone(), vec![EventKind::FileRegistered]),
-        (q.quarantine.clone(), vec![EventKind::FileRejected]),
-        (q.crawl.clone(), vec![EventKind::FileValidated]),
-        (q.transform.clone(), vec![EventKind::BatchCataloged]),
-        (q.audit.clone(), EventKind::PUBLISHED.to_vec()),
-    ]
-}
-
 /// The SNS filter policy accepting `kinds` on the `event_type` message attribute.
 pub fn filter_policy(kinds: &[EventKind]) -> String {
     let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
@@ -286,13 +271,13 @@ pub async fn ensure_subscription(
     Ok(keep.clone())
 }
 
-/// The events and alerts topics, and the events topic's subscriptions ([`subscriptions`]), each with
+/// The events and alerts topics, and the events topic's subscriptions ([`Config::subscriptions`]), each with
 /// raw delivery, so a stage receives the body as published with its message attributes. Needs the
 /// queues ([`create_queues`]).
 pub async fn create_topics(clients: &AwsClients, config: &Config) -> Result<(), PortError> {
     let events = ensure_topic(&clients.sns, &config.topics.events).await?;
     ensure_topic(&clients.sns, &config.topics.alerts).await?;
-    for (queue, kinds) in subscriptions(config) {
+    for (queue, kinds) in config.subscriptions() {
         let arn = queue_arn(&clients.sqs, &queue).await?;
         ensure_subscription(&clients.sns, &events, &arn, &filter_policy(&kinds)).await?;
         tracing::info!(queue = %queue, topic = %config.topics.events, "subscription ready");

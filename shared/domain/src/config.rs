@@ -394,6 +394,20 @@ impl Config {
         self.datasets.iter().find(|d| d.name == name)
     }
 
+    /// The topic's subscriptions: each stage's queue takes only the event types it consumes, the
+    /// auditor's takes every published type. Routing is this table, not code in the services.
+    pub fn subscriptions(&self) -> Vec<(String, Vec<crate::EventKind>)> {
+        use crate::EventKind;
+        let q = &self.queues;
+        vec![
+            (q.validate.clone(), vec![EventKind::FileRegistered]),
+            (q.quarantine.clone(), vec![EventKind::FileRejected]),
+            (q.crawl.clone(), vec![EventKind::FileValidated]),
+            (q.transform.clone(), vec![EventKind::BatchCataloged]),
+            (q.audit.clone(), EventKind::PUBLISHED.to_vec()),
+        ]
+    }
+
     /// Every work queue, in pipeline order.
     pub fn all_queues(&self) -> [&str; 6] {
         let q = &self.queues;

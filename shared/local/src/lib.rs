@@ -46,8 +46,8 @@ pub use objects::LocalObjectStore;
 pub use queue::{LocalQueue, StoredMessage};
 pub use state::LocalStateStore;
 
+use choreo_domain::Config;
 use choreo_domain::config::Queues;
-use choreo_domain::{Config, EventKind};
 use choreo_ports::{PortError, Ports, Queue};
 use db::Db;
 use notifier::Notifier;
@@ -73,24 +73,6 @@ pub struct LocalBackend {
     notifier: Arc<Notifier>,
 }
 
-/// Which event types each stage's queue subscribes to.
-fn subscriptions(config: &Config) -> Vec<(String, Vec<&'static str>)> {
-    let q = &config.queues;
-    vec![
-        (q.validate.clone(), vec![EventKind::FileRegistered.as_str()]),
-        (q.quarantine.clone(), vec![EventKind::FileRejected.as_str()]),
-        (q.crawl.clone(), vec![EventKind::FileValidated.as_str()]),
-        (
-            q.transform.clone(),
-            vec![EventKind::BatchCataloged.as_str()],
-        ),
-        (
-            q.audit.clone(),
-            EventKind::PUBLISHED.iter().map(|k| k.as_str()).collect(),
-        ),
-    ]
-}
-
 impl LocalBackend {
     /// Opens (creating if needed) `config.data_dir/choreo.db` and `config.data_dir/buckets/<bucket>/`
     /// for every bucket in `config.buckets`; declares every queue of the configuration with its
@@ -111,7 +93,11 @@ impl LocalBackend {
 
         let queues: Vec<String> = config.all_queues().iter().map(|q| q.to_string()).collect();
         let max_receive_count = config.queues.max_receive_count;
-        let subs = subscriptions(config);
+        let subs: Vec<(String, Vec<&'static str>)> = config
+            .subscriptions()
+            .into_iter()
+            .map(|(q, kinds)| (q, kinds.iter().map(|k| k.as_str()).collect()))
+            .collect();
         let topic_name = config.topics.events.clone();
         db.blocking("open", "queues", |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -253,10 +239,10 @@ impl LocalBackend {
 #[cfg(test)]
 pub(crate) mod testutil {
     use crate::LocalBackend;
+    use choreo_domain::Config;
     use choreo_domain::config::{
         CompressionSetting, CsvOptions, DatasetConfig, FileFormat, KeyMatch, SchemaSource,
     };
-    use choreo_domain::{Config, EventKind};
     use choreo_ports::OutgoingMessage;
 
     fn dataset(
@@ -324,7 +310,7 @@ pub(crate) mod testutil {
         }
     }
 
-    pub(crate) fn event_msg(kind: EventKind) -> OutgoingMessage {
+    pub(crate) fn event_msg(kind: choreo_domain::EventKind) -> OutgoingMessage {
         let mut m = msg(&format!("{{\"kind\":\"{}\"}}", kind.as_str()));
         m.attributes
             .insert("event_type".into(), kind.as_str().into());
