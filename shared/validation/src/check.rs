@@ -3,46 +3,32 @@
 //! for `unique` and `primaryKey`. Both parsers hand each row to
 //! [`Checker::check_row`] as a function from field index to [`Cell`].
 //!
-//! Uniqueness is tracked as a `HashSet<u64>` of 64-bit SipHash values of the
-//! cast values (cast, so `01` and `1` collide in an integer field): 8 bytes
-//! of payload per distinct value per unique field or primary key, plus the
-//! hash table's overhead (a control byte and up to 2x slack while growing).
-//! The total count across all sets is capped at `Limits::max_unique_tracked`
-//! (default 4,000,000 ≈ 32 MB of hashes); past it the sets are dropped,
-//! uniqueness is no longer checked, and the report says so in `notes`.
-//! With 64-bit hashes a false duplicate is possible but unlikely (about
-//! 1 in 2 million at 4 million values).
+//! Uniqueness is tracked as 64-bit keys of the cast values (cast, so `01`
+//! and `1` collide in an integer field) in one table shared by every
+//! `unique` field and the primary key, bounded by `Limits::max_unique_tracked`
+//! values (8 bytes each; see [`crate::unique`] for the table, its sizing and
+//! the arithmetic runs that make sequential integer keys free). Past the
+//! bound the table is dropped, uniqueness is no longer checked, and the
+//! report says so in `notes`.
+//!
+//! Rows are checked with as little work per cell as the field allows. Each
+//! field is compiled to a [`Fast`] plan for CSV text: the type's syntax only,
+//! or typed bounds (i64, f64, packed dates, years), or string lengths,
+//! pattern and enum, all on the cell's bytes without allocating. The plan
+//! only ever accepts; a cell it cannot accept (and every JSON value) goes
+//! through the general path, which casts to a [`Value`], checks everything
+//! and reports, so both paths always agree. Missing values are recognised by
+//! length before any comparison.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
-
-use regex::Regex;
+use std::collections::HashMap;
 
 use crate::jsonl::JsonCell;
+use crate::pattern::Pattern;
 use crate::report::{Collector, ErrorKind, clip, clip_cow};
 use crate::schema::{FieldType, SchemaError, TableSchema};
-use crate::types::{Caster, Value};
-
-/// A hasher for keys that already are hashes.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-type HashSet64 = HashSet<u64, BuildHasherDefault<IdHasher>>;
+use crate::types::{self, Caster, Value, same_bytes};
+use crate::unique::{KeyHasher, Run, Seen};
 
 /// One cell as a parser sees it.
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +38,7 @@ pub(crate) enum Cell<'a> {
     /// No value: a JSON key that is absent or null.
     Missing,
     /// CSV text (missing if it is one of `missingValues`).
-    Text(&'a str),
+    Text(Text<'a>),
     /// A JSON value.
     Json(&'a JsonCell<'a>),
 }
@@ -60,10 +46,43 @@ pub(crate) enum Cell<'a> {
 impl<'a> Cell<'a> {
     fn raw(&self) -> Cow<'a, str> {
         match *self {
-            Cell::Text(s) => Cow::Borrowed(s),
+            Cell::Text(t) => Cow::Borrowed(t.str()),
             Cell::Json(j) => j.text(),
             Cell::Skip | Cell::Missing => Cow::Borrowed(""),
         }
+    }
+}
+
+/// A CSV cell: `src[start..end]`, where all of `src` is UTF-8. Its bytes
+/// are free; its `&str` costs the two char-boundary checks, so the checks
+/// that can work on bytes do.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Text<'a> {
+    bytes: &'a [u8],
+    src: &'a str,
+    start: usize,
+}
+
+impl<'a> Text<'a> {
+    #[inline(always)]
+    pub(crate) fn new(src: &'a str, start: usize, end: usize) -> Self {
+        Text {
+            bytes: src.as_bytes().get(start..end).unwrap_or_default(),
+            src,
+            start,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    #[inline(always)]
+    pub(crate) fn str(&self) -> &'a str {
+        self.src
+            .get(self.start..self.start + self.bytes.len())
+            .unwrap_or_default()
     }
 }
 
@@ -79,8 +98,157 @@ pub(crate) struct FieldCheck {
     max: Option<(Value<'static>, String)>,
     min_len: Option<usize>,
     max_len: Option<usize>,
-    pattern: Option<(Regex, String)>,
+    pattern: Option<(Pattern, String)>,
     enum_values: Option<(Vec<Value<'static>>, String)>,
+    /// For a string field, the enum's values as text.
+    enum_texts: Option<Vec<String>>,
+    /// The quick check for a text cell, compiled from the above.
+    fast: Fast,
+    /// `unique`, or part of the primary key: its values are tracked.
+    tracked: bool,
+}
+
+/// How a field's text cells are checked on the quick path. It only ever
+/// accepts: a cell it cannot accept goes through the general path (cast to a
+/// [`Value`], every check, and the error messages), so both always agree.
+#[derive(Debug, Clone, Copy)]
+enum Fast {
+    /// No constraint needs the value: only the type's syntax.
+    Syntax,
+    /// An integer of up to 18 digits within bounds (i64 here).
+    Int {
+        min: i64,
+        max: i64,
+    },
+    /// A number within bounds.
+    Num {
+        min: f64,
+        max: f64,
+    },
+    /// A `YYYY-MM-DD` date within bounds (packed, see [`types::pack_ymd`]).
+    Date {
+        min: u32,
+        max: u32,
+    },
+    /// A year within bounds.
+    Year {
+        min: i32,
+        max: i32,
+    },
+    /// A string of the default format, checked for its lengths (in chars),
+    /// pattern and enum.
+    Text {
+        min_len: usize,
+        max_len: usize,
+    },
+    /// A default-format datetime, time; a boolean; anything (`any`).
+    Datetime,
+    Time,
+    Boolean,
+    Always,
+    /// Cast and check everything.
+    General,
+}
+
+impl Fast {
+    fn compile(f: &FieldCheck) -> Fast {
+        if f.caster.ty == FieldType::String && f.caster.is_default_format() {
+            return Fast::Text {
+                min_len: f.min_len.unwrap_or(0),
+                max_len: f.max_len.unwrap_or(usize::MAX),
+            };
+        }
+        let general = f.min_len.is_some()
+            || f.max_len.is_some()
+            || f.pattern.is_some()
+            || f.enum_values.is_some();
+        if general {
+            return Fast::General;
+        }
+        let plain = !f.tracked && f.min.is_none() && f.max.is_none();
+        let default = f.caster.is_default_format();
+        match f.caster.ty {
+            FieldType::Datetime if plain && default => return Fast::Datetime,
+            FieldType::Time if plain && default => return Fast::Time,
+            FieldType::Boolean if plain => return Fast::Boolean,
+            FieldType::Any if plain => return Fast::Always,
+            FieldType::Integer | FieldType::Number | FieldType::Year => {}
+            FieldType::Date if default => {}
+            _ if plain => return Fast::Syntax,
+            _ => {}
+        }
+        let (lo, hi) = (f.min.as_ref().map(|b| &b.0), f.max.as_ref().map(|b| &b.0));
+        match (f.caster.ty, lo, hi) {
+            (FieldType::Integer, lo, hi) => {
+                // Bounds beyond i64 clamp: a cell the clamped bound refuses
+                // takes the general path, which compares exactly.
+                let int = |b: Option<&Value<'_>>, default: i64| match b {
+                    None => Some(default),
+                    Some(Value::Int(v)) => {
+                        Some((*v).clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
+                    }
+                    Some(_) => None,
+                };
+                match (int(lo, i64::MIN), int(hi, i64::MAX)) {
+                    (Some(min), Some(max)) => Fast::Int { min, max },
+                    _ => Fast::General,
+                }
+            }
+            (FieldType::Number, lo, hi) => {
+                let num = |b: Option<&Value<'_>>, default: f64| match b {
+                    None => Some(default),
+                    Some(Value::Num(v)) if !v.is_nan() => Some(*v),
+                    Some(_) => None,
+                };
+                match (num(lo, f64::NEG_INFINITY), num(hi, f64::INFINITY)) {
+                    (Some(min), Some(max)) => Fast::Num { min, max },
+                    _ => Fast::General,
+                }
+            }
+            (FieldType::Date, lo, hi) if f.caster.is_default_format() => {
+                let date = |b: Option<&Value<'_>>, default: u32| match b {
+                    None => Some(default),
+                    Some(Value::Date(d)) => u32::try_from(types::date_key(d)).ok(),
+                    Some(_) => None,
+                };
+                match (date(lo, 0), date(hi, u32::MAX)) {
+                    (Some(min), Some(max)) => Fast::Date { min, max },
+                    _ => Fast::General,
+                }
+            }
+            (FieldType::Year, lo, hi) => {
+                let year = |b: Option<&Value<'_>>, default: i32| match b {
+                    None => Some(default),
+                    Some(Value::Year(y)) => Some(*y),
+                    Some(_) => None,
+                };
+                match (year(lo, i32::MIN), year(hi, i32::MAX)) {
+                    (Some(min), Some(max)) => Fast::Year { min, max },
+                    _ => Fast::General,
+                }
+            }
+            _ => Fast::General,
+        }
+    }
+}
+
+/// What the quick path made of a text cell.
+enum Quick {
+    /// Valid, and nothing to track.
+    Done,
+    /// Valid: track this value hash (and integer).
+    Track(u64, Option<i128>),
+    /// Needs the general path.
+    Slow,
+}
+
+/// What the general path made of a cell.
+enum General {
+    /// Not a value of the type (reported).
+    Invalid,
+    /// A value, not tracked (or NaN, which repeats nothing).
+    Untracked,
+    Track(u64, Option<i128>),
 }
 
 impl FieldCheck {
@@ -93,27 +261,115 @@ impl FieldCheck {
     }
 }
 
+/// `missingValues`, with the lengths present as a bitmask (bit 63: 63 or more)
+/// so that most cells are ruled out without a comparison.
+#[derive(Debug)]
+struct Missing {
+    values: Vec<String>,
+    lengths: u64,
+}
+
+impl Missing {
+    fn new(values: &[String]) -> Self {
+        let lengths = values.iter().fold(0u64, |m, v| m | 1 << v.len().min(63));
+        Missing {
+            values: values.to_vec(),
+            lengths,
+        }
+    }
+
+    #[inline(always)]
+    fn contains(&self, s: &[u8]) -> bool {
+        self.lengths >> s.len().min(63) & 1 != 0
+            && self.values.iter().any(|m| same_bytes(m.as_bytes(), s))
+    }
+}
+
+/// One uniqueness constraint's state beyond the shared table.
+#[derive(Debug, Clone, Copy)]
+struct Tracker {
+    /// Which set of the shared table (distinct per constraint).
+    set: usize,
+    /// For an integer column: the rising run seen so far.
+    run: Option<Run>,
+}
+
+/// The primary key.
+#[derive(Debug)]
+struct Key {
+    /// Key field indexes, in key order.
+    fields: Vec<usize>,
+    tracker: Tracker,
+    /// A one-field key on a `unique` field repeats exactly when the field does.
+    via_unique: bool,
+}
+
+/// The table shared by every uniqueness constraint, and its budget.
+#[derive(Debug)]
+struct Uniqueness {
+    hasher: KeyHasher,
+    seen: Seen,
+    max: usize,
+    on: bool,
+}
+
+impl Uniqueness {
+    /// Whether value hash `h` (the integer `int`, if the column is one) is new
+    /// to `t`; records it. Past the budget, stops all tracking and says so.
+    #[inline]
+    fn is_new(
+        &mut self,
+        t: &mut Tracker,
+        int: Option<i128>,
+        h: u64,
+        row: u64,
+        out: &mut Collector,
+    ) -> bool {
+        if !self.on {
+            return true;
+        }
+        let key = self.hasher.salted(h, t.set);
+        if let (Some(run), Some(v)) = (t.run.as_mut(), int) {
+            if run.contains(v) {
+                return false;
+            }
+            if run.extends(v) {
+                if self.seen.contains(key) {
+                    return false;
+                }
+                run.push(v);
+                return true;
+            }
+        }
+        if self.seen.len() >= self.max {
+            self.on = false;
+            self.seen.clear();
+            out.note(format!(
+                "uniqueness (unique and primaryKey) not checked from row {row} on: \
+                 more than {} distinct values to track",
+                self.max
+            ));
+            return true;
+        }
+        self.seen.insert(key)
+    }
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct Checker {
     pub(crate) fields: Vec<FieldCheck>,
     by_name: HashMap<String, usize>,
-    missing: Vec<String>,
-    unique: Vec<Option<HashSet64>>,
-    /// Key field indexes, in key order, and the set of key hashes.
-    pk: Option<(Vec<usize>, HashSet64)>,
+    missing: Missing,
+    unique: Vec<Option<Tracker>>,
+    pk: Option<Key>,
     /// For each field, its position in the primary key.
     pk_pos: Vec<Option<usize>>,
+    /// The current row's key parts (value hashes), and its integer if the
+    /// key is one integer field.
     pk_parts: Vec<u64>,
-    tracked: usize,
-    max_tracked: usize,
-    tracking: bool,
-}
-
-fn hash_value(v: &Value<'_>) -> u64 {
-    let mut h = DefaultHasher::new();
-    v.hash_into(&mut h);
-    h.finish()
+    pk_int: Option<i128>,
+    uniq: Uniqueness,
 }
 
 fn supports(ty: FieldType, constraint: &str) -> bool {
@@ -175,15 +431,12 @@ impl Checker {
             let pattern = match &c.pattern {
                 None => None,
                 Some(p) => {
-                    let compile = |src: &str| {
-                        Regex::new(src).map_err(|e| SchemaError::BadPattern {
-                            field: field.name.clone(),
-                            pattern: p.clone(),
-                            message: e.to_string(),
-                        })
-                    };
-                    compile(p)?; // alone first, so `a)|(b` cannot escape the anchoring group
-                    Some((compile(&format!(r"\A(?:{p})\z"))?, p.clone()))
+                    let compiled = Pattern::new(p).map_err(|e| SchemaError::BadPattern {
+                        field: field.name.clone(),
+                        pattern: p.clone(),
+                        message: e.to_string(),
+                    })?;
+                    Some((compiled, p.clone()))
                 }
             };
             let enum_values = match &c.r#enum {
@@ -217,8 +470,19 @@ impl Checker {
                 max,
                 min_len: c.min_length,
                 max_len: c.max_length,
+                enum_texts: enum_values.as_ref().map(|(values, _)| {
+                    values
+                        .iter()
+                        .filter_map(|v| match v {
+                            Value::Str(s) => Some(s.to_string()),
+                            _ => None,
+                        })
+                        .collect()
+                }),
                 pattern,
                 enum_values,
+                fast: Fast::General,
+                tracked: c.unique,
             });
         }
         let mut pk_pos = vec![None; fields.len()];
@@ -235,28 +499,54 @@ impl Checker {
                         .get(*name)
                         .ok_or_else(|| SchemaError::UnknownKeyField((*name).to_owned()))?;
                     fields[i].required = true;
+                    fields[i].tracked = true;
                     pk_pos[i] = Some(pos);
                     idx.push(i);
                 }
-                Some((idx, HashSet64::default()))
+                Some(idx)
             }
         };
-        let unique = fields
-            .iter()
-            .map(|f| f.unique.then(HashSet64::default))
+        for f in &mut fields {
+            f.fast = Fast::compile(f);
+        }
+        let n = fields.len();
+        let integer_run =
+            |i: usize| (fields[i].field_type() == FieldType::Integer).then(Run::default);
+        let unique: Vec<Option<Tracker>> = (0..n)
+            .map(|i| {
+                fields[i].unique.then(|| Tracker {
+                    set: i,
+                    run: integer_run(i),
+                })
+            })
             .collect();
-        let pk_len = pk.as_ref().map_or(0, |(idx, _)| idx.len());
+        let pk = pk.map(|idx| {
+            let single = (idx.len() == 1).then(|| idx[0]);
+            Key {
+                tracker: Tracker {
+                    set: n,
+                    run: single.and_then(integer_run),
+                },
+                via_unique: single.is_some_and(|i| fields[i].unique),
+                fields: idx,
+            }
+        });
+        let pk_len = pk.as_ref().map_or(0, |k| k.fields.len());
         Ok(Checker {
             fields,
             by_name,
-            missing: schema.missing_values.clone(),
+            missing: Missing::new(&schema.missing_values),
             unique,
             pk,
             pk_pos,
             pk_parts: vec![0; pk_len],
-            tracked: 0,
-            max_tracked,
-            tracking: true,
+            pk_int: None,
+            uniq: Uniqueness {
+                hasher: KeyHasher::random(),
+                seen: Seen::new(max_tracked),
+                max: max_tracked,
+                on: true,
+            },
         })
     }
 
@@ -266,45 +556,13 @@ impl Checker {
     }
 
     /// Whether `s` is one of the schema's `missingValues`.
-    pub(crate) fn is_missing(&self, s: &str) -> bool {
-        self.missing.iter().any(|m| m == s)
-    }
-
-    /// Record one hash in a uniqueness set; false if it was already there.
-    /// Stops all uniqueness tracking once the budget is spent.
-    fn track(&mut self, set: Option<usize>, h: u64, row: u64, out: &mut Collector) -> bool {
-        if self.tracked >= self.max_tracked {
-            self.tracking = false;
-            for s in self.unique.iter_mut().flatten() {
-                *s = HashSet64::default();
-            }
-            if let Some((_, s)) = &mut self.pk {
-                *s = HashSet64::default();
-            }
-            out.note(format!(
-                "uniqueness (unique and primaryKey) not checked from row {row} on: \
-                 more than {} distinct values to track",
-                self.max_tracked
-            ));
-            return true;
-        }
-        let s = match set {
-            Some(fi) => self.unique[fi].as_mut(),
-            None => self.pk.as_mut().map(|(_, s)| s),
-        };
-        match s {
-            Some(s) => {
-                let new = s.insert(h);
-                if new {
-                    self.tracked += 1;
-                }
-                new
-            }
-            None => true,
-        }
+    #[inline(always)]
+    pub(crate) fn is_missing(&self, s: &[u8]) -> bool {
+        self.missing.contains(s)
     }
 
     /// Check one data row (1-based `row`); `cell(i)` gives field `i`'s cell.
+    #[inline]
     pub(crate) fn check_row<'c>(
         &mut self,
         row: u64,
@@ -312,6 +570,7 @@ impl Checker {
         out: &mut Collector,
     ) {
         let mut pk_ok = self.pk.is_some();
+        let mut unique_repeat = false;
         for fi in 0..self.fields.len() {
             let c = cell(fi);
             let f = &self.fields[fi];
@@ -321,8 +580,8 @@ impl Checker {
                     continue;
                 }
                 Cell::Missing | Cell::Json(JsonCell::Null) => true,
-                Cell::Text(s) => self.is_missing(s),
-                Cell::Json(JsonCell::Str(s)) => self.is_missing(s),
+                Cell::Text(t) => self.missing.contains(t.bytes()),
+                Cell::Json(JsonCell::Str(s)) => self.missing.contains(s.as_bytes()),
                 Cell::Json(_) => false,
             };
             if missing {
@@ -334,58 +593,70 @@ impl Checker {
                 pk_ok &= self.pk_pos[fi].is_none();
                 continue;
             }
-            let value = match c {
-                Cell::Text(s) => f.caster.cast_str(s),
-                Cell::Json(j) => f.caster.cast_json(j),
-                Cell::Skip | Cell::Missing => None,
+            let quick = match c {
+                Cell::Text(t) => Self::quick(f, t, &self.uniq.hasher),
+                _ => Quick::Slow,
             };
-            let Some(value) = value else {
+            let (h, int) = match quick {
+                Quick::Done => continue,
+                Quick::Track(h, int) => (h, int),
+                Quick::Slow => match Self::general(f, &self.uniq, c, row, out) {
+                    General::Track(h, int) => (h, int),
+                    General::Invalid | General::Untracked => {
+                        pk_ok &= self.pk_pos[fi].is_none();
+                        continue;
+                    }
+                },
+            };
+            if !self.uniq.on {
+                continue;
+            }
+            let pk_pos = self.pk_pos[fi];
+            if let Some(pos) = pk_pos {
+                self.pk_parts[pos] = h;
+                self.pk_int = int;
+            }
+            if let Some(t) = &mut self.unique[fi]
+                && !self.uniq.is_new(t, int, h, row, out)
+            {
+                unique_repeat = true;
+                let f = &self.fields[fi];
                 let raw = clip_cow(c.raw());
                 out.push(
-                    ErrorKind::TypeError,
+                    ErrorKind::Unique,
                     Some(row),
                     Some(&f.name),
                     Some(&raw),
                     || {
-                        let format = match &f.format {
-                            Some(fmt) => format!(" (format {fmt:?})"),
-                            None => String::new(),
-                        };
-                        format!(
-                            "value {raw:?} in field {:?} is not a valid {}{format}",
-                            f.name,
-                            f.caster.ty.as_str()
-                        )
-                    },
-                );
-                pk_ok &= self.pk_pos[fi].is_none();
-                continue;
-            };
-            Self::check_constraints(f, &value, c, row, out);
-            if self.tracking && (f.unique || self.pk_pos[fi].is_some()) {
-                let h = hash_value(&value);
-                if let Some(pos) = self.pk_pos[fi] {
-                    self.pk_parts[pos] = h;
-                }
-                if f.unique && !self.track(Some(fi), h, row, out) {
-                    let f = &self.fields[fi];
-                    let raw = clip_cow(c.raw());
-                    out.push(ErrorKind::Unique, Some(row), Some(&f.name), Some(&raw), || {
                         format!(
                             "value {raw:?} in field {:?} is not unique: it repeats an earlier row",
                             f.name
                         )
-                    });
-                }
+                    },
+                );
             }
         }
-        if pk_ok && self.tracking {
-            let mut h = DefaultHasher::new();
-            self.pk_parts.hash(&mut h);
-            if !self.track(None, h.finish(), row, out) {
-                let Some((idx, _)) = &self.pk else { return };
-                let names: Vec<&str> = idx.iter().map(|&i| self.fields[i].name.as_str()).collect();
-                let values: Vec<String> = idx
+        if pk_ok && self.uniq.on {
+            let Some(key) = &mut self.pk else { return };
+            let repeat = if key.via_unique {
+                unique_repeat
+            } else {
+                let h = match self.pk_parts.as_slice() {
+                    [one] => *one,
+                    parts => parts
+                        .iter()
+                        .fold(0, |acc, &p| self.uniq.hasher.words(8, acc, p)),
+                };
+                !self.uniq.is_new(&mut key.tracker, self.pk_int, h, row, out)
+            };
+            if repeat {
+                let names: Vec<&str> = key
+                    .fields
+                    .iter()
+                    .map(|&i| self.fields[i].name.as_str())
+                    .collect();
+                let values: Vec<String> = key
+                    .fields
                     .iter()
                     .map(|&i| format!("{:?}", cell(i).raw()))
                     .collect();
@@ -406,6 +677,134 @@ impl Checker {
         }
     }
 
+    /// The quick path for a text cell: see [`Fast`].
+    #[inline(always)]
+    fn quick(f: &FieldCheck, t: Text<'_>, hasher: &KeyHasher) -> Quick {
+        let b = t.bytes();
+        match f.fast {
+            Fast::Syntax if f.caster.is_valid_text(t) => Quick::Done,
+            Fast::Datetime if types::is_iso_datetime(b) => Quick::Done,
+            Fast::Time if types::is_iso_time(b) => Quick::Done,
+            Fast::Boolean if f.caster.is_boolean(b) => Quick::Done,
+            Fast::Always => Quick::Done,
+            Fast::Int { min, max } => match types::small_integer(b) {
+                Some(v) if v >= min && v <= max => Self::accept(f.tracked, || {
+                    let v = i128::from(v);
+                    (types::int_key(hasher, v), Some(v))
+                }),
+                _ => Quick::Slow,
+            },
+            Fast::Num { min, max } => match types::parse_number_bytes(b) {
+                Some(v) if v >= min && v <= max => {
+                    Self::accept(f.tracked, || (types::num_key(hasher, v), None))
+                }
+                _ => Quick::Slow,
+            },
+            Fast::Date { min, max } => match types::iso_date_key(b) {
+                Some(k) if k >= min && k <= max => {
+                    Self::accept(f.tracked, || (hasher.words(4, u64::from(k), 0), None))
+                }
+                _ => Quick::Slow,
+            },
+            Fast::Year { min, max } => match types::year_bytes(b) {
+                Some(y) if y >= min && y <= max => {
+                    Self::accept(f.tracked, || (hasher.words(7, y as u64, 0), None))
+                }
+                _ => Quick::Slow,
+            },
+            Fast::Text { min_len, max_len } => {
+                let n = b.len();
+                // Characters are between a quarter of the bytes and all of
+                // them: count them only when that range straddles a bound.
+                let len_ok = (n <= max_len && n >= min_len.saturating_mul(4)) || {
+                    let chars = t.str().chars().count();
+                    chars >= min_len && chars <= max_len
+                };
+                let ok = len_ok
+                    && f.pattern.as_ref().is_none_or(|(re, _)| re.is_match_text(t))
+                    && f.enum_texts
+                        .as_ref()
+                        .is_none_or(|e| e.iter().any(|v| same_bytes(v.as_bytes(), b)));
+                if ok {
+                    Self::accept(f.tracked, || (hasher.bytes(0, b), None))
+                } else {
+                    Quick::Slow
+                }
+            }
+            Fast::Syntax | Fast::Datetime | Fast::Time | Fast::Boolean | Fast::General => {
+                Quick::Slow
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn accept(tracked: bool, key: impl FnOnce() -> (u64, Option<i128>)) -> Quick {
+        if tracked {
+            let (h, int) = key();
+            Quick::Track(h, int)
+        } else {
+            Quick::Done
+        }
+    }
+
+    /// The general path: cast, check every constraint, report.
+    #[inline(never)]
+    fn general(
+        f: &FieldCheck,
+        uniq: &Uniqueness,
+        c: Cell<'_>,
+        row: u64,
+        out: &mut Collector,
+    ) -> General {
+        let value = match c {
+            Cell::Text(t) => f.caster.cast_str(t.str()),
+            Cell::Json(j) => f.caster.cast_json(j),
+            Cell::Skip | Cell::Missing => None,
+        };
+        let Some(value) = value else {
+            Self::type_error(f, c, row, out);
+            return General::Invalid;
+        };
+        Self::check_constraints(f, &value, c, row, out);
+        if !f.tracked || !uniq.on {
+            return General::Untracked;
+        }
+        match value.key(&uniq.hasher) {
+            // NaN equals nothing, itself included: never a repeat.
+            None => General::Untracked,
+            Some(h) => General::Track(
+                h,
+                match value {
+                    Value::Int(v) => Some(v),
+                    _ => None,
+                },
+            ),
+        }
+    }
+
+    #[cold]
+    fn type_error(f: &FieldCheck, c: Cell<'_>, row: u64, out: &mut Collector) {
+        let raw = clip_cow(c.raw());
+        out.push(
+            ErrorKind::TypeError,
+            Some(row),
+            Some(&f.name),
+            Some(&raw),
+            || {
+                let format = match &f.format {
+                    Some(fmt) => format!(" (format {fmt:?})"),
+                    None => String::new(),
+                };
+                format!(
+                    "value {raw:?} in field {:?} is not a valid {}{format}",
+                    f.name,
+                    f.caster.ty.as_str()
+                )
+            },
+        );
+    }
+
+    #[inline]
     fn check_constraints(
         f: &FieldCheck,
         value: &Value<'_>,
@@ -439,7 +838,10 @@ impl Checker {
         let Value::Str(full) = value else {
             return Self::check_enum(f, value, c, row, out);
         };
-        if f.min_len.is_some() || f.max_len.is_some() {
+        // Characters are between a quarter of the bytes and all of them:
+        // count them only when that range straddles a bound.
+        let bytes = full.len();
+        if f.max_len.is_some_and(|m| bytes > m) || f.min_len.is_some_and(|m| bytes < m * 4) {
             let len = full.chars().count();
             if let Some(min) = f.min_len
                 && len < min
@@ -478,6 +880,7 @@ impl Checker {
         Self::check_enum(f, value, c, row, out);
     }
 
+    #[inline]
     fn check_enum(f: &FieldCheck, value: &Value<'_>, c: Cell<'_>, row: u64, out: &mut Collector) {
         if let Some((values, shown)) = &f.enum_values
             && !values.iter().any(|v| v.same(value))

@@ -299,7 +299,7 @@ pub(crate) fn run<R: Read>(
         }
         let blank = cells.iter().all(|c| match c {
             None | Some(JsonCell::Null) => true,
-            Some(JsonCell::Str(s)) => checker.is_missing(s),
+            Some(JsonCell::Str(s)) => checker.is_missing(s.as_bytes()),
             Some(_) => false,
         });
         if blank {

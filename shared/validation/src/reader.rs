@@ -1,18 +1,15 @@
 //! The byte layer under both parsers: [`Guard`] turns the caller's reader
-//! (plain or gzip) into a stream of decompressed, BOM-stripped bytes, and
-//! stops it with a [`Fatal`] error as soon as the input turns hostile:
-//! a decompression bomb, a corrupt gzip stream, a line (CSV record) longer
-//! than `max_line_bytes`, or (for CSV) EOF inside a quoted field.
+//! (plain, gzip or zstd) into a stream of decompressed, BOM-stripped bytes,
+//! and stops it with a [`Fatal`] error as soon as the input turns hostile:
+//! a decompression bomb (too many bytes, too high a ratio, or a zstd frame
+//! asking for a window over [`ZSTD_MAX_WINDOW_LOG`]), a corrupt or truncated
+//! stream, or (for JSON Lines) a line longer than `max_line_bytes`.
 //!
-//! Bounding the record length here is what keeps memory flat: the `csv`
-//! crate (and `read_until` for JSON Lines) would otherwise buffer an
-//! arbitrarily long record. For CSV the guard tracks quoting with the same
-//! state machine as `csv_core` (RFC 4180, doubled quotes, a quote only opens
-//! a field at its start), so a "line" is a whole record, newlines inside
-//! quotes included, and an unterminated quote is seen at EOF.
+//! Bounding the line length here is what keeps memory flat for JSON Lines:
+//! `read_until` would otherwise buffer an arbitrarily long line. The CSV
+//! parser bounds its records itself (it tracks quoting anyway).
 
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
 use std::rc::Rc;
@@ -24,6 +21,12 @@ use crate::{Compression, Limits};
 
 /// Expanded bytes allowed before the compression-ratio check starts.
 pub const RATIO_GRACE_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Largest zstd window accepted, as a power of two: 2^23 = 8 MiB, what
+/// `zstd` levels 1 to 19 use at most. Frames made with `--long` or
+/// `--ultra` ask for more and are refused as a decompression bomb, since the
+/// decoder would have to hold the whole window in memory.
+pub const ZSTD_MAX_WINDOW_LOG: u32 = 23;
 
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 const COMPRESSED_BUFFER: usize = 64 * 1024;
@@ -105,6 +108,7 @@ impl<R: Read> BufRead for Counting<R> {
 enum Source<R> {
     Plain(Tagged<R>),
     Gzip(Box<MultiGzDecoder<Counting<R>>>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, Counting<R>>>),
     /// Compressed input with no bytes at all: read as an empty file.
     Empty,
     /// The compressed input failed before decoding began.
@@ -116,6 +120,7 @@ impl<R: Read> Read for Source<R> {
         match self {
             Source::Plain(r) => r.read(buf),
             Source::Gzip(d) => d.read(buf),
+            Source::Zstd(d) => d.read(buf),
             Source::Empty => Ok(0),
             Source::Failed(e) => Err(e.take().unwrap_or_else(|| io::Error::other("read error"))),
         }
@@ -123,69 +128,18 @@ impl<R: Read> Read for Source<R> {
 }
 
 /// What the guard needs to know about the syntax to find record ends.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Syntax {
-    /// Records end at `\n` (JSON Lines).
-    Lines,
-    /// RFC 4180 records, as `csv_core` reads them with this quote and delimiter.
-    Csv { quote: u8, delimiter: u8 },
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Quoting {
-    /// Outside quotes (at a field's start or inside an unquoted field).
-    Unquoted,
-    InQuoted,
-    /// Just after a quote inside a quoted field: a closing or doubled quote.
-    QuoteInQuoted,
-}
-
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// High bit set in each byte of `v` that is zero (exact for the lowest one).
-#[inline(always)]
-fn zero_bytes(v: u64) -> u64 {
-    v.wrapping_sub(LO) & !v & HI
-}
-
-/// The first index in `hay` whose byte is one of `needles`, eight bytes at a time.
-#[inline(always)]
-fn find_any<const N: usize>(hay: &[u8], needles: [u8; N]) -> Option<usize> {
-    let splat = needles.map(|b| LO * u64::from(b));
-    let mut chunks = hay.chunks_exact(8);
-    let mut at = 0;
-    for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
-        let hits = splat.iter().fold(0, |acc, s| acc | zero_bytes(w ^ s));
-        if hits != 0 {
-            return Some(at + (hits.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|b| needles.contains(b))
-        .map(|p| at + p)
-}
-
-fn find1(hay: &[u8], a: u8) -> Option<usize> {
-    find_any(hay, [a])
-}
-
-fn find2(hay: &[u8], a: u8, b: u8) -> Option<usize> {
-    find_any(hay, [a, b])
-}
-
-fn find3(hay: &[u8], a: u8, b: u8, c: u8) -> Option<usize> {
-    find_any(hay, [a, b, c])
+pub(crate) enum Syntax {
+    /// Records end at `\n` (JSON Lines): the guard bounds their length.
+    Lines,
+    /// The parser bounds its records itself (CSV).
+    Raw,
 }
 
 /// See the module docs.
 pub(crate) struct Guard<R> {
     src: Source<R>,
-    gzip: bool,
+    compression: Compression,
     compressed: Option<Rc<Cell<u64>>>,
     max_line: usize,
     max_expanded: u64,
@@ -196,19 +150,10 @@ pub(crate) struct Guard<R> {
     pending_len: usize,
     pending_pos: usize,
     syntax: Syntax,
-    state: Quoting,
-    /// Current physical line (1-based) and where the current record began.
+    /// Current line (1-based), where the current one began, and its length so far.
     line: u64,
     record_line: u64,
     record_len: usize,
-    quote_line: u64,
-    /// CSV records completed so far, and runs of empty lines as
-    /// (records completed before them, how many). Bounded: the guard is never
-    /// more than one read buffer ahead of the parser.
-    records: u64,
-    empty_lines: VecDeque<(u64, u64)>,
-    /// The last byte scanned (CSV), to tell where a field starts.
-    prev_byte: Option<u8>,
     failed: Option<Fatal>,
 }
 
@@ -216,7 +161,7 @@ impl<R: Read> Guard<R> {
     pub(crate) fn new(input: R, compression: Compression, syntax: Syntax, limits: &Limits) -> Self {
         let (src, compressed) = match compression {
             Compression::None => (Source::Plain(Tagged(input)), None),
-            Compression::Gzip => {
+            Compression::Gzip | Compression::Zstd => {
                 let consumed = Rc::new(Cell::new(0));
                 let mut counting = Counting {
                     inner: BufReader::with_capacity(COMPRESSED_BUFFER, Tagged(input)),
@@ -224,7 +169,16 @@ impl<R: Read> Guard<R> {
                 };
                 let src = match counting.fill_buf() {
                     Ok([]) => Source::Empty,
-                    Ok(_) => Source::Gzip(Box::new(MultiGzDecoder::new(counting))),
+                    Ok(_) if compression == Compression::Gzip => {
+                        Source::Gzip(Box::new(MultiGzDecoder::new(counting)))
+                    }
+                    Ok(_) => match zstd::stream::read::Decoder::with_buffer(counting) {
+                        Ok(mut d) => match d.window_log_max(ZSTD_MAX_WINDOW_LOG) {
+                            Ok(()) => Source::Zstd(Box::new(d)),
+                            Err(e) => Source::Failed(Some(e)),
+                        },
+                        Err(e) => Source::Failed(Some(e)),
+                    },
                     Err(e) => Source::Failed(Some(e)),
                 };
                 (src, Some(consumed))
@@ -232,7 +186,7 @@ impl<R: Read> Guard<R> {
         };
         Guard {
             src,
-            gzip: compression == Compression::Gzip,
+            compression,
             compressed,
             max_line: limits.max_line_bytes,
             max_expanded: limits.max_expanded_bytes,
@@ -243,14 +197,9 @@ impl<R: Read> Guard<R> {
             pending_len: 0,
             pending_pos: 0,
             syntax,
-            state: Quoting::Unquoted,
             line: 1,
             record_line: 1,
             record_len: 0,
-            quote_line: 1,
-            records: 0,
-            empty_lines: VecDeque::new(),
-            prev_byte: None,
             failed: None,
         }
     }
@@ -258,21 +207,6 @@ impl<R: Read> Guard<R> {
     /// Bytes read after decompression (a stripped BOM included).
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes
-    }
-
-    /// Take the number of empty lines seen before CSV record `k` (0-based,
-    /// the header included). The `csv` crate skips empty lines silently;
-    /// Frictionless reports each as a blank row, so the guard counts them.
-    pub(crate) fn take_empty_lines_before(&mut self, k: u64) -> u64 {
-        let mut n = 0;
-        while let Some(&(before, count)) = self.empty_lines.front() {
-            if before > k {
-                break;
-            }
-            n += count;
-            self.empty_lines.pop_front();
-        }
-        n
     }
 
     fn fail(&mut self, fatal: Fatal) -> io::Error {
@@ -287,13 +221,29 @@ impl<R: Read> Guard<R> {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Err(e),
             Err(e) => {
-                let fatal = match Fatal::of(&e) {
-                    Some(f) => f.clone(),
-                    None if self.gzip => Fatal::new(
+                let fatal = match (Fatal::of(&e), self.compression) {
+                    (Some(f), _) => f.clone(),
+                    (None, Compression::Gzip) => Fatal::new(
                         ErrorKind::CorruptCompression,
                         format!("corrupt gzip stream: {e}"),
                     ),
-                    None => Fatal::new(ErrorKind::Io, format!("read error: {e}")),
+                    (None, Compression::Zstd) if e.to_string().contains("too much memory") => {
+                        Fatal::new(
+                            ErrorKind::DecompressionBomb,
+                            format!(
+                                "decompression bomb: a zstd frame needs a window over {} MiB \
+                                 ({e}; made with --long or --ultra?)",
+                                (1u64 << ZSTD_MAX_WINDOW_LOG) >> 20
+                            ),
+                        )
+                    }
+                    (None, Compression::Zstd) => Fatal::new(
+                        ErrorKind::CorruptCompression,
+                        format!("corrupt zstd stream: {e}"),
+                    ),
+                    (None, Compression::None) => {
+                        Fatal::new(ErrorKind::Io, format!("read error: {e}"))
+                    }
                 };
                 return Err(self.fail(fatal));
             }
@@ -344,119 +294,37 @@ impl<R: Read> Guard<R> {
         self.read_raw(buf)
     }
 
-    /// Track records through `chunk`; fail on an over-long one.
+    /// Track lines through `chunk`; fail on an over-long one.
     fn scan(&mut self, chunk: &[u8]) -> io::Result<()> {
+        if self.syntax == Syntax::Raw {
+            return Ok(());
+        }
         let max = self.max_line;
-        let mut line = self.line;
-        let mut record_line = self.record_line;
-        let mut len = self.record_len;
+        let mut rest = chunk;
         let mut too_long = false;
-        match self.syntax {
-            Syntax::Lines => {
-                let mut rest = chunk;
-                while !rest.is_empty() {
-                    if len == 0 {
-                        record_line = line;
-                    }
-                    match find1(rest, b'\n') {
-                        Some(i) => {
-                            if len + i > max {
-                                too_long = true;
-                                break;
-                            }
-                            len = 0;
-                            line += 1;
-                            rest = &rest[i + 1..];
-                        }
-                        None => {
-                            len += rest.len();
-                            if len > max {
-                                too_long = true;
-                            }
-                            break;
-                        }
-                    }
-                }
+        while !rest.is_empty() {
+            if self.record_len == 0 {
+                self.record_line = self.line;
             }
-            Syntax::Csv { quote, delimiter } => {
-                let mut state = self.state;
-                let mut quote_line = self.quote_line;
-                let mut prev = self.prev_byte;
-                let mut i = 0;
-                while i < chunk.len() {
-                    if len == 0 {
-                        record_line = line;
-                    }
-                    // Skip to the next byte that can change the state.
-                    let rest = &chunk[i..];
-                    let skip = match state {
-                        Quoting::Unquoted => find3(rest, quote, b'\n', b'\r'),
-                        Quoting::InQuoted => find2(rest, quote, b'\n'),
-                        Quoting::QuoteInQuoted => Some(0),
-                    };
-                    let skip = skip.unwrap_or(rest.len());
-                    if skip > 0 {
-                        len += skip;
-                        i += skip;
-                        prev = Some(chunk[i - 1]);
-                        if len > max {
-                            too_long = true;
-                            break;
-                        }
-                        if i == chunk.len() {
-                            break;
-                        }
-                    }
-                    let b = chunk[i];
-                    let len_before = len;
-                    len += 1;
-                    i += 1;
-                    let newline = b == b'\n';
-                    if newline {
-                        line += 1;
-                    }
-                    state = match state {
-                        Quoting::InQuoted if b == quote => Quoting::QuoteInQuoted,
-                        Quoting::InQuoted => Quoting::InQuoted,
-                        Quoting::QuoteInQuoted if b == quote => Quoting::InQuoted,
-                        _ if newline || b == b'\r' => {
-                            if len_before > 0 {
-                                self.records += 1;
-                            } else if !(newline && prev == Some(b'\r')) {
-                                match self.empty_lines.back_mut() {
-                                    Some((before, n)) if *before == self.records => *n += 1,
-                                    _ => self.empty_lines.push_back((self.records, 1)),
-                                }
-                            }
-                            len = 0;
-                            Quoting::Unquoted
-                        }
-                        // A quote opens a quoted field only at the field's start.
-                        Quoting::Unquoted
-                            if b == quote && (len_before == 0 || prev == Some(delimiter)) =>
-                        {
-                            quote_line = line;
-                            Quoting::InQuoted
-                        }
-                        // A literal quote inside an unquoted field, or text after a closing quote.
-                        _ => Quoting::Unquoted,
-                    };
-                    prev = Some(b);
-                    if len > max {
+            match memchr::memchr(b'\n', rest) {
+                Some(i) => {
+                    if self.record_len + i > max {
                         too_long = true;
                         break;
                     }
+                    self.record_len = 0;
+                    self.line += 1;
+                    rest = &rest[i + 1..];
                 }
-                self.state = state;
-                self.quote_line = quote_line;
-                self.prev_byte = prev;
+                None => {
+                    self.record_len += rest.len();
+                    too_long = self.record_len > max;
+                    break;
+                }
             }
         }
-        self.line = line;
-        self.record_line = record_line;
-        self.record_len = len;
         if too_long {
-            let msg = format!("line {record_line} is longer than {max} bytes");
+            let msg = format!("line {} is longer than {max} bytes", self.record_line);
             return Err(self.fail(Fatal::new(ErrorKind::LineTooLong, msg)));
         }
         Ok(())
@@ -469,16 +337,6 @@ impl<R: Read> Read for Guard<R> {
             return Err(f.to_io());
         }
         let n = self.read_unbom(buf)?;
-        if n == 0 {
-            if self.state == Quoting::InQuoted {
-                let msg = format!(
-                    "unterminated quote: the quoted field opened on line {} never closes",
-                    self.quote_line
-                );
-                return Err(self.fail(Fatal::new(ErrorKind::UnterminatedQuote, msg)));
-            }
-            return Ok(0);
-        }
         self.scan(&buf[..n])?;
         Ok(n)
     }
@@ -501,86 +359,32 @@ mod tests {
         }
     }
 
-    const CSV: Syntax = Syntax::Csv {
-        quote: b'"',
-        delimiter: b',',
-    };
-
     #[test]
     fn strips_bom_only_at_start() {
-        let (out, f) = read_all(b"\xEF\xBB\xBFa,b\n\xEF\xBB\xBF", CSV, &Limits::default());
+        let (out, f) = read_all(
+            b"\xEF\xBB\xBFa,b\n\xEF\xBB\xBF",
+            Syntax::Raw,
+            &Limits::default(),
+        );
         assert_eq!(f, None);
         assert_eq!(out, b"a,b\n\xEF\xBB\xBF");
-        let (out, _) = read_all(b"\xEF\xBB", CSV, &Limits::default());
+        let (out, _) = read_all(b"\xEF\xBB", Syntax::Raw, &Limits::default());
         assert_eq!(out, b"\xEF\xBB");
     }
 
     #[test]
-    fn quoted_newlines_and_doubled_quotes_are_one_record() {
-        let (_, f) = read_all(b"a,\"x\ny\"\"z\"\nb,c\n", CSV, &Limits::default());
-        assert_eq!(f, None);
-        // A quote in the middle of an unquoted field is literal, as in csv_core.
-        let (_, f) = read_all(b"a,b\"c\n", CSV, &Limits::default());
-        assert_eq!(f, None);
-    }
-
-    #[test]
-    fn unterminated_quote_at_eof() {
-        let (_, f) = read_all(b"a,b\n1,\"open\n2,3\n", CSV, &Limits::default());
-        let f = f.expect("fatal");
-        assert_eq!(f.kind, ErrorKind::UnterminatedQuote);
-        assert!(f.message.contains("line 2"), "{}", f.message);
-    }
-
-    #[test]
-    fn record_length_is_bounded() {
+    fn line_length_is_bounded() {
         let limits = Limits {
             max_line_bytes: 10,
             ..Limits::default()
         };
-        let (_, f) = read_all(b"0123456789\n01234567890\n", CSV, &limits);
-        let f = f.expect("fatal");
-        assert_eq!(f.kind, ErrorKind::LineTooLong);
-        assert_eq!(f.message, "line 2 is longer than 10 bytes");
         let (_, f) = read_all(b"0123456789\n0123456789\n", Syntax::Lines, &limits);
         assert_eq!(f, None);
         let (_, f) = read_all(b"ok\n0123456789012", Syntax::Lines, &limits);
         assert_eq!(f.unwrap().message, "line 2 is longer than 10 bytes");
-        // A quoted field's newlines do not end the record.
-        let (_, f) = read_all(b"\"01234\n56789\"\n", CSV, &limits);
+        let (_, f) = read_all(b"ok\n01234567890\n", Syntax::Lines, &limits);
         assert_eq!(f.unwrap().kind, ErrorKind::LineTooLong);
-    }
-
-    #[test]
-    fn finds_bytes_like_position() {
-        let mut x: u32 = 7;
-        let hay: Vec<u8> = (0..2000)
-            .map(|_| {
-                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                b"abc,\"\n\r\x80\xff"[(x >> 16) as usize % 9]
-            })
-            .collect();
-        for start in 0..hay.len() {
-            let h = &hay[start..];
-            let want = h
-                .iter()
-                .position(|&b| b == b'"' || b == b'\n' || b == b'\r');
-            assert_eq!(find3(h, b'"', b'\n', b'\r'), want);
-            assert_eq!(find1(h, b'\xff'), h.iter().position(|&b| b == 0xff));
-        }
-        assert_eq!(find2(b"", b'a', b'b'), None);
-    }
-
-    #[test]
-    fn counts_empty_lines_between_records() {
-        let data = b"h\r\n\r\n1\n\n\n\"a\n\nb\"\n2\n\n";
-        let mut g = Guard::new(&data[..], Compression::None, CSV, &Limits::default());
-        std::io::copy(&mut g, &mut std::io::sink()).unwrap();
-        // Records: h (0), 1 (1), "a..b" (2), 2 (3).
-        assert_eq!(g.take_empty_lines_before(0), 0);
-        assert_eq!(g.take_empty_lines_before(1), 1);
-        assert_eq!(g.take_empty_lines_before(2), 2);
-        assert_eq!(g.take_empty_lines_before(3), 0);
-        assert_eq!(g.take_empty_lines_before(u64::MAX), 1);
+        let (_, f) = read_all(b"0123456789012\n", Syntax::Raw, &limits);
+        assert_eq!(f, None, "raw bytes are bounded by the parser");
     }
 }

@@ -20,7 +20,7 @@ pub enum ErrorKind {
     EmptyFile,
     /// Fatal: the text is not UTF-8.
     InvalidUtf8,
-    /// Fatal: the gzip stream is corrupt or truncated.
+    /// Fatal: the gzip or zstd stream is corrupt or truncated.
     CorruptCompression,
     /// Fatal: decompression expanded beyond `Limits::max_expanded_bytes` or `Limits::max_ratio`.
     DecompressionBomb,
@@ -32,6 +32,8 @@ pub enum ErrorKind {
     Io,
     /// Fatal: the schema handed to `validate` is not usable.
     InvalidSchema,
+    /// Fatal: the CSV dialect handed to `validate` is not usable.
+    InvalidDialect,
     MissingHeader,
     MissingColumn,
     ExtraColumn,
@@ -52,7 +54,44 @@ pub enum ErrorKind {
     NotAnObject,
 }
 
+/// How many error kinds there are (`NotAnObject` is the last).
+const KINDS: usize = ErrorKind::NotAnObject as usize + 1;
+
 impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; KINDS] = {
+        use ErrorKind::*;
+        [
+            EmptyFile,
+            InvalidUtf8,
+            CorruptCompression,
+            DecompressionBomb,
+            LineTooLong,
+            UnterminatedQuote,
+            Io,
+            InvalidSchema,
+            InvalidDialect,
+            MissingHeader,
+            MissingColumn,
+            ExtraColumn,
+            DuplicateColumn,
+            RaggedRow,
+            BlankRow,
+            TypeError,
+            Required,
+            Unique,
+            PrimaryKey,
+            Minimum,
+            Maximum,
+            MinLength,
+            MaxLength,
+            Pattern,
+            Enum,
+            BadJson,
+            NotAnObject,
+        ]
+    };
+
     /// The snake_case name, as serialized.
     pub fn as_str(self) -> &'static str {
         use ErrorKind::*;
@@ -65,6 +104,7 @@ impl ErrorKind {
             UnterminatedQuote => "unterminated_quote",
             Io => "io",
             InvalidSchema => "invalid_schema",
+            InvalidDialect => "invalid_dialect",
             MissingHeader => "missing_header",
             MissingColumn => "missing_column",
             ExtraColumn => "extra_column",
@@ -187,6 +227,9 @@ pub(crate) fn truncate_value(s: &str) -> String {
 
 /// The first [`MAX_VALUE_CHARS`] chars of `s`, for values shown in messages.
 pub(crate) fn clip(s: &str) -> &str {
+    if s.len() <= MAX_VALUE_CHARS {
+        return s; // no more chars than bytes
+    }
     match s.char_indices().nth(MAX_VALUE_CHARS) {
         Some((at, _)) => &s[..at],
         None => s,
@@ -197,7 +240,9 @@ pub(crate) fn clip(s: &str) -> &str {
 pub(crate) fn clip_cow(s: Cow<'_, str>) -> Cow<'_, str> {
     match s {
         Cow::Borrowed(b) => Cow::Borrowed(clip(b)),
-        Cow::Owned(o) if o.chars().nth(MAX_VALUE_CHARS).is_none() => Cow::Owned(o),
+        Cow::Owned(o) if o.len() <= MAX_VALUE_CHARS || o.chars().nth(MAX_VALUE_CHARS).is_none() => {
+            Cow::Owned(o)
+        }
         Cow::Owned(o) => Cow::Owned(clip(&o).to_owned()),
     }
 }
@@ -209,7 +254,8 @@ const MAX_MESSAGE_CHARS: usize = 500;
 /// first `max_kept` in detail, and only formats messages it keeps.
 #[derive(Debug)]
 pub(crate) struct Collector {
-    counts: BTreeMap<String, u64>,
+    /// Errors counted, by `ErrorKind as usize`.
+    counts: [u64; KINDS],
     errors: Vec<RowError>,
     max_kept: usize,
     fatal: Option<String>,
@@ -219,7 +265,7 @@ pub(crate) struct Collector {
 impl Collector {
     pub(crate) fn new(max_kept: usize) -> Self {
         Collector {
-            counts: BTreeMap::new(),
+            counts: [0; KINDS],
             errors: Vec::new(),
             max_kept,
             fatal: None,
@@ -236,12 +282,7 @@ impl Collector {
         value: Option<&str>,
         message: impl FnOnce() -> String,
     ) {
-        match self.counts.get_mut(kind.as_str()) {
-            Some(n) => *n += 1,
-            None => {
-                self.counts.insert(kind.as_str().to_owned(), 1);
-            }
-        }
+        self.counts[kind as usize] += 1;
         if self.errors.len() < self.max_kept {
             let mut message = message();
             if let Some((at, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
@@ -266,7 +307,7 @@ impl Collector {
     /// Count `n` errors of `kind` without details.
     pub(crate) fn count_only(&mut self, kind: ErrorKind, n: u64) {
         if n > 0 {
-            *self.counts.entry(kind.as_str().to_owned()).or_insert(0) += n;
+            self.counts[kind as usize] += n;
         }
     }
 
@@ -289,10 +330,14 @@ impl Collector {
 
     pub(crate) fn finish(self, rows: u64, bytes: u64) -> Report {
         Report {
-            valid: self.counts.is_empty() && self.fatal.is_none(),
+            valid: self.counts.iter().all(|&n| n == 0) && self.fatal.is_none(),
             rows,
             bytes,
-            error_counts: self.counts,
+            error_counts: ErrorKind::ALL
+                .iter()
+                .filter(|&&k| self.counts[k as usize] > 0)
+                .map(|&k| (k.as_str().to_owned(), self.counts[k as usize]))
+                .collect(),
             errors: self.errors,
             fatal: self.fatal,
             notes: self.notes,
@@ -341,6 +386,45 @@ mod tests {
         let t = truncate_value(&long);
         assert_eq!(t.chars().count(), MAX_VALUE_CHARS);
         assert_eq!(truncate_value("short"), "short");
+    }
+
+    #[test]
+    fn all_lists_every_kind_in_order() {
+        for (i, k) in ErrorKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{k}");
+        }
+        // Exhaustive: a new kind fails to compile here until listed in ALL.
+        let last = |k: ErrorKind| match k {
+            ErrorKind::NotAnObject => true,
+            ErrorKind::EmptyFile
+            | ErrorKind::InvalidUtf8
+            | ErrorKind::CorruptCompression
+            | ErrorKind::DecompressionBomb
+            | ErrorKind::LineTooLong
+            | ErrorKind::UnterminatedQuote
+            | ErrorKind::Io
+            | ErrorKind::InvalidSchema
+            | ErrorKind::InvalidDialect
+            | ErrorKind::MissingHeader
+            | ErrorKind::MissingColumn
+            | ErrorKind::ExtraColumn
+            | ErrorKind::DuplicateColumn
+            | ErrorKind::RaggedRow
+            | ErrorKind::BlankRow
+            | ErrorKind::TypeError
+            | ErrorKind::Required
+            | ErrorKind::Unique
+            | ErrorKind::PrimaryKey
+            | ErrorKind::Minimum
+            | ErrorKind::Maximum
+            | ErrorKind::MinLength
+            | ErrorKind::MaxLength
+            | ErrorKind::Pattern
+            | ErrorKind::Enum
+            | ErrorKind::BadJson => false,
+        };
+        assert!(last(ErrorKind::ALL[KINDS - 1]));
+        assert_eq!(ErrorKind::ALL.len(), 27);
     }
 
     #[test]

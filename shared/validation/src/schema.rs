@@ -94,6 +94,8 @@ impl FieldType {
 
 /// Field constraints. `minimum`/`maximum`/`enum` values are JSON numbers or
 /// strings that cast in the field's type (e.g. `"2024-01-01"` for a date).
+/// JSON numbers are read as 64-bit integers or floats, so an integer bound
+/// beyond 64 bits is exact only as a string (`"minimum": "-9223372036854775809"`).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Constraints {

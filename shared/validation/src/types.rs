@@ -3,15 +3,15 @@
 //! hashing that constraints and uniqueness need. Default formats are parsed by
 //! hand (strict and fast); `any` and strftime patterns go through chrono.
 
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::hash::{Hash, Hasher};
 
-use chrono::format::{Item, StrftimeItems};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
-
+use crate::check::Text;
 use crate::jsonl::JsonCell;
 use crate::schema::{Field, FieldType, SchemaError};
+use crate::unique::KeyHasher;
 
 /// A cast cell. Strings borrow from the row when they can.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +42,7 @@ impl Value<'_> {
     }
 
     /// Order two values of the same type (integers and numbers compare across).
+    #[inline]
     pub(crate) fn compare(&self, other: &Value<'_>) -> Option<Ordering> {
         use Value::*;
         match (self, other) {
@@ -60,57 +61,78 @@ impl Value<'_> {
     }
 
     /// Equality as `enum` and uniqueness see it (cast values, so `01` == `1`).
+    #[inline]
     pub(crate) fn same(&self, other: &Value<'_>) -> bool {
         match (self, other) {
+            (Value::Str(a), Value::Str(b)) => {
+                // Most pairs differ in length or first byte: no full comparison.
+                let (a, b) = (a.as_bytes(), b.as_bytes());
+                same_bytes(a, b)
+            }
             (Value::Num(a), Value::Num(b)) if a.is_nan() && b.is_nan() => true,
             _ => self.compare(other) == Some(Ordering::Equal),
         }
     }
 
-    /// Feed a canonical form to `h`, consistent with [`Value::same`] within one type.
-    pub(crate) fn hash_into<H: Hasher>(&self, h: &mut H) {
-        match self {
-            Value::Str(s) => {
-                0u8.hash(h);
-                s.as_ref().hash(h);
+    /// The value's 64-bit key for uniqueness, consistent with [`Value::same`]
+    /// within one type; `None` for NaN, which repeats nothing.
+    #[inline]
+    pub(crate) fn key(&self, h: &KeyHasher) -> Option<u64> {
+        Some(match self {
+            Value::Str(s) => h.bytes(0, s.as_bytes()),
+            Value::Int(v) => int_key(h, *v),
+            Value::Num(v) if v.is_nan() => return None,
+            Value::Num(v) => num_key(h, *v),
+            Value::Bool(v) => h.words(3, u64::from(*v), 0),
+            Value::Date(d) => h.words(4, date_key(d), 0),
+            Value::DateTime(dt) => {
+                let utc = dt.and_utc();
+                h.words(
+                    5,
+                    utc.timestamp() as u64,
+                    u64::from(utc.timestamp_subsec_nanos()),
+                )
             }
-            Value::Int(v) => {
-                1u8.hash(h);
-                v.hash(h);
-            }
-            Value::Num(v) => {
-                2u8.hash(h);
-                let bits = if v.is_nan() {
-                    f64::NAN.to_bits()
-                } else if *v == 0.0 {
-                    0.0f64.to_bits()
-                } else {
-                    v.to_bits()
-                };
-                bits.hash(h);
-            }
-            Value::Bool(v) => {
-                3u8.hash(h);
-                v.hash(h);
-            }
-            Value::Date(v) => {
-                4u8.hash(h);
-                v.hash(h);
-            }
-            Value::DateTime(v) => {
-                5u8.hash(h);
-                v.hash(h);
-            }
-            Value::Time(v) => {
-                6u8.hash(h);
-                v.hash(h);
-            }
-            Value::Year(v) => {
-                7u8.hash(h);
-                v.hash(h);
-            }
-        }
+            Value::Time(t) => h.words(
+                6,
+                u64::from(t.num_seconds_from_midnight()),
+                u64::from(t.nanosecond()),
+            ),
+            Value::Year(y) => h.words(7, *y as u64, 0),
+        })
     }
+}
+
+/// Byte equality that rules most pairs out on length and first byte
+/// before comparing the rest.
+#[inline(always)]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.first() == b.first() && a == b
+}
+
+/// Uniqueness key of an integer.
+#[inline(always)]
+pub(crate) fn int_key(h: &KeyHasher, v: i128) -> u64 {
+    h.words(1, v as u64, (v >> 64) as u64)
+}
+
+/// Uniqueness key of a (non-NaN) number; 0 and -0 are one.
+#[inline(always)]
+pub(crate) fn num_key(h: &KeyHasher, v: f64) -> u64 {
+    h.words(2, if v == 0.0 { 0 } else { v.to_bits() }, 0)
+}
+
+/// A date as `year << 9 | month << 5 | day`, which orders like the date
+/// (years from 0 on; chrono's negative years would order wrongly but only
+/// ever reach here through uniqueness, where order does not matter).
+#[inline(always)]
+pub(crate) fn pack_ymd(y: u32, m: u32, d: u32) -> u32 {
+    y << 9 | m << 5 | d
+}
+
+/// [`pack_ymd`] of a date, as the uniqueness hash input.
+pub(crate) fn date_key(d: &NaiveDate) -> u64 {
+    u64::from(pack_ymd(d.year() as u32, d.month(), d.day()))
 }
 
 /// A field's format, resolved once.
@@ -190,7 +212,45 @@ impl Caster {
         })
     }
 
+    /// Whether the field uses its type's default format.
+    pub(crate) fn is_default_format(&self) -> bool {
+        matches!(self.fmt, Fmt::Default)
+    }
+
+    /// [`Caster::is_valid_text`] of a whole string.
+    #[cfg(test)]
+    pub(crate) fn is_valid_str(&self, s: &str) -> bool {
+        self.is_valid_text(Text::new(s, 0, s.len()))
+    }
+
+    /// Whether `b` is one of the boolean field's true or false values.
+    #[inline(always)]
+    pub(crate) fn is_boolean(&self, b: &[u8]) -> bool {
+        let any = |list: &[String]| list.iter().any(|v| same_bytes(v.as_bytes(), b));
+        any(&self.true_values) || any(&self.false_values)
+    }
+
+    /// Whether a (non-missing) CSV cell is a value of the type: the same
+    /// verdict as [`Caster::cast_str`], from its bytes and without building
+    /// the value where that costs more than checking the syntax.
+    #[inline(always)]
+    pub(crate) fn is_valid_text(&self, t: Text<'_>) -> bool {
+        let b = t.bytes();
+        match (self.ty, &self.fmt) {
+            (FieldType::Integer, _) => is_integer(b),
+            (FieldType::Number, _) => is_number(b),
+            (FieldType::Date, Fmt::Default) => iso_date_key(b).is_some(),
+            (FieldType::Datetime, Fmt::Default) => is_iso_datetime(b),
+            (FieldType::Time, Fmt::Default) => is_iso_time(b),
+            (FieldType::Year, _) => year_bytes(b).is_some(),
+            (FieldType::Boolean, _) => self.is_boolean(b),
+            (FieldType::String | FieldType::Any, Fmt::Default) => true,
+            _ => self.cast_str(t.str()).is_some(),
+        }
+    }
+
     /// Cast a (non-missing) cell's text; `None` if it is not a value of the type.
+    #[inline]
     pub(crate) fn cast_str<'a>(&self, s: &'a str) -> Option<Value<'a>> {
         match self.ty {
             FieldType::String => {
@@ -281,6 +341,7 @@ impl Caster {
         self.cast_json(&cell).map(Value::into_owned)
     }
 
+    #[inline]
     fn cast_date(&self, s: &str) -> Option<NaiveDate> {
         match &self.fmt {
             Fmt::Pattern(p, _) => NaiveDate::parse_from_str(s, p).ok(),
@@ -295,6 +356,7 @@ impl Caster {
         }
     }
 
+    #[inline]
     fn cast_datetime(&self, s: &str) -> Option<NaiveDateTime> {
         match &self.fmt {
             Fmt::Pattern(p, true) => DateTime::parse_from_str(s, p).ok().map(|d| d.naive_utc()),
@@ -308,6 +370,7 @@ impl Caster {
         }
     }
 
+    #[inline]
     fn cast_time(&self, s: &str) -> Option<NaiveTime> {
         match &self.fmt {
             Fmt::Pattern(p, _) => NaiveTime::parse_from_str(s, p).ok(),
@@ -374,17 +437,49 @@ fn any_datetime(s: &str) -> Option<NaiveDateTime> {
         })
 }
 
+/// Whether the eight bytes of `b` are ASCII digits in the lanes of
+/// `digits` (0xFF bytes) and exactly `others` elsewhere.
+#[inline(always)]
+fn swar_shape(b: &[u8], digits: u64, others: u64) -> bool {
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    let Some(&w) = b.first_chunk::<8>() else {
+        return false;
+    };
+    let w = u64::from_le_bytes(w);
+    // Digit lanes are 0x30..=0x3F, and below 0x3A (adding 6 carries out of
+    // no lane once the first test holds); the rest are exactly `others`.
+    w & !digits == others
+        && w & digits & HIGH == ZEROS & digits
+        && w.wrapping_add(0x0606_0606_0606_0606) & digits & HIGH == ZEROS & digits
+}
+
+/// Two ASCII digits as a number.
+#[inline(always)]
+fn d2(a: u8, b: u8) -> Option<u32> {
+    let (a, b) = (a.wrapping_sub(b'0'), b.wrapping_sub(b'0'));
+    (a <= 9 && b <= 9).then(|| u32::from(a) * 10 + u32::from(b))
+}
+
 /// `n` ASCII digits at the start of `b` as a number.
+#[inline]
 fn digits(b: &[u8], n: usize) -> Option<u32> {
     if b.len() < n {
         return None;
     }
-    b[..n].iter().try_fold(0u32, |acc, &c| {
-        c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-    })
+    let mut acc = 0u32;
+    for &c in &b[..n] {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        acc = acc * 10 + u32::from(d);
+    }
+    Some(acc)
 }
 
 /// `YYYY-MM-DD`.
+#[inline]
 fn parse_iso_date(s: &str) -> Option<NaiveDate> {
     let b = s.as_bytes();
     if b.len() != 10 {
@@ -393,6 +488,7 @@ fn parse_iso_date(s: &str) -> Option<NaiveDate> {
     date_prefix(b)
 }
 
+#[inline]
 fn date_prefix(b: &[u8]) -> Option<NaiveDate> {
     if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
@@ -400,10 +496,14 @@ fn date_prefix(b: &[u8]) -> Option<NaiveDate> {
     let y = digits(b, 4)?;
     let m = digits(&b[5..], 2)?;
     let d = digits(&b[8..], 2)?;
+    if y == 0 {
+        return None;
+    }
     NaiveDate::from_ymd_opt(y as i32, m, d)
 }
 
 /// `hh:mm:ss` with optional `.fraction`; returns the time and the bytes used.
+#[inline]
 fn time_prefix(b: &[u8]) -> Option<(NaiveTime, usize)> {
     if b.len() < 8 || b[2] != b':' || b[5] != b':' {
         return None;
@@ -424,16 +524,13 @@ fn time_prefix(b: &[u8]) -> Option<(NaiveTime, usize)> {
         }
         used = 9 + n;
     }
-    // A leap second (ss = 60) is represented by chrono as 59 s + 1e9 ns.
-    let t = if s == 60 {
-        NaiveTime::from_hms_nano_opt(h, m, 59, 1_000_000_000 + nanos)
-    } else {
-        NaiveTime::from_hms_nano_opt(h, m, s, nanos)
-    }?;
+    // No leap seconds (ss = 60): Python's datetime, and so Frictionless, has none.
+    let t = NaiveTime::from_hms_nano_opt(h, m, s, nanos)?;
     Some((t, used))
 }
 
 /// `hh:mm:ss[.fff]`.
+#[inline]
 fn parse_iso_time(s: &str) -> Option<NaiveTime> {
     match time_prefix(s.as_bytes())? {
         (t, used) if used == s.len() => Some(t),
@@ -442,6 +539,7 @@ fn parse_iso_time(s: &str) -> Option<NaiveTime> {
 }
 
 /// `YYYY-MM-DDThh:mm:ss[.fff][Z|±hh:mm|±hhmm]`; with an offset, normalized to UTC.
+#[inline]
 fn parse_iso_datetime(s: &str) -> Option<NaiveDateTime> {
     let b = s.as_bytes();
     if b.len() < 19 || b[10] != b'T' {
@@ -471,14 +569,62 @@ fn parse_iso_datetime(s: &str) -> Option<NaiveDateTime> {
     dt.checked_sub_signed(chrono::TimeDelta::seconds(offset_secs))
 }
 
+/// Split an optional leading sign: (negative, the rest).
+#[inline]
+fn split_sign(b: &[u8]) -> (bool, &[u8]) {
+    match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        Some(b'+') => (false, &b[1..]),
+        _ => (false, b),
+    }
+}
+
+/// Optional sign, then one or more ASCII digits.
+#[inline]
+fn is_integer(b: &[u8]) -> bool {
+    let (_, body) = split_sign(b);
+    !body.is_empty() && body.iter().all(u8::is_ascii_digit)
+}
+
+/// An integer of at most 18 digits (so it fits an i64 unchecked), optionally signed.
+#[inline(always)]
+pub(crate) fn small_integer(b: &[u8]) -> Option<i64> {
+    let (neg, body) = split_sign(b);
+    if body.is_empty() || body.len() > 18 {
+        return None;
+    }
+    let mut v = 0i64;
+    for &c in body {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + i64::from(d);
+    }
+    Some(if neg { -v } else { v })
+}
+
 /// Optional sign, then ASCII digits only.
+#[inline]
 fn parse_integer(s: &str) -> Option<Value<'static>> {
-    let b = s.as_bytes();
-    let body = match b.first()? {
-        b'+' | b'-' => &b[1..],
-        _ => b,
-    };
-    if body.is_empty() || !body.iter().all(u8::is_ascii_digit) {
+    let (neg, body) = split_sign(s.as_bytes());
+    if body.is_empty() {
+        return None;
+    }
+    if body.len() <= 18 {
+        // Fits in a u64 whatever the digits: no overflow check needed.
+        let mut v = 0u64;
+        for &c in body {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v * 10 + u64::from(d);
+        }
+        let v = i128::from(v);
+        return Some(Value::Int(if neg { -v } else { v }));
+    }
+    if !body.iter().all(u8::is_ascii_digit) {
         return None;
     }
     match s.parse::<i128>() {
@@ -488,53 +634,210 @@ fn parse_integer(s: &str) -> Option<Value<'static>> {
     }
 }
 
-/// Decimal with optional exponent, or NaN / INF / Infinity (any case, signed).
-fn parse_number(s: &str) -> Option<f64> {
-    let b = s.as_bytes();
-    let body = match b.first()? {
-        b'+' | b'-' => &b[1..],
-        _ => b,
-    };
+/// Exact powers of ten for the fast decimal path.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// The special numbers, unsigned: NaN / INF / Infinity (any case).
+#[inline]
+fn special_number(body: &[u8]) -> Option<f64> {
+    if body.len() < 3 || body[0].is_ascii_digit() || body[0] == b'.' {
+        return None;
+    }
     if body.eq_ignore_ascii_case(b"nan") {
-        return Some(f64::NAN);
+        Some(f64::NAN)
+    } else if body.eq_ignore_ascii_case(b"inf") || body.eq_ignore_ascii_case(b"infinity") {
+        Some(f64::INFINITY)
+    } else {
+        None
     }
-    if body.eq_ignore_ascii_case(b"inf") || body.eq_ignore_ascii_case(b"infinity") {
-        return Some(if b[0] == b'-' {
-            f64::NEG_INFINITY
-        } else {
-            f64::INFINITY
-        });
-    }
+}
+
+/// Length of the decimal (digits, `.`, digits, optional exponent) at the start of
+/// `body`, and the value of its first digits when it is short enough for the
+/// exact fast path: (mantissa, fraction digits, digit count, has exponent).
+#[inline]
+fn scan_decimal(body: &[u8]) -> Option<(u64, usize, usize, bool)> {
+    let mut m = 0u64;
     let mut i = 0;
-    let int_digits = body.iter().take_while(|c| c.is_ascii_digit()).count();
-    i += int_digits;
-    let mut frac_digits = 0;
-    if body.get(i) == Some(&b'.') {
+    while i < body.len() && body[i].is_ascii_digit() {
+        m = m.wrapping_mul(10).wrapping_add(u64::from(body[i] - b'0'));
         i += 1;
-        frac_digits = body[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-        i += frac_digits;
+    }
+    let int_digits = i;
+    let mut frac_digits = 0;
+    if i < body.len() && body[i] == b'.' {
+        i += 1;
+        while i < body.len() && body[i].is_ascii_digit() {
+            m = m.wrapping_mul(10).wrapping_add(u64::from(body[i] - b'0'));
+            i += 1;
+            frac_digits += 1;
+        }
     }
     if int_digits + frac_digits == 0 {
         return None;
     }
-    if matches!(body.get(i), Some(b'e' | b'E')) {
+    let mut exponent = false;
+    if i < body.len() && (body[i] == b'e' || body[i] == b'E') {
         i += 1;
-        if matches!(body.get(i), Some(b'+' | b'-')) {
+        if i < body.len() && (body[i] == b'+' || body[i] == b'-') {
             i += 1;
         }
-        let exp_digits = body[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if exp_digits == 0 {
+        let digits = body[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
             return None;
         }
-        i += exp_digits;
+        i += digits;
+        exponent = true;
     }
-    if i != body.len() {
+    (i == body.len()).then_some((m, frac_digits, int_digits + frac_digits, exponent))
+}
+
+/// Decimal with optional exponent, or NaN / INF / Infinity (any case, signed).
+#[inline]
+fn is_number(b: &[u8]) -> bool {
+    let (_, body) = split_sign(b);
+    scan_decimal(body).is_some() || special_number(body).is_some()
+}
+
+/// Decimal with optional exponent, or NaN / INF / Infinity (any case, signed).
+#[inline]
+fn parse_number(s: &str) -> Option<f64> {
+    parse_number_bytes(s.as_bytes())
+}
+
+/// [`parse_number`] of the bytes of a `str`.
+#[inline]
+pub(crate) fn parse_number_bytes(b: &[u8]) -> Option<f64> {
+    let (neg, body) = split_sign(b);
+    // The common case in one pass: up to 15 digits with at most one point.
+    if body.len() <= 16 {
+        let (mut m, mut digits, mut frac, mut point) = (0u64, 0usize, 0usize, false);
+        let mut plain = true;
+        for &c in body {
+            let d = c.wrapping_sub(b'0');
+            if d <= 9 {
+                m = m * 10 + u64::from(d);
+                digits += 1;
+                frac += usize::from(point);
+            } else if c == b'.' && !point {
+                point = true;
+            } else {
+                plain = false;
+                break;
+            }
+        }
+        if plain && digits > 0 && digits <= 15 {
+            // Exact: m < 2^53 and 10^frac is exact, so one division rounds correctly.
+            let v = m as f64 / POW10[frac];
+            return Some(if neg { -v } else { v });
+        }
+    }
+    let Some((m, frac, digits, exponent)) = scan_decimal(body) else {
+        let v = special_number(body)?;
+        return Some(if neg && !v.is_nan() { -v } else { v });
+    };
+    if digits <= 15 && !exponent {
+        // Exact: m < 2^53 and 10^frac is exact, so one division rounds correctly.
+        let v = m as f64 / POW10[frac];
+        return Some(if neg { -v } else { v });
+    }
+    std::str::from_utf8(b).ok()?.parse::<f64>().ok()
+}
+
+/// Length of a valid `hh:mm:ss[.fff]` at the start of `b`, without building a time.
+#[inline]
+fn iso_time_len(b: &[u8]) -> Option<usize> {
+    let &[h0, h1, _, m0, m1, _, s0, s1, ref rest @ ..] = b else {
+        return None;
+    };
+    if !swar_shape(b, 0xFFFF_00FF_FF00_FFFF, 0x0000_3A00_003A_0000) {
         return None;
     }
-    s.parse::<f64>().ok()
+    let two = |a: u8, b: u8| u32::from(a - b'0') * 10 + u32::from(b - b'0');
+    if two(h0, h1) > 23 || two(m0, m1) > 59 || two(s0, s1) > 59 {
+        return None;
+    }
+    let [b'.', frac @ ..] = rest else {
+        return Some(8);
+    };
+    let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+    (n > 0).then_some(9 + n)
+}
+
+/// `hh:mm:ss[.fff]`, without building a time.
+#[inline]
+pub(crate) fn is_iso_time(b: &[u8]) -> bool {
+    iso_time_len(b) == Some(b.len())
+}
+
+/// `YYYY-MM-DDThh:mm:ss[.fff][Z|±hh:mm|±hhmm|±hh]`, as [`parse_iso_datetime`]
+/// accepts it, without building a datetime.
+#[inline]
+pub(crate) fn is_iso_datetime(b: &[u8]) -> bool {
+    if b.len() < 19 || b[10] != b'T' || !is_iso_date(&b[..10]) {
+        return false;
+    }
+    let Some(used) = iso_time_len(&b[11..]) else {
+        return false;
+    };
+    let rest = &b[11 + used..];
+    let (h, m) = match rest {
+        [] | [b'Z'] => return true,
+        [b'+' | b'-', tail @ ..] => match tail {
+            [_, _, b':', _, _] => (digits(tail, 2), digits(&tail[3..], 2)),
+            [_, _, _, _] => (digits(tail, 2), digits(&tail[2..], 2)),
+            [_, _] => (digits(tail, 2), Some(0)),
+            _ => return false,
+        },
+        _ => return false,
+    };
+    // Offsets move the instant by a day at most: never out of chrono's range here.
+    matches!((h, m), (Some(h), Some(m)) if h <= 23 && m <= 59)
+}
+
+/// `YYYY-MM-DD` with a real day of the month (year 0001 on), without building a date.
+#[inline]
+fn is_iso_date(b: &[u8]) -> bool {
+    iso_date_key(b).is_some()
+}
+
+/// [`pack_ymd`] of a valid `YYYY-MM-DD` date (year 0001 on).
+#[inline]
+pub(crate) fn iso_date_key(b: &[u8]) -> Option<u32> {
+    let &[y0, y1, y2, y3, _, m0, m1, _, d0, d1] = b else {
+        return None;
+    };
+    // "YYYY-MM-" checked eight bytes at a time: digits where digits go.
+    if !swar_shape(&b[..8], 0x00FF_FF00_FFFF_FFFF, 0x2D00_002D_0000_0000) {
+        return None;
+    }
+    let digit = |c: u8| u32::from(c - b'0');
+    let y = digit(y0) * 1000 + digit(y1) * 100 + digit(y2) * 10 + digit(y3);
+    let (m, d) = (digit(m0) * 10 + digit(m1), d2(d0, d1)?);
+    let ok = y >= 1 && (1..=12).contains(&m) && d >= 1 && (d <= 28 || d <= days_in_month(y, m));
+    ok.then(|| pack_ymd(y, m, d))
+}
+
+fn days_in_month(y: u32, m: u32) -> u32 {
+    match m {
+        2 if y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400)) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
 }
 
 /// Exactly four ASCII digits.
+#[inline(always)]
+pub(crate) fn year_bytes(b: &[u8]) -> Option<i32> {
+    let &[a, b, c, d] = b else { return None };
+    Some((d2(a, b)? * 100 + d2(c, d)?) as i32)
+}
+
+/// Exactly four ASCII digits.
+#[inline]
 fn parse_year(s: &str) -> Option<i32> {
     (s.len() == 4)
         .then(|| digits(s.as_bytes(), 4))
@@ -610,11 +913,19 @@ mod tests {
                 c.cast_str(g).is_some(),
                 "{ty:?}/{format:?} should accept {g:?}"
             );
+            assert!(
+                c.is_valid_str(g),
+                "{ty:?}/{format:?} fast path rejects {g:?}"
+            );
         }
         for b in bad {
             assert!(
                 c.cast_str(b).is_none(),
                 "{ty:?}/{format:?} should reject {b:?}"
+            );
+            assert!(
+                !c.is_valid_str(b),
+                "{ty:?}/{format:?} fast path accepts {b:?}"
             );
         }
     }
@@ -631,7 +942,18 @@ mod tests {
                 "007",
                 "123456789012345678901234567890123456789012",
             ],
-            &["1.0", "1e3", " 1", "1 ", "abc", "-", "", "1_000", "0x10"],
+            &[
+                "1.0", "1e3", " 1", "1 ", "abc", "-", "", "1_000", "0x10", "+-1",
+            ],
+        );
+        let c = caster(FieldType::Integer, None);
+        assert_eq!(
+            c.cast_str("999999999999999999"),
+            Some(Value::Int(999_999_999_999_999_999))
+        );
+        assert_eq!(
+            c.cast_str("-9999999999999999999"),
+            Some(Value::Int(-9_999_999_999_999_999_999))
         );
         assert_eq!(
             caster(FieldType::Integer, None).cast_str("-12"),
@@ -657,8 +979,35 @@ mod tests {
                 "inf",
                 "+Infinity",
             ],
-            &["", "e5", "1e", "1.2.3", "abc", "1,5", " 1", "--1", "."],
+            &[
+                "", "e5", "1e", "1.2.3", "abc", "1,5", " 1", "--1", ".", "+", "nanx", "in",
+            ],
         );
+        // The fast path and the standard parser agree.
+        let c = caster(FieldType::Number, None);
+        for s in [
+            "0.1",
+            "123.456",
+            "-0.000001",
+            "999999999999999",
+            "0.30000000000000004",
+            "1234567890.12345",
+            "5.",
+            ".5",
+            "-0",
+            "1e3",
+            "12345678901234567890.5",
+            "2.5E-3",
+        ] {
+            let want: f64 = s.parse().unwrap();
+            match c.cast_str(s) {
+                Some(Value::Num(v)) => assert!(
+                    v == want && v.is_sign_negative() == want.is_sign_negative(),
+                    "{s}: {v} != {want}"
+                ),
+                other => panic!("{s}: {other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -691,7 +1040,18 @@ mod tests {
                 "24-01-01",
                 "2024/01/01",
                 "2024-01-01T00:00:00",
+                "0000-01-01",
+                "2023-04-31",
+                "2100-02-29",
+                "2024-00-10",
+                "2024-01-00",
             ],
+        );
+        ok(
+            FieldType::Date,
+            None,
+            &["2000-02-29", "0001-01-01", "2023-12-31"],
+            &[],
         );
         ok(
             FieldType::Date,
@@ -737,6 +1097,11 @@ mod tests {
                 "2024-01-02T25:00:00Z",
                 "2024-01-02T03:04:05X",
                 "2024-01-02T03:04:05+2",
+                "2024-01-02T03:04:60Z",
+                "2024-02-30T03:04:05Z",
+                "2024-01-02T03:04:05+24:00",
+                "2024-01-02T03:04:05.Z",
+                "2024-01-02T03:04:05Zx",
             ],
         );
         let c = caster(FieldType::Datetime, None);
@@ -764,12 +1129,77 @@ mod tests {
     }
 
     #[test]
+    fn swar_dates_and_times_match_a_byte_by_byte_check() {
+        fn date(b: &[u8]) -> Option<u32> {
+            let &[y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = b else {
+                return None;
+            };
+            let (y, m, d) = (d2(y0, y1)? * 100 + d2(y2, y3)?, d2(m0, m1)?, d2(d0, d1)?);
+            let ok = y >= 1 && (1..=12).contains(&m) && d >= 1 && d <= days_in_month(y, m);
+            ok.then(|| pack_ymd(y, m, d))
+        }
+        fn time(b: &[u8]) -> Option<usize> {
+            let &[h0, h1, b':', m0, m1, b':', s0, s1, ref rest @ ..] = b else {
+                return None;
+            };
+            if d2(h0, h1)? > 23 || d2(m0, m1)? > 59 || d2(s0, s1)? > 59 {
+                return None;
+            }
+            let [b'.', frac @ ..] = rest else {
+                return Some(8);
+            };
+            let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+            (n > 0).then_some(9 + n)
+        }
+        let alphabet = b"0123456789-:/;.\xff\xfa\x2f\x3a\x30\x39 ";
+        let mut x: u32 = 1;
+        let mut next = || {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as usize
+        };
+        let mut valid = (0, 0);
+        for _ in 0..300_000 {
+            // Mostly well-formed, with one or two bytes changed.
+            let mut d = *b"2024-02-29";
+            let mut t = *b"23:59:59.5";
+            for _ in 0..next() % 3 {
+                d[next() % 10] = alphabet[next() % alphabet.len()];
+                t[next() % 10] = alphabet[next() % alphabet.len()];
+            }
+            assert_eq!(
+                iso_date_key(&d),
+                date(&d),
+                "{:?}",
+                String::from_utf8_lossy(&d)
+            );
+            let n = 8 + next() % 3;
+            assert_eq!(
+                iso_time_len(&t[..n]),
+                time(&t[..n]),
+                "{:?}",
+                String::from_utf8_lossy(&t)
+            );
+            valid.0 += usize::from(date(&d).is_some());
+            valid.1 += usize::from(time(&t[..n]).is_some());
+        }
+        assert!(valid.0 > 1000 && valid.1 > 1000, "{valid:?}");
+    }
+
+    #[test]
     fn time() {
         ok(
             FieldType::Time,
             None,
             &["00:00:00", "23:59:59", "12:30:00.5"],
-            &["24:00:00", "12:30", "12:30:00Z", "noon"],
+            &[
+                "24:00:00",
+                "12:30",
+                "12:30:00Z",
+                "noon",
+                "12:60:00",
+                "12:30:60",
+                "12:30:00.",
+            ],
         );
         ok(FieldType::Time, Some("%H%M"), &["1230"], &["12:30:00"]);
         ok(
@@ -851,17 +1281,21 @@ mod tests {
 
     #[test]
     fn comparisons_and_hashing() {
-        use std::hash::DefaultHasher;
         let i = caster(FieldType::Integer, None);
         let (a, b) = (i.cast_str("01").unwrap(), i.cast_str("1").unwrap());
         assert!(a.same(&b));
-        let h = |v: &Value| {
-            let mut h = DefaultHasher::new();
-            v.hash_into(&mut h);
-            h.finish()
-        };
+        let k = KeyHasher::random();
+        let h = |v: &Value| v.key(&k);
         assert_eq!(h(&a), h(&b));
+        assert_ne!(h(&a), h(&Value::Int(-1)));
+        assert_ne!(h(&a), h(&Value::Str("1".into())));
         assert_eq!(h(&Value::Num(0.0)), h(&Value::Num(-0.0)));
+        assert_eq!(h(&Value::Num(f64::NAN)), None);
+        let dt = caster(FieldType::Datetime, None);
+        assert_eq!(
+            h(&dt.cast_str("2024-01-02T03:04:05+02:00").unwrap()),
+            h(&dt.cast_str("2024-01-02T01:04:05Z").unwrap())
+        );
         assert_eq!(
             Value::Int(2).compare(&Value::Num(1.5)),
             Some(Ordering::Greater)

@@ -12,13 +12,20 @@ fn schema(json: &str) -> TableSchema {
 }
 
 fn csv_with(data: &[u8], schema: &TableSchema, dialect: CsvDialect, limits: &Limits) -> Report {
-    validate(
-        data,
-        &Format::Csv(dialect),
-        Compression::None,
-        schema,
-        limits,
-    )
+    // Every CSV test runs both ways: one thread, and the two-thread pipeline.
+    let run = |threads| {
+        let limits = Limits { threads, ..*limits };
+        validate(
+            data,
+            &Format::Csv(dialect),
+            Compression::None,
+            schema,
+            &limits,
+        )
+    };
+    let one = run(1);
+    assert_eq!(one, run(2), "one thread and two threads disagree");
+    one
 }
 
 fn csv(data: &str, schema: &TableSchema) -> Report {
@@ -251,6 +258,19 @@ fn other_dialects() {
         &Limits::default(),
     );
     assert_valid(&r);
+}
+
+#[test]
+fn unusable_dialects_are_refused() {
+    for (delimiter, quote) in [(b'"', b'"'), (b'\n', b'"'), (b',', b'\r'), (0xA7, b'"')] {
+        let d = CsvDialect {
+            delimiter,
+            quote,
+            header: true,
+        };
+        let r = csv_with(b"id,name,born\n", &people(), d, &Limits::default());
+        assert_fatal(&r, ErrorKind::InvalidDialect, "invalid CSV dialect");
+    }
 }
 
 #[test]
@@ -637,7 +657,9 @@ fn primary_key_duplicates() {
 
 #[test]
 fn unique_tracking_is_bounded() {
-    let s = one(r#"{"name":"v","type":"integer","constraints":{"unique":true}}"#);
+    // A string column: an integer one rising in steps would be tracked as a
+    // run, without using the budget (see `sequential_integers_cost_nothing`).
+    let s = one(r#"{"name":"v","type":"string","constraints":{"unique":true}}"#);
     let limits = Limits {
         max_unique_tracked: 3,
         ..Limits::default()
@@ -655,6 +677,41 @@ fn unique_tracking_is_bounded() {
         "{:?}",
         r.notes
     );
+}
+
+#[test]
+fn sequential_integers_cost_nothing() {
+    let s = schema(
+        r#"{"fields":[{"name":"id","type":"integer","constraints":{"unique":true}},{"name":"x"}],
+            "primaryKey":"id"}"#,
+    );
+    let limits = Limits {
+        max_unique_tracked: 3,
+        ..Limits::default()
+    };
+    // 10, 20, ..., 1000 is a run: no budget used, every repeat still found.
+    let mut data = String::from("id,x\n");
+    for i in 1..=100 {
+        data.push_str(&format!("{},a\n", i * 10));
+    }
+    data.push_str("500,b\n505,c\n507,d\n505,e\n0990,f\n");
+    let r = csv_with(data.as_bytes(), &s, CsvDialect::default(), &limits);
+    assert_eq!(
+        kinds(&r),
+        vec![
+            (ErrorKind::Unique, Some(101)),
+            (ErrorKind::PrimaryKey, Some(101)),
+            (ErrorKind::Unique, Some(104)),
+            (ErrorKind::PrimaryKey, Some(104)),
+            (ErrorKind::Unique, Some(105)),
+            (ErrorKind::PrimaryKey, Some(105)),
+        ]
+    );
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+    // A value off the run that the run reaches later is still a repeat.
+    let s = one(r#"{"name":"v","type":"integer","constraints":{"unique":true}}"#);
+    let r = csv(&rows_of(&["1", "2", "5", "3", "4", "5", "6"]), &s);
+    assert_eq!(kinds(&r), vec![(ErrorKind::Unique, Some(6))]);
 }
 
 // ---------------------------------------------------------------- JSON Lines
@@ -899,6 +956,206 @@ fn gzip_bomb_is_stopped_by_size() {
     assert_eq!(r.rows, 1);
 }
 
+// ---------------------------------------------------------------- zstd
+
+fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::encode_all(data, 3).unwrap()
+}
+
+fn zstd_csv(data: &[u8]) -> Report {
+    validate(
+        data,
+        &Format::Csv(CsvDialect::default()),
+        Compression::Zstd,
+        &people(),
+        &Limits::default(),
+    )
+}
+
+#[test]
+fn zstd_valid() {
+    let r = zstd_csv(&zstd(b"id,name,born\n1,Ada,1815-12-10\n"));
+    assert_valid(&r);
+    assert_eq!(r.bytes, 30);
+    // Multi-frame (concatenated) streams read as one.
+    let mut two = zstd(b"{\"id\":1}\n");
+    two.extend(zstd(b"{\"id\":2}\n"));
+    let r = validate(
+        &two[..],
+        &Format::JsonLines,
+        Compression::Zstd,
+        &people(),
+        &Limits::default(),
+    );
+    assert_valid(&r);
+    assert_eq!(r.rows, 2);
+    // Errors inside are reported as for plain input.
+    let r = zstd_csv(&zstd(b"id,name,born\nx,Ada,1815-12-10\n"));
+    assert_eq!(kinds(&r), vec![(ErrorKind::TypeError, Some(1))]);
+}
+
+#[test]
+fn zstd_truncated_or_corrupt() {
+    let mut data = String::from("id,name,born\n");
+    for i in 0..5000 {
+        data.push_str(&format!("{i},name{i},2000-01-01\n"));
+    }
+    let z = zstd(data.as_bytes());
+    for cut in [z.len() - 1, z.len() / 2, 6] {
+        let r = zstd_csv(&z[..cut]);
+        assert_fatal(&r, ErrorKind::CorruptCompression, "corrupt zstd stream");
+    }
+    let mut flipped = z.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x55;
+    let r = zstd_csv(&flipped);
+    assert!(!r.valid, "{r:#?}");
+    assert_fatal(&r, ErrorKind::CorruptCompression, "corrupt zstd stream");
+    // Not zstd at all (here: gzip), and plain text.
+    let r = zstd_csv(&gzip(data.as_bytes()));
+    assert_fatal(&r, ErrorKind::CorruptCompression, "corrupt zstd stream");
+    let r = zstd_csv(b"id,name,born\n1,Ada,1815-12-10\n");
+    assert_fatal(&r, ErrorKind::CorruptCompression, "corrupt zstd stream");
+    // Empty input, and an empty frame.
+    let r = zstd_csv(b"");
+    assert_fatal(&r, ErrorKind::EmptyFile, "empty file");
+    let r = zstd_csv(&zstd(b""));
+    assert_fatal(&r, ErrorKind::EmptyFile, "empty file");
+}
+
+/// A zstd stream of `header` then `total` bytes of `fill`, compressed as it
+/// is read: memory stays at one small chunk, however big `total` is.
+struct ZstdBomb {
+    encoder: Option<zstd::stream::write::Encoder<'static, Vec<u8>>>,
+    chunk: Vec<u8>,
+    left: u64,
+    out: Vec<u8>,
+    pos: usize,
+}
+
+impl ZstdBomb {
+    fn new(header: &[u8], fill: u8, total: u64, window_log: u32) -> Self {
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
+        encoder.window_log(window_log).unwrap();
+        encoder.write_all(header).unwrap();
+        ZstdBomb {
+            encoder: Some(encoder),
+            chunk: vec![fill; 64 * 1024],
+            left: total,
+            out: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ZstdBomb {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.out.len() {
+            let Some(encoder) = self.encoder.as_mut() else {
+                return Ok(0);
+            };
+            if self.left == 0 {
+                self.out = self.encoder.take().unwrap().finish()?;
+            } else {
+                let n = self.left.min(self.chunk.len() as u64) as usize;
+                encoder.write_all(&self.chunk[..n])?;
+                encoder.flush()?;
+                self.left -= n as u64;
+                self.out = std::mem::take(encoder.get_mut());
+            }
+            self.pos = 0;
+        }
+        let n = buf.len().min(self.out.len() - self.pos);
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn zstd_bombs_are_stopped() {
+    let format = Format::Csv(CsvDialect::default());
+    // By ratio: 200 MB of newlines (blank rows) expand far over 1000:1.
+    let bomb = ZstdBomb::new(b"id,name,born\n", b'\n', 200_000_000, 20);
+    let r = validate(
+        bomb,
+        &format,
+        Compression::Zstd,
+        &people(),
+        &Limits::default(),
+    );
+    assert_fatal(&r, ErrorKind::DecompressionBomb, "ratio over 1000:1");
+    assert!(
+        r.bytes < 12 * 1024 * 1024,
+        "stopped early, at {} bytes",
+        r.bytes
+    );
+    // By size.
+    let bomb = ZstdBomb::new(b"{\"id\":1}\n", b'\n', 3_000_000, 20);
+    let limits = Limits {
+        max_expanded_bytes: 1_000_000,
+        ..Limits::default()
+    };
+    let r = validate(
+        bomb,
+        &Format::JsonLines,
+        Compression::Zstd,
+        &people(),
+        &limits,
+    );
+    assert_fatal(&r, ErrorKind::DecompressionBomb, "more than 1000000 bytes");
+    // By window: a frame that would make the decoder hold 128 MiB.
+    let bomb = ZstdBomb::new(b"id,name,born\n", b'x', 1_000_000, 27);
+    let r = validate(
+        bomb,
+        &format,
+        Compression::Zstd,
+        &people(),
+        &Limits::default(),
+    );
+    assert_fatal(&r, ErrorKind::DecompressionBomb, "window over 8 MiB");
+    // The largest window accepted is fine.
+    let bomb = ZstdBomb::new(b"id,name,born\n", b'\n', 1_000_000, 23);
+    let r = validate(
+        bomb,
+        &format,
+        Compression::Zstd,
+        &people(),
+        &Limits::default(),
+    );
+    assert_eq!(r.fatal, None);
+    assert_eq!(r.count(ErrorKind::BlankRow), 1_000_000);
+}
+
+#[test]
+fn zstd_reader_failure_is_an_io_fatal() {
+    struct Broken;
+    impl Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("disk on fire"))
+        }
+    }
+    let r = validate(
+        Broken,
+        &Format::Csv(CsvDialect::default()),
+        Compression::Zstd,
+        &people(),
+        &Limits::default(),
+    );
+    assert_fatal(&r, ErrorKind::Io, "disk on fire");
+    // And midway through the stream.
+    let z = zstd(&b"id,name,born\n1,Ada,1815-12-10\n".repeat(10_000));
+    let failing = (&z[..z.len() / 2]).chain(Broken);
+    let r = validate(
+        failing,
+        &Format::Csv(CsvDialect::default()),
+        Compression::Zstd,
+        &people(),
+        &Limits::default(),
+    );
+    assert_fatal(&r, ErrorKind::Io, "disk on fire");
+}
+
 // ---------------------------------------------------------------- hostile input
 
 #[test]
@@ -1026,7 +1283,7 @@ fn binary_garbage_is_never_valid() {
         })
         .collect();
     for format in [Format::Csv(CsvDialect::default()), Format::JsonLines] {
-        for compression in [Compression::None, Compression::Gzip] {
+        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
             let r = validate(
                 &garbage[..],
                 &format,
@@ -1110,4 +1367,6 @@ fn report_round_trips_through_json() {
     );
     let c: Compression = serde_json::from_str("\"gzip\"").unwrap();
     assert_eq!(c, Compression::Gzip);
+    let c: Compression = serde_json::from_str("\"zstd\"").unwrap();
+    assert_eq!(c, Compression::Zstd);
 }
