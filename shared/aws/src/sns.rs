@@ -3,7 +3,6 @@
 //! receives the body as published, with its message attributes, not wrapped in an SNS envelope.
 
 use crate::error::port_error;
-use crate::sqs::check_message;
 use async_trait::async_trait;
 use aws_sdk_sns::types::MessageAttributeValue;
 use choreo_domain::event::ATTR_EVENT_TYPE;
@@ -86,7 +85,7 @@ impl EventBus for SnsBus {
                 format!("message has no {ATTR_EVENT_TYPE:?} attribute to route on"),
             ));
         }
-        check_message("publish", &self.topic, &message)?;
+        message.check("publish", &self.topic)?;
         let arn = self.topic_arn().await?;
         let mut req = self.client.publish().topic_arn(arn).message(message.body);
         for (k, v) in message.attributes {

@@ -27,8 +27,6 @@ const MAX_BATCH: usize = 10;
 const MAX_WAIT_SECS: u64 = 20;
 const MAX_VISIBILITY_SECS: u64 = 12 * 60 * 60;
 const MAX_DELAY_SECS: u64 = 15 * 60;
-const MAX_ATTRIBUTES: usize = 10;
-const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// One SQS queue, by name.
 #[derive(Debug, Clone)]
@@ -189,39 +187,6 @@ fn millis_to_time(ms: &str) -> Option<DateTime<Utc>> {
         .and_then(DateTime::<Utc>::from_timestamp_millis)
 }
 
-/// Checks a message against the limits SQS (and SNS delivering to SQS) enforces, before a call that
-/// would fail on them.
-pub(crate) fn check_message(
-    op: &'static str,
-    target: &str,
-    message: &OutgoingMessage,
-) -> Result<(), PortError> {
-    if message.attributes.len() > MAX_ATTRIBUTES {
-        return Err(PortError::permanent(
-            op,
-            target,
-            format!(
-                "{} message attributes (at most {MAX_ATTRIBUTES} are allowed)",
-                message.attributes.len()
-            ),
-        ));
-    }
-    let size = message.body.len()
-        + message
-            .attributes
-            .iter()
-            .map(|(k, v)| k.len() + "String".len() + v.len())
-            .sum::<usize>();
-    if size > MAX_MESSAGE_BYTES {
-        return Err(PortError::permanent(
-            op,
-            target,
-            format!("message of {size} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit"),
-        ));
-    }
-    Ok(())
-}
-
 /// A received SQS message as the port has it. Only `String` (and `String.*`) attributes are kept.
 fn to_received(queue: &str, m: Message) -> Result<ReceivedMessage, PortError> {
     let missing =
@@ -359,7 +324,7 @@ impl Queue for SqsQueue {
     }
 
     async fn send(&self, message: OutgoingMessage, delay: Duration) -> Result<(), PortError> {
-        check_message("send", &self.name, &message)?;
+        message.check("send", &self.name)?;
         let url = self.url().await?;
         let mut req = self
             .client

@@ -8,7 +8,7 @@
 //! message into every matching queue in one transaction: all queues get it, or none does.
 
 use crate::db::{Db, DbError, now_ms};
-use crate::queue::{Wakers, check_message, insert_message};
+use crate::queue::{Wakers, insert_message};
 use async_trait::async_trait;
 use choreo_domain::event::ATTR_EVENT_TYPE;
 use choreo_ports::{EventBus, OutgoingMessage, PortError};
@@ -81,7 +81,7 @@ impl EventBus for LocalTopic {
                 format!("message has no {ATTR_EVENT_TYPE:?} attribute to route on"),
             ));
         };
-        check_message("publish", &self.name, &message)?;
+        message.check("publish", &self.name)?;
         let topic = self.name.clone();
         let queues = self
             .db

@@ -17,8 +17,6 @@ use tokio::sync::Notify;
 
 /// SQS's limits.
 pub(crate) const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
-const MAX_ATTRIBUTES: usize = 10;
-const MAX_BODY_BYTES: usize = 256 * 1024;
 /// How often a long poll re-checks the table for messages written by other processes.
 const RECHECK: Duration = Duration::from_millis(100);
 
@@ -53,38 +51,6 @@ pub(crate) fn declare(
                                            max_receive_count = excluded.max_receive_count",
         params![name, dlq, max_receive_count],
     )?;
-    Ok(())
-}
-
-/// Checks a message against SQS's limits.
-pub(crate) fn check_message(
-    op: &'static str,
-    queue: &str,
-    message: &OutgoingMessage,
-) -> Result<(), PortError> {
-    if message.attributes.len() > MAX_ATTRIBUTES {
-        return Err(PortError::permanent(
-            op,
-            queue,
-            format!(
-                "{} message attributes (at most {MAX_ATTRIBUTES} are allowed)",
-                message.attributes.len()
-            ),
-        ));
-    }
-    let size = message.body.len()
-        + message
-            .attributes
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>();
-    if size > MAX_BODY_BYTES {
-        return Err(PortError::permanent(
-            op,
-            queue,
-            format!("message of {size} bytes exceeds the {MAX_BODY_BYTES}-byte limit"),
-        ));
-    }
     Ok(())
 }
 
@@ -348,7 +314,7 @@ impl Queue for LocalQueue {
     }
 
     async fn send(&self, message: OutgoingMessage, delay: Duration) -> Result<(), PortError> {
-        check_message("send", &self.name, &message)?;
+        message.check("send", &self.name)?;
         let queue = self.name.clone();
         let delay = ms(delay.min(MAX_DELAY));
         self.db

@@ -27,6 +27,46 @@ pub struct OutgoingMessage {
     pub attributes: BTreeMap<String, String>,
 }
 
+impl OutgoingMessage {
+    /// SQS's limit on message attributes (SNS delivering to SQS keeps it).
+    pub const MAX_ATTRIBUTES: usize = 10;
+    /// SQS's limit on a message: body plus attribute names, types and values.
+    pub const MAX_BYTES: usize = 256 * 1024;
+
+    /// Checks the message against the limits SQS enforces, so that every backend refuses what AWS
+    /// would refuse, before any call. Attribute sizes count their `String` data type, as SQS does.
+    pub fn check(&self, op: &'static str, target: &str) -> Result<(), PortError> {
+        if self.attributes.len() > Self::MAX_ATTRIBUTES {
+            return Err(PortError::permanent(
+                op,
+                target,
+                format!(
+                    "{} message attributes (at most {} are allowed)",
+                    self.attributes.len(),
+                    Self::MAX_ATTRIBUTES
+                ),
+            ));
+        }
+        let size = self.body.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + "String".len() + v.len())
+                .sum::<usize>();
+        if size > Self::MAX_BYTES {
+            return Err(PortError::permanent(
+                op,
+                target,
+                format!(
+                    "message of {size} bytes exceeds the {}-byte limit",
+                    Self::MAX_BYTES
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A queue's approximate depth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct QueueDepth {
