@@ -2,12 +2,13 @@
 //! own moto; without moto installed they fail (run scripts/test, which installs it).
 
 use crate::helpers::assert_demo_outcome;
+use crate::helpers::ok;
 use choreo::demo;
 use choreo_aws::moto::Moto;
 use choreo_domain::FileRecord;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn choreo(moto: &Moto, dir: &Path) -> Command {
@@ -23,16 +24,6 @@ fn choreo(moto: &Moto, dir: &Path) -> Command {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("RUST_LOG", "warn");
     cmd
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn files(moto: &Moto, dir: &Path) -> BTreeMap<String, FileRecord> {

@@ -1,9 +1,10 @@
 //! The `choreo` binary: `put`, `files list` and `files show` beside a running `up`, which drains and
 //! exits on SIGTERM.
 
+use crate::helpers::ok;
 use choreo::demo;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn choreo(dir: &Path) -> Command {
@@ -13,16 +14,6 @@ fn choreo(dir: &Path) -> Command {
         .env("CHOREO_RUNTIME__SCAN_INTERVAL_MS", "50")
         .env("RUST_LOG", "warn");
     cmd
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]

@@ -203,3 +203,14 @@ pub fn job_runs(pipeline: &Pipeline) -> usize {
     conn.query_row("SELECT COUNT(*) FROM job_runs", [], |r| r.get::<_, i64>(0))
         .unwrap() as usize
 }
+
+/// The standard output of a command that must have succeeded (its standard error in the failure).
+pub fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
