@@ -53,7 +53,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// The file to check (CSV or JSON Lines, plain or gzip).
+    /// The file to check (CSV or JSON Lines; plain, .gz or .zst).
     pub file: PathBuf,
     /// A Frictionless Table Schema (JSON).
     #[arg(long)]
@@ -366,6 +366,8 @@ fn validate(args: ValidateArgs) -> anyhow::Result<i32> {
     let name = args.file.to_string_lossy().to_lowercase();
     let compression = if name.ends_with(".gz") {
         Compression::Gzip
+    } else if name.ends_with(".zst") {
+        Compression::Zstd
     } else {
         Compression::None
     };

@@ -124,3 +124,42 @@ fn usage_errors_are_clear() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bukets"));
 }
+
+#[test]
+fn validate_exits_0_when_valid_1_when_invalid_2_on_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("s.json");
+    std::fs::write(
+        &schema,
+        r#"{"fields":[{"name":"id","type":"integer","constraints":{"required":true}},{"name":"name","type":"string"}]}"#,
+    )
+    .unwrap();
+    let good = dir.path().join("good.csv");
+    std::fs::write(&good, "id,name\n1,a\n2,b\n").unwrap();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "id,name\nx,a\n,b\n").unwrap();
+    let run = |file: &Path, extra: &[&str]| {
+        choreo(dir.path())
+            .arg("validate")
+            .arg(file)
+            .arg("--schema")
+            .arg(&schema)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&good, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid: 2 rows"));
+
+    let out = run(&bad, &["--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["error_counts"]["type_error"], 1);
+    assert_eq!(report["error_counts"]["required"], 1);
+
+    let out = run(&dir.path().join("missing.csv"), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.csv"));
+}

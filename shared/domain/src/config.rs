@@ -205,7 +205,7 @@ pub struct DatasetConfig {
     #[serde(rename = "match")]
     pub key_match: KeyMatch,
     pub format: FileFormat,
-    /// `auto` decides by the key's extension (`.gz` is gzip).
+    /// `auto` decides by the key's extension (`.gz` is gzip, `.zst` is zstd).
     #[serde(default)]
     pub compression: CompressionSetting,
     #[serde(default)]
@@ -250,7 +250,9 @@ impl DatasetConfig {
         match self.compression {
             CompressionSetting::None => Compression::None,
             CompressionSetting::Gzip => Compression::Gzip,
+            CompressionSetting::Zstd => Compression::Zstd,
             CompressionSetting::Auto if key.ends_with(".gz") => Compression::Gzip,
+            CompressionSetting::Auto if key.ends_with(".zst") => Compression::Zstd,
             CompressionSetting::Auto => Compression::None,
         }
     }
@@ -279,6 +281,7 @@ pub enum CompressionSetting {
     Auto,
     None,
     Gzip,
+    Zstd,
 }
 
 /// The CSV dialect. Text is UTF-8, with or without a byte-order mark.
@@ -520,5 +523,6 @@ mod tests {
         let d = dataset("d", Some("d/"), None);
         assert_eq!(d.compression_for("d/a.csv.gz"), Compression::Gzip);
         assert_eq!(d.compression_for("d/a.csv"), Compression::None);
+        assert_eq!(d.compression_for("d/a.jsonl.zst"), Compression::Zstd);
     }
 }
