@@ -67,8 +67,12 @@ impl Pipeline {
         let tasks = TaskTracker::new();
         for spec in SERVICES {
             let queue = queue((spec.queue)(&self.settings.config));
-            let consumer = spec.consumer(&self.settings, ports.clone(), queue);
-            tasks.spawn(consumer.run(shutdown.clone()));
+            tasks.spawn(spec.run(
+                self.settings.clone(),
+                ports.clone(),
+                queue,
+                shutdown.clone(),
+            ));
         }
         let (backend, s) = (self.backend.clone(), shutdown.clone());
         tasks.spawn(async move { backend.run_sources(s).await });

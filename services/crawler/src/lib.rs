@@ -39,6 +39,7 @@ pub const SPEC: choreo_runtime::ServiceSpec = choreo_runtime::ServiceSpec {
     stage: STAGE,
     queue: queue_name,
     build: handler,
+    background: None,
 };
 
 fn queue_name(config: &choreo_domain::Config) -> &str {

@@ -17,7 +17,30 @@ pub struct AwsBackend {
     clients: AwsClients,
     config: Arc<Config>,
     ports: Ports,
-    queues: Arc<Mutex<HashMap<String, Arc<SqsQueue>>>>,
+    queues: SqsQueues,
+}
+
+/// SQS queues by name, each made once so that it resolves its URL once.
+#[derive(Clone)]
+struct SqsQueues {
+    sqs: aws_sdk_sqs::Client,
+    cache: Arc<Mutex<HashMap<String, Arc<SqsQueue>>>>,
+}
+
+impl SqsQueues {
+    fn get(&self, name: &str) -> Arc<SqsQueue> {
+        let mut cache = self.cache.lock().expect("queue cache lock");
+        cache
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(SqsQueue::new(self.sqs.clone(), name)))
+            .clone()
+    }
+}
+
+impl choreo_ports::Queues for SqsQueues {
+    fn queue(&self, name: &str) -> Arc<dyn Queue> {
+        self.get(name)
+    }
 }
 
 impl AwsBackend {
@@ -30,6 +53,10 @@ impl AwsBackend {
 
     pub fn with_clients(clients: AwsClients, config: &Config) -> AwsBackend {
         let aws = &config.aws;
+        let queues = SqsQueues {
+            sqs: clients.sqs.clone(),
+            cache: Arc::default(),
+        };
         let ports = Ports {
             bus: Arc::new(SnsBus::new(clients.sns.clone(), &config.topics.events)),
             objects: Arc::new(S3Store::new(clients.s3.clone())),
@@ -44,12 +71,13 @@ impl AwsBackend {
                 clients.dynamodb.clone(),
                 &aws.audit_table,
             )),
+            queues: Arc::new(queues.clone()),
         };
         AwsBackend {
             clients,
             config: Arc::new(config.clone()),
             ports,
-            queues: Arc::default(),
+            queues,
         }
     }
 
@@ -58,11 +86,7 @@ impl AwsBackend {
     }
 
     pub fn sqs_queue(&self, name: &str) -> Arc<SqsQueue> {
-        let mut queues = self.queues.lock().expect("queue cache lock");
-        queues
-            .entry(name.to_string())
-            .or_insert_with(|| Arc::new(SqsQueue::new(self.clients.sqs.clone(), name)))
-            .clone()
+        self.queues.get(name)
     }
 
     pub fn queue(&self, name: &str) -> Arc<dyn Queue> {

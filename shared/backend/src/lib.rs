@@ -110,11 +110,10 @@ pub async fn serve(spec: ServiceSpec) -> anyhow::Result<()> {
     let backend = Backend::open(&settings.config).await?;
     let shutdown = choreo_runtime::shutdown::on_signals();
     let queue = backend.queue((spec.queue)(&settings.config));
-    let consumer = spec.consumer(&settings, backend.ports(), queue);
     if spec.stage == Stage::Ingestor {
         let (b, s) = (backend.clone(), shutdown.clone());
         tokio::spawn(async move { b.run_sources(s).await });
     }
-    consumer.run(shutdown).await;
+    spec.run(settings, backend.ports(), queue, shutdown).await;
     Ok(())
 }

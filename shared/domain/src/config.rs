@@ -28,6 +28,8 @@ pub struct Config {
     #[serde(default)]
     pub aws: AwsSettings,
     #[serde(default)]
+    pub operations: Operations,
+    #[serde(default)]
     pub datasets: Vec<DatasetConfig>,
 }
 
@@ -195,6 +197,100 @@ impl Default for RuntimeSettings {
     }
 }
 
+/// What the auditor offers the on-call engineer: its HTTP API and dashboard, alerts, and the sweep
+/// that heals stuck files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Operations {
+    /// Where the auditor serves its API and dashboard (`host:port`; port 0 picks a free one); none
+    /// (the default) serves nothing. An address in use is logged and the pipeline runs on.
+    pub listen: Option<String>,
+    /// The bearer token every route but `/health` requires. Without one, those routes answer 401:
+    /// nothing is shown to anyone.
+    pub api_token: Option<String>,
+    /// The dashboard's address as the on-call engineer reaches it, for the links in alerts.
+    pub dashboard_url: String,
+    pub alerts: AlertSettings,
+    pub sweep: SweepSettings,
+}
+
+impl Default for Operations {
+    fn default() -> Self {
+        Operations {
+            listen: None,
+            api_token: None,
+            dashboard_url: "http://127.0.0.1:8080".into(),
+            alerts: AlertSettings::default(),
+            sweep: SweepSettings::default(),
+        }
+    }
+}
+
+/// How failures reach people: always the log; on AWS the alerts topic (and its e-mail subscription);
+/// on the local backend SMTP when `smtp_url` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// Seconds between two deliveries of the alerts waiting: what arrives within one interval goes
+    /// out together.
+    pub flush_interval_secs: u64,
+    /// More alerts than this waiting at a delivery go out as one digest instead of one each.
+    pub digest_threshold: usize,
+    /// AWS: an address `choreo bootstrap` subscribes to the alerts topic.
+    pub email: Option<String>,
+    /// Local backend: the SMTP server to send through, e.g. `smtp://localhost:25`.
+    pub smtp_url: Option<String>,
+    /// Sender and recipient of alert e-mails sent by SMTP.
+    pub smtp_from: String,
+    pub smtp_to: Vec<String>,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            flush_interval_secs: 10,
+            digest_threshold: 3,
+            email: None,
+            smtp_url: None,
+            smtp_from: "choreo@localhost".into(),
+            smtp_to: Vec::new(),
+        }
+    }
+}
+
+/// The sweep that finds files stuck in a non-terminal state and publishes their pending event again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweepSettings {
+    /// Seconds between two sweeps.
+    pub interval_secs: u64,
+    /// Times a stuck file's event is published again before it is alerted on and flagged.
+    pub max_republish: u32,
+    /// Seconds a file may stay in each state before it counts as stuck, by state name (`NEW`,
+    /// `VALID`, `INVALID`, `CATALOGED`, `TRANSFORMING`). A state not listed uses `default_secs`.
+    pub limits_secs: std::collections::BTreeMap<String, u64>,
+    pub default_secs: u64,
+}
+
+impl Default for SweepSettings {
+    fn default() -> Self {
+        SweepSettings {
+            interval_secs: 60,
+            max_republish: 3,
+            limits_secs: [
+                ("NEW", 300),
+                ("INVALID", 300),
+                ("VALID", 3600),
+                ("CATALOGED", 3600),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            default_secs: 7200,
+        }
+    }
+}
+
 /// One dataset: the files it owns and how to check, catalogue and transform them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -334,6 +430,7 @@ impl Default for Config {
             topics: Topics::default(),
             runtime: RuntimeSettings::default(),
             aws: AwsSettings::default(),
+            operations: Operations::default(),
             datasets: Vec::new(),
         }
     }

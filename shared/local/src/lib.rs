@@ -165,6 +165,7 @@ impl LocalBackend {
             crawler: self.crawler.clone(),
             jobs: self.jobs.clone(),
             audit: self.audit.clone(),
+            queues: Arc::new(self.clone()),
         }
     }
 
@@ -233,6 +234,12 @@ impl LocalBackend {
         f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
     ) -> Result<T, PortError> {
         self.db.blocking("test", "db", |c| Ok(f(c)?))
+    }
+}
+
+impl choreo_ports::Queues for LocalBackend {
+    fn queue(&self, name: &str) -> Arc<dyn Queue> {
+        self.local_queue(name)
     }
 }
 

@@ -18,7 +18,7 @@ pub use bus::EventBus;
 pub use error::{ErrorKind, PortError};
 pub use jobs::{CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus};
 pub use objects::{ObjectMeta, ObjectReader, ObjectStore};
-pub use queue::{OutgoingMessage, Queue, QueueDepth, ReceivedMessage};
+pub use queue::{OutgoingMessage, Queue, QueueDepth, Queues, ReceivedMessage};
 pub use state::{
     BatchOutcome, FileQuery, LeaseOutcome, Page, Registered, StateStore, TransitionOutcome,
 };
@@ -34,4 +34,5 @@ pub struct Ports {
     pub crawler: Arc<dyn Crawler>,
     pub jobs: Arc<dyn JobRunner>,
     pub audit: Arc<dyn AuditLog>,
+    pub queues: Arc<dyn Queues>,
 }

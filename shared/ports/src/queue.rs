@@ -2,6 +2,7 @@ use crate::PortError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A message as received, with what SQS tells about its deliveries.
@@ -131,4 +132,21 @@ pub trait Queue: Send + Sync {
 
     /// Approximate counts, as SQS's `ApproximateNumberOfMessages*` attributes.
     async fn depth(&self) -> Result<QueueDepth, PortError>;
+}
+
+/// Every queue of the backend, by name: work queues, their dead-letter queues (`<name>-dlq`, see
+/// `Queues::dlq_of` in the configuration) and any other. What reads across stages takes it: the
+/// auditor's depth report and sweeps, and dead-letter inspection and redrive.
+pub trait Queues: Send + Sync {
+    /// The queue `name`. Cheap; no call is made until the queue is used.
+    fn queue(&self, name: &str) -> Arc<dyn Queue>;
+}
+
+impl<F> Queues for F
+where
+    F: Fn(&str) -> Arc<dyn Queue> + Send + Sync,
+{
+    fn queue(&self, name: &str) -> Arc<dyn Queue> {
+        self(name)
+    }
 }

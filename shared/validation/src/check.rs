@@ -27,8 +27,9 @@ use crate::jsonl::JsonCell;
 use crate::pattern::Pattern;
 use crate::report::{Collector, ErrorKind, clip, clip_cow};
 use crate::schema::{FieldType, SchemaError, TableSchema};
-use crate::types::{self, Caster, Value, same_bytes};
+use crate::types::{self, Caster, Value};
 use crate::unique::{KeyHasher, Run, Seen};
+use crate::words::Words;
 
 /// One cell as a parser sees it.
 #[derive(Debug, Clone, Copy)]
@@ -53,36 +54,20 @@ impl<'a> Cell<'a> {
     }
 }
 
-/// A CSV cell: `src[start..end]`, where all of `src` is UTF-8. Its bytes
-/// are free; its `&str` costs the two char-boundary checks, so the checks
-/// that can work on bytes do.
+/// A CSV cell's text. Its bytes are what most checks read; the `&str` is
+/// there for the few that need characters.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Text<'a> {
-    bytes: &'a [u8],
-    src: &'a str,
-    start: usize,
-}
+pub(crate) struct Text<'a>(pub(crate) &'a str);
 
 impl<'a> Text<'a> {
     #[inline(always)]
-    pub(crate) fn new(src: &'a str, start: usize, end: usize) -> Self {
-        Text {
-            bytes: src.as_bytes().get(start..end).unwrap_or_default(),
-            src,
-            start,
-        }
-    }
-
-    #[inline(always)]
     pub(crate) fn bytes(&self) -> &'a [u8] {
-        self.bytes
+        self.0.as_bytes()
     }
 
     #[inline(always)]
     pub(crate) fn str(&self) -> &'a str {
-        self.src
-            .get(self.start..self.start + self.bytes.len())
-            .unwrap_or_default()
+        self.0
     }
 }
 
@@ -101,7 +86,7 @@ pub(crate) struct FieldCheck {
     pattern: Option<(Pattern, String)>,
     enum_values: Option<(Vec<Value<'static>>, String)>,
     /// For a string field, the enum's values as text.
-    enum_texts: Option<Vec<String>>,
+    enum_texts: Option<Words>,
     /// The quick check for a text cell, compiled from the above.
     fast: Fast,
     /// `unique`, or part of the primary key: its values are tracked.
@@ -261,30 +246,6 @@ impl FieldCheck {
     }
 }
 
-/// `missingValues`, with the lengths present as a bitmask (bit 63: 63 or more)
-/// so that most cells are ruled out without a comparison.
-#[derive(Debug)]
-struct Missing {
-    values: Vec<String>,
-    lengths: u64,
-}
-
-impl Missing {
-    fn new(values: &[String]) -> Self {
-        let lengths = values.iter().fold(0u64, |m, v| m | 1 << v.len().min(63));
-        Missing {
-            values: values.to_vec(),
-            lengths,
-        }
-    }
-
-    #[inline(always)]
-    fn contains(&self, s: &[u8]) -> bool {
-        self.lengths >> s.len().min(63) & 1 != 0
-            && self.values.iter().any(|m| same_bytes(m.as_bytes(), s))
-    }
-}
-
 /// One uniqueness constraint's state beyond the shared table.
 #[derive(Debug, Clone, Copy)]
 struct Tracker {
@@ -355,12 +316,21 @@ impl Uniqueness {
     }
 }
 
+/// What one row's cells tell about its primary key.
+struct RowState {
+    /// Every key field has a valid value (so far): the key is checked.
+    pk_ok: bool,
+    /// Some `unique` field repeated (a one-field key on it then repeats too).
+    unique_repeat: bool,
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct Checker {
     pub(crate) fields: Vec<FieldCheck>,
     by_name: HashMap<String, usize>,
-    missing: Missing,
+    /// `missingValues`.
+    missing: Words,
     unique: Vec<Option<Tracker>>,
     pk: Option<Key>,
     /// For each field, its position in the primary key.
@@ -471,13 +441,10 @@ impl Checker {
                 min_len: c.min_length,
                 max_len: c.max_length,
                 enum_texts: enum_values.as_ref().map(|(values, _)| {
-                    values
-                        .iter()
-                        .filter_map(|v| match v {
-                            Value::Str(s) => Some(s.to_string()),
-                            _ => None,
-                        })
-                        .collect()
+                    Words::new(values.iter().filter_map(|v| match v {
+                        Value::Str(s) => Some(s.as_ref()),
+                        _ => None,
+                    }))
                 }),
                 pattern,
                 enum_values,
@@ -535,7 +502,7 @@ impl Checker {
         Ok(Checker {
             fields,
             by_name,
-            missing: Missing::new(&schema.missing_values),
+            missing: Words::new(&schema.missing_values),
             unique,
             pk,
             pk_pos,
@@ -562,6 +529,10 @@ impl Checker {
     }
 
     /// Check one data row (1-based `row`); `cell(i)` gives field `i`'s cell.
+    ///
+    /// The loop is kept small: a text cell the quick path accepts costs a
+    /// missing-value lookup and its type's check; anything else (missing
+    /// values, tracked values, the general path) is handled out of line.
     #[inline]
     pub(crate) fn check_row<'c>(
         &mut self,
@@ -569,111 +540,156 @@ impl Checker {
         cell: impl Fn(usize) -> Cell<'c>,
         out: &mut Collector,
     ) {
-        let mut pk_ok = self.pk.is_some();
-        let mut unique_repeat = false;
+        let mut state = RowState {
+            pk_ok: self.pk.is_some(),
+            unique_repeat: false,
+        };
         for fi in 0..self.fields.len() {
             let c = cell(fi);
-            let f = &self.fields[fi];
-            let missing = match c {
-                Cell::Skip => {
-                    pk_ok = false;
-                    continue;
-                }
-                Cell::Missing | Cell::Json(JsonCell::Null) => true,
-                Cell::Text(t) => self.missing.contains(t.bytes()),
-                Cell::Json(JsonCell::Str(s)) => self.missing.contains(s.as_bytes()),
-                Cell::Json(_) => false,
-            };
-            if missing {
-                if f.required {
-                    out.push(ErrorKind::Required, Some(row), Some(&f.name), None, || {
-                        format!("field {:?} is required but row {row} has no value", f.name)
-                    });
-                }
-                pk_ok &= self.pk_pos[fi].is_none();
-                continue;
-            }
-            let quick = match c {
-                Cell::Text(t) => Self::quick(f, t, &self.uniq.hasher),
-                _ => Quick::Slow,
-            };
-            let (h, int) = match quick {
-                Quick::Done => continue,
-                Quick::Track(h, int) => (h, int),
-                Quick::Slow => match Self::general(f, &self.uniq, c, row, out) {
-                    General::Track(h, int) => (h, int),
-                    General::Invalid | General::Untracked => {
-                        pk_ok &= self.pk_pos[fi].is_none();
+            if let Cell::Text(t) = c
+                && !self.missing.contains(t.bytes())
+            {
+                match Self::quick(&self.fields[fi], t, &self.uniq.hasher) {
+                    Quick::Done => continue,
+                    Quick::Track(h, int) => {
+                        self.track(fi, h, int, c, row, out, &mut state);
                         continue;
                     }
-                },
-            };
-            if !self.uniq.on {
-                continue;
+                    Quick::Slow => {}
+                }
             }
-            let pk_pos = self.pk_pos[fi];
-            if let Some(pos) = pk_pos {
-                self.pk_parts[pos] = h;
-                self.pk_int = int;
-            }
-            if let Some(t) = &mut self.unique[fi]
-                && !self.uniq.is_new(t, int, h, row, out)
-            {
-                unique_repeat = true;
-                let f = &self.fields[fi];
-                let raw = clip_cow(c.raw());
-                out.push(
-                    ErrorKind::Unique,
-                    Some(row),
-                    Some(&f.name),
-                    Some(&raw),
-                    || {
-                        format!(
-                            "value {raw:?} in field {:?} is not unique: it repeats an earlier row",
-                            f.name
-                        )
-                    },
-                );
-            }
+            self.check_cell(fi, c, row, out, &mut state);
         }
-        if pk_ok && self.uniq.on {
-            let Some(key) = &mut self.pk else { return };
-            let repeat = if key.via_unique {
-                unique_repeat
-            } else {
-                let h = match self.pk_parts.as_slice() {
-                    [one] => *one,
-                    parts => parts
-                        .iter()
-                        .fold(0, |acc, &p| self.uniq.hasher.words(8, acc, p)),
-                };
-                !self.uniq.is_new(&mut key.tracker, self.pk_int, h, row, out)
-            };
-            if repeat {
-                let names: Vec<&str> = key
-                    .fields
-                    .iter()
-                    .map(|&i| self.fields[i].name.as_str())
-                    .collect();
-                let values: Vec<String> = key
-                    .fields
-                    .iter()
-                    .map(|&i| format!("{:?}", cell(i).raw()))
-                    .collect();
-                let shown = values.join(", ");
-                out.push(
-                    ErrorKind::PrimaryKey,
-                    Some(row),
-                    Some(&names.join(",")),
-                    Some(&shown),
-                    || {
-                        format!(
-                            "primary key ({}) = ({shown}) repeats an earlier row",
-                            names.join(", ")
-                        )
-                    },
-                );
+        if state.pk_ok && self.uniq.on {
+            self.check_key(row, &cell, state.unique_repeat, out);
+        }
+    }
+
+    /// Check field `fi`'s cell `c` on the general path: missing values,
+    /// casting, every constraint, tracking.
+    #[inline(never)]
+    fn check_cell(
+        &mut self,
+        fi: usize,
+        c: Cell<'_>,
+        row: u64,
+        out: &mut Collector,
+        state: &mut RowState,
+    ) {
+        let f = &self.fields[fi];
+        let missing = match c {
+            Cell::Skip => {
+                state.pk_ok = false;
+                return;
             }
+            Cell::Missing | Cell::Json(JsonCell::Null) => true,
+            Cell::Text(t) => self.missing.contains(t.bytes()),
+            Cell::Json(JsonCell::Str(s)) => self.missing.contains(s.as_bytes()),
+            Cell::Json(_) => false,
+        };
+        if missing {
+            if f.required {
+                out.push(ErrorKind::Required, Some(row), Some(&f.name), None, || {
+                    format!("field {:?} is required but row {row} has no value", f.name)
+                });
+            }
+            state.pk_ok &= self.pk_pos[fi].is_none();
+            return;
+        }
+        match Self::general(f, &self.uniq, c, row, out) {
+            General::Track(h, int) => self.track(fi, h, int, c, row, out, state),
+            General::Invalid | General::Untracked => state.pk_ok &= self.pk_pos[fi].is_none(),
+        }
+    }
+
+    /// Track field `fi`'s value (hash `h`, integer `int`): note it as part of
+    /// the primary key, and report it if its field is `unique` and has had it.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn track(
+        &mut self,
+        fi: usize,
+        h: u64,
+        int: Option<i128>,
+        c: Cell<'_>,
+        row: u64,
+        out: &mut Collector,
+        state: &mut RowState,
+    ) {
+        if !self.uniq.on {
+            return;
+        }
+        if let Some(pos) = self.pk_pos[fi] {
+            self.pk_parts[pos] = h;
+            self.pk_int = int;
+        }
+        if let Some(t) = &mut self.unique[fi]
+            && !self.uniq.is_new(t, int, h, row, out)
+        {
+            state.unique_repeat = true;
+            let f = &self.fields[fi];
+            let raw = clip_cow(c.raw());
+            out.push(
+                ErrorKind::Unique,
+                Some(row),
+                Some(&f.name),
+                Some(&raw),
+                || {
+                    format!(
+                        "value {raw:?} in field {:?} is not unique: it repeats an earlier row",
+                        f.name
+                    )
+                },
+            );
+        }
+    }
+
+    /// The primary key of a row whose key fields all had a value: report it
+    /// if an earlier row had it.
+    #[inline(never)]
+    fn check_key<'c>(
+        &mut self,
+        row: u64,
+        cell: &impl Fn(usize) -> Cell<'c>,
+        unique_repeat: bool,
+        out: &mut Collector,
+    ) {
+        let Some(key) = &mut self.pk else { return };
+        let repeat = if key.via_unique {
+            unique_repeat
+        } else {
+            let h = match self.pk_parts.as_slice() {
+                [one] => *one,
+                parts => parts
+                    .iter()
+                    .fold(0, |acc, &p| self.uniq.hasher.words(8, acc, p)),
+            };
+            !self.uniq.is_new(&mut key.tracker, self.pk_int, h, row, out)
+        };
+        if repeat {
+            let names: Vec<&str> = key
+                .fields
+                .iter()
+                .map(|&i| self.fields[i].name.as_str())
+                .collect();
+            let values: Vec<String> = key
+                .fields
+                .iter()
+                .map(|&i| format!("{:?}", cell(i).raw()))
+                .collect();
+            let shown = values.join(", ");
+            out.push(
+                ErrorKind::PrimaryKey,
+                Some(row),
+                Some(&names.join(",")),
+                Some(&shown),
+                || {
+                    format!(
+                        "primary key ({}) = ({shown}) repeats an earlier row",
+                        names.join(", ")
+                    )
+                },
+            );
         }
     }
 
@@ -722,9 +738,7 @@ impl Checker {
                 };
                 let ok = len_ok
                     && f.pattern.as_ref().is_none_or(|(re, _)| re.is_match_text(t))
-                    && f.enum_texts
-                        .as_ref()
-                        .is_none_or(|e| e.iter().any(|v| same_bytes(v.as_bytes(), b)));
+                    && f.enum_texts.as_ref().is_none_or(|e| e.contains(b));
                 if ok {
                     Self::accept(f.tracked, || (hasher.bytes(0, b), None))
                 } else {

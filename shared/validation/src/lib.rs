@@ -62,6 +62,7 @@ pub mod report;
 pub mod schema;
 mod types;
 mod unique;
+mod words;
 
 use std::io::Read;
 use std::sync::OnceLock;

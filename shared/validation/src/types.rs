@@ -12,6 +12,7 @@ use crate::check::Text;
 use crate::jsonl::JsonCell;
 use crate::schema::{Field, FieldType, SchemaError};
 use crate::unique::KeyHasher;
+use crate::words::Words;
 
 /// A cast cell. Strings borrow from the row when they can.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,6 +156,8 @@ pub(crate) struct Caster {
     fmt: Fmt,
     true_values: Vec<String>,
     false_values: Vec<String>,
+    /// The true and false values together, for the quick check.
+    booleans: Words,
 }
 
 const TRUE_VALUES: [&str; 4] = ["true", "True", "TRUE", "1"];
@@ -204,11 +207,14 @@ impl Caster {
             Some(v) => v.clone(),
             None => default.iter().map(|s| (*s).to_owned()).collect(),
         };
+        let true_values = list(&field.true_values, &TRUE_VALUES);
+        let false_values = list(&field.false_values, &FALSE_VALUES);
         Ok(Caster {
             ty,
             fmt,
-            true_values: list(&field.true_values, &TRUE_VALUES),
-            false_values: list(&field.false_values, &FALSE_VALUES),
+            booleans: Words::new(true_values.iter().chain(&false_values)),
+            true_values,
+            false_values,
         })
     }
 
@@ -220,14 +226,13 @@ impl Caster {
     /// [`Caster::is_valid_text`] of a whole string.
     #[cfg(test)]
     pub(crate) fn is_valid_str(&self, s: &str) -> bool {
-        self.is_valid_text(Text::new(s, 0, s.len()))
+        self.is_valid_text(Text(s))
     }
 
     /// Whether `b` is one of the boolean field's true or false values.
     #[inline(always)]
     pub(crate) fn is_boolean(&self, b: &[u8]) -> bool {
-        let any = |list: &[String]| list.iter().any(|v| same_bytes(v.as_bytes(), b));
-        any(&self.true_values) || any(&self.false_values)
+        self.booleans.contains(b)
     }
 
     /// Whether a (non-missing) CSV cell is a value of the type: the same
