@@ -217,12 +217,30 @@ impl Fast {
     }
 }
 
+/// A value to track for uniqueness: an integer (which a [`Run`] may cover
+/// without hashing it) or the hash of any other value.
+#[derive(Debug, Clone, Copy)]
+enum Tracked {
+    Int(i128),
+    Hash(u64),
+}
+
+impl Tracked {
+    #[inline]
+    fn hash(self, hasher: &KeyHasher) -> u64 {
+        match self {
+            Tracked::Int(v) => types::int_key(hasher, v),
+            Tracked::Hash(h) => h,
+        }
+    }
+}
+
 /// What the quick path made of a text cell.
 enum Quick {
     /// Valid, and nothing to track.
     Done,
-    /// Valid: track this value hash (and integer).
-    Track(u64, Option<i128>),
+    /// Valid: track this value.
+    Track(Tracked),
     /// Needs the general path.
     Slow,
 }
@@ -233,7 +251,7 @@ enum General {
     Invalid,
     /// A value, not tracked (or NaN, which repeats nothing).
     Untracked,
-    Track(u64, Option<i128>),
+    Track(Tracked),
 }
 
 impl FieldCheck {
@@ -275,33 +293,31 @@ struct Uniqueness {
 }
 
 impl Uniqueness {
-    /// Whether value hash `h` (the integer `int`, if the column is one) is new
-    /// to `t`; records it. Past the budget, stops all tracking and says so.
+    /// Whether `value` is new to `t`; records it. Past the budget, stops all
+    /// tracking and says so. An integer that extends its column's run costs
+    /// no hashing while the table is empty.
     #[inline]
-    fn is_new(
-        &mut self,
-        t: &mut Tracker,
-        int: Option<i128>,
-        h: u64,
-        row: u64,
-        out: &mut Collector,
-    ) -> bool {
+    fn is_new(&mut self, t: &mut Tracker, value: Tracked, row: u64, out: &mut Collector) -> bool {
         if !self.on {
             return true;
         }
-        let key = self.hasher.salted(h, t.set);
-        if let (Some(run), Some(v)) = (t.run.as_mut(), int) {
+        if let (Some(run), Tracked::Int(v)) = (t.run.as_mut(), value) {
             if run.contains(v) {
                 return false;
             }
             if run.extends(v) {
-                if self.seen.contains(key) {
+                if self.seen.len() > 0
+                    && self
+                        .seen
+                        .contains(self.hasher.salted(value.hash(&self.hasher), t.set))
+                {
                     return false;
                 }
                 run.push(v);
                 return true;
             }
         }
+        let key = self.hasher.salted(value.hash(&self.hasher), t.set);
         if self.seen.len() >= self.max {
             self.on = false;
             self.seen.clear();
@@ -335,10 +351,8 @@ pub(crate) struct Checker {
     pk: Option<Key>,
     /// For each field, its position in the primary key.
     pk_pos: Vec<Option<usize>>,
-    /// The current row's key parts (value hashes), and its integer if the
-    /// key is one integer field.
-    pk_parts: Vec<u64>,
-    pk_int: Option<i128>,
+    /// The current row's key parts.
+    pk_parts: Vec<Tracked>,
     uniq: Uniqueness,
 }
 
@@ -506,8 +520,7 @@ impl Checker {
             unique,
             pk,
             pk_pos,
-            pk_parts: vec![0; pk_len],
-            pk_int: None,
+            pk_parts: vec![Tracked::Hash(0); pk_len],
             uniq: Uniqueness {
                 hasher: KeyHasher::random(),
                 seen: Seen::new(max_tracked),
@@ -551,8 +564,8 @@ impl Checker {
             {
                 match Self::quick(&self.fields[fi], t, &self.uniq.hasher) {
                     Quick::Done => continue,
-                    Quick::Track(h, int) => {
-                        self.track(fi, h, int, c, row, out, &mut state);
+                    Quick::Track(value) => {
+                        self.track(fi, value, c, row, out, &mut state);
                         continue;
                     }
                     Quick::Slow => {}
@@ -597,20 +610,18 @@ impl Checker {
             return;
         }
         match Self::general(f, &self.uniq, c, row, out) {
-            General::Track(h, int) => self.track(fi, h, int, c, row, out, state),
+            General::Track(value) => self.track(fi, value, c, row, out, state),
             General::Invalid | General::Untracked => state.pk_ok &= self.pk_pos[fi].is_none(),
         }
     }
 
-    /// Track field `fi`'s value (hash `h`, integer `int`): note it as part of
-    /// the primary key, and report it if its field is `unique` and has had it.
-    #[allow(clippy::too_many_arguments)]
+    /// Track field `fi`'s `value`: note it as part of the primary key, and
+    /// report it if its field is `unique` and has had it.
     #[inline(never)]
     fn track(
         &mut self,
         fi: usize,
-        h: u64,
-        int: Option<i128>,
+        value: Tracked,
         c: Cell<'_>,
         row: u64,
         out: &mut Collector,
@@ -620,11 +631,10 @@ impl Checker {
             return;
         }
         if let Some(pos) = self.pk_pos[fi] {
-            self.pk_parts[pos] = h;
-            self.pk_int = int;
+            self.pk_parts[pos] = value;
         }
         if let Some(t) = &mut self.unique[fi]
-            && !self.uniq.is_new(t, int, h, row, out)
+            && !self.uniq.is_new(t, value, row, out)
         {
             state.unique_repeat = true;
             let f = &self.fields[fi];
@@ -658,13 +668,16 @@ impl Checker {
         let repeat = if key.via_unique {
             unique_repeat
         } else {
-            let h = match self.pk_parts.as_slice() {
+            let hasher = &self.uniq.hasher;
+            let value = match self.pk_parts.as_slice() {
                 [one] => *one,
-                parts => parts
-                    .iter()
-                    .fold(0, |acc, &p| self.uniq.hasher.words(8, acc, p)),
+                parts => Tracked::Hash(
+                    parts
+                        .iter()
+                        .fold(0, |acc, p| hasher.words(8, acc, p.hash(hasher))),
+                ),
             };
-            !self.uniq.is_new(&mut key.tracker, self.pk_int, h, row, out)
+            !self.uniq.is_new(&mut key.tracker, value, row, out)
         };
         if repeat {
             let names: Vec<&str> = key
@@ -704,27 +717,26 @@ impl Checker {
             Fast::Boolean if f.caster.is_boolean(b) => Quick::Done,
             Fast::Always => Quick::Done,
             Fast::Int { min, max } => match types::small_integer(b) {
-                Some(v) if v >= min && v <= max => Self::accept(f.tracked, || {
-                    let v = i128::from(v);
-                    (types::int_key(hasher, v), Some(v))
-                }),
+                Some(v) if v >= min && v <= max => {
+                    Self::accept(f.tracked, || Tracked::Int(i128::from(v)))
+                }
                 _ => Quick::Slow,
             },
             Fast::Num { min, max } => match types::parse_number_bytes(b) {
                 Some(v) if v >= min && v <= max => {
-                    Self::accept(f.tracked, || (types::num_key(hasher, v), None))
+                    Self::accept(f.tracked, || Tracked::Hash(types::num_key(hasher, v)))
                 }
                 _ => Quick::Slow,
             },
             Fast::Date { min, max } => match types::iso_date_key(b) {
-                Some(k) if k >= min && k <= max => {
-                    Self::accept(f.tracked, || (hasher.words(4, u64::from(k), 0), None))
-                }
+                Some(k) if k >= min && k <= max => Self::accept(f.tracked, || {
+                    Tracked::Hash(hasher.words(4, u64::from(k), 0))
+                }),
                 _ => Quick::Slow,
             },
             Fast::Year { min, max } => match types::year_bytes(b) {
                 Some(y) if y >= min && y <= max => {
-                    Self::accept(f.tracked, || (hasher.words(7, y as u64, 0), None))
+                    Self::accept(f.tracked, || Tracked::Hash(hasher.words(7, y as u64, 0)))
                 }
                 _ => Quick::Slow,
             },
@@ -740,7 +752,7 @@ impl Checker {
                     && f.pattern.as_ref().is_none_or(|(re, _)| re.is_match_text(t))
                     && f.enum_texts.as_ref().is_none_or(|e| e.contains(b));
                 if ok {
-                    Self::accept(f.tracked, || (hasher.bytes(0, b), None))
+                    Self::accept(f.tracked, || Tracked::Hash(hasher.bytes(0, b)))
                 } else {
                     Quick::Slow
                 }
@@ -752,10 +764,9 @@ impl Checker {
     }
 
     #[inline(always)]
-    fn accept(tracked: bool, key: impl FnOnce() -> (u64, Option<i128>)) -> Quick {
+    fn accept(tracked: bool, value: impl FnOnce() -> Tracked) -> Quick {
         if tracked {
-            let (h, int) = key();
-            Quick::Track(h, int)
+            Quick::Track(value())
         } else {
             Quick::Done
         }
@@ -783,16 +794,12 @@ impl Checker {
         if !f.tracked || !uniq.on {
             return General::Untracked;
         }
-        match value.key(&uniq.hasher) {
+        match value {
+            Value::Int(v) => General::Track(Tracked::Int(v)),
             // NaN equals nothing, itself included: never a repeat.
-            None => General::Untracked,
-            Some(h) => General::Track(
-                h,
-                match value {
-                    Value::Int(v) => Some(v),
-                    _ => None,
-                },
-            ),
+            _ => value
+                .key(&uniq.hasher)
+                .map_or(General::Untracked, |h| General::Track(Tracked::Hash(h))),
         }
     }
 
