@@ -19,6 +19,14 @@
 //! through the general path, which casts to a [`Value`], checks everything
 //! and reports, so both paths always agree. Missing values are recognised by
 //! length before any comparison.
+//!
+//! CSV rows come in groups, and a group is first screened a column at a
+//! time ([`Checker::screen`]): for each field that is neither tracked nor
+//! without a plan, one tight loop runs its plan down the column. A row whose
+//! screened cells all pass then needs only its row-wise fields (tracked or
+//! general) checked ([`Checker::check_screened`]); any other row gets the
+//! whole [`Checker::check_row`]. Screening only ever accepts, so the report
+//! is the same, in the same order, as checking every row whole.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -235,6 +243,36 @@ impl Tracked {
     }
 }
 
+/// What [`Checker::parse_quick`] read from a cell it accepts: enough to
+/// track the value, if its field is tracked.
+#[derive(Debug, Clone, Copy)]
+enum Parsed {
+    /// Syntax only (the field is not tracked: see [`Fast::compile`]).
+    Plain,
+    Int(i64),
+    Num(f64),
+    /// Packed, see [`types::pack_ymd`].
+    Date(u32),
+    Year(i32),
+    /// A string: its bytes are the value.
+    Text,
+}
+
+impl Parsed {
+    /// The value to track, for cell bytes `b`.
+    #[inline(always)]
+    fn tracked(self, hasher: &KeyHasher, b: &[u8]) -> Option<Tracked> {
+        Some(match self {
+            Parsed::Plain => return None,
+            Parsed::Int(v) => Tracked::Int(i128::from(v)),
+            Parsed::Num(v) => Tracked::Hash(types::num_key(hasher, v)),
+            Parsed::Date(k) => Tracked::Hash(hasher.words(4, u64::from(k), 0)),
+            Parsed::Year(y) => Tracked::Hash(hasher.words(7, y as u64, 0)),
+            Parsed::Text => Tracked::Hash(hasher.bytes(0, b)),
+        })
+    }
+}
+
 /// What the quick path made of a text cell.
 enum Quick {
     /// Valid, and nothing to track.
@@ -353,6 +391,9 @@ pub(crate) struct Checker {
     pk_pos: Vec<Option<usize>>,
     /// The current row's key parts.
     pk_parts: Vec<Tracked>,
+    /// The fields checked row by row even in a screened row: the tracked
+    /// ones and those with no quick path (see [`Checker::screen`]).
+    row_wise: Vec<usize>,
     uniq: Uniqueness,
 }
 
@@ -513,6 +554,9 @@ impl Checker {
             }
         });
         let pk_len = pk.as_ref().map_or(0, |k| k.fields.len());
+        let row_wise = (0..n)
+            .filter(|&i| fields[i].tracked || matches!(fields[i].fast, Fast::General))
+            .collect();
         Ok(Checker {
             fields,
             by_name,
@@ -521,6 +565,7 @@ impl Checker {
             pk,
             pk_pos,
             pk_parts: vec![Tracked::Hash(0); pk_len],
+            row_wise,
             uniq: Uniqueness {
                 hasher: KeyHasher::random(),
                 seen: Seen::new(max_tracked),
@@ -542,10 +587,6 @@ impl Checker {
     }
 
     /// Check one data row (1-based `row`); `cell(i)` gives field `i`'s cell.
-    ///
-    /// The loop is kept small: a text cell the quick path accepts costs a
-    /// missing-value lookup and its type's check; anything else (missing
-    /// values, tracked values, the general path) is handled out of line.
     #[inline]
     pub(crate) fn check_row<'c>(
         &mut self,
@@ -553,11 +594,99 @@ impl Checker {
         cell: impl Fn(usize) -> Cell<'c>,
         out: &mut Collector,
     ) {
+        self.check_fields(row, 0..self.fields.len(), cell, out);
+    }
+
+    /// [`Checker::check_row`] for a row that [`Checker::screen`] passed:
+    /// only its row-wise fields (and its primary key) are left to check.
+    #[inline]
+    pub(crate) fn check_screened<'c>(
+        &mut self,
+        row: u64,
+        cell: impl Fn(usize) -> Cell<'c>,
+        out: &mut Collector,
+    ) {
+        let row_wise = std::mem::take(&mut self.row_wise);
+        self.check_fields(row, row_wise.iter().copied(), cell, out);
+        self.row_wise = row_wise;
+    }
+
+    /// Screen a group of rows a column at a time, for every field that is
+    /// not row-wise: `clean[r]` stays set only if each such cell of row `r`
+    /// is a missing value its field allows (not `required`) or a cell the
+    /// quick path accepts. Either way checking that cell in the row would
+    /// report nothing and change nothing, so [`Checker::check_screened`]
+    /// then gives the row the same verdict as [`Checker::check_row`]. One
+    /// field's type check over many rows is a tight loop of its own.
+    /// `cell(r, i)` is row `r`'s cell for field `i`.
+    pub(crate) fn screen<'c>(&self, clean: &mut [bool], cell: impl Fn(usize, usize) -> Text<'c>) {
+        for (fi, f) in self.fields.iter().enumerate() {
+            if f.tracked {
+                continue;
+            }
+            let column = |r: usize| cell(r, fi);
+            let fast = f.fast;
+            // A closure of its own in each arm, so that each loop has its
+            // plan's check inlined.
+            macro_rules! screen {
+                () => {
+                    self.screen_column(clean, f, column, |t| {
+                        Self::parse_quick(fast, f, t).is_some()
+                    })
+                };
+            }
+            match fast {
+                Fast::General => {}
+                Fast::Syntax => screen!(),
+                Fast::Int { .. } => screen!(),
+                Fast::Num { .. } => screen!(),
+                Fast::Date { .. } => screen!(),
+                Fast::Year { .. } => screen!(),
+                Fast::Text { .. } => screen!(),
+                Fast::Datetime => screen!(),
+                Fast::Time => screen!(),
+                Fast::Boolean => screen!(),
+                Fast::Always => screen!(),
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn screen_column<'c>(
+        &self,
+        clean: &mut [bool],
+        f: &FieldCheck,
+        cell: impl Fn(usize) -> Text<'c>,
+        accepts: impl Fn(Text<'c>) -> bool,
+    ) {
+        for (r, c) in clean.iter_mut().enumerate() {
+            let t = cell(r);
+            let ok = if self.missing.contains(t.bytes()) {
+                !f.required
+            } else {
+                accepts(t)
+            };
+            *c &= ok;
+        }
+    }
+
+    /// Check fields `fields` of a row, then its primary key. The loop is
+    /// kept small: a text cell the quick path accepts costs a missing-value
+    /// lookup and its type's check; anything else (missing values, tracked
+    /// values, the general path) is handled out of line.
+    #[inline(always)]
+    fn check_fields<'c>(
+        &mut self,
+        row: u64,
+        fields: impl Iterator<Item = usize>,
+        cell: impl Fn(usize) -> Cell<'c>,
+        out: &mut Collector,
+    ) {
         let mut state = RowState {
             pk_ok: self.pk.is_some(),
             unique_repeat: false,
         };
-        for fi in 0..self.fields.len() {
+        for fi in fields {
             let c = cell(fi);
             if let Cell::Text(t) = c
                 && !self.missing.contains(t.bytes())
@@ -709,37 +838,41 @@ impl Checker {
     /// The quick path for a text cell: see [`Fast`].
     #[inline(always)]
     fn quick(f: &FieldCheck, t: Text<'_>, hasher: &KeyHasher) -> Quick {
+        match Self::parse_quick(f.fast, f, t) {
+            None => Quick::Slow,
+            Some(_) if !f.tracked => Quick::Done,
+            Some(parsed) => parsed
+                .tracked(hasher, t.bytes())
+                .map_or(Quick::Slow, Quick::Track),
+        }
+    }
+
+    /// What the quick path makes of `t` for a field compiled to `fast` (its
+    /// own `f.fast`, passed apart so that a caller that has matched on it
+    /// gets the one arm inlined): `None` when it cannot accept it.
+    #[inline(always)]
+    fn parse_quick(fast: Fast, f: &FieldCheck, t: Text<'_>) -> Option<Parsed> {
         let b = t.bytes();
-        match f.fast {
-            Fast::Syntax if f.caster.is_valid_text(t) => Quick::Done,
-            Fast::Datetime if types::is_iso_datetime(b) => Quick::Done,
-            Fast::Time if types::is_iso_time(b) => Quick::Done,
-            Fast::Boolean if f.caster.is_boolean(b) => Quick::Done,
-            Fast::Always => Quick::Done,
-            Fast::Int { min, max } => match types::small_integer(b) {
-                Some(v) if v >= min && v <= max => {
-                    Self::accept(f.tracked, || Tracked::Int(i128::from(v)))
-                }
-                _ => Quick::Slow,
-            },
-            Fast::Num { min, max } => match types::parse_number_bytes(b) {
-                Some(v) if v >= min && v <= max => {
-                    Self::accept(f.tracked, || Tracked::Hash(types::num_key(hasher, v)))
-                }
-                _ => Quick::Slow,
-            },
-            Fast::Date { min, max } => match types::iso_date_key(b) {
-                Some(k) if k >= min && k <= max => Self::accept(f.tracked, || {
-                    Tracked::Hash(hasher.words(4, u64::from(k), 0))
-                }),
-                _ => Quick::Slow,
-            },
-            Fast::Year { min, max } => match types::year_bytes(b) {
-                Some(y) if y >= min && y <= max => {
-                    Self::accept(f.tracked, || Tracked::Hash(hasher.words(7, y as u64, 0)))
-                }
-                _ => Quick::Slow,
-            },
+        let ok = |ok: bool| ok.then_some(Parsed::Plain);
+        match fast {
+            Fast::Syntax => ok(f.caster.is_valid_text(t)),
+            Fast::Datetime => ok(types::is_iso_datetime(b)),
+            Fast::Time => ok(types::is_iso_time(b)),
+            Fast::Boolean => ok(f.caster.is_boolean(b)),
+            Fast::Always => ok(true),
+            Fast::General => None,
+            Fast::Int { min, max } => types::small_integer(b)
+                .filter(|v| (min..=max).contains(v))
+                .map(Parsed::Int),
+            Fast::Num { min, max } => types::parse_number_bytes(b)
+                .filter(|v| *v >= min && *v <= max)
+                .map(Parsed::Num),
+            Fast::Date { min, max } => types::iso_date_key(b)
+                .filter(|k| (min..=max).contains(k))
+                .map(Parsed::Date),
+            Fast::Year { min, max } => types::year_bytes(b)
+                .filter(|y| (min..=max).contains(y))
+                .map(Parsed::Year),
             Fast::Text { min_len, max_len } => {
                 let n = b.len();
                 // Characters are between a quarter of the bytes and all of
@@ -748,27 +881,11 @@ impl Checker {
                     let chars = t.str().chars().count();
                     chars >= min_len && chars <= max_len
                 };
-                let ok = len_ok
+                ok(len_ok
                     && f.pattern.as_ref().is_none_or(|(re, _)| re.is_match_text(t))
-                    && f.enum_texts.as_ref().is_none_or(|e| e.contains(b));
-                if ok {
-                    Self::accept(f.tracked, || Tracked::Hash(hasher.bytes(0, b)))
-                } else {
-                    Quick::Slow
-                }
+                    && f.enum_texts.as_ref().is_none_or(|e| e.contains(b)))
+                .map(|_| Parsed::Text)
             }
-            Fast::Syntax | Fast::Datetime | Fast::Time | Fast::Boolean | Fast::General => {
-                Quick::Slow
-            }
-        }
-    }
-
-    #[inline(always)]
-    fn accept(tracked: bool, value: impl FnOnce() -> Tracked) -> Quick {
-        if tracked {
-            Quick::Track(value())
-        } else {
-            Quick::Done
         }
     }
 

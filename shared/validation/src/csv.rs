@@ -1,9 +1,10 @@
 //! CSV: an RFC 4180 parser of our own, built for throughput and for hostile
 //! input. Input is read into one buffer (256 KiB, growing only for a record
 //! longer than that, up to `max_line_bytes`), UTF-8-checked once per fill,
-//! and split into records and fields by scanning 64 bytes at a time for the
-//! four bytes that matter (delimiter, quote, CR, LF) with SIMD compares; only
-//! those positions are visited. Cells are borrowed `&str` slices of the
+//! and split into records and fields from a bitmap of the four bytes that
+//! matter (delimiter, quote, CR, LF), built for the whole fill in one SIMD
+//! pass (AVX2 where the CPU has it, else SSE2, else eight bytes at a time in
+//! a `u64`); only those positions are visited. Cells are borrowed `&str` slices of the
 //! buffer; only a quoted field with doubled quotes (or text after its closing
 //! quote) is copied, once, into a scratch string. Quoting follows `csv_core`
 //! and Python's `csv` (a quote opens a quoted field only at the field's
@@ -13,7 +14,9 @@
 //! The header (or JSON keys) map to schema fields by name (or cells to
 //! fields by position when there is no header); structural problems
 //! (missing/extra/duplicate columns, ragged and blank rows) are reported and
-//! each row is handed to the [`Checker`]. A record longer than
+//! each row is handed to the [`Checker`]. Records go on in groups of
+//! [`GROUP`], each screened a column at a time first ([`Checker::screen`]),
+//! then checked row by row for what screening left. A record longer than
 //! `max_line_bytes`, invalid UTF-8 and EOF inside a quoted field end the run
 //! with a [`Fatal`] reason naming the line.
 
@@ -246,7 +249,65 @@ impl Span {
     }
 }
 
-/// One parsed record: its cells, and the line it starts on.
+/// The text of span `s`, of `text` or of `scratch`.
+#[inline(always)]
+fn span_text<'a>(text: &'a str, scratch: &'a str, s: Span) -> Text<'a> {
+    let (src, start) = if s.start & SCRATCH == 0 {
+        (text, s.start as usize)
+    } else {
+        (scratch, (s.start & !SCRATCH) as usize)
+    };
+    let end = s.end as usize;
+    let Some(bytes) = src.as_bytes().get(start..end) else {
+        return Text("");
+    };
+    debug_assert!(src.is_char_boundary(start) && src.is_char_boundary(end));
+    // SAFETY: `bytes` is `src[start..end]` (just checked), and both are
+    // character boundaries by construction: a span of `text` starts and
+    // ends next to an ASCII byte the scanner found (a delimiter, quote, CR
+    // or LF, which UTF-8 never uses inside a multi-byte character) or at
+    // the region's start or end, and a span of `scratch` starts and ends at
+    // its length between two `push_str`s. (Checking the boundaries again
+    // here costs 3% of a validation.)
+    Text(unsafe { std::str::from_utf8_unchecked(bytes) })
+}
+
+/// Records handed on at a time: enough to make screening them a column at
+/// a time worth it (see [`Checker::screen`]), few enough that their cells
+/// stay in the L1 cache meanwhile.
+const GROUP: usize = 128;
+
+/// A record (its first span and span count) or, `None`, an empty line.
+type Entry = Option<(u32, u32)>;
+
+/// Records and empty lines, in order, as the parser hands them on.
+struct Group<'a> {
+    text: &'a str,
+    scratch: &'a str,
+    spans: &'a [Span],
+    entries: &'a [Entry],
+}
+
+impl<'a> Group<'a> {
+    fn record(&self, (first, n): (u32, u32)) -> Record<'a> {
+        let (first, n) = (first as usize, n as usize);
+        Record {
+            text: self.text,
+            scratch: self.scratch,
+            spans: self.spans.get(first..first + n).unwrap_or_default(),
+        }
+    }
+
+    #[cfg(test)]
+    fn events(&self) -> impl Iterator<Item = Event<'a>> + '_ {
+        self.entries.iter().map(|e| match *e {
+            None => Event::EmptyLine,
+            Some(entry) => Event::Record(self.record(entry)),
+        })
+    }
+}
+
+/// One parsed record: its cells.
 struct Record<'a> {
     text: &'a str,
     scratch: &'a str,
@@ -260,25 +321,7 @@ impl<'a> Record<'a> {
 
     #[inline(always)]
     fn text(&self, i: usize) -> Text<'a> {
-        let s = self.spans[i];
-        let (src, start) = if s.start & SCRATCH == 0 {
-            (self.text, s.start as usize)
-        } else {
-            (self.scratch, (s.start & !SCRATCH) as usize)
-        };
-        let end = s.end as usize;
-        let Some(bytes) = src.as_bytes().get(start..end) else {
-            return Text("");
-        };
-        debug_assert!(src.is_char_boundary(start) && src.is_char_boundary(end));
-        // SAFETY: `bytes` is `src[start..end]` (just checked), and both are
-        // character boundaries by construction: a span of `text` starts and
-        // ends next to an ASCII byte the scanner found (a delimiter, quote,
-        // CR or LF, which UTF-8 never uses inside a multi-byte character) or
-        // at the region's start or end, and a span of `scratch` starts and
-        // ends at its length between two `push_str`s. (Checking the
-        // boundaries again here costs 3% of a validation.)
-        Text(unsafe { std::str::from_utf8_unchecked(bytes) })
+        span_text(self.text, self.scratch, self.spans[i])
     }
 
     fn cell(&self, i: usize) -> &'a str {
@@ -286,7 +329,8 @@ impl<'a> Record<'a> {
     }
 }
 
-/// What the parser hands on.
+/// A group's entry, for the tests.
+#[cfg(test)]
 enum Event<'a> {
     Record(Record<'a>),
     /// A line with nothing on it (not the LF of a CRLF).
@@ -335,38 +379,68 @@ fn too_long(line: u64, max: usize) -> Fatal {
 /// Buffers reused from one buffer fill to the next.
 #[derive(Default)]
 struct Work {
-    /// The current record's cells.
-    spans: Vec<Span>,
-    /// The unescaped text of its quoted cells that had to be copied.
-    scratch: String,
     /// The fill's structural bitmap (see [`structural_masks`]).
     masks: Vec<u64>,
+    /// The group of records being parsed: their cells and the unescaped
+    /// text of their quoted cells that had to be copied.
+    spans: Vec<Span>,
+    scratch: String,
+    entries: Vec<Entry>,
 }
 
-/// Parse the complete records of `text`, handing each to `on`. Returns where
-/// the first incomplete record starts (all of `text` if none), and the line
-/// its quoted field opened on if it ends inside one.
+/// Hand the group of records in `spans`, `scratch` and `entries` (of
+/// `text`) to `on`, and start a new one.
+fn flush(
+    text: &str,
+    spans: &mut Vec<Span>,
+    scratch: &mut String,
+    entries: &mut Vec<Entry>,
+    on: &mut impl FnMut(&Group<'_>) -> Result<(), Fatal>,
+) -> Result<(), Fatal> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let result = on(&Group {
+        text,
+        scratch,
+        spans,
+        entries,
+    });
+    spans.clear();
+    scratch.clear();
+    entries.clear();
+    result
+}
+
+/// Parse the complete records of `text`, handing them to `on` in groups of
+/// [`GROUP`]. Returns where the first incomplete record starts (all of
+/// `text` if none), and the line its quoted field opened on if it ends
+/// inside one. The records before a problem are handed on before it is
+/// returned.
 fn parse_region(
     text: &str,
     needles: Needles,
     max_line: usize,
     pos: &mut Position,
     work: &mut Work,
-    on: &mut impl FnMut(Event<'_>) -> Result<(), Fatal>,
+    on: &mut impl FnMut(&Group<'_>) -> Result<(), Fatal>,
 ) -> Result<(usize, Option<u64>), Fatal> {
     let b = text.as_bytes();
     let (d, q) = (needles.delimiter, needles.quote);
     let Work {
+        masks,
         spans,
         scratch,
-        masks,
+        entries,
     } = work;
     structural_masks(b, needles, masks);
     let mut scan = Scan::new(masks);
     let mut start = 0;
-    'records: loop {
-        spans.clear();
-        scratch.clear();
+    // The spans and scratch text of the records parsed so far.
+    let mut kept = (0, 0);
+    let result = 'parse: loop {
+        spans.truncate(kept.0);
+        scratch.truncate(kept.1);
         // Newlines so far in this record, and the state of its current field.
         let mut newlines = 0u64;
         let mut field = start;
@@ -377,7 +451,7 @@ fn parse_region(
         let mut quote_line = 0;
         loop {
             let Some(i) = scan.next() else {
-                return Ok((start, in_quotes.then_some(quote_line)));
+                break 'parse Ok((start, in_quotes.then_some(quote_line)));
             };
             let c = b[i];
             if c == d && !quoted {
@@ -415,11 +489,11 @@ fn parse_region(
                     pos.line += 1;
                 }
                 if !(pos.skip_lf && c == b'\n') {
-                    on(Event::EmptyLine)?;
+                    entries.push(None);
                 }
                 pos.skip_lf = c == b'\r';
                 start = i + 1;
-                continue 'records;
+                break;
             }
             // The field ends at i.
             if !quoted {
@@ -443,30 +517,38 @@ fn parse_region(
             }
             // The record ends at i.
             if i - start > max_line {
-                return Err(too_long(pos.line, max_line));
+                break 'parse Err(too_long(pos.line, max_line));
             }
-            on(Event::Record(Record {
-                text,
-                scratch: scratch.as_str(),
-                spans: spans.as_slice(),
-            }))?;
+            entries.push(Some((kept.0 as u32, (spans.len() - kept.0) as u32)));
+            kept = (spans.len(), scratch.len());
             if c == b'\n' {
                 newlines += 1;
             }
             pos.line += newlines;
             pos.skip_lf = c == b'\r';
             start = i + 1;
-            continue 'records;
+            break;
         }
-    }
+        if entries.len() >= GROUP {
+            if let Err(fatal) = flush(text, spans, scratch, entries, on) {
+                break 'parse Err(fatal);
+            }
+            kept = (0, 0);
+        }
+    };
+    // The records before the end (or the problem) still go on.
+    spans.truncate(kept.0);
+    scratch.truncate(kept.1);
+    flush(text, spans, scratch, entries, on)?;
+    result
 }
 
 /// Where parsed records go.
 trait Handler {
-    /// One record or empty line, in order.
-    fn event(&mut self, event: Event<'_>) -> Result<(), Fatal>;
+    /// The next records and empty lines, in order.
+    fn group(&mut self, group: &Group<'_>) -> Result<(), Fatal>;
 
-    /// Every record in `buf[..done]` has been handed to [`Handler::event`]
+    /// Every record in `buf[..done]` has been handed to [`Handler::group`]
     /// (and `buf[..done]` is UTF-8). Leave `buf[done..len]`, the start of the
     /// next record, at the start of `buf`, which may be a new buffer.
     fn consumed(&mut self, buf: &mut Vec<u8>, done: usize, len: usize) {
@@ -477,9 +559,9 @@ trait Handler {
 /// Records handed straight to a function, in this thread.
 struct Direct<F>(F);
 
-impl<F: FnMut(Event<'_>) -> Result<(), Fatal>> Handler for Direct<F> {
-    fn event(&mut self, event: Event<'_>) -> Result<(), Fatal> {
-        (self.0)(event)
+impl<F: FnMut(&Group<'_>) -> Result<(), Fatal>> Handler for Direct<F> {
+    fn group(&mut self, group: &Group<'_>) -> Result<(), Fatal> {
+        (self.0)(group)
     }
 }
 
@@ -533,8 +615,8 @@ fn parse<R: Read>(
             }
         };
         let valid = text.len();
-        let parsed = parse_region(text, needles, max_line, &mut pos, &mut work, &mut |event| {
-            to.event(event)
+        let parsed = parse_region(text, needles, max_line, &mut pos, &mut work, &mut |group| {
+            to.group(group)
         });
         let (done, open_quote) = match parsed {
             Ok(parsed) => parsed,
@@ -591,8 +673,8 @@ struct Batch {
     text_len: usize,
     spans: Vec<Span>,
     scratch: String,
-    /// `None` for an empty line, else the record's first span and span count.
-    events: Vec<Option<(u32, u32)>>,
+    /// Its records and empty lines, in order.
+    entries: Vec<Entry>,
 }
 
 /// The reading side of the two-thread pipeline: collects each buffer's
@@ -607,27 +689,27 @@ struct Shipper {
 }
 
 impl Handler for Shipper {
-    fn event(&mut self, event: Event<'_>) -> Result<(), Fatal> {
+    fn group(&mut self, group: &Group<'_>) -> Result<(), Fatal> {
         let b = &mut self.batch;
-        match event {
-            Event::EmptyLine => b.events.push(None),
-            Event::Record(r) => {
-                let first = b.spans.len() as u32;
-                let base = b.scratch.len() as u32;
-                b.spans.extend(r.spans.iter().map(|s| {
-                    if s.start & SCRATCH == 0 {
-                        *s
-                    } else {
-                        Span {
-                            start: (s.start + base) | SCRATCH,
-                            end: s.end + base,
-                        }
-                    }
-                }));
-                b.scratch.push_str(r.scratch);
-                b.events.push(Some((first, r.spans.len() as u32)));
+        let first = b.spans.len() as u32;
+        let base = b.scratch.len() as u32;
+        b.spans.extend(group.spans.iter().map(|s| {
+            if s.start & SCRATCH == 0 {
+                *s
+            } else {
+                Span {
+                    start: (s.start + base) | SCRATCH,
+                    end: s.end + base,
+                }
             }
-        }
+        }));
+        b.scratch.push_str(group.scratch);
+        b.entries.extend(
+            group
+                .entries
+                .iter()
+                .map(|e| e.map(|(at, n)| (at + first, n))),
+        );
         if self.closed {
             return Err(Fatal::new(ErrorKind::Io, "the checking thread stopped"));
         }
@@ -635,7 +717,7 @@ impl Handler for Shipper {
     }
 
     fn consumed(&mut self, buf: &mut Vec<u8>, done: usize, len: usize) {
-        if self.batch.events.is_empty() {
+        if self.batch.entries.is_empty() {
             buf.copy_within(done..len, 0);
             return;
         }
@@ -657,7 +739,7 @@ fn parse_in_two_threads<R: Read>(
     input: &mut Guard<R>,
     needles: Needles,
     max_line: usize,
-    on: impl FnMut(Event<'_>) -> Result<(), Fatal> + Send,
+    on: impl FnMut(&Group<'_>) -> Result<(), Fatal> + Send,
 ) -> Result<(), Fatal> {
     let (to, batches) = sync_channel::<Msg>(QUEUED_BATCHES);
     let (give_back, spare) = channel::<Vec<u8>>();
@@ -679,11 +761,12 @@ fn parse_in_two_threads<R: Read>(
     })
 }
 
-/// The checking side: hand every batch's records to `on`, in order.
+/// The checking side: hand every batch's records to `on`, in order, in
+/// groups of [`GROUP`].
 fn check_batches(
     batches: Receiver<Msg>,
     give_back: Sender<Vec<u8>>,
-    mut on: impl FnMut(Event<'_>) -> Result<(), Fatal>,
+    mut on: impl FnMut(&Group<'_>) -> Result<(), Fatal>,
 ) -> Result<(), Fatal> {
     for msg in batches {
         let batch = match msg {
@@ -691,14 +774,12 @@ fn check_batches(
             Msg::End(result) => return result,
         };
         let text = std::str::from_utf8(&batch.buf[..batch.text_len]).unwrap_or_default();
-        for event in &batch.events {
-            on(match *event {
-                None => Event::EmptyLine,
-                Some((first, n)) => Event::Record(Record {
-                    text,
-                    scratch: &batch.scratch,
-                    spans: &batch.spans[first as usize..(first + n) as usize],
-                }),
+        for entries in batch.entries.chunks(GROUP) {
+            on(&Group {
+                text,
+                scratch: &batch.scratch,
+                spans: &batch.spans,
+                entries,
             })?;
         }
         let _ = give_back.send(batch.buf);
@@ -764,12 +845,14 @@ fn map_header(checker: &Checker, names: &[&str], out: &mut Collector) -> (Layout
     (layout, false)
 }
 
-/// Check one data row.
+/// Check one data row. `screened`: [`Checker::screen`] passed it (the
+/// layout is in order and the row has every cell).
 #[inline]
 fn check_record(
     rec: &Record<'_>,
     row: u64,
     layout: &Layout,
+    screened: bool,
     checker: &mut Checker,
     out: &mut Collector,
 ) {
@@ -788,8 +871,12 @@ fn check_record(
         });
         return;
     }
+    if screened {
+        checker.check_screened(row, |fi| Cell::Text(rec.text(fi)), out);
+        return;
+    }
     if layout.in_order && len == layout.width {
-        // The common case: no mapping, and every field has its cell.
+        // No mapping, and every field has its cell.
         checker.check_row(row, |fi| Cell::Text(rec.text(fi)), out);
         return;
     }
@@ -831,12 +918,137 @@ fn dialect_problem(dialect: &CsvDialect) -> Option<String> {
         })
 }
 
+/// The rows side of a run: the header, then each group of records
+/// screened (see [`Checker::screen`]) and checked in order.
+struct Rows<'a> {
+    /// Screen groups of rows (always, but in tests that compare).
+    screening: bool,
+    dialect: &'a CsvDialect,
+    checker: &'a mut Checker,
+    out: &'a mut Collector,
+    /// Set by the header (or the first row without one).
+    layout: Option<Layout>,
+    /// Data rows so far.
+    rows: u64,
+    any_record: bool,
+    /// Empty lines not yet counted: they are rows only once a record
+    /// follows (or the file ends after one), and never before the header.
+    empty_lines: u64,
+    /// The screened records of the current group: their first spans, and
+    /// whether each passed.
+    starts: Vec<u32>,
+    clean: Vec<bool>,
+}
+
+impl Rows<'_> {
+    fn group(&mut self, g: &Group<'_>) {
+        let screening = self.screen(g);
+        let mut screened = 0;
+        for entry in g.entries {
+            let Some(entry) = *entry else {
+                if self.layout.is_some() || !self.dialect.header {
+                    self.empty_lines += 1;
+                }
+                continue;
+            };
+            let clean = screening
+                && self
+                    .layout
+                    .as_ref()
+                    .is_some_and(|l| entry.1 as usize == l.width)
+                && {
+                    screened += 1;
+                    self.clean[screened - 1]
+                };
+            self.record(&g.record(entry), clean);
+        }
+    }
+
+    /// Screen the records of `g` that have every cell, if the layout is
+    /// known and in order (else none is screened: false).
+    fn screen(&mut self, g: &Group<'_>) -> bool {
+        let Some(layout) = self
+            .layout
+            .as_ref()
+            .filter(|l| l.in_order && self.screening)
+        else {
+            return false;
+        };
+        let width = layout.width;
+        self.starts.clear();
+        self.starts.extend(g.entries.iter().filter_map(|e| {
+            e.filter(|&(_, n)| n as usize == width)
+                .map(|(first, _)| first)
+        }));
+        self.clean.clear();
+        self.clean.resize(self.starts.len(), true);
+        let starts = &self.starts;
+        self.checker.screen(&mut self.clean, |r, fi| {
+            let at = starts[r] as usize + fi;
+            g.spans
+                .get(at)
+                .map_or(Text(""), |&s| span_text(g.text, g.scratch, s))
+        });
+        true
+    }
+
+    fn record(&mut self, rec: &Record<'_>, screened: bool) {
+        self.any_record = true;
+        if let Some(layout) = &self.layout {
+            if self.empty_lines > 0 {
+                blank_lines(
+                    std::mem::take(&mut self.empty_lines),
+                    &mut self.rows,
+                    self.out,
+                );
+            }
+            self.rows += 1;
+            check_record(rec, self.rows, layout, screened, self.checker, self.out);
+            return;
+        }
+        let new = if self.dialect.header {
+            let names: Vec<&str> = (0..rec.len()).map(|i| rec.cell(i)).collect();
+            let (new, header_is_data) = map_header(self.checker, &names, self.out);
+            if header_is_data {
+                self.rows += 1;
+                check_record(rec, self.rows, &new, false, self.checker, self.out);
+            }
+            new
+        } else {
+            let n = self.checker.fields.len();
+            let new = Layout::new((0..n).map(Some).collect(), n, "schema has");
+            blank_lines(
+                std::mem::take(&mut self.empty_lines),
+                &mut self.rows,
+                self.out,
+            );
+            self.rows += 1;
+            check_record(rec, self.rows, &new, false, self.checker, self.out);
+            new
+        };
+        self.layout = Some(new);
+    }
+}
+
 /// Validate CSV from `guard`; returns (data rows, bytes).
 pub(crate) fn run<R: Read>(
+    guard: Guard<R>,
+    dialect: &CsvDialect,
+    max_line: usize,
+    threads: usize,
+    checker: &mut Checker,
+    out: &mut Collector,
+) -> (u64, u64) {
+    run_screening(guard, dialect, max_line, threads, true, checker, out)
+}
+
+/// [`run`], screening groups of rows or not (the tests compare the two).
+fn run_screening<R: Read>(
     mut guard: Guard<R>,
     dialect: &CsvDialect,
     max_line: usize,
     threads: usize,
+    screening: bool,
     checker: &mut Checker,
     out: &mut Collector,
 ) -> (u64, u64) {
@@ -848,48 +1060,20 @@ pub(crate) fn run<R: Read>(
         delimiter: dialect.delimiter,
         quote: dialect.quote,
     };
-    let mut layout: Option<Layout> = None;
-    let mut rows = 0u64;
-    let mut any_record = false;
-    // Empty lines not yet counted: they are rows only once a record follows
-    // (or the file ends after one), and never before the header.
-    let mut empty_lines = 0u64;
-    let on = |event: Event<'_>| {
-        let rec = match event {
-            Event::EmptyLine => {
-                if layout.is_some() || !dialect.header {
-                    empty_lines += 1;
-                }
-                return Ok(());
-            }
-            Event::Record(rec) => rec,
-        };
-        any_record = true;
-        if let Some(layout) = &layout {
-            if empty_lines > 0 {
-                blank_lines(std::mem::take(&mut empty_lines), &mut rows, out);
-            }
-            rows += 1;
-            check_record(&rec, rows, layout, checker, out);
-            return Ok(());
-        }
-        let new = if dialect.header {
-            let names: Vec<&str> = (0..rec.len()).map(|i| rec.cell(i)).collect();
-            let (new, header_is_data) = map_header(checker, &names, out);
-            if header_is_data {
-                rows += 1;
-                check_record(&rec, rows, &new, checker, out);
-            }
-            new
-        } else {
-            let n = checker.fields.len();
-            let new = Layout::new((0..n).map(Some).collect(), n, "schema has");
-            blank_lines(std::mem::take(&mut empty_lines), &mut rows, out);
-            rows += 1;
-            check_record(&rec, rows, &new, checker, out);
-            new
-        };
-        layout = Some(new);
+    let mut rows = Rows {
+        screening,
+        dialect,
+        checker,
+        out,
+        layout: None,
+        rows: 0,
+        any_record: false,
+        empty_lines: 0,
+        starts: Vec::with_capacity(GROUP),
+        clean: Vec::with_capacity(GROUP),
+    };
+    let on = |g: &Group<'_>| {
+        rows.group(g);
         Ok(())
     };
     let result = if threads > 1 {
@@ -897,6 +1081,14 @@ pub(crate) fn run<R: Read>(
     } else {
         parse(&mut guard, needles, max_line, &mut Direct(on))
     };
+    let Rows {
+        out,
+        layout,
+        mut rows,
+        any_record,
+        empty_lines,
+        ..
+    } = rows;
     match result {
         // Empty lines at the end (the final newline does not make one).
         Ok(()) if any_record => blank_lines(empty_lines, &mut rows, out),
@@ -962,8 +1154,8 @@ mod tests {
             &mut guard,
             needles,
             max_line,
-            &mut Direct(|e: Event<'_>| {
-                single.push(cells(e));
+            &mut Direct(|g: &Group<'_>| {
+                single.extend(g.events().map(cells));
                 Ok(())
             }),
         );
@@ -975,8 +1167,8 @@ mod tests {
             &Limits::default(),
         );
         let mut got: Vec<Vec<String>> = Vec::new();
-        let r2 = parse_in_two_threads(&mut guard, needles, max_line, |e: Event<'_>| {
-            got.push(cells(e));
+        let r2 = parse_in_two_threads(&mut guard, needles, max_line, |g: &Group<'_>| {
+            got.extend(g.events().map(cells));
             Ok(())
         });
         assert_eq!(got, single);
@@ -1091,6 +1283,134 @@ mod tests {
             compared += 1;
         }
         assert!(compared > 500, "{compared}");
+    }
+
+    /// A file of a few thousand rows (many groups) with every kind of
+    /// problem here and there: screened or not, on one thread or two, the
+    /// report is the same, every error in detail and in order.
+    #[test]
+    fn screening_changes_no_report() {
+        let schema = crate::TableSchema::from_json(
+            r#"{
+              "fields": [
+                {"name": "id", "type": "integer", "constraints": {"required": true, "unique": true}},
+                {"name": "name", "type": "string", "constraints": {"required": true, "maxLength": 6, "pattern": "[a-z]+"}},
+                {"name": "kind", "type": "string", "constraints": {"enum": ["a", "bb", "ccc"]}},
+                {"name": "n", "type": "number", "constraints": {"minimum": 0, "maximum": 100}},
+                {"name": "k", "type": "integer", "constraints": {"minimum": -5}},
+                {"name": "d", "type": "date", "constraints": {"maximum": "2030-01-01"}},
+                {"name": "t", "type": "datetime"},
+                {"name": "b", "type": "boolean"},
+                {"name": "y", "type": "year", "constraints": {"minimum": 1900}},
+                {"name": "h", "type": "time"},
+                {"name": "e", "type": "string", "format": "email"},
+                {"name": "code", "type": "string", "constraints": {"unique": true}}
+              ],
+              "missingValues": ["", "NA", "n/a"],
+              "primaryKey": ["k", "y"]
+            }"#,
+        )
+        .unwrap();
+        let good = [
+            "7",
+            "abc",
+            "bb",
+            "12.5",
+            "3",
+            "2020-02-29",
+            "2020-01-01T10:00:00Z",
+            "true",
+            "1999",
+            "10:11:12",
+            "a@b.co",
+            "x",
+        ];
+        let bad = [
+            "7x",
+            "ABC",
+            "dd",
+            "101",
+            "-6",
+            "2031-01-01",
+            "2020-01-01 10:00",
+            "yes",
+            "1800",
+            "25:00:00",
+            "nobody",
+            "",
+        ];
+        let mut x: u32 = 5;
+        let mut next = |n: u32| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) % n
+        };
+        let mut doc = String::from("id,name,kind,n,k,d,t,b,y,h,e,code\n");
+        for row in 0..3000 {
+            match next(400) {
+                0 => doc.push('\n'),
+                1 => doc.push_str("1,2\n"),
+                2 => doc.push_str(",,,,,,,,,,,\n"),
+                _ => {}
+            }
+            let cells: Vec<String> = (0..12)
+                .map(|i| match (i, next(60)) {
+                    (0, 0) => "5".to_owned(),
+                    (0, _) => row.to_string(),
+                    (4 | 8, 0) => bad[i].to_owned(),
+                    (4, v) => v.to_string(),
+                    (8, v) => (1990 + v).to_string(),
+                    (11, 0) => "dup".to_owned(),
+                    (11, _) => format!("c{row}"),
+                    (_, 0) => bad[i].to_owned(),
+                    (_, 1) => "NA".to_owned(),
+                    (_, 2) => format!("\"{}\"", good[i]),
+                    (1, 3) => "\"a\"\"b\"".to_owned(),
+                    (1, 4) => "abcdefgh".to_owned(),
+                    _ => good[i].to_owned(),
+                })
+                .collect();
+            doc.push_str(&cells.join(","));
+            doc.push_str(if row % 7 == 0 { "\r\n" } else { "\n" });
+        }
+        let limits = Limits {
+            max_errors_kept: 1_000_000,
+            ..Limits::default()
+        };
+        let report = |threads: usize, screening: bool| {
+            let mut checker = Checker::new(&schema, limits.max_unique_tracked).unwrap();
+            let mut out = Collector::new(limits.max_errors_kept);
+            let guard = Guard::new(doc.as_bytes(), Compression::None, Syntax::Raw, &limits);
+            let dialect = CsvDialect::default();
+            let (rows, bytes) = run_screening(
+                guard,
+                &dialect,
+                limits.max_line_bytes,
+                threads,
+                screening,
+                &mut checker,
+                &mut out,
+            );
+            out.finish(rows, bytes)
+        };
+        let plain = report(1, false);
+        assert!(plain.errors.len() > 1000, "{}", plain.summary());
+        for kind in [
+            ErrorKind::TypeError,
+            ErrorKind::Required,
+            ErrorKind::Unique,
+            ErrorKind::PrimaryKey,
+            ErrorKind::Enum,
+            ErrorKind::Pattern,
+            ErrorKind::Minimum,
+            ErrorKind::Maximum,
+            ErrorKind::MaxLength,
+            ErrorKind::RaggedRow,
+            ErrorKind::BlankRow,
+        ] {
+            assert!(plain.count(kind) > 0, "{kind:?}: {}", plain.summary());
+        }
+        assert_eq!(report(1, true), plain);
+        assert_eq!(report(2, true), plain);
     }
 
     #[test]

@@ -9,9 +9,10 @@
 //!   [`ZSTD_MAX_WINDOW_LOG`]) decoding with decompression-bomb limits, BOM
 //!   stripping, and (for JSON Lines) a line-length bound. Hostile input ends
 //!   in a fatal reason, never a panic or unbounded buffering.
-//! - `csv` — an RFC 4180 parser of our own (SIMD scan for the structural
+//! - `csv` — an RFC 4180 parser of our own (a SIMD bitmap of the structural
 //!   bytes, cells borrowed from one reused buffer, UTF-8 checked once per
-//!   buffer), record length bounded, quoting as `csv_core` and Python's `csv`;
+//!   buffer, records handed on in groups), record length bounded, quoting as
+//!   `csv_core` and Python's `csv`;
 //!   optionally split over two threads ([`Limits::threads`]). `jsonl` — one
 //!   object per line. Both map the header (or JSON keys) to schema fields and
 //!   report structural problems (missing/extra/duplicate columns, ragged and
@@ -22,7 +23,9 @@
 //!   and the per-row checks: missing values, types, constraints, `unique`
 //!   and `primaryKey`. A cell takes a quick path that only accepts (typed
 //!   bounds, no allocation) and falls back to the general path, which
-//!   reports, whenever it cannot.
+//!   reports, whenever it cannot. CSV rows are screened a group and a column
+//!   at a time before that.
+//! - `words` — small string sets (missing values, enums, booleans).
 //! - `pattern` — anchored regexes, with a backtracking-free matcher for the
 //!   simple patterns most schemas use.
 //! - `unique` — the memory-bounded state for `unique` and `primaryKey`.
@@ -34,7 +37,8 @@
 //! # Memory
 //!
 //! A run holds: the read buffer (256 KiB, growing only to hold a record
-//! longer than that, up to [`Limits::max_line_bytes`]); with two threads, a
+//! longer than that, up to [`Limits::max_line_bytes`]) and its structural
+//! bitmap (an eighth of its size); with two threads, a
 //! queue of at most four such buffers and their cell offsets; the gzip or
 //! zstd decoder state (zstd: at most a 2^23 = 8 MiB window); the first
 //! [`Limits::max_errors_kept`] errors (values and messages clipped); and
