@@ -25,8 +25,10 @@
 //! without a plan, one tight loop runs its plan down the column. A row whose
 //! screened cells all pass then needs only its row-wise fields (tracked or
 //! general) checked ([`Checker::check_screened`]); any other row gets the
-//! whole [`Checker::check_row`]. Screening only ever accepts, so the report
-//! is the same, in the same order, as checking every row whole.
+//! whole [`Checker::check_row`]. When one field alone is tracked (the usual
+//! id column), screening tracks it too, down the column in row order, up to
+//! the first row that is not clean. Screening only ever accepts, so the
+//! report is the same, in the same order, as checking every row whole.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -273,6 +275,55 @@ impl Parsed {
     }
 }
 
+/// [`Fast::Int`]'s check.
+#[inline(always)]
+fn int_within(b: &[u8], min: i64, max: i64) -> Option<Parsed> {
+    types::small_integer(b)
+        .filter(|v| (min..=max).contains(v))
+        .map(Parsed::Int)
+}
+
+/// [`Fast::Num`]'s check.
+#[inline(always)]
+fn num_within(b: &[u8], min: f64, max: f64) -> Option<Parsed> {
+    types::parse_number_bytes(b)
+        .filter(|v| *v >= min && *v <= max)
+        .map(Parsed::Num)
+}
+
+/// [`Fast::Date`]'s check.
+#[inline(always)]
+fn date_within(b: &[u8], min: u32, max: u32) -> Option<Parsed> {
+    types::iso_date_key(b)
+        .filter(|k| (min..=max).contains(k))
+        .map(Parsed::Date)
+}
+
+/// [`Fast::Year`]'s check.
+#[inline(always)]
+fn year_within(b: &[u8], min: i32, max: i32) -> Option<Parsed> {
+    types::year_bytes(b)
+        .filter(|y| (min..=max).contains(y))
+        .map(Parsed::Year)
+}
+
+/// [`Fast::Text`]'s check: lengths in characters, pattern and enum.
+#[inline(always)]
+fn text_within(f: &FieldCheck, t: Text<'_>, min_len: usize, max_len: usize) -> Option<Parsed> {
+    let b = t.bytes();
+    let n = b.len();
+    // Characters are between a quarter of the bytes and all of them: count
+    // them only when that range straddles a bound.
+    let len_ok = (n <= max_len && n >= min_len.saturating_mul(4)) || {
+        let chars = t.str().chars().count();
+        chars >= min_len && chars <= max_len
+    };
+    let ok = len_ok
+        && f.pattern.as_ref().is_none_or(|(re, _)| re.is_match_text(t))
+        && f.enum_texts.as_ref().is_none_or(|e| e.contains(b));
+    ok.then_some(Parsed::Text)
+}
+
 /// What the quick path made of a text cell.
 enum Quick {
     /// Valid, and nothing to track.
@@ -392,8 +443,14 @@ pub(crate) struct Checker {
     /// The current row's key parts.
     pk_parts: Vec<Tracked>,
     /// The fields checked row by row even in a screened row: the tracked
-    /// ones and those with no quick path (see [`Checker::screen`]).
+    /// ones and those with no quick path (see [`Checker::screen`]), but
+    /// the [`Checker::screened_key`].
     row_wise: Vec<usize>,
+    /// The field screening tracks too: set when exactly one field is
+    /// tracked, for one constraint (its `unique`, and a primary key of that
+    /// field alone, which then repeats when it does; or a one-field primary
+    /// key), and it has a quick path.
+    screened_key: Option<usize>,
     uniq: Uniqueness,
 }
 
@@ -554,8 +611,22 @@ impl Checker {
             }
         });
         let pk_len = pk.as_ref().map_or(0, |k| k.fields.len());
+        let tracked: Vec<usize> = (0..n).filter(|&i| fields[i].tracked).collect();
+        let screened_key = match (tracked.as_slice(), &pk) {
+            (&[fi], None) => Some(fi),
+            (&[fi], Some(key))
+                if key.fields == [fi] && (key.via_unique || unique[fi].is_none()) =>
+            {
+                Some(fi)
+            }
+            _ => None,
+        }
+        .filter(|&fi| !matches!(fields[fi].fast, Fast::General));
         let row_wise = (0..n)
-            .filter(|&i| fields[i].tracked || matches!(fields[i].fast, Fast::General))
+            .filter(|&i| {
+                (fields[i].tracked && screened_key != Some(i))
+                    || matches!(fields[i].fast, Fast::General)
+            })
             .collect();
         Ok(Checker {
             fields,
@@ -566,6 +637,7 @@ impl Checker {
             pk_pos,
             pk_parts: vec![Tracked::Hash(0); pk_len],
             row_wise,
+            screened_key,
             uniq: Uniqueness {
                 hasher: KeyHasher::random(),
                 seen: Seen::new(max_tracked),
@@ -594,7 +666,7 @@ impl Checker {
         cell: impl Fn(usize) -> Cell<'c>,
         out: &mut Collector,
     ) {
-        self.check_fields(row, 0..self.fields.len(), cell, out);
+        self.check_fields(row, 0..self.fields.len(), true, cell, out);
     }
 
     /// [`Checker::check_row`] for a row that [`Checker::screen`] passed:
@@ -607,7 +679,8 @@ impl Checker {
         out: &mut Collector,
     ) {
         let row_wise = std::mem::take(&mut self.row_wise);
-        self.check_fields(row, row_wise.iter().copied(), cell, out);
+        let key = self.screened_key.is_none();
+        self.check_fields(row, row_wise.iter().copied(), key, cell, out);
         self.row_wise = row_wise;
     }
 
@@ -618,67 +691,144 @@ impl Checker {
     /// report nothing and change nothing, so [`Checker::check_screened`]
     /// then gives the row the same verdict as [`Checker::check_row`]. One
     /// field's type check over many rows is a tight loop of its own.
-    /// `cell(r, i)` is row `r`'s cell for field `i`.
-    pub(crate) fn screen<'c>(&self, clean: &mut [bool], cell: impl Fn(usize, usize) -> Text<'c>) {
+    /// `column(i)` gives field `i`'s cells, a row at a time (`None`: a cell
+    /// that cannot be screened); the first row is row `first_row`.
+    ///
+    /// With a [`Checker::screened_key`], its column is screened last, and
+    /// its values tracked: from the first row on, as long as the rows are
+    /// clean and their values new (a value is tracked exactly when checking
+    /// its row whole would have tracked it, and in the same order); the
+    /// first row that is not, and every row after it, is left unclean.
+    pub(crate) fn screen<'c, I>(
+        &mut self,
+        clean: &mut [bool],
+        column: impl Fn(usize) -> I,
+        first_row: u64,
+        out: &mut Collector,
+    ) where
+        I: Iterator<Item = Option<Text<'c>>>,
+    {
+        self.screen_untracked(clean, &column);
+        if let Some(fi) = self.screened_key {
+            self.screen_key(fi, clean, column(fi), first_row, out);
+        }
+    }
+
+    /// The column of the [`Checker::screened_key`] field `fi`, after the
+    /// others (see [`Checker::screen`]).
+    #[inline(never)]
+    fn screen_key<'c>(
+        &mut self,
+        fi: usize,
+        clean: &mut [bool],
+        cells: impl Iterator<Item = Option<Text<'c>>>,
+        first_row: u64,
+        out: &mut Collector,
+    ) {
+        let Checker {
+            fields,
+            missing,
+            unique,
+            pk,
+            uniq,
+            ..
+        } = self;
+        let f = &fields[fi];
+        let Some(tracker) = unique[fi].as_mut().or(pk.as_mut().map(|k| &mut k.tracker)) else {
+            return;
+        };
+        let mut stop = clean.len();
+        let rows = (first_row..).zip(clean.iter_mut().zip(cells));
+        for (r, (row, (c, t))) in rows.enumerate() {
+            let ok = *c
+                && t.is_some_and(|t| {
+                    if missing.contains(t.bytes()) {
+                        return !f.required;
+                    }
+                    let value =
+                        Self::parse_quick(f, t).and_then(|p| p.tracked(&uniq.hasher, t.bytes()));
+                    value.is_some_and(|v| !uniq.on || uniq.is_new(tracker, v, row, out))
+                });
+            if !ok {
+                stop = r;
+                break;
+            }
+        }
+        clean[stop..].fill(false);
+    }
+
+    /// [`Checker::screen`] for the fields that are not tracked.
+    fn screen_untracked<'c, I>(&self, clean: &mut [bool], column: &impl Fn(usize) -> I)
+    where
+        I: Iterator<Item = Option<Text<'c>>>,
+    {
         for (fi, f) in self.fields.iter().enumerate() {
             if f.tracked {
                 continue;
             }
-            let column = |r: usize| cell(r, fi);
-            let fast = f.fast;
-            // A closure of its own in each arm, so that each loop has its
-            // plan's check inlined.
+            // The arms of `parse_quick`, each in a closure (and so a loop)
+            // of its own.
             macro_rules! screen {
-                () => {
-                    self.screen_column(clean, f, column, |t| {
-                        Self::parse_quick(fast, f, t).is_some()
-                    })
+                ($accepts:expr) => {
+                    self.screen_column(clean, f, column(fi), $accepts)
                 };
             }
-            match fast {
+            match f.fast {
                 Fast::General => {}
-                Fast::Syntax => screen!(),
-                Fast::Int { .. } => screen!(),
-                Fast::Num { .. } => screen!(),
-                Fast::Date { .. } => screen!(),
-                Fast::Year { .. } => screen!(),
-                Fast::Text { .. } => screen!(),
-                Fast::Datetime => screen!(),
-                Fast::Time => screen!(),
-                Fast::Boolean => screen!(),
-                Fast::Always => screen!(),
+                // Anything is accepted, and a missing value too.
+                Fast::Always if !f.required => {}
+                Fast::Always => screen!(|_| true),
+                Fast::Syntax => screen!(|t| f.caster.is_valid_text(t)),
+                Fast::Datetime => screen!(|t| types::is_iso_datetime(t.bytes())),
+                Fast::Time => screen!(|t| types::is_iso_time(t.bytes())),
+                Fast::Boolean => screen!(|t| f.caster.is_boolean(t.bytes())),
+                Fast::Int { min, max } => screen!(|t| int_within(t.bytes(), min, max).is_some()),
+                Fast::Num { min, max } => screen!(|t| num_within(t.bytes(), min, max).is_some()),
+                Fast::Date { min, max } => {
+                    screen!(|t| date_within(t.bytes(), min, max).is_some())
+                }
+                Fast::Year { min, max } => {
+                    screen!(|t| year_within(t.bytes(), min, max).is_some())
+                }
+                Fast::Text { min_len, max_len } => {
+                    screen!(|t| text_within(f, t, min_len, max_len).is_some())
+                }
             }
         }
     }
 
-    #[inline(always)]
+    /// One column of [`Checker::screen`]: a function of its own for each
+    /// plan, so that its loop has the registers to itself.
+    #[inline(never)]
     fn screen_column<'c>(
         &self,
         clean: &mut [bool],
         f: &FieldCheck,
-        cell: impl Fn(usize) -> Text<'c>,
+        cells: impl Iterator<Item = Option<Text<'c>>>,
         accepts: impl Fn(Text<'c>) -> bool,
     ) {
-        for (r, c) in clean.iter_mut().enumerate() {
-            let t = cell(r);
-            let ok = if self.missing.contains(t.bytes()) {
-                !f.required
-            } else {
-                accepts(t)
-            };
+        for (c, t) in clean.iter_mut().zip(cells) {
+            let ok = t.is_some_and(|t| {
+                if self.missing.contains(t.bytes()) {
+                    !f.required
+                } else {
+                    accepts(t)
+                }
+            });
             *c &= ok;
         }
     }
 
-    /// Check fields `fields` of a row, then its primary key. The loop is
-    /// kept small: a text cell the quick path accepts costs a missing-value
-    /// lookup and its type's check; anything else (missing values, tracked
-    /// values, the general path) is handled out of line.
+    /// Check fields `fields` of a row, then (if `key`) its primary key. The
+    /// loop is kept small: a text cell the quick path accepts costs a
+    /// missing-value lookup and its type's check; anything else (missing
+    /// values, tracked values, the general path) is handled out of line.
     #[inline(always)]
     fn check_fields<'c>(
         &mut self,
         row: u64,
         fields: impl Iterator<Item = usize>,
+        key: bool,
         cell: impl Fn(usize) -> Cell<'c>,
         out: &mut Collector,
     ) {
@@ -702,7 +852,7 @@ impl Checker {
             }
             self.check_cell(fi, c, row, out, &mut state);
         }
-        if state.pk_ok && self.uniq.on {
+        if key && state.pk_ok && self.uniq.on {
             self.check_key(row, &cell, state.unique_repeat, out);
         }
     }
@@ -838,7 +988,7 @@ impl Checker {
     /// The quick path for a text cell: see [`Fast`].
     #[inline(always)]
     fn quick(f: &FieldCheck, t: Text<'_>, hasher: &KeyHasher) -> Quick {
-        match Self::parse_quick(f.fast, f, t) {
+        match Self::parse_quick(f, t) {
             None => Quick::Slow,
             Some(_) if !f.tracked => Quick::Done,
             Some(parsed) => parsed
@@ -847,45 +997,24 @@ impl Checker {
         }
     }
 
-    /// What the quick path makes of `t` for a field compiled to `fast` (its
-    /// own `f.fast`, passed apart so that a caller that has matched on it
-    /// gets the one arm inlined): `None` when it cannot accept it.
+    /// What the quick path makes of `t` for field `f`: `None` when it
+    /// cannot accept it.
     #[inline(always)]
-    fn parse_quick(fast: Fast, f: &FieldCheck, t: Text<'_>) -> Option<Parsed> {
+    fn parse_quick(f: &FieldCheck, t: Text<'_>) -> Option<Parsed> {
         let b = t.bytes();
-        let ok = |ok: bool| ok.then_some(Parsed::Plain);
-        match fast {
-            Fast::Syntax => ok(f.caster.is_valid_text(t)),
-            Fast::Datetime => ok(types::is_iso_datetime(b)),
-            Fast::Time => ok(types::is_iso_time(b)),
-            Fast::Boolean => ok(f.caster.is_boolean(b)),
-            Fast::Always => ok(true),
+        let plain = |ok: bool| ok.then_some(Parsed::Plain);
+        match f.fast {
+            Fast::Syntax => plain(f.caster.is_valid_text(t)),
+            Fast::Datetime => plain(types::is_iso_datetime(b)),
+            Fast::Time => plain(types::is_iso_time(b)),
+            Fast::Boolean => plain(f.caster.is_boolean(b)),
+            Fast::Always => plain(true),
             Fast::General => None,
-            Fast::Int { min, max } => types::small_integer(b)
-                .filter(|v| (min..=max).contains(v))
-                .map(Parsed::Int),
-            Fast::Num { min, max } => types::parse_number_bytes(b)
-                .filter(|v| *v >= min && *v <= max)
-                .map(Parsed::Num),
-            Fast::Date { min, max } => types::iso_date_key(b)
-                .filter(|k| (min..=max).contains(k))
-                .map(Parsed::Date),
-            Fast::Year { min, max } => types::year_bytes(b)
-                .filter(|y| (min..=max).contains(y))
-                .map(Parsed::Year),
-            Fast::Text { min_len, max_len } => {
-                let n = b.len();
-                // Characters are between a quarter of the bytes and all of
-                // them: count them only when that range straddles a bound.
-                let len_ok = (n <= max_len && n >= min_len.saturating_mul(4)) || {
-                    let chars = t.str().chars().count();
-                    chars >= min_len && chars <= max_len
-                };
-                ok(len_ok
-                    && f.pattern.as_ref().is_none_or(|(re, _)| re.is_match_text(t))
-                    && f.enum_texts.as_ref().is_none_or(|e| e.contains(b)))
-                .map(|_| Parsed::Text)
-            }
+            Fast::Int { min, max } => int_within(b, min, max),
+            Fast::Num { min, max } => num_within(b, min, max),
+            Fast::Date { min, max } => date_within(b, min, max),
+            Fast::Year { min, max } => year_within(b, min, max),
+            Fast::Text { min_len, max_len } => text_within(f, t, min_len, max_len),
         }
     }
 

@@ -272,6 +272,16 @@ fn span_text<'a>(text: &'a str, scratch: &'a str, s: Span) -> Text<'a> {
     Text(unsafe { std::str::from_utf8_unchecked(bytes) })
 }
 
+/// The text of span `s` if it is a slice of `text` (not of the scratch
+/// string, whose spans have a start past any text: see [`SCRATCH`]).
+#[inline(always)]
+fn plain_text(text: &str, s: Span) -> Option<Text<'_>> {
+    let bytes = text.as_bytes().get(s.start as usize..s.end as usize)?;
+    // SAFETY: as in `span_text`: `bytes` is `text[start..end]`, and both
+    // ends are character boundaries by construction.
+    Some(Text(unsafe { std::str::from_utf8_unchecked(bytes) }))
+}
+
 /// Records handed on at a time: enough to make screening them a column at
 /// a time worth it (see [`Checker::screen`]), few enough that their cells
 /// stay in the L1 cache meanwhile.
@@ -934,61 +944,68 @@ struct Rows<'a> {
     /// Empty lines not yet counted: they are rows only once a record
     /// follows (or the file ends after one), and never before the header.
     empty_lines: u64,
-    /// The screened records of the current group: their first spans, and
-    /// whether each passed.
-    starts: Vec<u32>,
+    /// Whether each record of the current group passed screening.
     clean: Vec<bool>,
 }
 
 impl Rows<'_> {
     fn group(&mut self, g: &Group<'_>) {
-        let screening = self.screen(g);
-        let mut screened = 0;
-        for entry in g.entries {
+        let screened = self.screen(g);
+        for (k, entry) in g.entries.iter().enumerate() {
             let Some(entry) = *entry else {
                 if self.layout.is_some() || !self.dialect.header {
                     self.empty_lines += 1;
                 }
                 continue;
             };
-            let clean = screening
-                && self
-                    .layout
-                    .as_ref()
-                    .is_some_and(|l| entry.1 as usize == l.width)
-                && {
-                    screened += 1;
-                    self.clean[screened - 1]
-                };
+            let clean = screened && self.clean[k];
             self.record(&g.record(entry), clean);
         }
     }
 
-    /// Screen the records of `g` that have every cell, if the layout is
-    /// known and in order (else none is screened: false).
+    /// Screen the records of `g` (see [`Checker::screen`]) when the layout
+    /// is known and in order and `g` holds only records that have every
+    /// cell, one after the other: its spans are then a matrix, a row per
+    /// record and a column per field. Whether it did (else no record of
+    /// `g` is screened).
     fn screen(&mut self, g: &Group<'_>) -> bool {
-        let Some(layout) = self
+        let Some(width) = self
             .layout
             .as_ref()
             .filter(|l| l.in_order && self.screening)
+            .map(|l| l.width)
         else {
             return false;
         };
-        let width = layout.width;
-        self.starts.clear();
-        self.starts.extend(g.entries.iter().filter_map(|e| {
-            e.filter(|&(_, n)| n as usize == width)
-                .map(|(first, _)| first)
-        }));
-        self.clean.clear();
-        self.clean.resize(self.starts.len(), true);
-        let starts = &self.starts;
-        self.checker.screen(&mut self.clean, |r, fi| {
-            let at = starts[r] as usize + fi;
-            g.spans
-                .get(at)
-                .map_or(Text(""), |&s| span_text(g.text, g.scratch, s))
+        let Some(Some((base, _))) = g.entries.first() else {
+            return false;
+        };
+        let base = *base as usize;
+        let regular = g.entries.iter().enumerate().all(|(k, e)| {
+            e.is_some_and(|(first, n)| first as usize == base + k * width && n as usize == width)
         });
+        let Some(matrix) = g.spans.get(base..base + g.entries.len() * width) else {
+            return false;
+        };
+        if !regular {
+            return false;
+        }
+        self.clean.clear();
+        self.clean.resize(g.entries.len(), true);
+        let text = g.text;
+        let column = |fi| {
+            matrix
+                .get(fi..)
+                .unwrap_or_default()
+                .iter()
+                .step_by(width)
+                .map(move |&s| plain_text(text, s))
+        };
+        // The rows the group's records will be (empty lines before them
+        // are counted first).
+        let first_row = self.rows + self.empty_lines + 1;
+        self.checker
+            .screen(&mut self.clean, column, first_row, self.out);
         true
     }
 
@@ -1069,7 +1086,6 @@ fn run_screening<R: Read>(
         rows: 0,
         any_record: false,
         empty_lines: 0,
-        starts: Vec::with_capacity(GROUP),
         clean: Vec::with_capacity(GROUP),
     };
     let on = |g: &Group<'_>| {
@@ -1287,30 +1303,43 @@ mod tests {
 
     /// A file of a few thousand rows (many groups) with every kind of
     /// problem here and there: screened or not, on one thread or two, the
-    /// report is the same, every error in detail and in order.
+    /// report is the same, every error in detail and in order. Under
+    /// several uniqueness set-ups: two `unique` fields and a two-field key
+    /// (no screened key), one `unique` field alone, with a primary key on
+    /// it, a one-field primary key alone, and a budget that runs out.
     #[test]
     fn screening_changes_no_report() {
-        let schema = crate::TableSchema::from_json(
-            r#"{
-              "fields": [
-                {"name": "id", "type": "integer", "constraints": {"required": true, "unique": true}},
-                {"name": "name", "type": "string", "constraints": {"required": true, "maxLength": 6, "pattern": "[a-z]+"}},
-                {"name": "kind", "type": "string", "constraints": {"enum": ["a", "bb", "ccc"]}},
-                {"name": "n", "type": "number", "constraints": {"minimum": 0, "maximum": 100}},
-                {"name": "k", "type": "integer", "constraints": {"minimum": -5}},
-                {"name": "d", "type": "date", "constraints": {"maximum": "2030-01-01"}},
-                {"name": "t", "type": "datetime"},
-                {"name": "b", "type": "boolean"},
-                {"name": "y", "type": "year", "constraints": {"minimum": 1900}},
-                {"name": "h", "type": "time"},
-                {"name": "e", "type": "string", "format": "email"},
-                {"name": "code", "type": "string", "constraints": {"unique": true}}
-              ],
-              "missingValues": ["", "NA", "n/a"],
-              "primaryKey": ["k", "y"]
-            }"#,
-        )
-        .unwrap();
+        let fields = |id: &str, code: &str| {
+            format!(
+                r#"[
+                {{"name": "id", "type": "integer", "constraints": {{{id}}}}},
+                {{"name": "name", "type": "string", "constraints": {{"required": true, "maxLength": 6, "pattern": "[a-z]+"}}}},
+                {{"name": "kind", "type": "string", "constraints": {{"enum": ["a", "bb", "ccc"]}}}},
+                {{"name": "n", "type": "number", "constraints": {{"minimum": 0, "maximum": 100}}}},
+                {{"name": "k", "type": "integer", "constraints": {{"minimum": -5}}}},
+                {{"name": "d", "type": "date", "constraints": {{"maximum": "2030-01-01"}}}},
+                {{"name": "t", "type": "datetime"}},
+                {{"name": "b", "type": "boolean"}},
+                {{"name": "y", "type": "year", "constraints": {{"minimum": 1900}}}},
+                {{"name": "h", "type": "time"}},
+                {{"name": "e", "type": "string", "format": "email"}},
+                {{"name": "code", "type": "string", "constraints": {{{code}}}}}
+              ]"#
+            )
+        };
+        let unique = r#""unique": true"#;
+        let setups = [
+            (
+                fields(unique, unique),
+                r#""primaryKey": ["k", "y"],"#,
+                1_000_000,
+            ),
+            (fields(unique, ""), "", 1_000_000),
+            (fields(unique, ""), r#""primaryKey": "id","#, 1_000_000),
+            (fields("", ""), r#""primaryKey": "id","#, 1_000_000),
+            (fields("", unique), "", 1_000_000),
+            (fields(unique, ""), r#""primaryKey": "id","#, 1000),
+        ];
         let good = [
             "7",
             "abc",
@@ -1352,13 +1381,18 @@ mod tests {
                 2 => doc.push_str(",,,,,,,,,,,\n"),
                 _ => {}
             }
+            // Mostly clean stretches, some rows with a problem.
+            let odds = if (row / 300) % 2 == 0 { 60 } else { 3000 };
             let cells: Vec<String> = (0..12)
-                .map(|i| match (i, next(60)) {
+                .map(|i| match (i, next(odds)) {
                     (0, 0) => "5".to_owned(),
+                    (0, 1) => "NA".to_owned(),
+                    (0, 2) => "x".to_owned(),
+                    (0, 3) => (row - 1).to_string(),
                     (0, _) => row.to_string(),
                     (4 | 8, 0) => bad[i].to_owned(),
-                    (4, v) => v.to_string(),
-                    (8, v) => (1990 + v).to_string(),
+                    (4, v) => (v % 60).to_string(),
+                    (8, v) => (1990 + v % 60).to_string(),
                     (11, 0) => "dup".to_owned(),
                     (11, _) => format!("c{row}"),
                     (_, 0) => bad[i].to_owned(),
@@ -1372,45 +1406,75 @@ mod tests {
             doc.push_str(&cells.join(","));
             doc.push_str(if row % 7 == 0 { "\r\n" } else { "\n" });
         }
-        let limits = Limits {
-            max_errors_kept: 1_000_000,
-            ..Limits::default()
-        };
-        let report = |threads: usize, screening: bool| {
-            let mut checker = Checker::new(&schema, limits.max_unique_tracked).unwrap();
-            let mut out = Collector::new(limits.max_errors_kept);
-            let guard = Guard::new(doc.as_bytes(), Compression::None, Syntax::Raw, &limits);
-            let dialect = CsvDialect::default();
-            let (rows, bytes) = run_screening(
-                guard,
-                &dialect,
-                limits.max_line_bytes,
-                threads,
-                screening,
-                &mut checker,
-                &mut out,
-            );
-            out.finish(rows, bytes)
-        };
-        let plain = report(1, false);
-        assert!(plain.errors.len() > 1000, "{}", plain.summary());
-        for kind in [
-            ErrorKind::TypeError,
-            ErrorKind::Required,
-            ErrorKind::Unique,
-            ErrorKind::PrimaryKey,
-            ErrorKind::Enum,
-            ErrorKind::Pattern,
-            ErrorKind::Minimum,
-            ErrorKind::Maximum,
-            ErrorKind::MaxLength,
-            ErrorKind::RaggedRow,
-            ErrorKind::BlankRow,
-        ] {
-            assert!(plain.count(kind) > 0, "{kind:?}: {}", plain.summary());
+        for (fields, key, max_unique) in setups {
+            let schema = crate::TableSchema::from_json(&format!(
+                r#"{{"fields": {fields}, {key} "missingValues": ["", "NA", "n/a"]}}"#
+            ))
+            .unwrap();
+            let limits = Limits {
+                max_errors_kept: 1_000_000,
+                max_unique_tracked: max_unique,
+                ..Limits::default()
+            };
+            let report = |threads: usize, screening: bool| {
+                let mut checker = Checker::new(&schema, limits.max_unique_tracked).unwrap();
+                let mut out = Collector::new(limits.max_errors_kept);
+                let guard = Guard::new(doc.as_bytes(), Compression::None, Syntax::Raw, &limits);
+                let dialect = CsvDialect::default();
+                let (rows, bytes) = run_screening(
+                    guard,
+                    &dialect,
+                    limits.max_line_bytes,
+                    threads,
+                    screening,
+                    &mut checker,
+                    &mut out,
+                );
+                out.finish(rows, bytes)
+            };
+            let plain = report(1, false);
+            assert!(plain.errors.len() > 300, "{}", plain.summary());
+            let mut kinds = vec![
+                ErrorKind::TypeError,
+                ErrorKind::Required,
+                ErrorKind::Enum,
+                ErrorKind::Pattern,
+                ErrorKind::Minimum,
+                ErrorKind::Maximum,
+                ErrorKind::MaxLength,
+                ErrorKind::RaggedRow,
+                ErrorKind::BlankRow,
+            ];
+            kinds.push(if key.is_empty() {
+                ErrorKind::Unique
+            } else {
+                ErrorKind::PrimaryKey
+            });
+            for kind in kinds {
+                assert!(plain.count(kind) > 0, "{kind:?}: {}", plain.summary());
+            }
+            assert_eq!(plain.notes.is_empty(), max_unique > 100_000);
+            for threads in [1, 2] {
+                let got = report(threads, true);
+                if got != plain {
+                    let at = got
+                        .errors
+                        .iter()
+                        .zip(&plain.errors)
+                        .position(|(a, b)| a != b);
+                    panic!(
+                        "{fields} {key} {max_unique}, {threads} thread(s): {} instead of {}; \
+                         first different error: {:?} instead of {:?}; notes {:?} instead of {:?}",
+                        got.summary(),
+                        plain.summary(),
+                        at.map(|i| &got.errors[i]),
+                        at.map(|i| &plain.errors[i]),
+                        got.notes,
+                        plain.notes,
+                    );
+                }
+            }
         }
-        assert_eq!(report(1, true), plain);
-        assert_eq!(report(2, true), plain);
     }
 
     #[test]
