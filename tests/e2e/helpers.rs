@@ -214,3 +214,11 @@ pub fn ok(out: std::process::Output) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A program of the workspace's `.venv` (which `scripts/test` fills), or the bare name from `PATH`.
+pub fn venv_bin(name: &str) -> std::path::PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/bin")
+        .join(name);
+    if venv.exists() { venv } else { name.into() }
+}

@@ -8,3 +8,4 @@ mod crash;
 mod demo;
 mod duplicates;
 mod helpers;
+mod operations;

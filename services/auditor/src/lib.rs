@@ -1,14 +1,20 @@
-//! The auditor: every event, once, in the audit trail.
+//! The auditor: every event, once, in the audit trail; an alert for every failure; no file stuck.
 //!
 //! Its queue subscribes to every event type. Each event is appended to the audit log and counted per
-//! dataset and type in the same write, deduplicated on the event id, so redeliveries never count twice.
-//! Failures are logged as alerts (one per failure event).
+//! dataset and type in the same write, deduplicated on the event id, so redeliveries never count
+//! twice. A failure event (a rejected file, a failed batch) stores one alert, which the delivery loop
+//! sends ([`alerts`]). Beside its consumer the auditor runs that loop and the stuck-file sweep
+//! ([`sweep`]), each on one replica at a time.
+
+pub mod alerts;
+pub mod sweep;
 
 use async_trait::async_trait;
-use choreo_domain::{Event, Stage};
+use choreo_domain::Stage;
 use choreo_ports::ReceivedMessage;
-use choreo_runtime::{Handler, HandlerError, ServiceContext, decode};
+use choreo_runtime::{Background, Handler, HandlerError, ServiceContext, decode};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 pub const STAGE: Stage = Stage::Auditor;
 
@@ -17,8 +23,20 @@ pub const SPEC: choreo_runtime::ServiceSpec = choreo_runtime::ServiceSpec {
     stage: STAGE,
     queue: queue_name,
     build: handler,
-    background: None,
+    background: Some(background),
 };
+
+/// The alert delivery loop and the stuck-file sweep, until `shutdown`.
+fn background(ctx: ServiceContext, shutdown: CancellationToken) -> Background {
+    // Names this replica in the leases that keep the loops to one replica at a time.
+    let holder = format!("auditor-{}", uuid::Uuid::new_v4());
+    Box::pin(async move {
+        tokio::join!(
+            alerts::deliver(ctx.clone(), holder.clone(), shutdown.clone()),
+            sweep::run(ctx, holder, shutdown),
+        );
+    })
+}
 
 fn queue_name(config: &choreo_domain::Config) -> &str {
     &config.queues.audit
@@ -36,34 +54,17 @@ pub fn handler(ctx: &ServiceContext) -> Arc<dyn Handler> {
 impl Handler for Auditor {
     async fn handle(&self, message: &ReceivedMessage) -> Result<(), HandlerError> {
         let envelope = decode(message)?;
-        let fresh = self.ctx.ports.audit.record(&envelope).await?;
-        if !fresh {
-            return Ok(()); // a redelivery: recorded and alerted on already
+        // The alert first: see `alerts` for why this order alerts once per failure.
+        if let Some(alert) = alerts::for_event(&self.ctx, &envelope).await? {
+            self.ctx.ports.audit.add_alert(&alert).await?;
         }
-        match &envelope.event {
-            Event::FileRejected {
-                file_id,
-                dataset,
-                reason,
-            } => {
-                tracing::warn!(%file_id, dataset, reason, "FileRejectedAlert");
-            }
-            Event::BatchFailed {
-                batch_id,
-                dataset,
-                stage,
-                reason,
-                files,
-            } => {
-                tracing::error!(batch_id, dataset, %stage, reason, files = files.len(), "BatchFailedAlert");
-            }
-            event => {
-                tracing::debug!(
-                    event_type = event.kind().as_str(),
-                    dataset = event.dataset(),
-                    "EventAudited"
-                );
-            }
+        let fresh = self.ctx.ports.audit.record(&envelope).await?;
+        if fresh {
+            tracing::debug!(
+                event_type = envelope.event.kind().as_str(),
+                dataset = envelope.event.dataset(),
+                "EventAudited"
+            );
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 use crate::dynamo::{DynamoAuditLog, DynamoStateStore};
 use crate::glue::{GlueCrawler, GlueJobRunner};
 use crate::s3::S3Store;
-use crate::sns::SnsBus;
+use crate::sns::{SnsBus, SnsNotifier};
 use crate::sqs::SqsQueue;
 use crate::{AwsClients, CallCounter};
 use choreo_domain::Config;
@@ -72,6 +72,7 @@ impl AwsBackend {
                 &aws.audit_table,
             )),
             queues: Arc::new(queues.clone()),
+            notifier: Arc::new(SnsNotifier::new(clients.sns.clone(), &config.topics.alerts)),
         };
         AwsBackend {
             clients,

@@ -56,8 +56,8 @@ use aws_sdk_dynamodb::types::{
 };
 use choreo_domain::config::AwsSettings;
 use choreo_domain::{
-    Batch, BatchState, Envelope, FileId, FileRecord, FileState, HistoryEntry, NewFile, Stage,
-    Transition,
+    Alert, Batch, BatchState, Envelope, FileId, FileRecord, FileState, HistoryEntry, NewFile,
+    Stage, SweepMark, Transition,
 };
 use choreo_ports::{
     AuditEntry, AuditLog, BatchOutcome, ErrorKind, FileQuery, LeaseOutcome, Page, PortError,
@@ -307,6 +307,11 @@ impl From<&FileRecord> for FileItem {
         put_opt(&mut item, "traceparent", &r.traceparent);
         put_opt(&mut item, "batch_id", &r.batch_id);
         put_opt(&mut item, "validation", &r.validation);
+        let sweep = r
+            .sweep
+            .as_ref()
+            .map(|m| serde_json::to_string(m).expect("sweep marks always serialize"));
+        put_opt(&mut item, "sweep", &sweep);
         FileItem(item)
     }
 }
@@ -352,6 +357,11 @@ impl TryFrom<FileItem> for FileRecord {
             created_at: a.time("created_at")?,
             updated_at: a.time("updated_at")?,
             history,
+            sweep: a
+                .opt_s("sweep")?
+                .map(|j| serde_json::from_str(&j))
+                .transpose()
+                .map_err(|e| a.malformed("sweep", &e.to_string()))?,
         })
     }
 }
@@ -699,6 +709,7 @@ impl StateStore for DynamoStateStore {
             ("#updated_at".to_string(), "updated_at".to_string()),
             ("#gsi1pk".to_string(), GSI1PK.to_string()),
             ("#history".to_string(), "history".to_string()),
+            ("#sweep".to_string(), "sweep".to_string()),
         ]);
         let mut values = Item::from([
             (":from".to_string(), s(t.from.as_str())),
@@ -710,7 +721,8 @@ impl StateStore for DynamoStateStore {
                 AttributeValue::L(vec![HistoryMap::from(&t.history_entry(at)).0]),
             ),
         ]);
-        let mut remove = None;
+        // The sweep's note is about the state being left.
+        let mut remove = vec!["#sweep"];
         // A move to FAILED without a reason keeps the reason the file had; any other move sets it
         // (or clears it).
         match &t.reason {
@@ -718,10 +730,10 @@ impl StateStore for DynamoStateStore {
                 sets.push("#reason = :reason");
                 values.insert(":reason".into(), s(r));
             }
-            None if t.to != FileState::Failed => remove = Some("#reason"),
+            None if t.to != FileState::Failed => remove.push("#reason"),
             None => {}
         }
-        if t.reason.is_some() || remove.is_some() {
+        if t.reason.is_some() || remove.contains(&"#reason") {
             names.insert("#reason".into(), "reason".into());
         }
         if let Some(b) = &t.batch_id {
@@ -734,10 +746,7 @@ impl StateStore for DynamoStateStore {
             names.insert("#validation".into(), "validation".into());
             values.insert(":validation".into(), s(v));
         }
-        let mut update = format!("SET {}", sets.join(", "));
-        if let Some(r) = remove {
-            update.push_str(&format!(" REMOVE {r}"));
-        }
+        let update = format!("SET {} REMOVE {}", sets.join(", "), remove.join(", "));
         let result = self
             .client
             .update_item()
@@ -1012,6 +1021,37 @@ impl StateStore for DynamoStateStore {
             Err(e) => Err(port_error("release_lease", pk, e)),
         }
     }
+
+    async fn mark_sweep(
+        &self,
+        id: &FileId,
+        history_len: usize,
+        mark: &SweepMark,
+    ) -> Result<bool, PortError> {
+        let pk = file_pk(id.as_str());
+        let body = serde_json::to_string(mark).expect("sweep marks always serialize");
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, s(&pk))
+            .update_expression("SET #sweep = :sweep")
+            .condition_expression("#state = :state AND size(#history) = :len")
+            .expression_attribute_names("#sweep", "sweep")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#history", "history")
+            .expression_attribute_values(":sweep", s(body))
+            .expression_attribute_values(":state", s(mark.state.as_str()))
+            .expression_attribute_values(":len", n(history_len as u64))
+            .send()
+            .await;
+        match updated {
+            Ok(_) => Ok(true),
+            // The file moved (or is gone) since the sweep read it.
+            Err(e) if code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(port_error("mark_sweep", pk, e)),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1097,32 +1137,81 @@ impl DynamoAuditLog {
         let mut all = Vec::new();
         for shard in 0..AUDIT_SHARDS {
             let pk = format!("{family}#{shard}");
-            let mut req = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(TIME_INDEX)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", GSI1PK)
-                .expression_attribute_values(":pk", s(&pk))
-                .scan_index_forward(forward);
-            if let Some(n) = per_shard {
-                req = req.limit(i32::try_from(n).unwrap_or(i32::MAX).clamp(1, 1000));
-            }
-            let mut pages = req.into_paginator().send();
-            let mut got = 0;
-            while let Some(page) = pages.try_next().await.map_err(|e| port_error(op, &pk, e))? {
-                let items = page.items.unwrap_or_default();
-                got += items.len();
-                all.extend(items);
-                if per_shard.is_some_and(|n| got >= n) {
-                    break;
-                }
+            all.extend(self.query_partition(op, &pk, per_shard, forward).await?);
+        }
+        Ok(all)
+    }
+
+    /// Up to `limit` items of one index partition, in index order (`forward`).
+    async fn query_partition(
+        &self,
+        op: &'static str,
+        pk: &str,
+        limit: Option<usize>,
+        forward: bool,
+    ) -> Result<Vec<Item>, PortError> {
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(TIME_INDEX)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", GSI1PK)
+            .expression_attribute_values(":pk", s(pk))
+            .scan_index_forward(forward);
+        if let Some(n) = limit {
+            req = req.limit(i32::try_from(n).unwrap_or(i32::MAX).clamp(1, 1000));
+        }
+        let mut pages = req.into_paginator().send();
+        let mut all = Vec::new();
+        while let Some(page) = pages.try_next().await.map_err(|e| port_error(op, pk, e))? {
+            all.extend(page.items.unwrap_or_default());
+            if limit.is_some_and(|n| all.len() >= n) {
+                all.truncate(limit.unwrap_or(usize::MAX));
+                break;
             }
         }
         Ok(all)
     }
+
+    /// Alerts of one index partition (`PENDING` or `SENT`), at most `limit`, in time order.
+    async fn alerts_in(
+        &self,
+        op: &'static str,
+        partition: &str,
+        limit: usize,
+        forward: bool,
+    ) -> Result<Vec<Alert>, PortError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.query_partition(op, partition, Some(limit), forward)
+            .await?
+            .iter()
+            .map(|item| {
+                let pk = match item.get(PK) {
+                    Some(AttributeValue::S(pk)) => pk.as_str(),
+                    _ => "(no pk)",
+                };
+                let a = Attrs::new(pk, item);
+                let mut alert: Alert = serde_json::from_str(a.s("body")?)
+                    .map_err(|e| a.malformed("body", &format!("is not an alert: {e}")))?;
+                alert.sent_at = match a.opt_s("sent_at")? {
+                    Some(_) => Some(a.time("sent_at")?),
+                    None => None,
+                };
+                Ok(alert)
+            })
+            .collect()
+    }
 }
+
+fn alert_pk(id: &str) -> String {
+    format!("A#{id}")
+}
+
+const ALERTS_PENDING: &str = "ALERTS#PENDING";
+const ALERTS_SENT: &str = "ALERTS#SENT";
 
 /// What a cancelled `record` transaction means.
 enum Cancelled {
@@ -1271,6 +1360,76 @@ impl AuditLog for DynamoAuditLog {
         entries.sort_by(|a, b| b.0.cmp(&a.0));
         entries.truncate(limit);
         Ok(entries.into_iter().map(|(_, e)| e).collect())
+    }
+
+    /// An item `A#<id>` (put if absent), indexed under `ALERTS#PENDING` by creation time until sent.
+    /// Alerts are rare (failures), so one index partition each for pending and sent is plenty.
+    async fn add_alert(&self, alert: &Alert) -> Result<bool, PortError> {
+        let pk = alert_pk(&alert.id);
+        let created = ts(alert.created_at);
+        let body =
+            serde_json::to_string(alert).map_err(|e| PortError::permanent("add_alert", &pk, e))?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, s(&pk))
+            .item("body", s(body))
+            .item("created_at", s(&created))
+            .item(GSI1PK, s(ALERTS_PENDING))
+            .item(GSI1SK, s(format!("{created}#{}", alert.id)))
+            .condition_expression(ABSENT)
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(port_error("add_alert", pk, e)),
+        }
+    }
+
+    async fn pending_alerts(&self, limit: usize) -> Result<Vec<Alert>, PortError> {
+        self.alerts_in("pending_alerts", ALERTS_PENDING, limit, true)
+            .await
+    }
+
+    /// Moves each alert from the pending partition to the sent one, if it is still pending.
+    async fn mark_alerts_sent(&self, ids: &[String], at: DateTime<Utc>) -> Result<(), PortError> {
+        for id in ids {
+            let pk = alert_pk(id);
+            let updated = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(PK, s(&pk))
+                .update_expression("SET #sent_at = :at, #gsi1pk = :sent")
+                .condition_expression("#gsi1pk = :pending")
+                .expression_attribute_names("#sent_at", "sent_at")
+                .expression_attribute_names("#gsi1pk", GSI1PK)
+                .expression_attribute_values(":at", s(ts(at)))
+                .expression_attribute_values(":sent", s(ALERTS_SENT))
+                .expression_attribute_values(":pending", s(ALERTS_PENDING))
+                .send()
+                .await;
+            match updated {
+                Ok(_) => {}
+                Err(e) if code(&e) == Some("ConditionalCheckFailedException") => {}
+                Err(e) => return Err(port_error("mark_alerts_sent", pk, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest of the pending and of the sent, merged newest first.
+    async fn alerts(&self, limit: usize) -> Result<Vec<Alert>, PortError> {
+        let mut all = self
+            .alerts_in("alerts", ALERTS_PENDING, limit, false)
+            .await?;
+        all.extend(self.alerts_in("alerts", ALERTS_SENT, limit, false).await?);
+        all.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        all.truncate(limit);
+        Ok(all)
     }
 }
 
@@ -2099,5 +2258,88 @@ mod tests {
         assert_eq!(first.body["event"]["type"], "FileValidated");
         assert_eq!(Envelope::from_json(&first.body.to_string()).unwrap(), e1);
         assert!(audit.recent(0).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn alerts_are_stored_once_and_move_to_sent_once() {
+        use chrono::TimeZone;
+        let f = fixture(4).await;
+        let audit = f.audit();
+        let alert = |id: &str, minute: u32| Alert {
+            id: id.into(),
+            kind: "BatchFailed".into(),
+            dataset: "d".into(),
+            stage: "crawler".into(),
+            keys: vec!["k/1".into(), "k/2".into()],
+            reason: "crawl failed".into(),
+            trace_id: Some("t".into()),
+            link: "http://dash/#batch=b".into(),
+            created_at: Utc.with_ymd_and_hms(2026, 11, 26, 12, minute, 0).unwrap(),
+            sent_at: None,
+        };
+        assert!(audit.add_alert(&alert("b", 2)).await.unwrap());
+        assert!(audit.add_alert(&alert("a", 1)).await.unwrap());
+        assert!(!audit.add_alert(&alert("a", 1)).await.unwrap(), "duplicate");
+        let pending = audit.pending_alerts(10).await.unwrap();
+        assert_eq!(pending, vec![alert("a", 1), alert("b", 2)], "oldest first");
+        let at = Utc::now();
+        audit
+            .mark_alerts_sent(&["a".into(), "unknown".into()], at)
+            .await
+            .unwrap();
+        audit
+            .mark_alerts_sent(&["a".into()], at + chrono::Duration::hours(1))
+            .await
+            .unwrap();
+        assert_eq!(audit.pending_alerts(10).await.unwrap(), vec![alert("b", 2)]);
+        let all = audit.alerts(10).await.unwrap();
+        let seen: Vec<(&str, bool)> = all
+            .iter()
+            .map(|a| (a.id.as_str(), a.sent_at.is_some()))
+            .collect();
+        assert_eq!(seen, [("b", false), ("a", true)], "newest first");
+        assert_eq!(
+            all[1].sent_at.unwrap().timestamp_millis(),
+            at.timestamp_millis()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sweep_note_holds_only_while_the_file_stays_put() {
+        let f = fixture(4).await;
+        let s = f.state();
+        let id = FileId::from("f-1");
+        s.register(new_file("f-1", "d")).await.unwrap();
+        let mark = SweepMark {
+            state: FileState::New,
+            republished: 1,
+            last_at: Utc::now(),
+            stuck: false,
+        };
+        assert!(!s.mark_sweep(&id, 2, &mark).await.unwrap(), "stale history");
+        let valid = SweepMark {
+            state: FileState::Valid,
+            ..mark.clone()
+        };
+        assert!(!s.mark_sweep(&id, 1, &valid).await.unwrap(), "other state");
+        assert!(!s.mark_sweep(&FileId::from("none"), 1, &mark).await.unwrap());
+        assert!(s.mark_sweep(&id, 1, &mark).await.unwrap());
+        let r = s.get(&id).await.unwrap().unwrap();
+        assert_eq!(
+            r.sweep.as_ref().map(|m| (m.state, m.republished)),
+            Some((FileState::New, 1))
+        );
+        let t = Transition::new(
+            id.clone(),
+            Stage::Validator,
+            FileState::New,
+            FileState::Valid,
+        )
+        .unwrap();
+        let TransitionOutcome::Applied(moved) = s.transition(&t).await.unwrap() else {
+            panic!("not applied");
+        };
+        assert_eq!(moved.sweep, None, "a move clears the note");
+        assert_eq!(s.get(&id).await.unwrap().unwrap().sweep, None);
     }
 }

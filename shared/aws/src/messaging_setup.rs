@@ -271,12 +271,26 @@ pub async fn ensure_subscription(
     Ok(keep.clone())
 }
 
-/// The events and alerts topics, and the events topic's subscriptions ([`Config::subscriptions`]), each with
-/// raw delivery, so a stage receives the body as published with its message attributes. Needs the
-/// queues ([`create_queues`]).
+/// The events and alerts topics, the alert e-mail's subscription if one is configured, and the events
+/// topic's subscriptions ([`Config::subscriptions`]), each with raw delivery, so a stage receives the
+/// body as published with its message attributes. Needs the queues ([`create_queues`]).
 pub async fn create_topics(clients: &AwsClients, config: &Config) -> Result<(), PortError> {
     let events = ensure_topic(&clients.sns, &config.topics.events).await?;
-    ensure_topic(&clients.sns, &config.topics.alerts).await?;
+    let alerts = ensure_topic(&clients.sns, &config.topics.alerts).await?;
+    if let Some(email) = &config.operations.alerts.email {
+        // SNS answers a repeated Subscribe with the subscription it has: re-running is harmless.
+        // The address receives a confirmation e-mail first, and alerts once it is confirmed.
+        clients
+            .sns
+            .subscribe()
+            .topic_arn(&alerts)
+            .protocol("email")
+            .endpoint(email)
+            .send()
+            .await
+            .map_err(|e| port_error("subscribe", &alerts, e))?;
+        tracing::info!(email = %email, topic = %config.topics.alerts, "alert e-mail subscribed");
+    }
     for (queue, kinds) in config.subscriptions() {
         let arn = queue_arn(&clients.sqs, &queue).await?;
         ensure_subscription(&clients.sns, &events, &arn, &filter_policy(&kinds)).await?;

@@ -5,8 +5,9 @@
 use crate::error::port_error;
 use async_trait::async_trait;
 use aws_sdk_sns::types::MessageAttributeValue;
+use choreo_domain::alert::Message;
 use choreo_domain::event::ATTR_EVENT_TYPE;
-use choreo_ports::{EventBus, OutgoingMessage, PortError};
+use choreo_ports::{EventBus, Notifier, OutgoingMessage, PortError};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
@@ -99,6 +100,41 @@ impl EventBus for SnsBus {
         req.send()
             .await
             .map_err(|e| port_error("publish", &self.topic, e))?;
+        Ok(())
+    }
+}
+
+/// Alerts on the alerts topic: its subscriptions (the e-mail address `choreo bootstrap` subscribes,
+/// a chat hook, a pager) deliver them.
+#[derive(Debug, Clone)]
+pub struct SnsNotifier {
+    topic: SnsBus,
+}
+
+impl SnsNotifier {
+    pub fn new(client: aws_sdk_sns::Client, topic: &str) -> Self {
+        SnsNotifier {
+            topic: SnsBus::new(client, topic),
+        }
+    }
+}
+
+#[async_trait]
+impl Notifier for SnsNotifier {
+    /// One `Publish` with the subject (SNS takes at most 100 characters; the domain cuts it) and the
+    /// body as the e-mail's text, and a log line as on every backend.
+    async fn notify(&self, message: &Message) -> Result<(), PortError> {
+        tracing::warn!(subject = %message.subject, "Alert\n{}", message.body);
+        let arn = self.topic.topic_arn().await?;
+        self.topic
+            .client
+            .publish()
+            .topic_arn(&arn)
+            .subject(&message.subject)
+            .message(&message.body)
+            .send()
+            .await
+            .map_err(|e| port_error("publish", &arn, e))?;
         Ok(())
     }
 }

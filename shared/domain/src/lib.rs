@@ -6,16 +6,18 @@
 //! (`event.rs`, the message contracts). Datasets — which keys they own, their format and schema, their
 //! crawler and job — are described by [`config`].
 
+pub mod alert;
 pub mod batch;
 pub mod config;
 pub mod event;
 pub mod record;
 pub mod state;
 
+pub use alert::Alert;
 pub use batch::{Batch, BatchId, BatchState};
 pub use config::{Config, DatasetConfig};
 pub use event::{CONTRACT_VERSION, Envelope, Event, EventKind};
-pub use record::{FileId, FileRecord, HistoryEntry, NewFile, Transition};
+pub use record::{FileId, FileRecord, HistoryEntry, NewFile, SweepMark, Transition};
 pub use state::{FileState, IllegalTransition, Progress, Stage};
 
 /// Dataset name given to files whose key matches no configured dataset; the validator rejects them.

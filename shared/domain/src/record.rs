@@ -79,6 +79,23 @@ pub struct FileRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub history: Vec<HistoryEntry>,
+    /// What the stuck-file sweep did about the file in its current state; cleared by every
+    /// transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepMark>,
+}
+
+/// The sweep's note on a file that stayed too long in one state: how often its pending message was
+/// published again, and whether it was given up on (flagged stuck and alerted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepMark {
+    /// The state the file was stuck in.
+    pub state: FileState,
+    /// Times the pending message was published again.
+    pub republished: u32,
+    pub last_at: DateTime<Utc>,
+    /// Republishing did not help: the file is flagged and an alert raised.
+    pub stuck: bool,
 }
 
 impl FileRecord {
@@ -137,6 +154,7 @@ impl NewFile {
             validation: None,
             created_at: at,
             updated_at: at,
+            sweep: None,
         }
     }
 }
@@ -203,6 +221,7 @@ impl Transition {
         debug_assert_eq!(record.state, self.from);
         record.state = self.to;
         record.updated_at = at;
+        record.sweep = None;
         if self.reason.is_some() || self.to != FileState::Failed {
             record.reason = self.reason.clone();
         }

@@ -86,6 +86,15 @@ impl FileState {
             .map(|&(_, _, s)| s)
     }
 
+    /// The stage that moves a file out of `self` (the one a file in `self` waits for), if any: none
+    /// for terminal states, the operator for FAILED.
+    pub fn waits_for(self) -> Option<Stage> {
+        TRANSITIONS
+            .iter()
+            .find(|&&(f, _, _)| f == self)
+            .map(|&(_, _, s)| s)
+    }
+
     /// Whether `later` can be reached from `self` by forward moves (operator retries excluded, so the
     /// relation has no cycles). A state does not reach itself.
     pub fn reaches(self, later: FileState) -> bool {

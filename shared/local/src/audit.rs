@@ -5,9 +5,9 @@
 
 use crate::db::{Db, parse_ts, ts};
 use async_trait::async_trait;
-use choreo_domain::Envelope;
+use choreo_domain::{Alert, Envelope};
 use choreo_ports::{AuditEntry, AuditLog, PortError};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rusqlite::params;
 use std::sync::Arc;
 
@@ -106,6 +106,85 @@ impl AuditLog for LocalAuditLog {
             })
             .await
     }
+
+    async fn add_alert(&self, alert: &Alert) -> Result<bool, PortError> {
+        let (id, created, body) = (
+            alert.id.clone(),
+            ts(alert.created_at),
+            serde_json::to_string(alert).map_err(|e| {
+                PortError::permanent("add_alert", alert.id.clone(), format!("serialize: {e}"))
+            })?,
+        );
+        self.db
+            .write("add_alert", id.clone(), move |tx| {
+                let inserted = tx.execute(
+                    "INSERT OR IGNORE INTO alerts (id, created_at, sent_at, body)
+                     VALUES (?1, ?2, NULL, ?3)",
+                    params![id, created, body],
+                )?;
+                Ok(inserted == 1)
+            })
+            .await
+    }
+
+    async fn pending_alerts(&self, limit: usize) -> Result<Vec<Alert>, PortError> {
+        self.alerts_where(
+            "pending_alerts",
+            "WHERE sent_at IS NULL ORDER BY created_at, id",
+            limit,
+        )
+        .await
+    }
+
+    async fn mark_alerts_sent(&self, ids: &[String], at: DateTime<Utc>) -> Result<(), PortError> {
+        let ids = ids.to_vec();
+        self.db
+            .write("mark_alerts_sent", "alerts", move |tx| {
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE alerts SET sent_at = ?1 WHERE id = ?2 AND sent_at IS NULL",
+                )?;
+                for id in &ids {
+                    stmt.execute(params![ts(at), id])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn alerts(&self, limit: usize) -> Result<Vec<Alert>, PortError> {
+        self.alerts_where("alerts", "ORDER BY created_at DESC, id DESC", limit)
+            .await
+    }
+}
+
+impl LocalAuditLog {
+    /// Alerts as stored (`sent_at` comes from its column, the rest from the body).
+    async fn alerts_where(
+        &self,
+        op: &'static str,
+        clause: &'static str,
+        limit: usize,
+    ) -> Result<Vec<Alert>, PortError> {
+        self.db
+            .call(op, "alerts", move |conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT body, sent_at FROM alerts {clause} LIMIT ?1"
+                ))?;
+                let rows = stmt
+                    .query_map(params![limit as i64], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.into_iter()
+                    .map(|(body, sent)| {
+                        let mut alert: Alert = serde_json::from_str(&body)?;
+                        alert.sent_at = sent.as_deref().map(parse_ts).transpose()?;
+                        Ok(alert)
+                    })
+                    .collect()
+            })
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -144,5 +223,61 @@ mod tests {
         assert_eq!(first.event_id, e1.id);
         assert_eq!(first.occurred_at, e1.occurred_at);
         assert_eq!(first.body["event"]["type"], "FileValidated");
+    }
+
+    fn alert(id: &str, minute: u32) -> choreo_domain::Alert {
+        use chrono::TimeZone;
+        choreo_domain::Alert {
+            id: id.into(),
+            kind: "FileRejected".into(),
+            dataset: "d".into(),
+            stage: "validator".into(),
+            keys: vec![format!("k/{id}")],
+            reason: "bad".into(),
+            trace_id: None,
+            link: "http://dash/".into(),
+            created_at: chrono::Utc
+                .with_ymd_and_hms(2026, 11, 26, 12, minute, 0)
+                .unwrap(),
+            sent_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_alert_is_stored_once_and_sent_once() {
+        let (_dir, b) = backend();
+        let audit = b.ports().audit;
+        assert!(audit.add_alert(&alert("b", 2)).await.unwrap());
+        assert!(audit.add_alert(&alert("a", 1)).await.unwrap());
+        assert!(!audit.add_alert(&alert("a", 1)).await.unwrap(), "duplicate");
+        let pending = audit.pending_alerts(10).await.unwrap();
+        let ids: Vec<&str> = pending.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"], "oldest first");
+        assert_eq!(pending[0], alert("a", 1));
+
+        let at = chrono::Utc::now();
+        audit
+            .mark_alerts_sent(&["a".into(), "nope".into()], at)
+            .await
+            .unwrap();
+        let pending = audit.pending_alerts(10).await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].id, "b");
+        // Marking again keeps the first time.
+        audit
+            .mark_alerts_sent(&["a".into()], at + chrono::Duration::hours(1))
+            .await
+            .unwrap();
+        let all = audit.alerts(10).await.unwrap();
+        let seen: Vec<(&str, bool)> = all
+            .iter()
+            .map(|a| (a.id.as_str(), a.sent_at.is_some()))
+            .collect();
+        assert_eq!(seen, [("b", false), ("a", true)], "newest first");
+        assert_eq!(
+            all[1].sent_at.unwrap().timestamp_millis(),
+            at.timestamp_millis()
+        );
+        assert_eq!(audit.alerts(1).await.unwrap().len(), 1);
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS queues (
@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS files (
     validation  TEXT,
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
-    history     TEXT NOT NULL
+    history     TEXT NOT NULL,
+    sweep       TEXT
 );
 CREATE INDEX IF NOT EXISTS files_by_dataset_state ON files (dataset, state, id);
 CREATE INDEX IF NOT EXISTS files_by_state ON files (state, id);
@@ -103,6 +104,14 @@ CREATE TABLE IF NOT EXISTS audit_counts (
     count      INTEGER NOT NULL,
     PRIMARY KEY (dataset, event_type)
 );
+
+CREATE TABLE IF NOT EXISTS alerts (
+    id         TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    sent_at    TEXT,
+    body       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_pending ON alerts (created_at) WHERE sent_at IS NULL;
 
 CREATE TABLE IF NOT EXISTS crawls (
     crawler     TEXT PRIMARY KEY,
@@ -222,6 +231,12 @@ impl Db {
                     "database schema version {version} is newer than this build's ({SCHEMA_VERSION})"
                 ),
             ));
+        }
+        if version == 1 {
+            // Version 2 added the sweep's note on file records (and the alerts table, which SCHEMA
+            // creates).
+            tx.execute_batch("ALTER TABLE files ADD COLUMN sweep TEXT")
+                .map_err(err)?;
         }
         tx.execute_batch(SCHEMA).map_err(err)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)

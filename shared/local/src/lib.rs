@@ -19,7 +19,8 @@
 //!   as S3 event notifications would; run it with [`LocalBackend::run_notifier`].
 //! - `state.rs` — file records, batches and leases as conditional writes.
 //! - `crawler.rs` / `jobs.rs` / `transform.rs` — Glue stand-ins that do their work when polled.
-//! - `audit.rs` — the deduplicated audit trail and its counters.
+//! - `audit.rs` — the deduplicated audit trail, its counters and the alerts waiting to go out.
+//! - `mail.rs` — alerts as log lines, and e-mails through SMTP when configured.
 //!
 //! Several processes may open the same data directory: everything that must be shared is in the
 //! database (queues, subscriptions, the notified set, state), and every read-modify-write is a
@@ -31,6 +32,7 @@ mod bus;
 mod crawler;
 mod db;
 mod jobs;
+mod mail;
 mod notifier;
 mod objects;
 mod queue;
@@ -41,6 +43,7 @@ pub use audit::LocalAuditLog;
 pub use bus::LocalTopic;
 pub use crawler::{CatalogTable, LocalCrawler};
 pub use jobs::LocalJobRunner;
+pub use mail::MailNotifier;
 pub use notifier::{ScanResult, s3_key_encode, s3_notification};
 pub use objects::LocalObjectStore;
 pub use queue::{LocalQueue, StoredMessage};
@@ -71,6 +74,7 @@ pub struct LocalBackend {
     jobs: Arc<LocalJobRunner>,
     audit: Arc<LocalAuditLog>,
     notifier: Arc<Notifier>,
+    mail: Arc<MailNotifier>,
 }
 
 impl LocalBackend {
@@ -137,6 +141,7 @@ impl LocalBackend {
             )),
             audit: Arc::new(LocalAuditLog::new(Arc::clone(&db))),
             notifier: Arc::new(notifier),
+            mail: Arc::new(MailNotifier::new(&config.operations.alerts)?),
             config,
             db,
             wakers,
@@ -166,6 +171,7 @@ impl LocalBackend {
             jobs: self.jobs.clone(),
             audit: self.audit.clone(),
             queues: Arc::new(self.clone()),
+            notifier: self.mail.clone(),
         }
     }
 

@@ -8,7 +8,9 @@
 
 use crate::db::{Db, DbError, bad_column, from_ms, ms, now_ms, parse_ts, ts};
 use async_trait::async_trait;
-use choreo_domain::{Batch, BatchState, FileId, FileRecord, FileState, NewFile, Transition};
+use choreo_domain::{
+    Batch, BatchState, FileId, FileRecord, FileState, NewFile, SweepMark, Transition,
+};
 use choreo_ports::{
     BatchOutcome, FileQuery, LeaseOutcome, Page, PortError, Registered, StateStore,
     TransitionOutcome,
@@ -24,7 +26,7 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
 
 const FILE_COLUMNS: &str = "id, dataset, bucket, key, size, version, state, reason, trace_id, \
-                            traceparent, batch_id, validation, created_at, updated_at, history";
+                            traceparent, batch_id, validation, created_at, updated_at, history, sweep";
 
 /// The state store of the local backend.
 pub struct LocalStateStore {
@@ -48,6 +50,7 @@ struct FileRow {
     created_at: String,
     updated_at: String,
     history: String,
+    sweep: Option<String>,
 }
 
 impl FileRow {
@@ -68,6 +71,7 @@ impl FileRow {
             created_at: r.get(12)?,
             updated_at: r.get(13)?,
             history: r.get(14)?,
+            sweep: r.get(15)?,
         })
     }
 
@@ -91,6 +95,11 @@ impl FileRow {
             created_at: parse_ts(&self.created_at)?,
             updated_at: parse_ts(&self.updated_at)?,
             history: serde_json::from_str(&self.history)?,
+            sweep: self
+                .sweep
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()?,
         })
     }
 }
@@ -130,7 +139,7 @@ impl StateStore for LocalStateStore {
                 tx.execute(
                     &format!(
                         "INSERT INTO files ({FILE_COLUMNS})
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, NULL)"
                     ),
                     params![
                         rec.id.as_str(),
@@ -175,7 +184,7 @@ impl StateStore for LocalStateStore {
                 t.apply_to(&mut rec, Utc::now());
                 let changed = tx.execute(
                     "UPDATE files SET state = ?1, reason = ?2, batch_id = ?3, validation = ?4,
-                         updated_at = ?5, history = ?6
+                         updated_at = ?5, history = ?6, sweep = NULL
                      WHERE id = ?7 AND state = ?8",
                     params![
                         rec.state.as_str(),
@@ -405,6 +414,30 @@ impl StateStore for LocalStateStore {
                     params![name, holder],
                 )?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn mark_sweep(
+        &self,
+        id: &FileId,
+        history_len: usize,
+        mark: &SweepMark,
+    ) -> Result<bool, PortError> {
+        let (id, mark) = (id.to_string(), mark.clone());
+        self.db
+            .write("mark_sweep", id.clone(), move |tx| {
+                let Some(rec) = get_file(tx, &id)? else {
+                    return Ok(false);
+                };
+                if rec.state != mark.state || rec.history.len() != history_len {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "UPDATE files SET sweep = ?1 WHERE id = ?2",
+                    params![serde_json::to_string(&mark)?, id],
+                )?;
+                Ok(true)
             })
             .await
     }
@@ -716,5 +749,58 @@ mod tests {
             s.acquire_lease("crawl:d", "c", ttl).await.unwrap(),
             LeaseOutcome::Acquired { .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn a_sweep_note_holds_only_while_the_file_stays_put() {
+        let (_dir, b) = backend();
+        let state = b.ports().state;
+        let id = FileId::from("f-1");
+        state.register(new_file("f-1", "d")).await.unwrap();
+        let mark = choreo_domain::SweepMark {
+            state: FileState::New,
+            republished: 1,
+            last_at: Utc::now(),
+            stuck: false,
+        };
+        // A stale read (another history length, another state) writes nothing.
+        assert!(!state.mark_sweep(&id, 2, &mark).await.unwrap());
+        let other = choreo_domain::SweepMark {
+            state: FileState::Valid,
+            ..mark.clone()
+        };
+        assert!(!state.mark_sweep(&id, 1, &other).await.unwrap());
+        assert!(
+            !state
+                .mark_sweep(&FileId::from("none"), 1, &mark)
+                .await
+                .unwrap()
+        );
+        assert_eq!(state.get(&id).await.unwrap().unwrap().sweep, None);
+
+        assert!(state.mark_sweep(&id, 1, &mark).await.unwrap());
+        let r = state.get(&id).await.unwrap().unwrap();
+        assert_eq!(r.sweep.as_ref().map(|m| m.republished), Some(1));
+        // Listed with it, and cleared by the next move.
+        let listed = state
+            .list(&FileQuery {
+                state: Some(FileState::New),
+                ..FileQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.items[0].sweep, r.sweep);
+        let t = Transition::new(
+            id.clone(),
+            Stage::Validator,
+            FileState::New,
+            FileState::Valid,
+        )
+        .unwrap();
+        let TransitionOutcome::Applied(moved) = state.transition(&t).await.unwrap() else {
+            panic!("not applied");
+        };
+        assert_eq!(moved.sweep, None);
+        assert_eq!(state.get(&id).await.unwrap().unwrap().sweep, None);
     }
 }

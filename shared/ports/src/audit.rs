@@ -1,6 +1,6 @@
 use crate::PortError;
 use async_trait::async_trait;
-use choreo_domain::Envelope;
+use choreo_domain::{Alert, Envelope};
 use chrono::{DateTime, Utc};
 
 /// One recorded event.
@@ -26,4 +26,17 @@ pub trait AuditLog: Send + Sync {
 
     /// The latest `limit` entries, newest first.
     async fn recent(&self, limit: usize) -> Result<Vec<AuditEntry>, PortError>;
+
+    /// Stores an alert to be sent, unless one with its id exists: then returns `Ok(false)` and
+    /// changes nothing, so a failure is alerted on once however often its event arrives.
+    async fn add_alert(&self, alert: &Alert) -> Result<bool, PortError>;
+
+    /// Alerts not sent yet, oldest first, at most `limit`.
+    async fn pending_alerts(&self, limit: usize) -> Result<Vec<Alert>, PortError>;
+
+    /// Marks the alerts sent at `at` (ids that are unknown or already sent are left alone).
+    async fn mark_alerts_sent(&self, ids: &[String], at: DateTime<Utc>) -> Result<(), PortError>;
+
+    /// The latest `limit` alerts, sent or not, newest first: the recent failures.
+    async fn alerts(&self, limit: usize) -> Result<Vec<Alert>, PortError>;
 }

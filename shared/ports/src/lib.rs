@@ -9,6 +9,7 @@ mod audit;
 mod bus;
 mod error;
 mod jobs;
+mod notify;
 mod objects;
 mod queue;
 mod state;
@@ -17,6 +18,7 @@ pub use audit::{AuditEntry, AuditLog};
 pub use bus::EventBus;
 pub use error::{ErrorKind, PortError};
 pub use jobs::{CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus};
+pub use notify::Notifier;
 pub use objects::{ObjectMeta, ObjectReader, ObjectStore};
 pub use queue::{OutgoingMessage, Queue, QueueDepth, Queues, ReceivedMessage};
 pub use state::{
@@ -35,4 +37,5 @@ pub struct Ports {
     pub jobs: Arc<dyn JobRunner>,
     pub audit: Arc<dyn AuditLog>,
     pub queues: Arc<dyn Queues>,
+    pub notifier: Arc<dyn Notifier>,
 }

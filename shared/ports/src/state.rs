@@ -1,6 +1,8 @@
 use crate::PortError;
 use async_trait::async_trait;
-use choreo_domain::{Batch, BatchState, FileId, FileRecord, FileState, NewFile, Transition};
+use choreo_domain::{
+    Batch, BatchState, FileId, FileRecord, FileState, NewFile, SweepMark, Transition,
+};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -107,4 +109,14 @@ pub trait StateStore: Send + Sync {
 
     /// Releases the lease if `holder` holds it; otherwise does nothing.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), PortError>;
+
+    /// Stores the sweep's note on the file if and only if it is still in `mark.state` with a history
+    /// of `history_len` entries (it has not moved since the sweep read it). `Ok(false)` if it moved:
+    /// nothing is written. A transition clears the note.
+    async fn mark_sweep(
+        &self,
+        id: &FileId,
+        history_len: usize,
+        mark: &SweepMark,
+    ) -> Result<bool, PortError>;
 }

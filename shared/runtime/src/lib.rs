@@ -18,5 +18,5 @@ pub mod shutdown;
 pub use consumer::{Consumer, ConsumerSettings};
 pub use handler::{Handler, HandlerError};
 pub use publish::{Publisher, decode};
-pub use service::{ServiceContext, ServiceSpec};
+pub use service::{Background, ServiceContext, ServiceSpec};
 pub use settings::{Settings, SettingsError};
