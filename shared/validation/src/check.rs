@@ -684,6 +684,12 @@ impl Checker {
         self.row_wise = row_wise;
     }
 
+    /// Whether a row that [`Checker::screen`] passed has nothing left to
+    /// check: no row-wise field, and no primary key but a screened one.
+    pub(crate) fn screens_whole_rows(&self) -> bool {
+        self.row_wise.is_empty() && (self.pk.is_none() || self.screened_key.is_some())
+    }
+
     /// Screen a group of rows a column at a time, for every field that is
     /// not row-wise: `clean[r]` stays set only if each such cell of row `r`
     /// is a missing value its field allows (not `required`) or a cell the

@@ -427,6 +427,7 @@ fn flush(
 /// `text` if none), and the line its quoted field opened on if it ends
 /// inside one. The records before a problem are handed on before it is
 /// returned.
+#[inline(never)]
 fn parse_region(
     text: &str,
     needles: Needles,
@@ -951,6 +952,8 @@ struct Rows<'a> {
 impl Rows<'_> {
     fn group(&mut self, g: &Group<'_>) {
         let screened = self.screen(g);
+        // Screening left nothing to check in a clean row.
+        let whole = screened && self.checker.screens_whole_rows();
         for (k, entry) in g.entries.iter().enumerate() {
             let Some(entry) = *entry else {
                 if self.layout.is_some() || !self.dialect.header {
@@ -959,7 +962,17 @@ impl Rows<'_> {
                 continue;
             };
             let clean = screened && self.clean[k];
-            self.record(&g.record(entry), clean);
+            let rec = g.record(entry);
+            // A clean row is blank only if its first cell is missing too.
+            if clean
+                && whole
+                && self.empty_lines == 0
+                && !self.checker.is_missing(rec.text(0).bytes())
+            {
+                self.rows += 1;
+                continue;
+            }
+            self.record(&rec, clean);
         }
     }
 

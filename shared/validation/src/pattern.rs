@@ -62,6 +62,37 @@ struct Atom {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Simple(Vec<Atom>);
 
+/// A simple pattern whose every atom repeats a fixed number of times (so
+/// every match has the same length, at most [`Fixed::MAX`]): for each
+/// position, the bytes allowed there, as a 256-bit set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fixed(Vec<[u64; 4]>);
+
+impl Fixed {
+    const MAX: usize = 64;
+
+    fn of(simple: &Simple) -> Option<Fixed> {
+        let mut at = Vec::new();
+        for a in &simple.0 {
+            if a.min != a.max || at.len() + a.min as usize > Fixed::MAX {
+                return None;
+            }
+            let bits = [a.set.0[0], a.set.0[1], 0, 0];
+            at.extend(std::iter::repeat_n(bits, a.min as usize));
+        }
+        Some(Fixed(at))
+    }
+
+    /// Whether `b` matches: its length, then one lookup per byte.
+    #[inline]
+    fn matches(&self, b: &[u8]) -> bool {
+        b.len() == self.0.len()
+            && b.iter()
+                .zip(&self.0)
+                .all(|(&c, set)| set[usize::from(c >> 6)] >> (c & 63) & 1 != 0)
+    }
+}
+
 /// The set an escape `\c` stands for (inside or outside a class).
 fn escape_set(c: u8) -> Option<Set> {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
@@ -238,21 +269,30 @@ impl Simple {
 pub(crate) struct Pattern {
     regex: Regex,
     simple: Option<Simple>,
+    /// The simple pattern when it has a fixed length.
+    fixed: Option<Fixed>,
 }
 
 impl Pattern {
     /// Compile `pattern` (anchored at both ends).
     pub(crate) fn new(pattern: &str) -> Result<Pattern, regex::Error> {
         Regex::new(pattern)?; // alone first, so `a)|(b` cannot escape the anchoring group
+        let simple = Simple::parse(pattern);
         Ok(Pattern {
             regex: Regex::new(&format!(r"\A(?:{pattern})\z"))?,
-            simple: Simple::parse(pattern),
+            fixed: simple.as_ref().and_then(Fixed::of),
+            simple,
         })
     }
 
     /// [`Pattern::is_match`] for a CSV cell, from its bytes where it can.
     #[inline]
     pub(crate) fn is_match_text(&self, t: Text<'_>) -> bool {
+        if let Some(fixed) = &self.fixed {
+            // A match is ASCII; a miss is final only for ASCII text.
+            return fixed.matches(t.bytes())
+                || (!t.bytes().is_ascii() && self.regex.is_match(t.str()));
+        }
         match &self.simple {
             Some(simple) if simple.matches(t.bytes()) => true,
             Some(_) if t.bytes().is_ascii() => false,
@@ -339,6 +379,17 @@ mod tests {
         for p in patterns {
             let pat = Pattern::new(p).unwrap();
             assert!(pat.simple.is_some(), "{p} should be simple");
+            let fixed = [
+                "[A-Z]{3}-[0-9]{4}",
+                r"\d{5}",
+                r"\D\W\S",
+                "^ab$",
+                r"a\$",
+                ".b",
+                "[]x]y",
+                "[a-]x",
+            ];
+            assert_eq!(pat.fixed.is_some(), fixed.contains(&p), "{p}");
             let mut cases: Vec<String> = vec![
                 "ABC-1234".into(),
                 "12345".into(),
@@ -355,7 +406,9 @@ mod tests {
                 );
             }
             for s in &cases {
-                assert_eq!(pat.is_match(s), pat.regex.is_match(s), "{p} on {s:?}");
+                let want = pat.regex.is_match(s);
+                assert_eq!(pat.is_match(s), want, "{p} on {s:?}");
+                assert_eq!(pat.is_match_text(Text(s)), want, "{p} on {s:?}");
             }
         }
     }

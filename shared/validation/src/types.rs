@@ -574,6 +574,26 @@ fn parse_iso_datetime(s: &str) -> Option<NaiveDateTime> {
     dt.checked_sub_signed(chrono::TimeDelta::seconds(offset_secs))
 }
 
+/// The bytes of `b` (at most 8) as a little-endian `u64`, zero-padded: two
+/// overlapping loads instead of a byte loop.
+#[inline(always)]
+pub(crate) fn load_le(b: &[u8]) -> u64 {
+    let n = b.len();
+    debug_assert!(n <= 8);
+    let read = |at: usize, k: usize| {
+        let mut w = [0u8; 8];
+        w[..k].copy_from_slice(&b[at..at + k]);
+        u64::from_le_bytes(w)
+    };
+    match n {
+        0 => 0,
+        1 => u64::from(b[0]),
+        2..=3 => read(0, 2) | read(n - 2, 2) << (8 * (n - 2)),
+        4..=7 => read(0, 4) | read(n - 4, 4) << (8 * (n - 4)),
+        _ => read(0, 8),
+    }
+}
+
 /// Split an optional leading sign: (negative, the rest).
 #[inline]
 fn split_sign(b: &[u8]) -> (bool, &[u8]) {
@@ -712,10 +732,56 @@ fn parse_number(s: &str) -> Option<f64> {
     parse_number_bytes(s.as_bytes())
 }
 
+/// `digits[.digits]` with at most 15 digits in all, as the nearest f64
+/// (exact: the digits make an integer under 2^53 and one division by an
+/// exact power of ten rounds once).
+#[inline(always)]
+fn short_decimal(body: &[u8]) -> Option<f64> {
+    let n = body.len();
+    if n > 16 {
+        return None;
+    }
+    let mut m = 0u64;
+    let mut i = 0;
+    while i < n {
+        let d = body[i].wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        m = m * 10 + u64::from(d);
+        i += 1;
+    }
+    let int_len = i;
+    if i < n {
+        if body[i] != b'.' {
+            return None;
+        }
+        i += 1;
+        while i < n {
+            let d = body[i].wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            m = m * 10 + u64::from(d);
+            i += 1;
+        }
+    }
+    // Digits after the point (if any: `n - int_len` counts it).
+    let frac = (n - int_len).saturating_sub(1);
+    let digits = int_len + frac;
+    if digits == 0 || digits > 15 {
+        return None;
+    }
+    Some(m as f64 / POW10[frac])
+}
+
 /// [`parse_number`] of the bytes of a `str`.
 #[inline]
 pub(crate) fn parse_number_bytes(b: &[u8]) -> Option<f64> {
     let (neg, body) = split_sign(b);
+    if let Some(v) = short_decimal(body) {
+        return Some(if neg { -v } else { v });
+    }
     // The common case in one pass: up to 15 digits with at most one point.
     if body.len() <= 16 {
         let (mut m, mut digits, mut frac, mut point) = (0u64, 0usize, 0usize, false);

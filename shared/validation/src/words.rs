@@ -4,6 +4,8 @@
 //! bitmask of the lengths present); a word of up to 7 bytes is one `u64`
 //! compare, with no call to `memcmp`.
 
+use crate::types::load_le;
+
 /// See the module docs.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Words {
@@ -17,24 +19,11 @@ pub(crate) struct Words {
 
 /// A word of at most 7 bytes as one `u64`: its bytes little-endian in the
 /// low 56 bits (zero-padded), its length in the top 8, so two words have
-/// the same key exactly when they are equal. Two overlapping loads instead
-/// of a byte loop.
+/// the same key exactly when they are equal.
 #[inline(always)]
 fn key(b: &[u8]) -> u64 {
-    let n = b.len();
-    debug_assert!(n <= 7);
-    let read = |at: usize, k: usize| {
-        let mut w = [0u8; 8];
-        w[..k].copy_from_slice(&b[at..at + k]);
-        u64::from_le_bytes(w)
-    };
-    let bytes = match n {
-        0 => 0,
-        1 => u64::from(b[0]),
-        2..=3 => read(0, 2) | read(n - 2, 2) << (8 * (n - 2)),
-        _ => read(0, 4) | read(n - 4, 4) << (8 * (n - 4)),
-    };
-    bytes | (n as u64) << 56
+    debug_assert!(b.len() <= 7);
+    load_le(b) | (b.len() as u64) << 56
 }
 
 impl Words {
