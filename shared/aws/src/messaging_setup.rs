@@ -598,6 +598,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn messaging_alerts_reach_the_alerts_topic_and_its_e_mail() {
+        let (_moto, clients, mut config) = setup().await;
+        config.operations.alerts.email = Some("oncall@example.com".into());
+        create_topics(&clients, &config).await.unwrap();
+        create_topics(&clients, &config).await.unwrap();
+        let alerts = crate::sns::find_topic_arn(&clients.sns, &config.topics.alerts)
+            .await
+            .unwrap();
+        let subs = clients
+            .sns
+            .list_subscriptions_by_topic()
+            .topic_arn(&alerts)
+            .send()
+            .await
+            .unwrap();
+        let emails: Vec<_> = subs
+            .subscriptions()
+            .iter()
+            .filter(|s| s.protocol() == Some("email"))
+            .map(|s| s.endpoint().unwrap_or_default())
+            .collect();
+        assert_eq!(emails, ["oncall@example.com"], "{subs:?}");
+
+        // What the e-mail would carry, seen through a queue subscribed to the topic.
+        let watcher = &config.queues.audit;
+        let queue_arn = queue_arn(&clients.sqs, watcher).await.unwrap();
+        clients
+            .sns
+            .subscribe()
+            .topic_arn(&alerts)
+            .protocol("sqs")
+            .endpoint(&queue_arn)
+            .send()
+            .await
+            .unwrap();
+        let notifier = crate::sns::SnsNotifier::new(clients.sns.clone(), &config.topics.alerts);
+        let message = choreo_domain::alert::Message {
+            subject: "[choreo] FileRejected in validator: orders (a.csv)".into(),
+            body: "dataset:  orders\nkey:      a.csv\n".into(),
+        };
+        choreo_ports::Notifier::notify(&notifier, &message)
+            .await
+            .unwrap();
+        let got = drain(&clients, watcher, Duration::from_secs(1)).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        let envelope: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
+        assert_eq!(envelope["Subject"], message.subject.as_str());
+        assert_eq!(envelope["Message"], message.body.as_str());
+    }
+
+    #[tokio::test]
     async fn messaging_queues_converge_on_the_configuration() {
         let (_moto, clients, mut config) = setup().await;
         config.queues.visibility_timeout_secs = 120;
