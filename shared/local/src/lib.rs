@@ -43,7 +43,7 @@ pub use crawler::{CatalogTable, LocalCrawler};
 pub use jobs::LocalJobRunner;
 pub use notifier::{ScanResult, s3_key_encode, s3_notification};
 pub use objects::LocalObjectStore;
-pub use queue::{LocalQueue, StoredMessage};
+pub use queue::LocalQueue;
 pub use state::LocalStateStore;
 
 use choreo_domain::Config;
@@ -175,7 +175,7 @@ impl LocalBackend {
         self.local_queue(name)
     }
 
-    /// The queue `name` with the local extras (`peek`, `purge`).
+    /// The queue `name`, as its concrete type.
     pub fn local_queue(&self, name: &str) -> Arc<LocalQueue> {
         Arc::new(LocalQueue::new(
             name,

@@ -18,7 +18,7 @@ pub use bus::EventBus;
 pub use error::{ErrorKind, PortError};
 pub use jobs::{CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus};
 pub use objects::{ObjectMeta, ObjectReader, ObjectStore};
-pub use queue::{OutgoingMessage, Queue, QueueDepth, Queues, ReceivedMessage};
+pub use queue::{OutgoingMessage, PeekedMessage, Queue, QueueDepth, Queues, ReceivedMessage};
 pub use state::{
     BatchOutcome, FileQuery, LeaseOutcome, Page, Registered, StateStore, TransitionOutcome,
 };
