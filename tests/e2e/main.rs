@@ -6,5 +6,6 @@ mod bad_input;
 mod cli;
 mod crash;
 mod demo;
+mod dlq;
 mod duplicates;
 mod helpers;
