@@ -4,10 +4,13 @@ use crate::app::{Pipeline, Summary};
 use crate::demo;
 use anyhow::{Context, bail};
 use choreo_domain::config::BackendKind;
-use choreo_domain::{FileId, FileRecord, FileState};
-use choreo_runtime::Settings;
+use choreo_domain::{FileId, FileRecord, FileState, Stage};
+use choreo_runtime::dlq::{DeadBody, DeadLetter, Selection};
+use choreo_runtime::{ServiceContext, Settings};
 use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Parser)]
@@ -49,6 +52,59 @@ pub enum Command {
     Bootstrap,
     /// Validate a file against a Table Schema; exit 0 if valid, 1 if invalid, 2 on a usage error.
     Validate(ValidateArgs),
+    /// Inspect, redrive and purge the stages' dead-letter queues.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Register objects already in the input bucket that have no record (objects with one are left
+    /// alone; running it twice changes nothing).
+    Backfill {
+        /// Only objects whose key starts with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Every stage's dead-letter queue: depth and oldest message age.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show dead letters without taking them: the decoded envelope, the file, receive count and
+    /// first receive time. On SQS each one shown counts as a receive.
+    Peek {
+        /// ingestor, validator, quarantine, crawler, transformer or auditor.
+        #[arg(value_parser = service_stage)]
+        stage: Stage,
+        /// How many to show.
+        #[arg(short = 'n', default_value_t = 10)]
+        n: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead letters back to the stage's queue, attributes (trace context) included. Each is
+    /// copied before it is deleted, so an interrupted redrive loses nothing.
+    Redrive {
+        /// ingestor, validator, quarantine, crawler, transformer or auditor.
+        #[arg(value_parser = service_stage)]
+        stage: Stage,
+        /// Every message in the dead-letter queue when the redrive starts.
+        #[arg(long, conflicts_with = "id", required_unless_present = "id")]
+        all: bool,
+        /// Only these message ids (as `peek` shows them).
+        #[arg(long, num_args = 1..)]
+        id: Vec<String>,
+    },
+    /// Delete every message of the stage's dead-letter queue, after confirmation.
+    Purge {
+        /// ingestor, validator, quarantine, crawler, transformer or auditor.
+        #[arg(value_parser = service_stage)]
+        stage: Stage,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +168,14 @@ pub enum FilesCommand {
     },
 }
 
+/// A stage that has a queue (the operator has none).
+fn service_stage(s: &str) -> Result<Stage, String> {
+    match s.parse::<Stage>()? {
+        Stage::Operator => Err("the operator has no queue".into()),
+        stage => Ok(stage),
+    }
+}
+
 /// Loads the settings the global options point at.
 fn settings(global: &Global) -> anyhow::Result<Settings> {
     let data_dir = global
@@ -143,7 +207,185 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Files(cmd) => files(&cli.global, cmd).await,
         Command::Bootstrap => bootstrap(&cli.global).await,
         Command::Validate(args) => validate(args),
+        Command::Dlq(cmd) => dlq(&cli.global, cmd).await,
+        Command::Backfill { prefix } => backfill(&cli.global, &prefix).await,
     }
+}
+
+/// A progress bar on standard error, hidden when standard output is not a terminal (scripts and
+/// tests read the output, not the bar).
+fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    if !std::io::stdout().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {elapsed_precise}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+async fn dlq(global: &Global, cmd: DlqCommand) -> anyhow::Result<i32> {
+    let pipeline = Pipeline::open(settings(global)?).await?;
+    let queues = pipeline.monitor.ports().queues;
+    let queues = queues.as_ref();
+    let config = &pipeline.settings.config;
+    match cmd {
+        DlqCommand::List { json } => {
+            let list = choreo_runtime::dlq::list(queues, config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(0);
+            }
+            println!(
+                "{:<12} {:<32} {:>8}  OLDEST",
+                "STAGE", "DEAD-LETTER QUEUE", "DEPTH"
+            );
+            for s in list {
+                println!(
+                    "{:<12} {:<32} {:>8}  {}",
+                    s.stage.as_str(),
+                    s.dlq,
+                    s.depth,
+                    s.oldest_age_secs.map(age).unwrap_or_else(|| "-".into())
+                );
+            }
+            Ok(0)
+        }
+        DlqCommand::Peek { stage, n, json } => {
+            let dead = choreo_runtime::dlq::peek(queues, config, stage, n).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&dead)?);
+            } else {
+                for d in &dead {
+                    print_dead_letter(d);
+                }
+                println!("{} message(s) shown", dead.len());
+            }
+            Ok(0)
+        }
+        DlqCommand::Redrive { stage, all, id } => {
+            let dlq = dlq_name(config, stage)?;
+            let (selection, len) = if all {
+                let depth = queues.queue(&dlq).depth().await?.total();
+                (Selection::All, depth)
+            } else {
+                let len = id.len() as u64;
+                (Selection::Ids(id), len)
+            };
+            let bar = progress_bar(len, &format!("redrive {stage}"));
+            let report =
+                choreo_runtime::dlq::redrive(queues, config, stage, &selection, &mut |n| {
+                    bar.set_position(n)
+                })
+                .await;
+            bar.finish_and_clear();
+            let report = report?;
+            println!("redrove {} message(s) from {dlq}", report.moved);
+            for id in &report.missing {
+                eprintln!("not found in {dlq}: {id}");
+            }
+            Ok(if report.missing.is_empty() { 0 } else { 1 })
+        }
+        DlqCommand::Purge { stage, yes } => {
+            let dlq = dlq_name(config, stage)?;
+            if !yes {
+                let depth = queues.queue(&dlq).depth().await?.total();
+                print!("Purge {depth} messages from {dlq}? [y/N] ");
+                std::io::stdout().flush()?;
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if !matches!(answer.trim().to_lowercase().as_str(), "y" | "yes") {
+                    println!("nothing purged");
+                    return Ok(1);
+                }
+            }
+            let n = choreo_runtime::dlq::purge(queues, config, stage).await?;
+            println!("purged {n} message(s) from {dlq}");
+            Ok(0)
+        }
+    }
+}
+
+fn dlq_name(config: &choreo_domain::Config, stage: Stage) -> anyhow::Result<String> {
+    let queue = config
+        .queue_of(stage)
+        .with_context(|| format!("stage {stage} has no queue"))?;
+    Ok(choreo_domain::config::Queues::dlq_of(queue))
+}
+
+/// An age in the largest unit that keeps it readable.
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 2 * 3600 => format!("{}m", s / 60),
+        s if s < 2 * 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+fn print_dead_letter(d: &DeadLetter) {
+    println!("message  {}", d.message_id);
+    match (&d.file_id, &d.key) {
+        (Some(id), Some(key)) => println!("file     {id} ({key})"),
+        (Some(id), None) => println!("file     {id}"),
+        _ => {}
+    }
+    match &d.body {
+        DeadBody::Envelope(env) => {
+            println!("event    {} (id {})", env.event.kind().as_str(), env.id);
+            println!(
+                "body     {}",
+                serde_json::to_string(&env.event).unwrap_or_default()
+            );
+        }
+        DeadBody::Raw(body) => {
+            let shown: String = body.chars().take(300).collect();
+            let more = if shown.len() < body.len() { " ..." } else { "" };
+            println!("raw      {shown}{more}");
+        }
+    }
+    let first = d
+        .first_received_at
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "-".into());
+    println!(
+        "received {} time(s), first at {first}; sent at {}",
+        d.receive_count,
+        d.sent_at.format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    if let Some(tp) = d.attributes.get(choreo_domain::event::ATTR_TRACEPARENT) {
+        println!("trace    {tp}");
+    }
+    println!();
+}
+
+async fn backfill(global: &Global, prefix: &str) -> anyhow::Result<i32> {
+    use choreo_ingestor::backfill::BackfillProgress;
+    let pipeline = Pipeline::open(settings(global)?).await?;
+    let ctx = ServiceContext::new(
+        pipeline.settings.clone(),
+        pipeline.monitor.ports(),
+        pipeline
+            .monitor
+            .queue(&pipeline.settings.config.queues.ingest),
+    );
+    let bar = progress_bar(0, "backfill");
+    let report = choreo_ingestor::backfill::backfill(&ctx, prefix, &mut |p| match p {
+        BackfillProgress::Listed(n) => bar.set_length(n),
+        BackfillProgress::Done(n) => bar.set_position(n),
+    })
+    .await;
+    bar.finish_and_clear();
+    let report = report?;
+    println!(
+        "{} object(s) under {:?}: {} registered, {} already recorded",
+        report.listed, prefix, report.registered, report.recorded
+    );
+    Ok(0)
 }
 
 async fn up(global: &Global, args: UpArgs) -> anyhow::Result<i32> {

@@ -166,3 +166,243 @@ async fn api_calls_per_file_on_a_steady_load() {
     assert!(records.values().all(|r| r.state.as_str() == "INGESTED"));
     assert!(stdout.contains(&format!("for {FILES} file(s)")), "{stdout}");
 }
+
+/// `dlq list --json`: each stage's depth.
+fn dlq_depths(moto: &Moto, dir: &Path) -> BTreeMap<String, u64> {
+    let out = ok(choreo(moto, dir)
+        .args(["dlq", "list", "--json"])
+        .output()
+        .unwrap());
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    list.iter()
+        .map(|s| {
+            (
+                s["stage"].as_str().unwrap().to_string(),
+                s["depth"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Waits for `done` on the file records, failing after two minutes.
+fn wait_for_files(
+    moto: &Moto,
+    dir: &Path,
+    done: impl Fn(&BTreeMap<String, FileRecord>) -> bool,
+) -> BTreeMap<String, FileRecord> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let records = files(moto, dir);
+        if done(&records) {
+            return records;
+        }
+        assert!(Instant::now() < deadline, "not done in time: {records:#?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn stop(mut up: std::process::Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(up.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(up.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_redriven_on_aws_once_the_work_bucket_is_back() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    demo::write_config(dir.path(), demo::CONFIG_FILE).unwrap();
+    let with_redrive_after_two = |mut cmd: Command| {
+        cmd.env("CHOREO_QUEUES__MAX_RECEIVE_COUNT", "2");
+        cmd
+    };
+    ok(with_redrive_after_two(choreo(&moto, dir.path()))
+        .arg("bootstrap")
+        .output()
+        .unwrap());
+    let clients = choreo_aws::AwsClients::emulator(&moto.endpoint).await;
+    // The poison: the work bucket is gone, so the validator cannot store invalid files' reports.
+    let listed = clients
+        .s3
+        .list_objects_v2()
+        .bucket("choreo-work")
+        .send()
+        .await
+        .unwrap();
+    for o in listed.contents() {
+        clients
+            .s3
+            .delete_object()
+            .bucket("choreo-work")
+            .key(o.key().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    clients
+        .s3
+        .delete_bucket()
+        .bucket("choreo-work")
+        .send()
+        .await
+        .unwrap();
+    let up = with_redrive_after_two(choreo(&moto, dir.path()))
+        .arg("up")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for key in ["daily/bad-a.csv", "daily/bad-b.csv"] {
+        clients
+            .s3
+            .put_object()
+            .bucket("choreo-input")
+            .key(key)
+            .body(b"order_id,order_date\n1,2026-11-23\n".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while dlq_depths(&moto, dir.path())["validator"] < 2 {
+        assert!(Instant::now() < deadline, "the DLQ did not fill");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let peeked = ok(choreo(&moto, dir.path())
+        .args(["dlq", "peek", "validator", "--json"])
+        .output()
+        .unwrap());
+    let dead: Vec<serde_json::Value> = serde_json::from_str(&peeked).unwrap();
+    let mut keys: Vec<&str> = dead.iter().map(|d| d["key"].as_str().unwrap()).collect();
+    keys.sort();
+    assert_eq!(keys, ["daily/bad-a.csv", "daily/bad-b.csv"], "{peeked}");
+    assert!(
+        dead.iter()
+            .all(|d| d["attributes"]["traceparent"].is_string())
+    );
+
+    // The fix: the bootstrap makes what is missing.
+    ok(with_redrive_after_two(choreo(&moto, dir.path()))
+        .arg("bootstrap")
+        .output()
+        .unwrap());
+    let redrive = ok(choreo(&moto, dir.path())
+        .args(["dlq", "redrive", "validator", "--all"])
+        .output()
+        .unwrap());
+    assert!(redrive.contains("redrove 2 message(s)"), "{redrive}");
+    let records = wait_for_files(&moto, dir.path(), |r| {
+        r.len() == 2 && r.values().all(|f| f.state.as_str() == "QUARANTINED")
+    });
+    stop(up);
+    for r in records.values() {
+        let validations = r
+            .history
+            .iter()
+            .filter(|h| h.stage.as_str() == "validator")
+            .count();
+        assert_eq!(validations, 1, "{r:#?}");
+        assert!(r.history.iter().all(|h| h.trace_id == r.trace_id), "{r:#?}");
+    }
+    assert_eq!(dlq_depths(&moto, dir.path())["validator"], 0);
+}
+
+/// Backfill on an unversioned bucket, where S3 notifications name an upload by its sequencer and a
+/// listing by its ETag: an object registered from a notification is still recognised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_on_aws_registers_objects_that_were_never_notified() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    demo::write_config(dir.path(), demo::CONFIG_FILE).unwrap();
+    ok(choreo(&moto, dir.path()).arg("bootstrap").output().unwrap());
+    let clients = choreo_aws::AwsClients::emulator(&moto.endpoint).await;
+    // Notifications off: what lands now is unseen unless told.
+    clients
+        .s3
+        .put_bucket_notification_configuration()
+        .bucket("choreo-input")
+        .notification_configuration(aws_sdk_s3::types::NotificationConfiguration::builder().build())
+        .send()
+        .await
+        .unwrap();
+    let body = "order_id,order_date,customer,email,amount,currency,quantity\n1,2026-11-24,Femi,f@example.com,2.50,EUR,1\n";
+    for key in [
+        "daily/notified-0.csv",
+        "daily/notified-1.csv",
+        "daily/unseen-0.csv",
+        "daily/unseen-1.csv",
+    ] {
+        clients
+            .s3
+            .put_object()
+            .bucket("choreo-input")
+            .key(key)
+            .body(body.as_bytes().to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    // Two are notified as S3 itself does (moto leaves the sequencer out), and recorded under it.
+    let ingest = clients
+        .sqs
+        .get_queue_url()
+        .queue_name("choreo-ingest")
+        .send()
+        .await
+        .unwrap();
+    for (i, key) in ["daily/notified-0.csv", "daily/notified-1.csv"]
+        .iter()
+        .enumerate()
+    {
+        let notification = serde_json::json!({"Records": [{
+            "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": "choreo-input"},
+                   "object": {"key": key, "size": body.len(), "eTag": "whatever",
+                              "sequencer": format!("0062E99A88DC40746{i}")}}}]});
+        clients
+            .sqs
+            .send_message()
+            .queue_url(ingest.queue_url().unwrap())
+            .message_body(notification.to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+    ok(choreo(&moto, dir.path())
+        .args(["up", "--exit-when-idle"])
+        .output()
+        .unwrap());
+    let before = files(&moto, dir.path());
+    assert_eq!(before.len(), 2, "{before:#?}");
+    assert!(
+        before
+            .values()
+            .all(|r| r.version.starts_with("0062E99A88DC40746")),
+        "{before:#?}"
+    );
+
+    let out = ok(choreo(&moto, dir.path()).arg("backfill").output().unwrap());
+    assert!(out.contains("2 registered, 2 already recorded"), "{out}");
+    let out = ok(choreo(&moto, dir.path()).arg("backfill").output().unwrap());
+    assert!(out.contains("0 registered, 4 already recorded"), "{out}");
+    let after = files(&moto, dir.path());
+    assert_eq!(after.len(), 4, "{after:#?}");
+    for (key, r) in &before {
+        assert_eq!(&after[key], r, "a recorded file is untouched");
+    }
+
+    ok(choreo(&moto, dir.path())
+        .args(["up", "--exit-when-idle"])
+        .output()
+        .unwrap());
+    let records = files(&moto, dir.path());
+    assert_eq!(records.len(), 4);
+    assert!(
+        records.values().all(|r| r.state.as_str() == "INGESTED"),
+        "{records:#?}"
+    );
+}

@@ -3,7 +3,9 @@
 use crate::helpers::{TestApp, steps};
 use async_trait::async_trait;
 use choreo_domain::{BatchState, FileState};
-use choreo_ports::{EventBus, OutgoingMessage, PortError, Queue, QueueDepth, ReceivedMessage};
+use choreo_ports::{
+    EventBus, OutgoingMessage, PeekedMessage, PortError, Queue, QueueDepth, ReceivedMessage,
+};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,6 +70,14 @@ impl Queue for Twice {
 
     async fn depth(&self) -> Result<QueueDepth, PortError> {
         self.inner.depth().await
+    }
+
+    async fn peek(&self, max: usize) -> Result<Vec<PeekedMessage>, PortError> {
+        self.inner.peek(max).await
+    }
+
+    async fn purge(&self) -> Result<u64, PortError> {
+        self.inner.purge().await
     }
 }
 

@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod demo;
+mod dlq;
 mod duplicates;
 mod helpers;
 mod operations;

@@ -5,12 +5,16 @@
 //! own trace here. A key that matches no dataset is registered too (dataset `_unmatched`), so that the
 //! validator rejects it and the quarantine mover takes it out of the input bucket with a reason: no file
 //! goes unaccounted for.
+//!
+//! [`backfill`] registers, through the same path, objects that are in the input bucket without a
+//! notification ever having reached the ingestor.
 
+pub mod backfill;
 pub mod notification;
 
 use async_trait::async_trait;
 use choreo_domain::{Event, FileId, FileState, NewFile, Stage, UNMATCHED_DATASET};
-use choreo_ports::{ReceivedMessage, Registered};
+use choreo_ports::{PortError, ReceivedMessage, Registered};
 use choreo_runtime::publish::file_event_id;
 use choreo_runtime::{Handler, HandlerError, ServiceContext};
 use notification::{Notification, ObjectCreated};
@@ -49,9 +53,7 @@ impl Handler for Ingestor {
             }
             Ok(Notification::Created(objects)) => {
                 for object in objects {
-                    // One trace per file: the span has no parent.
-                    let span = tracing::info_span!(parent: None, "ingest", key = %object.key, file_id = tracing::field::Empty);
-                    self.register(object).instrument(span).await?;
+                    register(&self.ctx, object).await?;
                 }
                 Ok(())
             }
@@ -63,53 +65,78 @@ impl Handler for Ingestor {
     }
 }
 
-impl Ingestor {
-    async fn register(&self, object: ObjectCreated) -> Result<(), HandlerError> {
-        let settings = &self.ctx.settings;
-        if object.bucket != settings.config.buckets.input {
-            tracing::warn!(bucket = %object.bucket, "NotificationForeignBucket: not the input bucket, ignored");
-            return Ok(());
-        }
-        let id = FileId::derive(&object.bucket, &object.key, &object.version);
-        tracing::Span::current().record("file_id", id.as_str());
-        let dataset = settings.router.route(&object.key);
-        let file = NewFile {
-            id: id.clone(),
-            dataset: dataset.unwrap_or(UNMATCHED_DATASET).to_string(),
-            bucket: object.bucket,
-            key: object.key,
-            size: object.size,
-            version: object.version,
-            reason: dataset
-                .is_none()
-                .then(|| "no dataset matches the key".to_string()),
-            trace_id: choreo_telemetry::current_trace_id(),
-            traceparent: choreo_telemetry::current_traceparent(),
-        };
-        let record = match self.ctx.ports.state.register(file).await? {
-            Registered::Created(r) => {
-                tracing::info!(dataset = %r.dataset, size = r.size, "FileRegistered");
-                r
-            }
-            // A duplicate notification. If the file is still NEW, the first registration may have died
-            // before publishing (the outbox case): publish again. Otherwise it has moved on: done.
-            Registered::Exists(r) if r.state == FileState::New => r,
-            Registered::Exists(_) => return Ok(()),
-        };
-        let event = Event::FileRegistered {
-            file_id: record.id.clone(),
-            dataset: record.dataset.clone(),
-            bucket: record.bucket.clone(),
-            key: record.key.clone(),
-            size: record.size,
-        };
-        let id = file_event_id(&record, &event);
-        self.ctx
-            .publisher
-            .publish_with(id, event, record.traceparent)
-            .await?;
-        Ok(())
+/// What [`register`] did with an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// A new record, NEW; `FileRegistered` published.
+    Created,
+    /// The record existed and was still NEW: `FileRegistered` published again (the outbox case).
+    Republished,
+    /// The record existed and had moved on: nothing done.
+    Exists,
+    /// Not in the input bucket: ignored.
+    Foreign,
+}
+
+/// Registers one created object (put-if-absent on the id derived from bucket, key and version) and
+/// publishes `FileRegistered`, in a trace of its own: a notification's objects and backfilled ones
+/// take this one path.
+pub async fn register(
+    ctx: &ServiceContext,
+    object: ObjectCreated,
+) -> Result<Registration, PortError> {
+    // One trace per file: the span has no parent.
+    let span = tracing::info_span!(parent: None, "ingest", key = %object.key, file_id = tracing::field::Empty);
+    register_in_span(ctx, object).instrument(span).await
+}
+
+async fn register_in_span(
+    ctx: &ServiceContext,
+    object: ObjectCreated,
+) -> Result<Registration, PortError> {
+    let settings = &ctx.settings;
+    if object.bucket != settings.config.buckets.input {
+        tracing::warn!(bucket = %object.bucket, "NotificationForeignBucket: not the input bucket, ignored");
+        return Ok(Registration::Foreign);
     }
+    let id = FileId::derive(&object.bucket, &object.key, &object.version);
+    tracing::Span::current().record("file_id", id.as_str());
+    let dataset = settings.router.route(&object.key);
+    let file = NewFile {
+        id: id.clone(),
+        dataset: dataset.unwrap_or(UNMATCHED_DATASET).to_string(),
+        bucket: object.bucket,
+        key: object.key,
+        size: object.size,
+        version: object.version,
+        reason: dataset
+            .is_none()
+            .then(|| "no dataset matches the key".to_string()),
+        trace_id: choreo_telemetry::current_trace_id(),
+        traceparent: choreo_telemetry::current_traceparent(),
+    };
+    let (record, outcome) = match ctx.ports.state.register(file).await? {
+        Registered::Created(r) => {
+            tracing::info!(dataset = %r.dataset, size = r.size, "FileRegistered");
+            (r, Registration::Created)
+        }
+        // A duplicate notification. If the file is still NEW, the first registration may have died
+        // before publishing (the outbox case): publish again. Otherwise it has moved on: done.
+        Registered::Exists(r) if r.state == FileState::New => (r, Registration::Republished),
+        Registered::Exists(_) => return Ok(Registration::Exists),
+    };
+    let event = Event::FileRegistered {
+        file_id: record.id.clone(),
+        dataset: record.dataset.clone(),
+        bucket: record.bucket.clone(),
+        key: record.key.clone(),
+        size: record.size,
+    };
+    let id = file_event_id(&record, &event);
+    ctx.publisher
+        .publish_with(id, event, record.traceparent)
+        .await?;
+    Ok(outcome)
 }
 
 fn truncate(s: &str, n: usize) -> &str {

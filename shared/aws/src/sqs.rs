@@ -16,7 +16,9 @@ use aws_sdk_sqs::types::{
     QueueAttributeName,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use choreo_ports::{ErrorKind, OutgoingMessage, PortError, Queue, QueueDepth, ReceivedMessage};
+use choreo_ports::{
+    ErrorKind, OutgoingMessage, PeekedMessage, PortError, Queue, QueueDepth, ReceivedMessage,
+};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -64,20 +66,6 @@ impl SqsQueue {
             })
             .await
             .cloned()
-    }
-
-    /// Deletes every message of the queue, in flight or not (`PurgeQueue`). SQS allows one purge per
-    /// queue every 60 seconds and may take that long to finish; a second purge within the minute is
-    /// an error (`PurgeQueueInProgress`, permanent: retrying at once cannot help).
-    pub async fn purge(&self) -> Result<(), PortError> {
-        let url = self.url().await?;
-        self.client
-            .purge_queue()
-            .queue_url(url)
-            .send()
-            .await
-            .map_err(|e| port_error("purge", &self.name, e))?;
-        Ok(())
     }
 
     /// Deletes many deliveries with `DeleteMessageBatch`, ten per call. Returns the receipts that
@@ -341,6 +329,53 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
+    /// As the port says: receives with a visibility timeout of zero, so every peek counts as a
+    /// receive. SQS samples its servers on each receive, so a receive may bring back messages
+    /// already seen, or none while more exist; peeking stops at `max` distinct messages, or after a
+    /// receive that brings nothing new.
+    async fn peek(&self, max: usize) -> Result<Vec<PeekedMessage>, PortError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out: Vec<PeekedMessage> = Vec::new();
+        while out.len() < max {
+            let want = (max - out.len()).min(MAX_BATCH);
+            let got = self
+                .receive(want, Duration::from_secs(1), Duration::ZERO)
+                .await?;
+            let before = out.len();
+            for m in got {
+                if seen.insert(m.id.clone()) && out.len() < max {
+                    out.push(PeekedMessage {
+                        id: m.id,
+                        body: m.body,
+                        attributes: m.attributes,
+                        receive_count: m.receive_count,
+                        sent_at: m.sent_at,
+                        first_received_at: m.first_received_at,
+                    });
+                }
+            }
+            if out.len() == before {
+                break;
+            }
+        }
+        out.sort_by_key(|m| m.sent_at);
+        Ok(out)
+    }
+
+    /// As the port says; `PurgeQueue` within a minute of the last one is refused by SQS
+    /// (`PurgeQueueInProgress`, permanent: retrying at once cannot help).
+    async fn purge(&self) -> Result<u64, PortError> {
+        let before = self.depth().await?.total();
+        let url = self.url().await?;
+        self.client
+            .purge_queue()
+            .queue_url(url)
+            .send()
+            .await
+            .map_err(|e| port_error("purge", &self.name, e))?;
+        Ok(before)
+    }
+
     async fn depth(&self) -> Result<QueueDepth, PortError> {
         let url = self.url().await?;
         let out = self
@@ -520,7 +555,18 @@ mod tests {
         assert_eq!(q.depth().await.unwrap().total(), 0);
         // The last receipt is stale now that the message moved: acknowledging it is still fine.
         q.delete(&last).await.unwrap();
-        dlq.purge().await.unwrap();
+        dlq.change_visibility(&dead[0].receipt, Duration::ZERO)
+            .await
+            .unwrap();
+        dlq.send(message("second"), Duration::ZERO).await.unwrap();
+        let peeked = dlq.peek(10).await.unwrap();
+        let bodies: Vec<&str> = peeked.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["poison", "second"], "each once, oldest first");
+        assert_eq!(peeked[0].attributes["traceparent"], TRACEPARENT);
+        assert_eq!(dlq.peek(1).await.unwrap().len(), 1);
+        // Peeking left both there, visible.
+        assert_eq!(dlq.depth().await.unwrap().visible, 2);
+        assert_eq!(dlq.purge().await.unwrap(), 2);
         assert_eq!(dlq.depth().await.unwrap().total(), 0);
     }
 

@@ -508,6 +508,22 @@ impl Config {
         ]
     }
 
+    /// The work queue a stage's service consumes; `None` for the operator, who has none. Its
+    /// dead-letter queue is [`Queues::dlq_of`] of it.
+    pub fn queue_of(&self, stage: crate::Stage) -> Option<&str> {
+        use crate::Stage;
+        let q = &self.queues;
+        match stage {
+            Stage::Ingestor => Some(&q.ingest),
+            Stage::Validator => Some(&q.validate),
+            Stage::Quarantine => Some(&q.quarantine),
+            Stage::Crawler => Some(&q.crawl),
+            Stage::Transformer => Some(&q.transform),
+            Stage::Auditor => Some(&q.audit),
+            Stage::Operator => None,
+        }
+    }
+
     /// Every work queue, in pipeline order.
     pub fn all_queues(&self) -> [&str; 6] {
         let q = &self.queues;
@@ -613,6 +629,18 @@ mod tests {
         assert!(matches!(c.check(), Err(ConfigError::Duplicate(_))));
         c.datasets = vec![dataset("d", Some("a"), None)];
         assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn every_service_stage_has_its_own_queue() {
+        let c = Config::default();
+        let queues: std::collections::HashSet<_> = crate::Stage::SERVICES
+            .iter()
+            .map(|&s| c.queue_of(s).unwrap())
+            .collect();
+        assert_eq!(queues, c.all_queues().into_iter().collect());
+        assert_eq!(c.queue_of(crate::Stage::Validator), Some("choreo-validate"));
+        assert_eq!(c.queue_of(crate::Stage::Operator), None);
     }
 
     #[test]

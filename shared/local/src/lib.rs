@@ -46,7 +46,7 @@ pub use jobs::LocalJobRunner;
 pub use mail::MailNotifier;
 pub use notifier::{ScanResult, s3_key_encode, s3_notification};
 pub use objects::LocalObjectStore;
-pub use queue::{LocalQueue, StoredMessage};
+pub use queue::LocalQueue;
 pub use state::LocalStateStore;
 
 use choreo_domain::Config;
@@ -181,7 +181,7 @@ impl LocalBackend {
         self.local_queue(name)
     }
 
-    /// The queue `name` with the local extras (`peek`, `purge`).
+    /// The queue `name`, as its concrete type.
     pub fn local_queue(&self, name: &str) -> Arc<LocalQueue> {
         Arc::new(LocalQueue::new(
             name,

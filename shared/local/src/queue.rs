@@ -8,9 +8,9 @@
 
 use crate::db::{Db, DbError, from_ms, ms, now_ms};
 use async_trait::async_trait;
-use choreo_ports::{OutgoingMessage, PortError, Queue, QueueDepth, ReceivedMessage};
+use choreo_ports::{OutgoingMessage, PeekedMessage, PortError, Queue, QueueDepth, ReceivedMessage};
 use rusqlite::{OptionalExtension, Transaction, params};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -79,18 +79,6 @@ pub struct LocalQueue {
     wakers: Arc<Wakers>,
 }
 
-/// A message as stored, for inspecting a queue (dead-letter queues above all) without receiving.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredMessage {
-    pub id: String,
-    pub body: String,
-    pub attributes: BTreeMap<String, String>,
-    pub receive_count: u32,
-    pub sent_at: chrono::DateTime<chrono::Utc>,
-    /// When the message is (or was) next visible.
-    pub visible_at: chrono::DateTime<chrono::Utc>,
-}
-
 impl LocalQueue {
     pub(crate) fn new(name: &str, db: Arc<Db>, wakers: Arc<Wakers>) -> Self {
         LocalQueue {
@@ -98,52 +86,6 @@ impl LocalQueue {
             db,
             wakers,
         }
-    }
-
-    /// Up to `limit` messages in delivery order, visible or not, without receiving them.
-    pub async fn peek(&self, limit: usize) -> Result<Vec<StoredMessage>, PortError> {
-        let queue = self.name.clone();
-        self.db
-            .call("peek", &self.name, move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT id, body, attributes, receive_count, sent_at, visible_at
-                     FROM messages WHERE queue = ?1 ORDER BY visible_at, seq LIMIT ?2",
-                )?;
-                let rows = stmt.query_map(params![queue, limit as i64], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, u32>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, i64>(5)?,
-                    ))
-                })?;
-                let mut out = Vec::new();
-                for row in rows {
-                    let (id, body, attributes, receive_count, sent_at, visible_at) = row?;
-                    out.push(StoredMessage {
-                        id,
-                        body,
-                        attributes: serde_json::from_str(&attributes)?,
-                        receive_count,
-                        sent_at: from_ms(sent_at),
-                        visible_at: from_ms(visible_at),
-                    });
-                }
-                Ok(out)
-            })
-            .await
-    }
-
-    /// Deletes every message of the queue, in flight or not (SQS's `PurgeQueue`). Returns how many.
-    pub async fn purge(&self) -> Result<u64, PortError> {
-        let queue = self.name.clone();
-        self.db
-            .write("purge", &self.name, move |tx| {
-                Ok(tx.execute("DELETE FROM messages WHERE queue = ?1", params![queue])? as u64)
-            })
-            .await
     }
 
     /// One non-waiting receive: the messages delivered, and the dead-letter queue that got any moved.
@@ -348,6 +290,51 @@ impl Queue for LocalQueue {
                         })
                     },
                 )?)
+            })
+            .await
+    }
+
+    /// As the port says: in delivery order, visible or in flight, and without counting a receive.
+    async fn peek(&self, max: usize) -> Result<Vec<PeekedMessage>, PortError> {
+        let queue = self.name.clone();
+        self.db
+            .call("peek", &self.name, move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id, body, attributes, receive_count, sent_at, first_received_at
+                     FROM messages WHERE queue = ?1 ORDER BY visible_at, seq LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![queue, max as i64], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, u32>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                    ))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (id, body, attributes, receive_count, sent_at, first) = row?;
+                    out.push(PeekedMessage {
+                        id,
+                        body,
+                        attributes: serde_json::from_str(&attributes)?,
+                        receive_count,
+                        sent_at: from_ms(sent_at),
+                        first_received_at: first.map(from_ms),
+                    });
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn purge(&self) -> Result<u64, PortError> {
+        let queue = self.name.clone();
+        self.db
+            .write("purge", &self.name, move |tx| {
+                Ok(tx.execute("DELETE FROM messages WHERE queue = ?1", params![queue])? as u64)
             })
             .await
     }
@@ -590,6 +577,21 @@ mod tests {
         let peeked = q.peek(10).await.unwrap();
         assert_eq!(peeked.len(), 2);
         assert_eq!(peeked[0].body, "a");
+        assert_eq!(peeked[0].receive_count, 0);
+        assert_eq!(q.peek(1).await.unwrap().len(), 1);
+        // Peeking took nothing and counted no receive.
+        let got = q
+            .receive(10, NO_WAIT, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!((got.len(), got[0].receive_count), (1, 1));
+        let peeked = q.peek(10).await.unwrap();
+        assert_eq!(peeked.len(), 2, "in flight, still shown");
+        assert_eq!(
+            peeked.iter().find(|m| m.body == "a").unwrap().receive_count,
+            1
+        );
+        assert!(peeked.iter().any(|m| m.first_received_at.is_some()));
         assert_eq!(q.purge().await.unwrap(), 2);
         assert_eq!(q.depth().await.unwrap().total(), 0);
     }

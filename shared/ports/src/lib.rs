@@ -20,7 +20,7 @@ pub use error::{ErrorKind, PortError};
 pub use jobs::{CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus};
 pub use notify::Notifier;
 pub use objects::{ObjectMeta, ObjectReader, ObjectStore};
-pub use queue::{OutgoingMessage, Queue, QueueDepth, Queues, ReceivedMessage};
+pub use queue::{OutgoingMessage, PeekedMessage, Queue, QueueDepth, Queues, ReceivedMessage};
 pub use state::{
     BatchOutcome, FileQuery, LeaseOutcome, Page, Registered, StateStore, TransitionOutcome,
 };

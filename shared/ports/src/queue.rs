@@ -20,6 +20,19 @@ pub struct ReceivedMessage {
     pub first_received_at: Option<DateTime<Utc>>,
 }
 
+/// A message seen without being taken: what [`Queue::peek`] returns. There is no receipt, so it cannot
+/// be deleted or hidden through this value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeekedMessage {
+    pub id: String,
+    pub body: String,
+    pub attributes: BTreeMap<String, String>,
+    /// Receives so far (in the source queue too, for a message moved to a dead-letter queue).
+    pub receive_count: u32,
+    pub sent_at: DateTime<Utc>,
+    pub first_received_at: Option<DateTime<Utc>>,
+}
+
 /// A message to send or publish.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct OutgoingMessage {
@@ -132,6 +145,21 @@ pub trait Queue: Send + Sync {
 
     /// Approximate counts, as SQS's `ApproximateNumberOfMessages*` attributes.
     async fn depth(&self) -> Result<QueueDepth, PortError>;
+
+    /// Up to `max` messages, oldest first where the backend can tell, each once, without taking them:
+    /// for inspecting a dead-letter queue. Messages in flight may be left out, so fewer than `max`
+    /// does not prove the queue holds no more.
+    ///
+    /// On SQS this is a receive with a visibility timeout of zero, repeated until `max` distinct
+    /// messages are seen or a receive brings nothing new: each peek **counts as a receive** (it raises
+    /// the receive count, and on a queue with a redrive policy it can move a message to its
+    /// dead-letter queue), which is why it is meant for dead-letter queues, which have none.
+    async fn peek(&self, max: usize) -> Result<Vec<PeekedMessage>, PortError>;
+
+    /// Deletes every message of the queue, in flight or not (SQS's `PurgeQueue`). Returns how many:
+    /// exact on the local backend; on SQS the approximate depth just before the purge, since SQS does
+    /// not say (and allows one purge per queue a minute, taking up to that long to finish).
+    async fn purge(&self) -> Result<u64, PortError>;
 }
 
 /// Every queue of the backend, by name: work queues, their dead-letter queues (`<name>-dlq`, see

@@ -6,9 +6,12 @@
 //!   visibility while a handler runs, retry transient errors, delete only after success, drain on
 //!   shutdown.
 //! - [`publish`] turns events into messages with their `event_type` and `traceparent` attributes.
+//! - [`dlq`] lists, reads, redrives and purges the stages' dead-letter queues (the CLI and the
+//!   auditor's API share it).
 //! - [`shutdown`] turns SIGTERM and Ctrl-C into one cancellation signal.
 
 pub mod consumer;
+pub mod dlq;
 pub mod handler;
 pub mod publish;
 pub mod service;

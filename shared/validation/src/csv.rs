@@ -1006,13 +1006,10 @@ impl Rows<'_> {
         self.clean.clear();
         self.clean.resize(g.entries.len(), true);
         let text = g.text;
-        let column = |fi| {
+        let column = |fi: usize| {
             matrix
-                .get(fi..)
-                .unwrap_or_default()
-                .iter()
-                .step_by(width)
-                .map(move |&s| plain_text(text, s))
+                .chunks_exact(width)
+                .map(move |row| row.get(fi).and_then(|&s| plain_text(text, s)))
         };
         // The rows the group's records will be (empty lines before them
         // are counted first).

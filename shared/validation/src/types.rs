@@ -776,35 +776,20 @@ fn short_decimal(body: &[u8]) -> Option<f64> {
 }
 
 /// [`parse_number`] of the bytes of a `str`.
-#[inline]
+#[inline(always)]
 pub(crate) fn parse_number_bytes(b: &[u8]) -> Option<f64> {
     let (neg, body) = split_sign(b);
-    if let Some(v) = short_decimal(body) {
-        return Some(if neg { -v } else { v });
+    match short_decimal(body) {
+        Some(v) => Some(if neg { -v } else { v }),
+        None => long_number(b),
     }
-    // The common case in one pass: up to 15 digits with at most one point.
-    if body.len() <= 16 {
-        let (mut m, mut digits, mut frac, mut point) = (0u64, 0usize, 0usize, false);
-        let mut plain = true;
-        for &c in body {
-            let d = c.wrapping_sub(b'0');
-            if d <= 9 {
-                m = m * 10 + u64::from(d);
-                digits += 1;
-                frac += usize::from(point);
-            } else if c == b'.' && !point {
-                point = true;
-            } else {
-                plain = false;
-                break;
-            }
-        }
-        if plain && digits > 0 && digits <= 15 {
-            // Exact: m < 2^53 and 10^frac is exact, so one division rounds correctly.
-            let v = m as f64 / POW10[frac];
-            return Some(if neg { -v } else { v });
-        }
-    }
+}
+
+/// [`parse_number_bytes`] past the short decimals: long ones, exponents,
+/// and NaN / INF / Infinity.
+#[inline(never)]
+fn long_number(b: &[u8]) -> Option<f64> {
+    let (neg, body) = split_sign(b);
     let Some((m, frac, digits, exponent)) = scan_decimal(body) else {
         let v = special_number(body)?;
         return Some(if neg && !v.is_nan() { -v } else { v });
@@ -818,7 +803,7 @@ pub(crate) fn parse_number_bytes(b: &[u8]) -> Option<f64> {
 }
 
 /// Length of a valid `hh:mm:ss[.fff]` at the start of `b`, without building a time.
-#[inline]
+#[inline(always)]
 fn iso_time_len(b: &[u8]) -> Option<usize> {
     let &[h0, h1, _, m0, m1, _, s0, s1, ref rest @ ..] = b else {
         return None;
@@ -838,14 +823,14 @@ fn iso_time_len(b: &[u8]) -> Option<usize> {
 }
 
 /// `hh:mm:ss[.fff]`, without building a time.
-#[inline]
+#[inline(always)]
 pub(crate) fn is_iso_time(b: &[u8]) -> bool {
     iso_time_len(b) == Some(b.len())
 }
 
 /// `YYYY-MM-DDThh:mm:ss[.fff][Z|±hh:mm|±hhmm|±hh]`, as [`parse_iso_datetime`]
 /// accepts it, without building a datetime.
-#[inline]
+#[inline(always)]
 pub(crate) fn is_iso_datetime(b: &[u8]) -> bool {
     if b.len() < 19 || b[10] != b'T' || !is_iso_date(&b[..10]) {
         return false;
@@ -875,7 +860,7 @@ fn is_iso_date(b: &[u8]) -> bool {
 }
 
 /// [`pack_ymd`] of a valid `YYYY-MM-DD` date (year 0001 on).
-#[inline]
+#[inline(always)]
 pub(crate) fn iso_date_key(b: &[u8]) -> Option<u32> {
     let &[y0, y1, y2, y3, _, m0, m1, _, d0, d1] = b else {
         return None;
