@@ -5,7 +5,7 @@ use crate::helpers::TestApp;
 use async_trait::async_trait;
 use choreo::demo;
 use choreo_domain::{Config, FileState};
-use choreo_ports::{OutgoingMessage, PortError, Queue, QueueDepth, ReceivedMessage};
+use choreo_ports::{OutgoingMessage, PeekedMessage, PortError, Queue, QueueDepth, ReceivedMessage};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,6 +60,14 @@ impl Queue for Dropping {
 
     async fn depth(&self) -> Result<QueueDepth, PortError> {
         self.inner.depth().await
+    }
+
+    async fn peek(&self, max: usize) -> Result<Vec<PeekedMessage>, PortError> {
+        self.inner.peek(max).await
+    }
+
+    async fn purge(&self) -> Result<u64, PortError> {
+        self.inner.purge().await
     }
 }
 
