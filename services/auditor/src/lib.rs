@@ -3,6 +3,17 @@
 //! Its queue subscribes to every event type. Each event is appended to the audit log and counted per
 //! dataset and type in the same write, deduplicated on the event id, so redeliveries never count twice.
 //! Failures are logged as alerts (one per failure event).
+//!
+//! Beside its consumer it serves the operators' HTTP surface when `operations.listen` is set
+//! ([`server`]): the JSON API ([`api`], guarded by [`auth`]; dead letters in [`dlq_routes`]) and
+//! the dashboard that reads it ([`dashboard`]).
+
+pub mod api;
+pub mod auth;
+pub mod dashboard;
+pub mod dlq_routes;
+pub mod server;
+pub mod throughput;
 
 use async_trait::async_trait;
 use choreo_domain::{Event, Stage};
@@ -17,7 +28,7 @@ pub const SPEC: choreo_runtime::ServiceSpec = choreo_runtime::ServiceSpec {
     stage: STAGE,
     queue: queue_name,
     build: handler,
-    background: None,
+    background: Some(server::background),
 };
 
 fn queue_name(config: &choreo_domain::Config) -> &str {
