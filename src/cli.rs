@@ -12,6 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -449,7 +451,12 @@ async fn up(global: &Global, args: UpArgs) -> anyhow::Result<i32> {
         c.data_dir.join("buckets").join(&c.buckets.input).display()
     );
     let shutdown = choreo_runtime::shutdown::on_signals();
+    let addr_file = choreo_auditor::server::addr_file(&c.data_dir);
+    let _ = std::fs::remove_file(&addr_file); // left by a run that was killed
     let tasks = pipeline.start(&shutdown);
+    if let Some(link) = dashboard_link(c, &addr_file, &shutdown).await {
+        eprintln!("dashboard: {link}");
+    }
     if args.exit_when_idle {
         pipeline.wait_until_idle(&shutdown).await?;
         shutdown.cancel();
@@ -463,6 +470,37 @@ async fn up(global: &Global, args: UpArgs) -> anyhow::Result<i32> {
         print!("{}", choreo_aws::cost::report(&calls, files));
     }
     Ok(0)
+}
+
+/// The dashboard's address, once the auditor has bound it, with the token in the URL fragment:
+/// browsers never send the fragment to the server, and the page moves it to the tab's storage.
+async fn dashboard_link(
+    c: &choreo_domain::Config,
+    addr_file: &Path,
+    shutdown: &CancellationToken,
+) -> Option<String> {
+    let listen = c.operations.listen.as_ref()?;
+    let addr = if c.backend == BackendKind::Local {
+        // The auditor writes the bound address (the port may be chosen by the system); a bind
+        // error leaves no file and no link, and the auditor's log says why.
+        let mut waited = Duration::ZERO;
+        loop {
+            if let Ok(a) = std::fs::read_to_string(addr_file) {
+                break a;
+            }
+            if waited >= Duration::from_secs(5) || shutdown.is_cancelled() {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += Duration::from_millis(50);
+        }
+    } else {
+        listen.clone()
+    };
+    Some(match c.operations.api_token.as_deref() {
+        Some(token) if !token.is_empty() => format!("http://{addr}/#token={token}"),
+        _ => format!("http://{addr}/ (operations.api_token is not set: the API answers 401)"),
+    })
 }
 
 async fn bootstrap(global: &Global) -> anyhow::Result<i32> {

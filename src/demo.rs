@@ -1,6 +1,7 @@
 //! The demo: a configuration with two datasets like the first seed's — a daily dataset of small CSV
 //! files and a monthly dataset of larger gzipped JSON Lines files — and sample files, valid and invalid
-//! in several ways. Everything is generated deterministically, so every run of the demo is the same.
+//! in several ways. Everything is generated deterministically, so every run of the demo is the same,
+//! except the dashboard's API token: a fresh random one per configuration written.
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -16,6 +17,10 @@ data_dir = "."
 
 [runtime]
 poll_interval_secs = 1     # seconds between two polls of a running crawl or job
+
+[operations]
+listen = "127.0.0.1:8080"  # the auditor's API and dashboard; `choreo up` prints the link
+api_token = "{API_TOKEN}"  # every API call needs it as a bearer token; random, written once
 
 [[datasets]]
 name = "sales_daily"                 # daily files of orders, 1 per day
@@ -68,8 +73,13 @@ pub fn write_config(dir: &Path, file_name: &str) -> std::io::Result<std::path::P
     std::fs::write(dir.join("schemas/sales_daily.json"), SALES_SCHEMA)?;
     std::fs::write(dir.join("schemas/inventory_monthly.json"), INVENTORY_SCHEMA)?;
     let path = dir.join(file_name);
-    std::fs::write(&path, CONFIG)?;
+    std::fs::write(&path, CONFIG.replace("{API_TOKEN}", &api_token()))?;
     Ok(path)
+}
+
+/// 192 random bits, hex-encoded: what the demo's dashboard asks for.
+fn api_token() -> String {
+    hex::encode(rand::random::<[u8; 24]>())
 }
 
 /// What a sample file is, and what the pipeline should make of it.

@@ -22,6 +22,8 @@ fn choreo(moto: &Moto, dir: &Path) -> Command {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        // The demo's dashboard port may be taken: any free one will do.
+        .env("CHOREO_OPERATIONS__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn");
     cmd
 }

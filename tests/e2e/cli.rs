@@ -12,6 +12,8 @@ fn choreo(dir: &Path) -> Command {
     cmd.arg("--data-dir")
         .arg(dir)
         .env("CHOREO_RUNTIME__SCAN_INTERVAL_MS", "50")
+        // The demo's dashboard port may be taken: any free one will do.
+        .env("CHOREO_OPERATIONS__LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn");
     cmd
 }

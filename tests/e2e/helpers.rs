@@ -35,6 +35,7 @@ pub fn demo_settings(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Settings {
     for d in &mut c.datasets {
         d.batch_window_secs = 1;
     }
+    c.operations.listen = None; // tests that want the dashboard ask for it, on port 0
     tweak(c);
     settings
 }

@@ -4,10 +4,18 @@
 //! dataset and type in the same write, deduplicated on the event id, so redeliveries never count
 //! twice. A failure event (a rejected file, a failed batch) stores one alert, which the delivery loop
 //! sends ([`alerts`]). Beside its consumer the auditor runs that loop and the stuck-file sweep
-//! ([`sweep`]), each on one replica at a time.
+//! ([`sweep`]), each on one replica at a time, and serves the operators' HTTP surface when
+//! `operations.listen` is set ([`server`]): the JSON API ([`api`], guarded by [`auth`]; dead letters
+//! in [`dlq_routes`]) and the dashboard that reads it ([`dashboard`]).
 
 pub mod alerts;
+pub mod api;
+pub mod auth;
+pub mod dashboard;
+pub mod dlq_routes;
+pub mod server;
 pub mod sweep;
+pub mod throughput;
 
 use async_trait::async_trait;
 use choreo_domain::Stage;
@@ -26,12 +34,13 @@ pub const SPEC: choreo_runtime::ServiceSpec = choreo_runtime::ServiceSpec {
     background: Some(background),
 };
 
-/// The alert delivery loop and the stuck-file sweep, until `shutdown`.
+/// The HTTP surface, the alert delivery loop and the stuck-file sweep, until `shutdown`.
 fn background(ctx: ServiceContext, shutdown: CancellationToken) -> Background {
     // Names this replica in the leases that keep the loops to one replica at a time.
     let holder = format!("auditor-{}", uuid::Uuid::new_v4());
     Box::pin(async move {
         tokio::join!(
+            server::background(ctx.clone(), shutdown.clone()),
             alerts::deliver(ctx.clone(), holder.clone(), shutdown.clone()),
             sweep::run(ctx, holder, shutdown),
         );

@@ -1,0 +1,81 @@
+//! Serving the API and dashboard beside the auditor's consumer, until shutdown.
+
+use crate::api::{Api, router};
+use choreo_domain::config::BackendKind;
+use choreo_runtime::ServiceContext;
+use choreo_runtime::service::Background;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The file, in the local backend's data directory, that holds the address the dashboard was bound
+/// to (`host:port`), so that `choreo up` and tests find a port chosen by the system.
+pub const ADDR_FILE: &str = "auditor.addr";
+
+pub fn addr_file(data_dir: &Path) -> PathBuf {
+    data_dir.join(ADDR_FILE)
+}
+
+/// The auditor's background work: the HTTP server when `operations.listen` is set.
+pub fn background(ctx: ServiceContext, shutdown: CancellationToken) -> Background {
+    Box::pin(serve(ctx, shutdown))
+}
+
+/// Binds `operations.listen` and serves until `shutdown` fires, letting requests in flight finish.
+/// An address that cannot be bound is logged and the pipeline runs on without a dashboard: the
+/// dashboard is for people, the pipeline's work must not depend on it.
+async fn serve(ctx: ServiceContext, shutdown: CancellationToken) {
+    let config = &ctx.settings.config;
+    let Some(listen) = config.operations.listen.clone() else {
+        return;
+    };
+    let listener = match TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(error) => {
+            tracing::error!(listen, %error, "DashboardBindError");
+            return;
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a.to_string(),
+        Err(_) => listen,
+    };
+    tracing::info!(addr, "dashboard listening");
+    if config
+        .operations
+        .api_token
+        .as_deref()
+        .unwrap_or("")
+        .is_empty()
+    {
+        tracing::warn!("operations.api_token is not set: every API route answers 401");
+    }
+    let addr_file = (config.backend == BackendKind::Local).then(|| addr_file(&config.data_dir));
+    if let Some(path) = &addr_file
+        && let Err(error) = write_atomically(path, &addr)
+    {
+        tracing::warn!(path = %path.display(), %error, "DashboardAddrFileError");
+    }
+    let app = router(Api {
+        ports: ctx.ports.clone(),
+        config: Arc::new(config.clone()),
+    });
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    if let Err(error) = result {
+        tracing::error!(addr, %error, "DashboardServeError");
+    }
+    if let Some(path) = addr_file {
+        // A stale address would send the next reader to a port nobody serves.
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Writes beside and renames, so a reader never sees half an address.
+fn write_atomically(path: &Path, contents: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("addr.tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(tmp, path)
+}
