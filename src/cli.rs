@@ -624,6 +624,15 @@ fn print_record(r: &FileRecord) {
     if let Some(t) = &r.trace_id {
         println!("trace:      {t}");
     }
+    if let Some(m) = &r.sweep {
+        println!(
+            "sweep:      {} since {}; message sent again {} time(s){}",
+            m.state,
+            r.updated_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            m.republished,
+            if m.stuck { "; STUCK, alerted" } else { "" }
+        );
+    }
     println!("history:");
     for h in &r.history {
         println!(
