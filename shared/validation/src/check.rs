@@ -385,7 +385,7 @@ impl Uniqueness {
     /// Whether `value` is new to `t`; records it. Past the budget, stops all
     /// tracking and says so. An integer that extends its column's run costs
     /// no hashing while the table is empty.
-    #[inline]
+    #[inline(always)]
     fn is_new(&mut self, t: &mut Tracker, value: Tracked, row: u64, out: &mut Collector) -> bool {
         if !self.on {
             return true;
@@ -408,16 +408,22 @@ impl Uniqueness {
         }
         let key = self.hasher.salted(value.hash(&self.hasher), t.set);
         if self.seen.len() >= self.max {
-            self.on = false;
-            self.seen.clear();
-            out.note(format!(
-                "uniqueness (unique and primaryKey) not checked from row {row} on: \
-                 more than {} distinct values to track",
-                self.max
-            ));
+            self.stop(row, out);
             return true;
         }
         self.seen.insert(key)
+    }
+
+    /// Past the budget at `row`: stop all tracking, and say so.
+    #[cold]
+    fn stop(&mut self, row: u64, out: &mut Collector) {
+        self.on = false;
+        self.seen.clear();
+        out.note(format!(
+            "uniqueness (unique and primaryKey) not checked from row {row} on: \
+             more than {} distinct values to track",
+            self.max
+        ));
     }
 }
 

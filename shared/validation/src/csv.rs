@@ -447,11 +447,10 @@ fn parse_region(
     structural_masks(b, needles, masks);
     let mut scan = Scan::new(masks);
     let mut start = 0;
+    let (mut line, mut skip_lf) = (pos.line, pos.skip_lf);
     // The spans and scratch text of the records parsed so far.
     let mut kept = (0, 0);
     let result = 'parse: loop {
-        spans.truncate(kept.0);
-        scratch.truncate(kept.1);
         // Newlines so far in this record, and the state of its current field.
         let mut newlines = 0u64;
         let mut field = start;
@@ -484,7 +483,7 @@ fn parse_region(
                 if i == field {
                     in_quotes = true;
                     quoted = true;
-                    quote_line = pos.line + newlines;
+                    quote_line = line + newlines;
                 } else if quoted {
                     // Right after the closing quote: a doubled quote, back
                     // inside; later: a literal quote.
@@ -497,12 +496,12 @@ fn parse_region(
             if c != d && i == start {
                 // An empty line, or the LF of a CRLF.
                 if c == b'\n' {
-                    pos.line += 1;
+                    line += 1;
                 }
-                if !(pos.skip_lf && c == b'\n') {
+                if !(skip_lf && c == b'\n') {
                     entries.push(None);
                 }
-                pos.skip_lf = c == b'\r';
+                skip_lf = c == b'\r';
                 start = i + 1;
                 break;
             }
@@ -528,15 +527,12 @@ fn parse_region(
             }
             // The record ends at i.
             if i - start > max_line {
-                break 'parse Err(too_long(pos.line, max_line));
+                break 'parse Err(too_long(line, max_line));
             }
             entries.push(Some((kept.0 as u32, (spans.len() - kept.0) as u32)));
             kept = (spans.len(), scratch.len());
-            if c == b'\n' {
-                newlines += 1;
-            }
-            pos.line += newlines;
-            pos.skip_lf = c == b'\r';
+            line += newlines + u64::from(c == b'\n');
+            skip_lf = c == b'\r';
             start = i + 1;
             break;
         }
@@ -547,6 +543,7 @@ fn parse_region(
             kept = (0, 0);
         }
     };
+    (pos.line, pos.skip_lf) = (line, skip_lf);
     // The records before the end (or the problem) still go on.
     spans.truncate(kept.0);
     scratch.truncate(kept.1);
