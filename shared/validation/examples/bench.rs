@@ -16,16 +16,24 @@
 //!    `--validate-only FILE SCHEMA`), three times, keeping the median time.
 //!    The child reads the file with `std::fs::File` and reports its own peak
 //!    RSS: `VmHWM` from `/proc/self/status` at exit.
-//! 3. Runs `bench/peers.py` (workspace root), which times `frictionless
+//! 3. Two baselines for the CSV reader itself, each the median of three
+//!    child runs on the same file: Choreo on one thread with a schema of
+//!    `any` fields (reading, UTF-8, records and structure, no type or
+//!    constraint check), and bare `csv_core::Reader::read_record` (records
+//!    and fields split, nothing else) fed 256 KiB reads, the buffer size
+//!    Choreo uses. If bare csv-core is slower than Choreo's whole
+//!    validation, sitting on it would cost more than every check does.
+//! 4. Runs `bench/peers.py` (workspace root), which times `frictionless
 //!    validate` on a slice (the first `--slice-mb` MB: it is far too slow for
 //!    the whole file) and pandas `read_csv` plus the equivalent checks on
 //!    the whole file, each in its own child process reporting its `VmHWM`.
-//! 4. Prints one table: tool, MB, seconds, MB/s, peak MB, and Choreo on one
+//! 5. Prints one table: tool, MB, seconds, MB/s, peak MB, and Choreo on one
 //!    thread's speed divided by the tool's (how many times faster Choreo is).
 
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -50,6 +58,26 @@ const SCHEMA: &str = r#"{
   "missingValues": ["", "NA"],
   "primaryKey": "id"
 }"#;
+
+/// The same columns, every one of type `any`: reading and structure only.
+const ANY_SCHEMA: &str = r#"{
+  "fields": [
+    {"name": "id", "type": "any"},
+    {"name": "customer", "type": "any"},
+    {"name": "code", "type": "any"},
+    {"name": "amount", "type": "any"},
+    {"name": "quantity", "type": "any"},
+    {"name": "country", "type": "any"},
+    {"name": "order_date", "type": "any"},
+    {"name": "updated_at", "type": "any"},
+    {"name": "active", "type": "any"},
+    {"name": "model_year", "type": "any"},
+    {"name": "ship_time", "type": "any"}
+  ]
+}"#;
+
+/// Bytes read at a time by the csv-core baseline: Choreo's buffer size.
+const READ_BYTES: usize = 256 * 1024;
 
 const COUNTRIES: [&str; 8] = ["US", "GB", "DE", "FR", "JP", "BR", "IN", "CN"];
 
@@ -190,6 +218,59 @@ fn validate_only(file: &str, schema: &str, threads: usize, max_unique: Option<us
     println!("{out}");
 }
 
+/// Child mode: split FILE into records with bare `csv_core`, reading
+/// [`READ_BYTES`] at a time, and print the outcome as JSON.
+fn csv_core_only(file: &str) {
+    use csv_core::ReadRecordResult;
+    let base_kb = peak_rss_kb();
+    let mut input = File::open(file).expect("data file");
+    let cpu = cpu_secs();
+    let start = Instant::now();
+    let mut reader = csv_core::Reader::new();
+    let mut buf = vec![0u8; READ_BYTES];
+    // A record's unescaped field bytes and its field ends (grown if needed).
+    let mut out = vec![0u8; 64 * 1024];
+    let mut ends = vec![0usize; 64];
+    let (mut len, mut pos, mut bytes) = (0, 0, 0u64);
+    let (mut out_len, mut ends_len) = (0, 0);
+    let (mut records, mut fields) = (0u64, 0u64);
+    loop {
+        if pos == len {
+            len = input.read(&mut buf).expect("read");
+            pos = 0;
+            bytes += len as u64;
+        }
+        let (result, n_in, n_out, n_ends) =
+            reader.read_record(&buf[pos..len], &mut out[out_len..], &mut ends[ends_len..]);
+        pos += n_in;
+        out_len += n_out;
+        ends_len += n_ends;
+        match result {
+            ReadRecordResult::InputEmpty => {}
+            ReadRecordResult::OutputFull => out.resize(out.len() * 2, 0),
+            ReadRecordResult::OutputEndsFull => ends.resize(ends.len() * 2, 0),
+            ReadRecordResult::Record => {
+                records += 1;
+                fields += ends_len as u64;
+                (out_len, ends_len) = (0, 0);
+            }
+            ReadRecordResult::End => break,
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu;
+    let out = json!({
+        "bytes": bytes,
+        "secs": secs,
+        "cpu_secs": cpu,
+        "rows": records.saturating_sub(1),
+        "summary": format!("{records} records, {fields} fields"),
+        "peak_kb": peak_rss_kb(),
+        "base_kb": base_kb,
+    });
+    println!("{out}");
+}
+
 struct Args {
     mb: u64,
     dir: Option<PathBuf>,
@@ -227,6 +308,10 @@ fn parse_args() -> Args {
                 validate_only(&file, &schema, threads, max_unique);
                 std::process::exit(0);
             }
+            "--csv-core-only" => {
+                csv_core_only(&it.next().expect("--csv-core-only FILE"));
+                std::process::exit(0);
+            }
             "--mb" => args.mb = it.next().and_then(|v| v.parse().ok()).expect("--mb N"),
             "--slice-mb" => {
                 args.slice_mb = it
@@ -253,6 +338,16 @@ struct Result {
     note: String,
 }
 
+/// Run this example as a child with `args`; its JSON outcome.
+fn run_child(exe: &Path, args: &[&OsStr]) -> Value {
+    let out = Command::new(exe)
+        .args(args)
+        .output()
+        .expect("run the child");
+    assert!(out.status.success(), "child failed: {out:?}");
+    serde_json::from_slice(&out.stdout).expect("child output is JSON")
+}
+
 fn run_choreo(
     exe: &Path,
     csv: &Path,
@@ -260,18 +355,26 @@ fn run_choreo(
     threads: usize,
     max_unique: Option<usize>,
 ) -> Value {
-    let mut cmd = Command::new(exe);
-    cmd.arg("--validate-only")
-        .arg(csv)
-        .arg(schema)
-        .arg("--threads")
-        .arg(threads.to_string());
-    if let Some(n) = max_unique {
-        cmd.arg("--max-unique").arg(n.to_string());
+    let threads = threads.to_string();
+    let max_unique = max_unique.map(|n| n.to_string());
+    let mut args = vec![
+        OsStr::new("--validate-only"),
+        csv.as_os_str(),
+        schema.as_os_str(),
+        OsStr::new("--threads"),
+        OsStr::new(&threads),
+    ];
+    if let Some(n) = &max_unique {
+        args.extend([OsStr::new("--max-unique"), OsStr::new(n)]);
     }
-    let out = cmd.output().expect("run the validating child");
-    assert!(out.status.success(), "child failed: {out:?}");
-    serde_json::from_slice(&out.stdout).expect("child output is JSON")
+    run_child(exe, &args)
+}
+
+/// Three runs of `run`, sorted by time.
+fn three_runs(run: impl Fn() -> Value) -> Vec<Value> {
+    let mut runs: Vec<Value> = (0..3).map(|_| run()).collect();
+    runs.sort_by(|a, b| a["secs"].as_f64().partial_cmp(&b["secs"].as_f64()).unwrap());
+    runs
 }
 
 fn workspace_root() -> PathBuf {
@@ -300,6 +403,8 @@ fn main() {
     let csv = dir.join("bench.csv");
     let schema = dir.join("bench.schema.json");
     std::fs::write(&schema, SCHEMA).expect("write the schema");
+    let any_schema = dir.join("bench.any.schema.json");
+    std::fs::write(&any_schema, ANY_SCHEMA).expect("write the schema");
     let start = Instant::now();
     let rows = generate(&csv, args.mb * 1_000_000, args.shuffled).expect("write the CSV");
     let size = std::fs::metadata(&csv).map(|m| m.len()).unwrap_or(0);
@@ -320,10 +425,7 @@ fn main() {
     let exe = std::env::current_exe().expect("own path");
     let mut results = Vec::new();
     for threads in [1, 2] {
-        let mut runs: Vec<Value> = (0..3)
-            .map(|_| run_choreo(&exe, &csv, &schema, threads, max_unique))
-            .collect();
-        runs.sort_by(|a, b| a["secs"].as_f64().partial_cmp(&b["secs"].as_f64()).unwrap());
+        let runs = three_runs(|| run_choreo(&exe, &csv, &schema, threads, max_unique));
         let choreo = &runs[1];
         let notes = choreo["notes"].as_array().filter(|n| !n.is_empty());
         println!(
@@ -346,6 +448,37 @@ fn main() {
                 "median of 3 runs; {:.1} MB of it before validating",
                 choreo["base_kb"].as_f64().unwrap_or(0.0) / 1024.0
             ),
+        });
+    }
+
+    // The CSV reader alone: ours (with structure checks), then csv-core's.
+    let baselines = [
+        (
+            "choreo-validation, any-typed",
+            "1 thread, every field `any`: reading, UTF-8, structure",
+            three_runs(|| run_choreo(&exe, &csv, &any_schema, 1, None)),
+        ),
+        (
+            "csv-core parse only",
+            "csv_core::Reader::read_record, 256 KiB reads, no checks at all",
+            three_runs(|| run_child(&exe, &[OsStr::new("--csv-core-only"), csv.as_os_str()])),
+        ),
+    ];
+    for (tool, what, runs) in baselines {
+        let median = &runs[1];
+        println!(
+            "{tool}: {}; runs {:.3} / {:.3} / {:.3} s",
+            median["summary"].as_str().unwrap_or(""),
+            runs[0]["secs"].as_f64().unwrap_or(0.0),
+            runs[1]["secs"].as_f64().unwrap_or(0.0),
+            runs[2]["secs"].as_f64().unwrap_or(0.0),
+        );
+        results.push(Result {
+            tool: tool.to_owned(),
+            mb: median["bytes"].as_f64().unwrap_or(0.0) / 1e6,
+            secs: median["secs"].as_f64().unwrap_or(0.0),
+            peak_mb: median["peak_kb"].as_f64().unwrap_or(0.0) / 1024.0,
+            note: format!("median of 3 runs; {what}"),
         });
     }
 
