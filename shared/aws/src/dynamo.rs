@@ -42,7 +42,7 @@
 //! and the counters under `COUNTS#<0..7>`, so `counts()` reads the counters, not the whole trail.
 
 use crate::client::AwsClients;
-use crate::error::{code, port_error};
+use crate::error::{code, condition_held, port_error};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -863,11 +863,7 @@ impl StateStore for DynamoStateStore {
             .expression_attribute_names("#pk", PK)
             .send()
             .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(e) if code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
-            Err(e) => Err(port_error("create_batch", pk, e)),
-        }
+        condition_held("create_batch", pk, put)
     }
 
     async fn get_batch(&self, id: &str) -> Result<Option<Batch>, PortError> {
@@ -1014,12 +1010,8 @@ impl StateStore for DynamoStateStore {
             .expression_attribute_values(":holder", s(holder))
             .send()
             .await;
-        match deleted {
-            // Not ours (or gone): nothing to do.
-            Ok(_) => Ok(()),
-            Err(e) if code(&e) == Some("ConditionalCheckFailedException") => Ok(()),
-            Err(e) => Err(port_error("release_lease", pk, e)),
-        }
+        // Not ours (or gone): nothing to do.
+        condition_held("release_lease", pk, deleted).map(|_| ())
     }
 
     async fn mark_sweep(
@@ -1045,12 +1037,7 @@ impl StateStore for DynamoStateStore {
             .expression_attribute_values(":len", n(history_len as u64))
             .send()
             .await;
-        match updated {
-            Ok(_) => Ok(true),
-            // The file moved (or is gone) since the sweep read it.
-            Err(e) if code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
-            Err(e) => Err(port_error("mark_sweep", pk, e)),
-        }
+        condition_held("mark_sweep", pk, updated)
     }
 }
 
@@ -1382,11 +1369,7 @@ impl AuditLog for DynamoAuditLog {
             .expression_attribute_names("#pk", PK)
             .send()
             .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(e) if code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
-            Err(e) => Err(port_error("add_alert", pk, e)),
-        }
+        condition_held("add_alert", pk, put)
     }
 
     async fn pending_alerts(&self, limit: usize) -> Result<Vec<Alert>, PortError> {
@@ -1412,11 +1395,8 @@ impl AuditLog for DynamoAuditLog {
                 .expression_attribute_values(":pending", s(ALERTS_PENDING))
                 .send()
                 .await;
-            match updated {
-                Ok(_) => {}
-                Err(e) if code(&e) == Some("ConditionalCheckFailedException") => {}
-                Err(e) => return Err(port_error("mark_alerts_sent", pk, e)),
-            }
+            // Sent already: nothing to do.
+            condition_held("mark_alerts_sent", pk, updated)?;
         }
         Ok(())
     }

@@ -77,3 +77,20 @@ where
 pub fn code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
     err.as_service_error().and_then(|e| e.code())
 }
+
+/// The outcome of a conditional DynamoDB write: `true` if it was written, `false` if its condition
+/// failed (an expected outcome, not an error), the classified error otherwise.
+pub fn condition_held<T, E>(
+    op: &'static str,
+    target: impl Into<String>,
+    result: Result<T, SdkError<E, Response>>,
+) -> Result<bool, PortError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(port_error(op, target, e)),
+    }
+}
