@@ -379,6 +379,41 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_database_gains_the_sweep_column_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("choreo.db");
+        // A version-1 database: no `sweep` column, no alerts table, one file.
+        {
+            let db = Db::open(&path).unwrap();
+            let conn = db.conn.lock().unwrap();
+            conn.execute_batch(
+                "ALTER TABLE files DROP COLUMN sweep; DROP TABLE alerts;
+                 INSERT INTO files (id, dataset, bucket, key, size, version, state,
+                                    created_at, updated_at, history)
+                 VALUES ('f-1', 'd', 'in', 'k', 1, 'v', 'NEW', 't', 't', '[]');
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        let conn = db.conn.lock().unwrap();
+        let (id, sweep): (String, Option<String>) = conn
+            .query_row("SELECT id, sweep FROM files", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((id.as_str(), sweep), ("f-1", None));
+        let alerts: i64 = conn
+            .query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(alerts, 0);
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
     fn busy_is_transient_and_constraints_are_not() {
         let busy = rusqlite::Error::SqliteFailure(
             rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
