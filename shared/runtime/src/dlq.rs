@@ -159,10 +159,15 @@ pub async fn redrive(
 ) -> Result<RedriveReport, DlqError> {
     let (queue, dlq) = names(config, stage)?;
     let (dlq, target) = (queues.queue(&dlq), queues.queue(&queue));
-    // Whole milliseconds, as queues stamp `sent_at`: a copy sent in the redrive's first millisecond
-    // must not look older than the redrive.
+    // Whole milliseconds, as queues stamp `sent_at`. Every message sent up to now is stamped at or
+    // before `started`; waiting for the next millisecond before sending any copy stamps every copy
+    // after it, so a message sent in the same millisecond as the start is still taken, and a copy
+    // that dies again at once is not.
     let now = Utc::now();
     let started = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+    while Utc::now().timestamp_millis() <= started.timestamp_millis() {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
     let mut run = Redrive {
         started,
         wanted: match selection {
@@ -247,7 +252,7 @@ impl Redrive {
         match &mut self.wanted {
             // Sent after the redrive started: it died again during this redrive (or was sent by
             // another); it waits for the next one.
-            None => m.sent_at < self.started,
+            None => m.sent_at <= self.started,
             Some(ids) => ids.remove(&m.id),
         }
     }
