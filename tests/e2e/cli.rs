@@ -22,10 +22,12 @@ fn choreo(dir: &Path) -> Command {
 fn put_and_files_while_up_runs_then_sigterm_drains() {
     let dir = tempfile::tempdir().unwrap();
     demo::write_config(dir.path(), demo::CONFIG_FILE).unwrap();
+    // `up`'s log goes to a file, shown if the file never gets through.
+    let log_path = dir.path().join("up.log");
     let up = choreo(dir.path())
         .arg("up")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
 
@@ -44,7 +46,11 @@ fn put_and_files_while_up_runs_then_sigterm_drains() {
 
     let deadline = Instant::now() + Duration::from_secs(120);
     let id = loop {
-        assert!(Instant::now() < deadline, "the file did not reach INGESTED");
+        assert!(
+            Instant::now() < deadline,
+            "the file did not reach INGESTED; `choreo up` logged:\n{}",
+            std::fs::read_to_string(&log_path).unwrap_or_default()
+        );
         let list = ok(choreo(dir.path())
             .args(["files", "list", "--json"])
             .output()
