@@ -140,10 +140,10 @@ pub struct Limits {
     /// Threads for CSV: with 2, this thread reads, decompresses and splits
     /// records while a second one checks them (a bounded queue of a few
     /// 256 KiB buffers between them); with 1, this thread does everything.
-    /// Default: 1. Since the reader became several times faster than the
-    /// checks, a second thread costs more in hand-over than it saves (the
-    /// benchmark's 2-thread row: slower than 1 on a shared 2-core machine),
-    /// and the validator service already spreads files over the cores.
+    /// Default: 1, for callers that validate several files at once (the
+    /// validator service): a second thread pays off only with a free core
+    /// (benchmark: 739 MB/s with 2 vs 482 with 1 on an idle 2-core machine,
+    /// slower than 1 when the other core is busy). `choreo validate` uses 2.
     /// JSON Lines uses one.
     pub threads: usize,
 }
