@@ -114,13 +114,7 @@ fn files_uploaded_with_the_aws_cli_are_ingested_or_quarantined() {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(up.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(up.wait().unwrap().success());
+    stop(up);
 
     let shown = ok(choreo(&moto, dir.path())
         .args(["files", "show", records["daily/broken.csv"].id.as_str()])
