@@ -121,6 +121,22 @@ impl Pipeline {
         self.monitor.ports().state.counts().await
     }
 
+    /// Resumes the FAILED files `scope` names: see [`choreo_runtime::retry`].
+    pub async fn retry(
+        &self,
+        scope: &choreo_runtime::retry::RetryScope,
+    ) -> Result<choreo_runtime::retry::RetryReport, choreo_runtime::retry::RetryError> {
+        let ports = self.monitor.ports();
+        let publisher = choreo_runtime::Publisher::new(ports.bus.clone());
+        choreo_runtime::retry::retry(
+            ports.state.as_ref(),
+            &publisher,
+            &self.settings.config,
+            scope,
+        )
+        .await
+    }
+
     /// Every file record matching the filters, following pages.
     pub async fn files(
         &self,

@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use choreo_domain::config::BackendKind;
 use choreo_domain::{FileId, FileRecord, FileState, Stage};
 use choreo_runtime::dlq::{DeadBody, DeadLetter, Selection};
+use choreo_runtime::retry::{RetryReport, RetryScope};
 use choreo_runtime::{ServiceContext, Settings};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -165,6 +166,20 @@ pub enum FilesCommand {
     /// Show one file with its history.
     Show {
         id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume FAILED files from before the step that failed: one file, a batch's, or a dataset's.
+    #[command(group(clap::ArgGroup::new("scope").required(true).args(["id", "batch", "dataset"])))]
+    Retry {
+        /// The FAILED file to retry.
+        id: Option<String>,
+        /// Retry the FAILED files of this batch.
+        #[arg(long)]
+        batch: Option<String>,
+        /// Retry every FAILED file of this dataset.
+        #[arg(long)]
+        dataset: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -582,7 +597,46 @@ async fn files(global: &Global, cmd: FilesCommand) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        FilesCommand::Retry {
+            id,
+            batch,
+            dataset,
+            json,
+        } => {
+            let scope = match (id, batch, dataset) {
+                (Some(id), _, _) => RetryScope::File(FileId(id)),
+                (_, Some(b), _) => RetryScope::Batch(b),
+                (_, _, Some(d)) => RetryScope::Dataset(d),
+                _ => unreachable!("clap requires one of them"),
+            };
+            let report = pipeline.retry(&scope).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_retry(&report);
+            }
+            Ok(if report.retried() == 0 { 1 } else { 0 })
+        }
     }
+}
+
+fn print_retry(report: &RetryReport) {
+    for id in &report.revalidated {
+        println!("{id}  FAILED -> VALID (the crawler poller batches it again)");
+    }
+    for (batch, files) in &report.rebatched {
+        for id in files {
+            println!("{id}  FAILED -> CATALOGED in batch {batch}");
+        }
+    }
+    for (id, why) in &report.skipped {
+        println!("{id}  skipped: {why}");
+    }
+    println!(
+        "{} file(s) retried, {} skipped",
+        report.retried(),
+        report.skipped.len()
+    );
 }
 
 fn print_list(records: &[FileRecord]) {

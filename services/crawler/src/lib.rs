@@ -14,7 +14,9 @@
 //!    VALID meanwhile.
 //!
 //! Every timer is a message, so a crash loses no wait, and every step checks the stored state first, so
-//! a duplicate is harmless. Crashes between two writes are covered by redelivery: a message is deleted
+//! a duplicate is harmless. A timer lost outright (its queue purged, the message dead-lettered) shows
+//! as a lapsed lease: the watchdog ([`recover`]) sends a crawling batch whose crawler lease lapsed its
+//! poll again, and opens a window for a dataset whose VALID files wait under no live lease. Crashes between two writes are covered by redelivery: a message is deleted
 //! only once its step is complete, and each step's lease holder and batch id derive from the message
 //! itself (the file id, the timer's envelope id), so the redelivered message finds its own lease and
 //! batch and carries on rather than being locked out by them.
@@ -23,14 +25,15 @@ use async_trait::async_trait;
 use choreo_domain::config::DatasetConfig;
 use choreo_domain::{Batch, BatchState, Event, FileId, FileState, Stage, Transition};
 use choreo_ports::{
-    BatchOutcome, CrawlStart, CrawlStatus, FileQuery, LeaseOutcome, ReceivedMessage,
-    TransitionOutcome,
+    BatchOutcome, CrawlStart, CrawlStatus, FileQuery, LeaseInfo, LeaseOutcome, PortError,
+    ReceivedMessage, TransitionOutcome,
 };
 use choreo_runtime::publish::{batch_event_id, send_timer};
-use choreo_runtime::{Handler, HandlerError, ServiceContext, decode};
+use choreo_runtime::{Background, Handler, HandlerError, ServiceContext, decode};
 use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 pub const STAGE: Stage = Stage::Crawler;
 
@@ -39,20 +42,26 @@ pub const SPEC: choreo_runtime::ServiceSpec = choreo_runtime::ServiceSpec {
     stage: STAGE,
     queue: queue_name,
     build: handler,
-    background: None,
+    background: Some(background),
 };
+
+fn background(ctx: ServiceContext, shutdown: CancellationToken) -> Background {
+    Box::pin(choreo_runtime::watchdog::run(
+        ctx,
+        "crawler",
+        shutdown,
+        |ctx| async move { CrawlerPoller { ctx }.recover().await },
+    ))
+}
 
 fn queue_name(config: &choreo_domain::Config) -> &str {
     &config.queues.crawl
 }
 
-/// How long a crawler lease lasts without renewal; every poll renews it. A poller that died holding
-/// it is taken over once it expires.
-const CRAWL_LEASE: Duration = Duration::from_secs(15 * 60);
 /// Slack on top of the batch window before a window lease expires.
 const WINDOW_SLACK: Duration = Duration::from_secs(60);
-/// How long a freshly taken crawler lease lasts before its batch's first poll renews it: short, so a
-/// lease whose taker died before recording its batch is soon free again.
+/// At most how long a freshly taken crawler lease lasts before its batch's first poll renews it:
+/// short, so a lease whose taker died before recording its batch is soon free again.
 const FIRST_LEASE: Duration = Duration::from_secs(60);
 
 pub struct CrawlerPoller {
@@ -101,6 +110,59 @@ impl CrawlerPoller {
         Duration::from_secs(self.ctx.settings.config.runtime.poll_interval_secs)
     }
 
+    /// How long a crawler lease lasts without renewal; every poll renews it. A poller that died
+    /// holding it, or a lost poll timer, is noticed once it lapses.
+    fn lease_time(&self) -> Duration {
+        Duration::from_secs(self.ctx.settings.config.runtime.lease_secs)
+    }
+
+    fn first_lease(&self) -> Duration {
+        self.lease_time().min(FIRST_LEASE)
+    }
+
+    /// The watchdog's pass: sends the poll again for each crawling batch whose crawler lease lapsed,
+    /// taking the lease on the batch's behalf (so the next pass, and new windows, see it live), then
+    /// opens a window for each dataset with VALID files and neither a live window nor a live crawl.
+    /// Returns how many timers it sent.
+    pub async fn recover(&self) -> Result<usize, PortError> {
+        let state = &self.ctx.ports.state;
+        let live = |l: Option<LeaseInfo>| l.is_some_and(|l| l.expires_at > Utc::now());
+        let mut sent = 0;
+        for batch in state.batches_in(BatchState::Crawling).await? {
+            let lease = crawler_lease(&batch.crawler);
+            if live(state.lease(&lease).await?) {
+                continue; // polled lately, or another batch's crawl runs: it re-opens windows
+            }
+            if let LeaseOutcome::Acquired { .. } = state
+                .acquire_lease(&lease, &batch.id, self.first_lease())
+                .await?
+            {
+                tracing::warn!(batch_id = %batch.id, crawler = %batch.crawler, "LostCrawlPoll: polling again");
+                self.poll_after(&batch, Duration::ZERO)
+                    .await
+                    .map_err(|e| PortError::transient("recover", &batch.id, e.to_string()))?;
+                sent += 1;
+            }
+        }
+        for d in &self.ctx.settings.config.datasets {
+            if live(state.lease(&window_lease(&d.name)).await?)
+                || live(state.lease(&crawler_lease(&d.crawler_name())).await?)
+            {
+                continue;
+            }
+            let holder = format!("watchdog-{}", uuid::Uuid::new_v4());
+            if self
+                .open_window(d, &holder)
+                .await
+                .map_err(|e| PortError::transient("recover", &d.name, e.to_string()))?
+            {
+                tracing::warn!(dataset = %d.name, "LostWindowTimer: window opened again");
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
     async fn on_validated(&self, file_id: &FileId, dataset: &str) -> Result<(), HandlerError> {
         let Some(record) = self.ctx.ports.state.get(file_id).await? else {
             return Err(HandlerError::Transient(format!(
@@ -111,7 +173,7 @@ impl CrawlerPoller {
             return Ok(()); // catalogued already, or failed: a duplicate
         }
         match self.dataset(dataset) {
-            Some(d) => self.open_window(d, file_id.as_str()).await,
+            Some(d) => self.open_window(d, file_id.as_str()).await.map(drop),
             None => {
                 tracing::warn!(dataset, "DatasetUnknown: file left VALID");
                 Ok(())
@@ -122,20 +184,22 @@ impl CrawlerPoller {
     /// Makes sure a `CrawlWindowClosed` timer is pending for the dataset's VALID files. `holder` names
     /// the caller's message (a file or batch id): if it dies after taking the window lease and before
     /// sending the timer, its redelivery takes the lease again as its own and sends the timer.
-    async fn open_window(&self, d: &DatasetConfig, holder: &str) -> Result<(), HandlerError> {
+    /// Returns whether it sent a timer.
+    async fn open_window(&self, d: &DatasetConfig, holder: &str) -> Result<bool, HandlerError> {
         let waiting = self.valid_files(&d.name, d.batch_max_files).await?;
         if waiting.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         if waiting.len() >= d.batch_max_files {
-            return Ok(self.close_window_timer(&d.name, "", Duration::ZERO).await?);
+            self.close_window_timer(&d.name, "", Duration::ZERO).await?;
+            return Ok(true);
         }
         let window = holder.to_string();
         let delay = Duration::from_secs(d.batch_window_secs);
         let lease = window_lease(&d.name);
         let state = &self.ctx.ports.state;
         match state
-            .acquire_lease(&lease, &window, delay + WINDOW_SLACK)
+            .acquire_lease(&lease, &window, delay + self.lease_time().min(WINDOW_SLACK))
             .await?
         {
             LeaseOutcome::Acquired { .. } => {
@@ -144,9 +208,9 @@ impl CrawlerPoller {
                     return Err(e.into());
                 }
                 tracing::info!(dataset = %d.name, ?delay, "BatchWindowOpened");
-                Ok(())
+                Ok(true)
             }
-            LeaseOutcome::Held { .. } => Ok(()), // a timer is pending already
+            LeaseOutcome::Held { .. } => Ok(false), // a timer is pending already
         }
     }
 
@@ -202,7 +266,7 @@ impl CrawlerPoller {
                 return self.release_window(dataset, window).await;
             }
             if let LeaseOutcome::Held { holder, .. } =
-                state.acquire_lease(&lease, &id, FIRST_LEASE).await?
+                state.acquire_lease(&lease, &id, self.first_lease()).await?
             {
                 // The running batch re-opens the window when it ends.
                 tracing::info!(dataset, %crawler, running = %holder, "CrawlDeferred: the crawler is busy");
@@ -220,6 +284,7 @@ impl CrawlerPoller {
                 files,
                 crawl_started: false,
                 job_run_id: None,
+                start_attempts: 0,
                 manifest: None,
                 reason: None,
                 failed_stage: None,
@@ -263,9 +328,15 @@ impl CrawlerPoller {
         let lease = crawler_lease(&batch.crawler);
         if let LeaseOutcome::Held { holder, .. } = ports
             .state
-            .acquire_lease(&lease, &batch.id, CRAWL_LEASE)
+            .acquire_lease(&lease, &batch.id, self.lease_time())
             .await?
         {
+            if !batch.crawl_started {
+                // Our lease lapsed (a lost timer) and another batch took the crawler: wait for it
+                // rather than start a second crawl; its end frees the crawler.
+                tracing::info!(batch_id, %holder, "CrawlerBusy: another batch holds the crawler");
+                return self.poll_after(&batch, self.poll_interval()).await;
+            }
             tracing::warn!(batch_id, %holder, "CrawlLeaseLost: another batch holds the crawler");
         }
         if !batch.crawl_started {

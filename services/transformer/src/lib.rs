@@ -7,19 +7,26 @@
 //!
 //! One job run per batch, even across replicas and crashes: the start happens under a short lease, and
 //! before starting, the launcher asks the job runner for a run already carrying the batch id — the
-//! launcher may have died between starting a run and recording it.
+//! launcher may have died between starting a run and recording it. A start that is throttled or meets
+//! a transient error is tried again at the next poll, `runtime.job_start_attempts` times in all, and
+//! then the batch fails: a job that cannot start is a failure an operator must see, not a retry loop.
+//!
+//! Every poll renews the batch's lease `job:<batch>`. A poll timer lost outright (its queue purged,
+//! the message dead-lettered) leaves the lease to lapse, and the watchdog ([`Launcher::recover`])
+//! sends the batch's poll again.
 
 use async_trait::async_trait;
 use choreo_domain::{Batch, BatchState, Event, FileState, Stage, Transition};
 use choreo_ports::{
-    BatchOutcome, JobStart, JobStatus, LeaseOutcome, ReceivedMessage, TransitionOutcome,
+    BatchOutcome, JobStart, JobStatus, LeaseOutcome, PortError, ReceivedMessage, TransitionOutcome,
 };
 use choreo_runtime::publish::{batch_event_id, send_timer};
-use choreo_runtime::{Handler, HandlerError, ServiceContext, decode};
+use choreo_runtime::{Background, Handler, HandlerError, ServiceContext, decode};
 use chrono::Utc;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 pub const STAGE: Stage = Stage::Transformer;
 
@@ -28,8 +35,21 @@ pub const SPEC: choreo_runtime::ServiceSpec = choreo_runtime::ServiceSpec {
     stage: STAGE,
     queue: queue_name,
     build: handler,
-    background: None,
+    background: Some(background),
 };
+
+fn background(ctx: ServiceContext, shutdown: CancellationToken) -> Background {
+    Box::pin(choreo_runtime::watchdog::run(
+        ctx,
+        "launcher",
+        shutdown,
+        |ctx| async move { Launcher { ctx }.recover().await },
+    ))
+}
+
+fn batch_lease(batch_id: &str) -> String {
+    format!("job:{batch_id}")
+}
 
 fn queue_name(config: &choreo_domain::Config) -> &str {
     &config.queues.transform
@@ -72,6 +92,14 @@ impl Handler for Launcher {
             tracing::warn!(batch_id, "BatchUnknown: poll dropped");
             return Ok(());
         };
+        if !batch.state.is_terminal() {
+            // Renewed by every poll: a lapse means the timer chain broke (see `recover`).
+            self.ctx
+                .ports
+                .state
+                .acquire_lease(&batch_lease(&batch.id), &batch.id, self.lease_time())
+                .await?;
+        }
         match batch.state {
             BatchState::Cataloged => self.begin(batch).await,
             BatchState::Transforming => self.run(batch).await,
@@ -111,6 +139,42 @@ impl Launcher {
 
     fn poll_interval(&self) -> Duration {
         Duration::from_secs(self.ctx.settings.config.runtime.poll_interval_secs)
+    }
+
+    fn lease_time(&self) -> Duration {
+        Duration::from_secs(self.ctx.settings.config.runtime.lease_secs)
+    }
+
+    /// The watchdog's pass: sends the poll again for each catalogued or transforming batch whose
+    /// lease lapsed (or, for a batch no poll has reached yet, that has waited a whole lease time),
+    /// renewing the lease on its behalf so the next pass sees it live. Returns how many it sent.
+    pub async fn recover(&self) -> Result<usize, PortError> {
+        let state = &self.ctx.ports.state;
+        let now = Utc::now();
+        let lease_time = self.lease_time();
+        let mut sent = 0;
+        for waiting in [BatchState::Cataloged, BatchState::Transforming] {
+            for batch in state.batches_in(waiting).await? {
+                let lease = batch_lease(&batch.id);
+                let lapsed = match state.lease(&lease).await? {
+                    Some(l) => l.expires_at <= now,
+                    None => {
+                        let idle = (now - batch.updated_at).to_std().unwrap_or_default();
+                        idle >= lease_time
+                    }
+                };
+                if !lapsed {
+                    continue;
+                }
+                state.acquire_lease(&lease, &batch.id, lease_time).await?;
+                tracing::warn!(batch_id = %batch.id, state = %batch.state, "LostJobPoll: polling again");
+                self.poll_after(&batch, Duration::ZERO)
+                    .await
+                    .map_err(|e| PortError::transient("recover", &batch.id, e.to_string()))?;
+                sent += 1;
+            }
+        }
+        Ok(sent)
     }
 
     fn trace_id(batch: &Batch) -> Option<String> {
@@ -201,7 +265,8 @@ impl Launcher {
                     }
                     id
                 }
-                Started::Later => return self.poll_after(&batch, self.poll_interval()).await,
+                Started::Busy => return self.poll_after(&batch, self.poll_interval()).await,
+                Started::NotYet(why) => return self.not_started(batch, why).await,
                 Started::Refused(reason) => return self.complete(batch, Some(reason)).await,
             },
         };
@@ -222,7 +287,7 @@ impl Launcher {
         let holder = uuid::Uuid::new_v4().to_string();
         if let LeaseOutcome::Held { .. } = state.acquire_lease(&lease, &holder, START_LEASE).await?
         {
-            return Ok(Started::Later);
+            return Ok(Started::Busy);
         }
         let outcome = async {
             if let Some(id) = jobs.find_run(&batch.job, &batch.id).await? {
@@ -244,17 +309,45 @@ impl Launcher {
                 }
                 Ok(JobStart::Throttled) => {
                     tracing::info!(job = %batch.job, "JobRunThrottled: trying again later");
-                    Ok(Started::Later)
+                    Ok(Started::NotYet("throttled (too many concurrent runs)".into()))
                 }
                 Err(e) if !e.is_retryable() => {
                     Ok(Started::Refused(format!("job could not start: {e}")))
                 }
-                Err(e) => Err(HandlerError::from(e)),
+                Err(e) => {
+                    tracing::warn!(job = %batch.job, error = %e, "JobRunNotStarted: trying again later");
+                    Ok(Started::NotYet(e.to_string()))
+                }
             }
         }
         .await;
         state.release_lease(&lease, &holder).await?;
         outcome
+    }
+
+    /// A start that was throttled or met a transient error: counted on the batch, tried again at the
+    /// next poll, and after `runtime.job_start_attempts` of them the batch fails.
+    async fn not_started(&self, mut batch: Batch, why: String) -> Result<(), HandlerError> {
+        let limit = self.ctx.settings.config.runtime.job_start_attempts.max(1);
+        batch.start_attempts += 1;
+        if batch.start_attempts >= limit {
+            let reason = format!(
+                "job {} could not start after {} attempts: {why}",
+                batch.job, batch.start_attempts
+            );
+            return self.complete(batch, Some(reason)).await;
+        }
+        batch.updated_at = Utc::now();
+        match self
+            .ctx
+            .ports
+            .state
+            .update_batch(&batch, BatchState::Transforming)
+            .await?
+        {
+            BatchOutcome::Applied => self.poll_after(&batch, self.poll_interval()).await,
+            BatchOutcome::Conflict(_) => Ok(()), // another poll moved it on; it carries on
+        }
     }
 
     async fn complete(
@@ -299,8 +392,13 @@ impl Launcher {
         }
     }
 
-    /// Publishes the batch's final event (again, in the outbox case).
+    /// Publishes the batch's final event (again, in the outbox case) and frees its lease.
     async fn announce(&self, batch: &Batch) -> Result<(), HandlerError> {
+        self.ctx
+            .ports
+            .state
+            .release_lease(&batch_lease(&batch.id), &batch.id)
+            .await?;
         let event = match batch.state {
             BatchState::Ingested => Event::BatchIngested {
                 batch_id: batch.id.clone(),
@@ -330,8 +428,10 @@ impl Launcher {
 
 enum Started {
     Run(String),
-    /// Busy or throttled: poll again later.
-    Later,
+    /// Another replica is starting it: poll again later.
+    Busy,
+    /// Throttled, or a transient error: an attempt that counts (see `not_started`).
+    NotYet(String),
     /// The runner refused the job for good (it does not exist, say): the batch fails.
     Refused(String),
 }

@@ -60,8 +60,8 @@ use choreo_domain::{
     Stage, SweepMark, Transition,
 };
 use choreo_ports::{
-    AuditEntry, AuditLog, BatchOutcome, ErrorKind, FileQuery, LeaseOutcome, Page, PortError,
-    Registered, StateStore, TransitionOutcome,
+    AuditEntry, AuditLog, BatchOutcome, ErrorKind, FileQuery, LeaseInfo, LeaseOutcome, Page,
+    PortError, Registered, StateStore, TransitionOutcome,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::{BTreeMap, HashMap};
@@ -996,6 +996,17 @@ impl StateStore for DynamoStateStore {
             pk,
             "the lease changed hands during every attempt",
         ))
+    }
+
+    async fn lease(&self, name: &str) -> Result<Option<LeaseInfo>, PortError> {
+        let Some(item) = self.get_item("lease", lease_pk(name)).await? else {
+            return Ok(None);
+        };
+        let lease = Lease::try_from(&item)?;
+        Ok(Some(LeaseInfo {
+            holder: lease.holder,
+            expires_at: from_ms(lease.expires_at_ms),
+        }))
     }
 
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), PortError> {
@@ -2069,6 +2080,7 @@ mod tests {
             files: vec![FileId::from("f-1")],
             crawl_started: false,
             job_run_id: None,
+            start_attempts: 0,
             manifest: None,
             reason: None,
             failed_stage: None,

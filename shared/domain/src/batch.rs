@@ -70,6 +70,10 @@ pub struct Batch {
     pub crawl_started: bool,
     /// The job run that transforms the batch, once started.
     pub job_run_id: Option<String>,
+    /// Failed tries at starting the job run (throttled, or a transient error): the batch fails after
+    /// `runtime.job_start_attempts` of them.
+    #[serde(default)]
+    pub start_attempts: u32,
     /// The manifest object listing the batch's files, as `bucket/key`.
     pub manifest: Option<String>,
     pub reason: Option<String>,

@@ -180,6 +180,13 @@ pub struct RuntimeSettings {
     pub retry_attempts: usize,
     /// Seconds between two polls of a running crawl or job run.
     pub poll_interval_secs: u64,
+    /// Seconds a crawl's or a batch's lease lasts unless a poll renews it. Every poll renews it, so
+    /// an expired lease means the poll timer was lost (a purged or dead-lettered message) or the
+    /// replica holding it died: the stage's watchdog then sends the timer again.
+    pub lease_secs: u64,
+    /// Tries at starting a batch's job run (throttled, or a transient error), one per poll, before
+    /// the batch's files move to FAILED.
+    pub job_start_attempts: u32,
     /// Local backend: milliseconds between two scans of the input bucket's directory.
     pub scan_interval_ms: u64,
 }
@@ -192,6 +199,8 @@ impl Default for RuntimeSettings {
             receive_wait_secs: 20,
             retry_attempts: 3,
             poll_interval_secs: 1,
+            lease_secs: 900,
+            job_start_attempts: 5,
             scan_interval_ms: 250,
         }
     }
@@ -457,6 +466,11 @@ pub enum ConfigError {
     BadDialect(String),
     #[error("queues.max_receive_count must be at least 1")]
     BadReceiveCount,
+    #[error(
+        "runtime.lease_secs ({lease}) must be at least twice runtime.poll_interval_secs ({poll}): \
+         every poll renews the lease, and a lease that lapses between two polls looks like a lost timer"
+    )]
+    BadLease { lease: u64, poll: u64 },
 }
 
 impl Config {
@@ -464,6 +478,10 @@ impl Config {
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.queues.max_receive_count == 0 {
             return Err(ConfigError::BadReceiveCount);
+        }
+        let (lease, poll) = (self.runtime.lease_secs, self.runtime.poll_interval_secs);
+        if lease < 2 * poll.max(1) {
+            return Err(ConfigError::BadLease { lease, poll });
         }
         let mut seen = std::collections::HashSet::new();
         for d in &self.datasets {

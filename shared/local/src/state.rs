@@ -12,7 +12,7 @@ use choreo_domain::{
     Batch, BatchState, FileId, FileRecord, FileState, NewFile, SweepMark, Transition,
 };
 use choreo_ports::{
-    BatchOutcome, FileQuery, LeaseOutcome, Page, PortError, Registered, StateStore,
+    BatchOutcome, FileQuery, LeaseInfo, LeaseOutcome, Page, PortError, Registered, StateStore,
     TransitionOutcome,
 };
 use chrono::Utc;
@@ -418,6 +418,26 @@ impl StateStore for LocalStateStore {
             .await
     }
 
+    async fn lease(&self, name: &str) -> Result<Option<LeaseInfo>, PortError> {
+        let name = name.to_string();
+        self.db
+            .call("lease", name.clone(), move |conn| {
+                Ok(conn
+                    .query_row(
+                        "SELECT holder, expires_at FROM leases WHERE name = ?1",
+                        params![name],
+                        |r| {
+                            Ok(LeaseInfo {
+                                holder: r.get(0)?,
+                                expires_at: from_ms(r.get(1)?),
+                            })
+                        },
+                    )
+                    .optional()?)
+            })
+            .await
+    }
+
     async fn mark_sweep(
         &self,
         id: &FileId,
@@ -662,6 +682,7 @@ mod tests {
             files: vec![FileId::from("f-1")],
             crawl_started: false,
             job_run_id: None,
+            start_attempts: 0,
             manifest: None,
             reason: None,
             failed_stage: None,

@@ -22,7 +22,8 @@ pub use notify::Notifier;
 pub use objects::{ObjectMeta, ObjectReader, ObjectStore};
 pub use queue::{OutgoingMessage, PeekedMessage, Queue, QueueDepth, Queues, ReceivedMessage};
 pub use state::{
-    BatchOutcome, FileQuery, LeaseOutcome, Page, Registered, StateStore, TransitionOutcome,
+    BatchOutcome, FileQuery, LeaseInfo, LeaseOutcome, Page, Registered, StateStore,
+    TransitionOutcome,
 };
 
 use std::sync::Arc;

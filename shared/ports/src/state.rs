@@ -47,6 +47,13 @@ pub enum LeaseOutcome {
     },
 }
 
+/// A lease as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseInfo {
+    pub holder: String,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Which files to list. Results come in id order, `limit` at a time.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FileQuery {
@@ -109,6 +116,11 @@ pub trait StateStore: Send + Sync {
 
     /// Releases the lease if `holder` holds it; otherwise does nothing.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), PortError>;
+
+    /// The lease `name` as stored, or `None` if it was never taken or has been released. An expired
+    /// lease is returned as it is, its expiry in the past: what that means is the caller's to judge
+    /// (a watchdog reads it as a lost timer).
+    async fn lease(&self, name: &str) -> Result<Option<LeaseInfo>, PortError>;
 
     /// Stores the sweep's note on the file if and only if it is still in `mark.state` with a history
     /// of `history_len` entries (it has not moved since the sweep read it). `Ok(false)` if it moved:

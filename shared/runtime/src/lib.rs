@@ -8,15 +8,19 @@
 //! - [`publish`] turns events into messages with their `event_type` and `traceparent` attributes.
 //! - [`dlq`] lists, reads, redrives and purges the stages' dead-letter queues (the CLI and the
 //!   auditor's API share it).
+//! - [`retry`] resumes FAILED files from before the step that failed (the operator's `files retry`).
 //! - [`shutdown`] turns SIGTERM and Ctrl-C into one cancellation signal.
+//! - [`watchdog`] finds long work whose poll timer was lost, by its lapsed lease, on one replica.
 
 pub mod consumer;
 pub mod dlq;
 pub mod handler;
 pub mod publish;
+pub mod retry;
 pub mod service;
 pub mod settings;
 pub mod shutdown;
+pub mod watchdog;
 
 pub use consumer::{Consumer, ConsumerSettings};
 pub use handler::{Handler, HandlerError};

@@ -1,0 +1,337 @@
+//! The catalog and transform stages' failure handling on the local backend: lost timers recovered
+//! through their leases' expiry, failed crawls and job starts moving files to FAILED with one alert a
+//! batch, and `files retry` resuming them.
+
+use crate::helpers::TestApp;
+use async_trait::async_trait;
+use choreo::demo;
+use choreo_domain::{Config, FileState};
+use choreo_ports::{
+    CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus, OutgoingMessage,
+    PeekedMessage, PortError, Queue, QueueDepth, ReceivedMessage,
+};
+use choreo_runtime::retry::RetryScope;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Loses timers: of the messages whose `event_type` is a rule's `kind`, lets `skip` through, then
+/// acknowledges the next `drop` without handing them over — a purged queue, as far as the stage can
+/// tell.
+struct LoseTimers {
+    inner: Arc<dyn Queue>,
+    rules: Vec<Rule>,
+}
+
+struct Rule {
+    kind: &'static str,
+    skip: AtomicUsize,
+    drop: AtomicUsize,
+}
+
+fn rule(kind: &'static str, skip: usize, drop: usize) -> Rule {
+    Rule {
+        kind,
+        skip: AtomicUsize::new(skip),
+        drop: AtomicUsize::new(drop),
+    }
+}
+
+/// Takes one from `counter` if it is not zero.
+fn take(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+impl LoseTimers {
+    fn new(inner: Arc<dyn Queue>, rules: Vec<Rule>) -> Arc<Self> {
+        Arc::new(LoseTimers { inner, rules })
+    }
+
+    /// The kinds that still had timers to lose.
+    fn not_lost(&self) -> Vec<&str> {
+        self.rules
+            .iter()
+            .filter(|r| r.drop.load(Ordering::SeqCst) > 0)
+            .map(|r| r.kind)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Queue for LoseTimers {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, PortError> {
+        let mut out = Vec::new();
+        for m in self.inner.receive(max, wait, visibility).await? {
+            let kind = m.attributes.get("event_type").map(String::as_str);
+            let lost = self
+                .rules
+                .iter()
+                .any(|r| Some(r.kind) == kind && !take(&r.skip) && take(&r.drop));
+            if lost {
+                self.inner.delete(&m.receipt).await?;
+            } else {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), PortError> {
+        self.inner.delete(receipt).await
+    }
+
+    async fn change_visibility(&self, receipt: &str, v: Duration) -> Result<(), PortError> {
+        self.inner.change_visibility(receipt, v).await
+    }
+
+    async fn send(&self, message: OutgoingMessage, delay: Duration) -> Result<(), PortError> {
+        self.inner.send(message, delay).await
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, PortError> {
+        self.inner.depth().await
+    }
+
+    async fn peek(&self, max: usize) -> Result<Vec<PeekedMessage>, PortError> {
+        self.inner.peek(max).await
+    }
+
+    async fn purge(&self) -> Result<u64, PortError> {
+        self.inner.purge().await
+    }
+}
+
+/// Leases of a few seconds, so a lost timer is noticed within seconds; the sweep (which also sends
+/// timers again, after an hour) kept out of the way.
+fn short_leases(c: &mut Config) {
+    c.runtime.poll_interval_secs = 1;
+    c.runtime.lease_secs = 3;
+    c.operations.sweep.interval_secs = 3600;
+}
+
+fn valid_keys() -> Vec<String> {
+    demo::samples()
+        .into_iter()
+        .filter(|s| s.defect.is_none())
+        .map(|s| s.key)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_window_crawl_and_job_timers_are_sent_again_when_their_leases_lapse() {
+    let mut app = TestApp::new(short_leases).await;
+    let backend = app.pipeline.backend.clone();
+    let q = app.pipeline.settings.config.queues.clone();
+    // The first poll starts the crawl (or the job run); the second would see it end.
+    let crawl = LoseTimers::new(
+        backend.queue(&q.crawl),
+        vec![rule("CrawlWindowClosed", 0, 1), rule("CrawlPoll", 1, 1)],
+    );
+    let transform = LoseTimers::new(backend.queue(&q.transform), vec![rule("JobPoll", 1, 1)]);
+    let (c, t) = (crawl.clone(), transform.clone());
+    app.start_with(backend.ports(), move |name| -> Arc<dyn Queue> {
+        if name == q.crawl {
+            c.clone()
+        } else if name == q.transform {
+            t.clone()
+        } else {
+            backend.queue(name)
+        }
+    });
+    app.put_demo_samples().await;
+    app.settle().await;
+    app.stop().await;
+
+    // Otherwise the test proved nothing.
+    assert!(
+        crawl.not_lost().is_empty(),
+        "not lost: {:?}",
+        crawl.not_lost()
+    );
+    assert!(
+        transform.not_lost().is_empty(),
+        "not lost: {:?}",
+        transform.not_lost()
+    );
+    let records = app.by_key().await;
+    for key in valid_keys() {
+        assert_eq!(records[&key].state, FileState::Ingested, "{key}");
+    }
+}
+
+/// The local crawler, except that its first `fail` crawls end FAILED once they have run.
+struct FailingCrawler {
+    inner: Arc<dyn Crawler>,
+    fail: AtomicUsize,
+}
+
+#[async_trait]
+impl Crawler for FailingCrawler {
+    async fn start_crawl(&self, crawler: &str) -> Result<CrawlStart, PortError> {
+        self.inner.start_crawl(crawler).await
+    }
+
+    async fn crawl_status(&self, crawler: &str) -> Result<CrawlStatus, PortError> {
+        match self.inner.crawl_status(crawler).await? {
+            CrawlStatus::Succeeded if take(&self.fail) => {
+                Ok(CrawlStatus::Failed("the classifier found no table".into()))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+/// The local job runner, except that its first `throttle` starts answer "too many runs".
+struct ThrottledJobs {
+    inner: Arc<dyn JobRunner>,
+    throttle: AtomicUsize,
+}
+
+#[async_trait]
+impl JobRunner for ThrottledJobs {
+    async fn find_run(&self, job: &str, batch_id: &str) -> Result<Option<String>, PortError> {
+        self.inner.find_run(job, batch_id).await
+    }
+
+    async fn start_run(
+        &self,
+        job: &str,
+        args: &BTreeMap<String, String>,
+    ) -> Result<JobStart, PortError> {
+        if take(&self.throttle) {
+            return Ok(JobStart::Throttled);
+        }
+        self.inner.start_run(job, args).await
+    }
+
+    async fn run_status(&self, job: &str, run_id: &str) -> Result<JobStatus, PortError> {
+        self.inner.run_status(job, run_id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_crawls_and_unstartable_jobs_fail_their_files_once_and_retry_resumes_them() {
+    let mut app = TestApp::new(|c| {
+        short_leases(c);
+        c.runtime.job_start_attempts = 2;
+    })
+    .await;
+    let mut ports = app.pipeline.backend.ports();
+    ports.crawler = Arc::new(FailingCrawler {
+        inner: ports.crawler.clone(),
+        fail: AtomicUsize::new(1),
+    });
+    ports.jobs = Arc::new(ThrottledJobs {
+        inner: ports.jobs.clone(),
+        throttle: AtomicUsize::new(2),
+    });
+    let backend = app.pipeline.backend.clone();
+    app.start_with(ports, move |name| backend.queue(name));
+    app.put_demo_samples().await;
+    app.settle().await;
+
+    let records = app.by_key().await;
+    let failed: Vec<_> = valid_keys()
+        .into_iter()
+        .filter(|k| records[k].state == FileState::Failed)
+        .collect();
+    let reasons: Vec<String> = failed
+        .iter()
+        .map(|k| records[k].reason.clone().unwrap_or_default())
+        .collect();
+    let crawl_failed = reasons
+        .iter()
+        .filter(|r| r.contains("crawl failed: the classifier found no table"))
+        .count();
+    let start_failed = reasons
+        .iter()
+        .filter(|r| r.contains("could not start after 2 attempts"))
+        .count();
+    assert!(crawl_failed > 0, "no file failed its crawl: {reasons:?}");
+    assert!(
+        start_failed > 0,
+        "no file failed its job start: {reasons:?}"
+    );
+    assert_eq!(crawl_failed + start_failed, failed.len(), "{reasons:?}");
+
+    // One alert a failed batch, naming its files.
+    let failed_batches: std::collections::BTreeSet<_> = failed
+        .iter()
+        .map(|k| {
+            records[k]
+                .batch_id
+                .clone()
+                .expect("a failed file names its batch")
+        })
+        .collect();
+    assert_eq!(failed_batches.len(), 2, "{failed_batches:?}");
+    let audit = app.pipeline.monitor.ports().audit;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let alerts = loop {
+        let alerts: Vec<_> = audit
+            .alerts(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.kind == "BatchFailed")
+            .collect();
+        if alerts.len() >= 2 || tokio::time::Instant::now() > deadline {
+            break alerts;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    let alerted_keys: usize = alerts.iter().map(|a| a.keys.len()).sum();
+    assert_eq!(alerted_keys, failed.len());
+
+    // Retry every dataset's FAILED files: the crawl's go back to VALID, the job's to CATALOGED.
+    let mut revalidated = 0;
+    let mut rebatched = 0;
+    for d in ["sales_daily", "inventory_monthly"] {
+        let report = app
+            .pipeline
+            .retry(&RetryScope::Dataset(d.into()))
+            .await
+            .unwrap();
+        assert!(report.skipped.is_empty(), "{report:?}");
+        revalidated += report.revalidated.len();
+        rebatched += report.rebatched.values().map(Vec::len).sum::<usize>();
+    }
+    assert_eq!((revalidated, rebatched), (crawl_failed, start_failed));
+    app.settle().await;
+    app.stop().await;
+
+    let records = app.by_key().await;
+    for key in &failed {
+        let r = &records[key];
+        assert_eq!(r.state, FileState::Ingested, "{key}: {:?}", r.reason);
+        let retried = r
+            .history
+            .iter()
+            .filter(|h| h.from == Some(FileState::Failed));
+        assert_eq!(
+            retried.count(),
+            1,
+            "{key}: one operator retry in its history"
+        );
+    }
+    // Retrying again finds nothing FAILED.
+    let report = app
+        .pipeline
+        .retry(&RetryScope::Dataset("sales_daily".into()))
+        .await
+        .unwrap();
+    assert_eq!(report.retried(), 0);
+}
