@@ -1,5 +1,5 @@
 //! The `choreo` binary: `put`, `files list` and `files show` beside a running `up`, which drains and
-//! exits on SIGTERM.
+//! exits on SIGTERM; usage errors, `files retry`'s included.
 
 use crate::helpers::ok;
 use choreo::demo;
@@ -131,6 +131,26 @@ fn usage_errors_are_clear() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bukets"));
+    // `files retry` needs one scope, and says what it did not find.
+    demo::write_config(dir.path(), demo::CONFIG_FILE).unwrap();
+    for (args, says) in [
+        (&["files", "retry"][..], "--batch"),
+        (&["files", "retry", "f-nosuch"][..], "no file with id f-nosuch"),
+        (&["files", "retry", "--batch", "b-nosuch"][..], "no batch with id b-nosuch"),
+        (&["files", "retry", "--dataset", "nosuch"][..], "no dataset named nosuch"),
+    ] {
+        let out = choreo(dir.path()).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    // A dataset with nothing FAILED: nothing retried, exit 1.
+    let out = choreo(dir.path())
+        .args(["files", "retry", "--dataset", "sales_daily"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 file(s) retried"));
 }
 
 #[test]
