@@ -135,9 +135,18 @@ fn usage_errors_are_clear() {
     demo::write_config(dir.path(), demo::CONFIG_FILE).unwrap();
     for (args, says) in [
         (&["files", "retry"][..], "--batch"),
-        (&["files", "retry", "f-nosuch"][..], "no file with id f-nosuch"),
-        (&["files", "retry", "--batch", "b-nosuch"][..], "no batch with id b-nosuch"),
-        (&["files", "retry", "--dataset", "nosuch"][..], "no dataset named nosuch"),
+        (
+            &["files", "retry", "f-nosuch"][..],
+            "no file with id f-nosuch",
+        ),
+        (
+            &["files", "retry", "--batch", "b-nosuch"][..],
+            "no batch with id b-nosuch",
+        ),
+        (
+            &["files", "retry", "--dataset", "nosuch"][..],
+            "no dataset named nosuch",
+        ),
     ] {
         let out = choreo(dir.path()).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -1,17 +1,20 @@
-//! The catalog and transform stages' failure handling on the local backend: lost timers recovered
-//! through their leases' expiry, failed crawls and job starts moving files to FAILED with one alert a
-//! batch, and `files retry` resuming them.
+//! The catalog and transform stages' failure handling: lost timers recovered through their leases'
+//! expiry, failed crawls and job starts moving files to FAILED with one alert a batch, and `files
+//! retry` resuming them — on the local backend, and on the aws backend against moto.
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, ok};
 use async_trait::async_trait;
 use choreo::demo;
-use choreo_domain::{Config, FileState};
+use choreo_aws::moto::Moto;
+use choreo_domain::{Config, FileRecord, FileState};
 use choreo_ports::{
     CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus, OutgoingMessage,
     PeekedMessage, PortError, Queue, QueueDepth, ReceivedMessage,
 };
 use choreo_runtime::retry::RetryScope;
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -334,4 +337,96 @@ async fn failed_crawls_and_unstartable_jobs_fail_their_files_once_and_retry_resu
         .await
         .unwrap();
     assert_eq!(report.retried(), 0);
+}
+
+/// The `choreo` binary on the aws backend against `moto`, with the configuration `config`.
+fn choreo_aws(moto: &Moto, config: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_choreo"));
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--backend")
+        .arg("aws")
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("CHOREO_OPERATIONS__LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+#[test]
+fn a_glue_job_that_does_not_exist_fails_its_batch_and_retry_resumes_it_on_aws() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = demo::write_config(dir.path(), "fixed.toml").unwrap();
+    // The same configuration, but the sales dataset names a Glue job nobody created.
+    let text = std::fs::read_to_string(&fixed).unwrap();
+    let broken_text = text.replacen(
+        "name = \"sales_daily\"",
+        "name = \"sales_daily\"\njob = \"no-such-job\"",
+        1,
+    );
+    assert_ne!(text, broken_text);
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, broken_text).unwrap();
+
+    ok(choreo_aws(&moto, &broken)
+        .arg("bootstrap")
+        .output()
+        .unwrap());
+    for (i, s) in demo::samples().iter().enumerate() {
+        let file = dir.path().join(format!("sample-{i}"));
+        std::fs::write(&file, &s.body).unwrap();
+        ok(choreo_aws(&moto, &broken)
+            .args(["put", "--key", &s.key])
+            .arg(&file)
+            .output()
+            .unwrap());
+    }
+    ok(choreo_aws(&moto, &broken)
+        .args(["up", "--exit-when-idle"])
+        .output()
+        .unwrap());
+
+    let list = |config: &Path| -> BTreeMap<String, FileRecord> {
+        let out = ok(choreo_aws(&moto, config)
+            .args(["files", "list", "--json"])
+            .output()
+            .unwrap());
+        let records: Vec<FileRecord> = serde_json::from_str(&out).unwrap();
+        records.into_iter().map(|r| (r.key.clone(), r)).collect()
+    };
+    let records = list(&broken);
+    let valid = valid_keys();
+    let (sales, others): (Vec<_>, Vec<_>) = valid.iter().partition(|k| k.starts_with("daily/"));
+    assert!(!sales.is_empty() && !others.is_empty());
+    for k in &sales {
+        let r = &records[*k];
+        assert_eq!(r.state, FileState::Failed, "{k}");
+        let reason = r.reason.as_deref().unwrap_or("");
+        assert!(reason.contains("could not start"), "{k}: {reason}");
+    }
+    for k in &others {
+        assert_eq!(records[*k].state, FileState::Ingested, "{k}");
+    }
+
+    // With the job fixed, retry the dataset: its files go back to CATALOGED in a new batch.
+    let out = ok(choreo_aws(&moto, &fixed)
+        .args(["files", "retry", "--dataset", "sales_daily"])
+        .output()
+        .unwrap());
+    assert!(
+        out.contains(&format!("{} file(s) retried, 0 skipped", sales.len())),
+        "{out}"
+    );
+    ok(choreo_aws(&moto, &fixed)
+        .args(["up", "--exit-when-idle"])
+        .output()
+        .unwrap());
+    let records = list(&fixed);
+    for k in &valid {
+        assert_eq!(records[k].state, FileState::Ingested, "{k}");
+    }
 }
