@@ -12,10 +12,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn choreo(moto: &Moto, dir: &Path) -> Command {
+    let mut cmd = choreo_on(moto);
+    cmd.arg("--data-dir").arg(dir);
+    cmd
+}
+
+/// The `choreo` binary on the aws backend, pointed at `moto`.
+pub fn choreo_on(moto: &Moto) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_choreo"));
-    cmd.arg("--data-dir")
-        .arg(dir)
-        .arg("--backend")
+    cmd.arg("--backend")
         .arg("aws")
         .env("AWS_ENDPOINT_URL", &moto.endpoint)
         .env("AWS_ACCESS_KEY_ID", "test")

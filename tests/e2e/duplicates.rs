@@ -1,11 +1,9 @@
 //! At-least-once delivery: every message delivered twice ends exactly as every message delivered once.
 
-use crate::helpers::{TestApp, steps};
+use crate::helpers::{Tap, Tapped, TestApp, steps};
 use async_trait::async_trait;
 use choreo_domain::{BatchState, FileState};
-use choreo_ports::{
-    EventBus, OutgoingMessage, PeekedMessage, PortError, Queue, QueueDepth, ReceivedMessage,
-};
+use choreo_ports::{EventBus, OutgoingMessage, PortError, Queue, ReceivedMessage};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,9 +19,9 @@ struct Twice {
 }
 
 #[async_trait]
-impl Queue for Twice {
-    fn name(&self) -> &str {
-        self.inner.name()
+impl Tap for Twice {
+    fn inner(&self) -> &Arc<dyn Queue> {
+        &self.inner
     }
 
     async fn receive(
@@ -58,26 +56,6 @@ impl Queue for Twice {
             self.inner.send(copy, Duration::ZERO).await?;
         }
         self.inner.delete(receipt).await
-    }
-
-    async fn change_visibility(&self, receipt: &str, v: Duration) -> Result<(), PortError> {
-        self.inner.change_visibility(receipt, v).await
-    }
-
-    async fn send(&self, message: OutgoingMessage, delay: Duration) -> Result<(), PortError> {
-        self.inner.send(message, delay).await
-    }
-
-    async fn depth(&self) -> Result<QueueDepth, PortError> {
-        self.inner.depth().await
-    }
-
-    async fn peek(&self, max: usize) -> Result<Vec<PeekedMessage>, PortError> {
-        self.inner.peek(max).await
-    }
-
-    async fn purge(&self) -> Result<u64, PortError> {
-        self.inner.purge().await
     }
 }
 
@@ -127,7 +105,7 @@ async fn run(mode: Mode) -> (Outcome, BTreeMap<(String, String), u64>, usize, us
     match mode {
         Mode::Once => app.start(),
         Mode::Twice => app.start_with(backend.ports(), move |name| {
-            Arc::new(Twice {
+            Tapped::queue(Twice {
                 inner: backend.queue(name),
                 originals: Mutex::default(),
             }) as Arc<dyn Queue>

@@ -2,14 +2,14 @@
 //! expiry, failed crawls and job starts moving files to FAILED with one alert a batch, and `files
 //! retry` resuming them — on the local backend, and on the aws backend against moto.
 
-use crate::helpers::{TestApp, ok};
+use crate::helpers::{Tap, Tapped, TestApp, ok};
 use async_trait::async_trait;
 use choreo::demo;
 use choreo_aws::moto::Moto;
 use choreo_domain::{Config, FileRecord, FileState};
 use choreo_ports::{
-    CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus, OutgoingMessage,
-    PeekedMessage, PortError, Queue, QueueDepth, ReceivedMessage,
+    CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus, PortError, Queue,
+    ReceivedMessage,
 };
 use choreo_runtime::retry::RetryScope;
 use std::collections::BTreeMap;
@@ -49,8 +49,8 @@ fn take(counter: &AtomicUsize) -> bool {
 }
 
 impl LoseTimers {
-    fn new(inner: Arc<dyn Queue>, rules: Vec<Rule>) -> Arc<Self> {
-        Arc::new(LoseTimers { inner, rules })
+    fn new(inner: Arc<dyn Queue>, rules: Vec<Rule>) -> Arc<Tapped<Self>> {
+        Tapped::queue(LoseTimers { inner, rules })
     }
 
     /// The kinds that still had timers to lose.
@@ -64,9 +64,9 @@ impl LoseTimers {
 }
 
 #[async_trait]
-impl Queue for LoseTimers {
-    fn name(&self) -> &str {
-        self.inner.name()
+impl Tap for LoseTimers {
+    fn inner(&self) -> &Arc<dyn Queue> {
+        &self.inner
     }
 
     async fn receive(
@@ -89,30 +89,6 @@ impl Queue for LoseTimers {
             }
         }
         Ok(out)
-    }
-
-    async fn delete(&self, receipt: &str) -> Result<(), PortError> {
-        self.inner.delete(receipt).await
-    }
-
-    async fn change_visibility(&self, receipt: &str, v: Duration) -> Result<(), PortError> {
-        self.inner.change_visibility(receipt, v).await
-    }
-
-    async fn send(&self, message: OutgoingMessage, delay: Duration) -> Result<(), PortError> {
-        self.inner.send(message, delay).await
-    }
-
-    async fn depth(&self) -> Result<QueueDepth, PortError> {
-        self.inner.depth().await
-    }
-
-    async fn peek(&self, max: usize) -> Result<Vec<PeekedMessage>, PortError> {
-        self.inner.peek(max).await
-    }
-
-    async fn purge(&self) -> Result<u64, PortError> {
-        self.inner.purge().await
     }
 }
 
@@ -159,14 +135,14 @@ async fn lost_window_crawl_and_job_timers_are_sent_again_when_their_leases_lapse
 
     // Otherwise the test proved nothing.
     assert!(
-        crawl.not_lost().is_empty(),
+        crawl.0.not_lost().is_empty(),
         "not lost: {:?}",
-        crawl.not_lost()
+        crawl.0.not_lost()
     );
     assert!(
-        transform.not_lost().is_empty(),
+        transform.0.not_lost().is_empty(),
         "not lost: {:?}",
-        transform.not_lost()
+        transform.0.not_lost()
     );
     let records = app.by_key().await;
     for key in valid_keys() {
@@ -341,18 +317,8 @@ async fn failed_crawls_and_unstartable_jobs_fail_their_files_once_and_retry_resu
 
 /// The `choreo` binary on the aws backend against `moto`, with the configuration `config`.
 fn choreo_aws(moto: &Moto, config: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_choreo"));
-    cmd.arg("--config")
-        .arg(config)
-        .arg("--backend")
-        .arg("aws")
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("CHOREO_OPERATIONS__LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "warn");
+    let mut cmd = crate::aws::choreo_on(moto);
+    cmd.arg("--config").arg(config);
     cmd
 }
 
@@ -376,12 +342,19 @@ fn a_glue_job_that_does_not_exist_fails_its_batch_and_retry_resumes_it_on_aws() 
         .arg("bootstrap")
         .output()
         .unwrap());
-    for (i, s) in demo::samples().iter().enumerate() {
-        let file = dir.path().join(format!("sample-{i}"));
+    // One `put` a folder: keys are the prefix and the file name.
+    let mut folders: BTreeMap<String, Vec<std::path::PathBuf>> = BTreeMap::new();
+    for s in demo::samples() {
+        let (prefix, name) = s.key.rsplit_once('/').unwrap();
+        let file = dir.path().join("samples").join(prefix).join(name);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
         std::fs::write(&file, &s.body).unwrap();
+        folders.entry(format!("{prefix}/")).or_default().push(file);
+    }
+    for (prefix, files) in &folders {
         ok(choreo_aws(&moto, &broken)
-            .args(["put", "--key", &s.key])
-            .arg(&file)
+            .args(["put", "--prefix", prefix])
+            .args(files)
             .output()
             .unwrap());
     }

@@ -3,7 +3,9 @@
 use choreo::app::Pipeline;
 use choreo::demo;
 use choreo_domain::{Config, FileRecord, FileState};
-use choreo_ports::{Ports, Queue};
+use choreo_ports::{
+    OutgoingMessage, PeekedMessage, PortError, Ports, Queue, QueueDepth, ReceivedMessage,
+};
 use choreo_runtime::Settings;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -222,4 +224,73 @@ pub fn venv_bin(name: &str) -> std::path::PathBuf {
         .join(".venv/bin")
         .join(name);
     if venv.exists() { venv } else { name.into() }
+}
+
+/// A test's queue fault: changes what `receive` hands over or what `delete` does; [`Tapped`]
+/// forwards everything else to [`Tap::inner`].
+#[async_trait::async_trait]
+pub trait Tap: Send + Sync + 'static {
+    fn inner(&self) -> &Arc<dyn Queue>;
+
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, PortError> {
+        self.inner().receive(max, wait, visibility).await
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), PortError> {
+        self.inner().delete(receipt).await
+    }
+}
+
+/// A [`Tap`] as a queue.
+pub struct Tapped<T>(pub T);
+
+impl<T: Tap> Tapped<T> {
+    pub fn queue(tap: T) -> Arc<Tapped<T>> {
+        Arc::new(Tapped(tap))
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: Tap> Queue for Tapped<T> {
+    fn name(&self) -> &str {
+        self.0.inner().name()
+    }
+
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<ReceivedMessage>, PortError> {
+        self.0.receive(max, wait, visibility).await
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), PortError> {
+        self.0.delete(receipt).await
+    }
+
+    async fn change_visibility(&self, receipt: &str, v: Duration) -> Result<(), PortError> {
+        self.0.inner().change_visibility(receipt, v).await
+    }
+
+    async fn send(&self, message: OutgoingMessage, delay: Duration) -> Result<(), PortError> {
+        self.0.inner().send(message, delay).await
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, PortError> {
+        self.0.inner().depth().await
+    }
+
+    async fn peek(&self, max: usize) -> Result<Vec<PeekedMessage>, PortError> {
+        self.0.inner().peek(max).await
+    }
+
+    async fn purge(&self) -> Result<u64, PortError> {
+        self.0.inner().purge().await
+    }
 }

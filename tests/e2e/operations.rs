@@ -1,11 +1,11 @@
 //! The auditor's operator work on the local backend: healing stuck files, alerting once per failure,
 //! folding bursts into digests, and e-mailing alerts through a real SMTP server.
 
-use crate::helpers::TestApp;
+use crate::helpers::{Tap, Tapped, TestApp};
 use async_trait::async_trait;
 use choreo::demo;
 use choreo_domain::{Config, FileState};
-use choreo_ports::{OutgoingMessage, PeekedMessage, PortError, Queue, QueueDepth, ReceivedMessage};
+use choreo_ports::{PortError, Queue, ReceivedMessage};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,9 +20,9 @@ struct Dropping {
 }
 
 #[async_trait]
-impl Queue for Dropping {
-    fn name(&self) -> &str {
-        self.inner.name()
+impl Tap for Dropping {
+    fn inner(&self) -> &Arc<dyn Queue> {
+        &self.inner
     }
 
     async fn receive(
@@ -45,30 +45,6 @@ impl Queue for Dropping {
         }
         Ok(out)
     }
-
-    async fn delete(&self, receipt: &str) -> Result<(), PortError> {
-        self.inner.delete(receipt).await
-    }
-
-    async fn change_visibility(&self, receipt: &str, v: Duration) -> Result<(), PortError> {
-        self.inner.change_visibility(receipt, v).await
-    }
-
-    async fn send(&self, message: OutgoingMessage, delay: Duration) -> Result<(), PortError> {
-        self.inner.send(message, delay).await
-    }
-
-    async fn depth(&self) -> Result<QueueDepth, PortError> {
-        self.inner.depth().await
-    }
-
-    async fn peek(&self, max: usize) -> Result<Vec<PeekedMessage>, PortError> {
-        self.inner.peek(max).await
-    }
-
-    async fn purge(&self) -> Result<u64, PortError> {
-        self.inner.purge().await
-    }
 }
 
 /// Sweeps every second, a file counting as stuck after one second in any state.
@@ -85,7 +61,7 @@ fn fast_sweep(c: &mut Config, max_republish: u32) {
 fn start_dropping_validations(app: &mut TestApp, drop: usize) {
     let backend = app.pipeline.backend.clone();
     let validate = app.pipeline.settings.config.queues.validate.clone();
-    let dropping: Arc<dyn Queue> = Arc::new(Dropping {
+    let dropping: Arc<dyn Queue> = Tapped::queue(Dropping {
         inner: backend.queue(&validate),
         left: AtomicUsize::new(drop),
     });
