@@ -219,6 +219,8 @@ impl CrawlerPoller {
                 state: BatchState::Crawling,
                 files,
                 crawl_started: false,
+                crawl_started_at: None,
+                crawl_ended_at: None,
                 job_run_id: None,
                 manifest: None,
                 reason: None,
@@ -271,8 +273,10 @@ impl CrawlerPoller {
         if !batch.crawl_started {
             match ports.crawler.start_crawl(&batch.crawler).await? {
                 CrawlStart::Started => {
+                    let now = Utc::now();
                     batch.crawl_started = true;
-                    batch.updated_at = Utc::now();
+                    batch.crawl_started_at = Some(now);
+                    batch.updated_at = now;
                     if let BatchOutcome::Conflict(_) = ports
                         .state
                         .update_batch(&batch, BatchState::Crawling)
@@ -350,6 +354,7 @@ impl CrawlerPoller {
             }
         }
         batch.files = kept;
+        batch.crawl_ended_at = Some(Utc::now());
         batch.state = if failure.is_none() {
             BatchState::Cataloged
         } else {
