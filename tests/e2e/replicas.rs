@@ -74,7 +74,10 @@ fn choreo(dir: &Path) -> Command {
         .arg(dir.join("choreo.toml"))
         // Messages a killed replica held come back after this long.
         .env("CHOREO_QUEUES__VISIBILITY_TIMEOUT_SECS", "5")
-        .env("RUST_LOG", "warn,choreo_crawler=info,choreo_transformer=info");
+        .env(
+            "RUST_LOG",
+            "warn,choreo_crawler=info,choreo_transformer=info",
+        );
     cmd
 }
 
@@ -124,6 +127,35 @@ impl Replicas {
                 .lines()
                 .any(|l| l.contains("CrawlStarted") && l.contains(batch_id))
         })
+    }
+
+    /// Log lines naming `event`, over every replica.
+    fn count(&self, event: &str) -> usize {
+        self.logs
+            .iter()
+            .map(|log| {
+                std::fs::read_to_string(log)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains(event))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// How often the replicas met each other, from their logs.
+    fn encounters(&self) -> String {
+        [
+            "CrawlDeferred",
+            "CrawlerBusy",
+            "CrawlLeaseLost",
+            "FileLeftBatch",
+            "JobRunFound",
+        ]
+        .iter()
+        .map(|e| format!("{e} {}", self.count(e)))
+        .collect::<Vec<_>>()
+        .join(", ")
     }
 
     /// SIGKILL: no drain, no cleanup.
@@ -229,6 +261,10 @@ struct Figures {
     batches: usize,
     crawls: usize,
     job_runs: usize,
+    /// Each dataset's batch sizes, in order of creation.
+    sizes: BTreeMap<String, Vec<usize>>,
+    /// Counts of the log lines where replicas met (deferred windows, busy crawler...).
+    encounters: String,
 }
 
 /// A crawl's interval, from the batch that ran it or from the crawler's history.
@@ -322,11 +358,14 @@ fn check(
                     .or_default()
                     .push((r.started_at, end));
             }
+            // A batch records its start just after the crawler's, or (taking over a crawl whose
+            // start was not recorded) just before it.
+            let slack = chrono::Duration::seconds(10);
             for b in batches {
                 let (start, end) = (b.crawl_started_at.unwrap(), b.crawl_ended_at.unwrap());
                 let held = by_crawler[b.crawler.as_str()]
                     .iter()
-                    .any(|(s, e)| *s >= b.created_at && *s <= start && *e <= end);
+                    .any(|(s, e)| *s >= b.created_at && (*s - start).abs() <= slack && *e <= end);
                 assert!(held, "no crawl of {} ran for batch {}", b.crawler, b.id);
             }
             for (crawler, intervals) in by_crawler {
@@ -336,10 +375,22 @@ fn check(
         }
         None => batches.len(),
     };
+    let mut sorted: Vec<&Batch> = batches.iter().collect();
+    sorted.sort_by_key(|b| b.created_at);
+    let mut sizes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for b in sorted {
+        assert!(!b.files.is_empty(), "an empty batch: {b:#?}");
+        sizes
+            .entry(b.dataset.clone())
+            .or_default()
+            .push(b.files.len());
+    }
     Figures {
         batches: batches.len(),
         crawls,
         job_runs: job_runs.len(),
+        sizes,
+        encounters: String::new(),
     }
 }
 
@@ -419,14 +470,16 @@ async fn run_local(files: usize, crawl_min_secs: u64, kill_mid_crawl: bool) -> (
     let batches = all_batches(&state).await;
     let runs = local_job_runs(dir);
     let history = local.crawler().history().unwrap();
-    let figures = check(&records, files, &batches, &runs, Some(&history));
+    let mut figures = check(&records, files, &batches, &runs, Some(&history));
+    figures.encounters = replicas.encounters();
     (figures, wall)
 }
 
 fn report(backend: &str, files: usize, f: &Figures, wall: f64) -> String {
     format!(
-        "replicas({backend}): {files} files, {} batches, {} crawls, {} job runs, {wall:.1} s",
-        f.batches, f.crawls, f.job_runs
+        "replicas({backend}): {files} files, {} batches, {} crawls, {} job runs, {wall:.1} s\n  \
+         batch sizes {:?}\n  {}",
+        f.batches, f.crawls, f.job_runs, f.sizes, f.encounters
     )
 }
 
@@ -551,7 +604,8 @@ async fn run_aws(files: usize, crawl_secs: u64, kill_mid_crawl: bool) -> (Figure
     let records = all_files(&state).await;
     let batches = all_batches(&state).await;
     let runs = glue_job_runs(&clients, &settings.config.aws.builtin_job).await;
-    let figures = check(&records, files, &batches, &runs, None);
+    let mut figures = check(&records, files, &batches, &runs, None);
+    figures.encounters = replicas.encounters();
     (figures, wall)
 }
 
@@ -567,4 +621,87 @@ async fn killing_the_aws_replica_that_started_a_crawl_loses_nothing() {
     const FILES: usize = 30;
     let (figures, wall) = run_aws(FILES, 5, true).await;
     eprintln!("{}", report("aws, one killed", FILES, &figures, wall));
+}
+
+/// A replica that started a crawl and died before recording it: its redelivered `CrawlPoll` finds the
+/// crawler running. It must take that crawl as its batch's own, not wait for it to end — on the local
+/// backend only a poll ends a crawl, so waiting would hold the crawler (and every dataset on it)
+/// forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crawl_started_by_a_replica_that_died_is_taken_over() {
+    use choreo_domain::{Envelope, Event};
+    use choreo_ports::{CrawlStart, ReceivedMessage};
+    choreo_telemetry::init_for_tests();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), 0);
+    let (pipeline, _) = open_local(dir.path()).await;
+    let ports = pipeline.backend.ports();
+    let config = &pipeline.settings.config;
+    let d = &config.datasets[0];
+    let now = Utc::now();
+    let batch = Batch {
+        id: "b-orders_a-died".into(),
+        dataset: d.name.clone(),
+        crawler: d.crawler_name(),
+        job: d.job.clone(),
+        state: BatchState::Crawling,
+        files: Vec::new(),
+        crawl_started: false,
+        crawl_started_at: None,
+        crawl_ended_at: None,
+        job_run_id: None,
+        manifest: None,
+        reason: None,
+        failed_stage: None,
+        traceparent: None,
+        created_at: now,
+        updated_at: now,
+    };
+    ports.state.create_batch(&batch).await.unwrap();
+    let ctx = choreo_runtime::ServiceContext::new(
+        pipeline.settings.clone(),
+        ports.clone(),
+        pipeline.backend.queue(&config.queues.crawl),
+    );
+    let handler = choreo_crawler::handler(&ctx);
+    let poll = || ReceivedMessage {
+        id: "m".into(),
+        receipt: "r".into(),
+        body: Envelope::new(Event::CrawlPoll {
+            batch_id: batch.id.clone(),
+        })
+        .to_json(),
+        attributes: BTreeMap::new(),
+        receive_count: 1,
+        sent_at: Utc::now(),
+        first_received_at: None,
+    };
+
+    // The first delivery starts the crawl; the replica "dies" before recording it, which is the
+    // batch as stored before the poll, crawler running.
+    handler.handle(&poll()).await.unwrap();
+    let started = ports.state.get_batch(&batch.id).await.unwrap().unwrap();
+    assert!(started.crawl_started, "{started:#?}");
+    let mut lost = started.clone();
+    lost.crawl_started = false;
+    assert_eq!(
+        ports
+            .state
+            .update_batch(&lost, BatchState::Crawling)
+            .await
+            .unwrap(),
+        choreo_ports::BatchOutcome::Applied
+    );
+    assert_eq!(
+        ports.crawler.start_crawl(&batch.crawler).await.unwrap(),
+        CrawlStart::AlreadyRunning
+    );
+
+    // Redelivered: it takes the running crawl, and the next poll sees it end.
+    for _ in 0..3 {
+        handler.handle(&poll()).await.unwrap();
+    }
+    let b = ports.state.get_batch(&batch.id).await.unwrap().unwrap();
+    assert_eq!(b.state, BatchState::Cataloged, "{b:#?}");
+    assert!(b.crawl_started_at.is_some() && b.crawl_ended_at.is_some());
 }
