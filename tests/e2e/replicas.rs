@@ -58,7 +58,7 @@ fn write_config(dir: &Path, crawl_min_secs: u64) -> PathBuf {
 
 /// The `i`-th file: its key (alternating between the datasets) and a small valid body.
 fn file(i: usize) -> (String, Vec<u8>) {
-    let prefix = if i % 2 == 0 { "a" } else { "b" };
+    let prefix = if i.is_multiple_of(2) { "a" } else { "b" };
     (
         format!("{prefix}/part-{i:04}.csv"),
         format!("id,item\n{i},thing-{i}\n").into_bytes(),
