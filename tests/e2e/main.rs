@@ -14,4 +14,5 @@ mod helpers;
 mod http;
 mod operations;
 mod operator_api;
+mod replicas;
 mod webdriver;

@@ -283,6 +283,8 @@ impl CrawlerPoller {
                 state: BatchState::Crawling,
                 files,
                 crawl_started: false,
+                crawl_started_at: None,
+                crawl_ended_at: None,
                 job_run_id: None,
                 start_attempts: 0,
                 manifest: None,
@@ -340,21 +342,47 @@ impl CrawlerPoller {
             tracing::warn!(batch_id, %holder, "CrawlLeaseLost: another batch holds the crawler");
         }
         if !batch.crawl_started {
-            match ports.crawler.start_crawl(&batch.crawler).await? {
-                CrawlStart::Started => {
-                    batch.crawl_started = true;
-                    batch.updated_at = Utc::now();
-                    if let BatchOutcome::Conflict(_) = ports
-                        .state
-                        .update_batch(&batch, BatchState::Crawling)
-                        .await?
-                    {
-                        return Ok(());
-                    }
-                    tracing::info!(batch_id, crawler = %batch.crawler, "CrawlStarted");
+            // The attempt is recorded before it is made: a poller that dies between starting the
+            // crawl and recording it leaves `crawl_started_at` set, and the redelivered poll then
+            // takes the running crawl as this batch's own rather than waiting for it to end — for
+            // ever on the local backend, where only a poll ends a crawl.
+            let attempted = batch.crawl_started_at.is_some();
+            if !attempted {
+                batch.crawl_started_at = Some(Utc::now());
+                if let BatchOutcome::Conflict(_) = ports
+                    .state
+                    .update_batch(&batch, BatchState::Crawling)
+                    .await?
+                {
+                    return Ok(());
                 }
-                CrawlStart::AlreadyRunning => {
-                    tracing::info!(batch_id, crawler = %batch.crawler, "CrawlerBusy: waiting to start");
+            }
+            let taken = match ports.crawler.start_crawl(&batch.crawler).await? {
+                CrawlStart::Started => {
+                    batch.crawl_started_at = Some(Utc::now());
+                    Some("CrawlStarted")
+                }
+                CrawlStart::AlreadyRunning if attempted => Some("CrawlTakenOver"),
+                CrawlStart::AlreadyRunning => None,
+            };
+            batch.updated_at = Utc::now();
+            if taken.is_some() {
+                batch.crawl_started = true;
+            } else {
+                // Another batch's crawl: the mark goes, so that a later poll does not take it.
+                batch.crawl_started_at = None;
+            }
+            if let BatchOutcome::Conflict(_) = ports
+                .state
+                .update_batch(&batch, BatchState::Crawling)
+                .await?
+            {
+                return Ok(());
+            }
+            match taken {
+                Some(event) => tracing::info!(batch_id, crawler = %batch.crawler, "{event}"),
+                None => {
+                    tracing::info!(batch_id, crawler = %batch.crawler, "CrawlerBusy: waiting to start")
                 }
             }
             return self.poll_after(&batch, self.poll_interval()).await;
@@ -421,6 +449,7 @@ impl CrawlerPoller {
             }
         }
         batch.files = kept;
+        batch.crawl_ended_at = Some(Utc::now());
         batch.state = if failure.is_none() {
             BatchState::Cataloged
         } else {

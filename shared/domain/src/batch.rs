@@ -68,6 +68,14 @@ pub struct Batch {
     pub files: Vec<FileId>,
     /// Whether this batch's crawl was started (false while another crawl held the crawler).
     pub crawl_started: bool,
+    /// When the crawler poller started this batch's crawl. With `crawl_ended_at` it makes "one crawl
+    /// at a time per crawler" checkable from the store: no two batches of a crawler overlap. Set
+    /// while `crawl_started` is false, it marks a start attempted whose outcome was not recorded.
+    #[serde(default)]
+    pub crawl_started_at: Option<DateTime<Utc>>,
+    /// When the crawler poller saw this batch's crawl end (at or after the crawl's own end).
+    #[serde(default)]
+    pub crawl_ended_at: Option<DateTime<Utc>>,
     /// The job run that transforms the batch, once started.
     pub job_run_id: Option<String>,
     /// Failed tries at starting the job run (throttled, or a transient error): the batch fails after

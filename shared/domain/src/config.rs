@@ -28,6 +28,8 @@ pub struct Config {
     #[serde(default)]
     pub aws: AwsSettings,
     #[serde(default)]
+    pub local: LocalSettings,
+    #[serde(default)]
     pub operations: Operations,
     #[serde(default)]
     pub datasets: Vec<DatasetConfig>,
@@ -162,6 +164,16 @@ impl Default for AwsSettings {
             builtin_job: "choreo-builtin".into(),
         }
     }
+}
+
+/// Settings of the local backend's stand-ins for AWS services.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalSettings {
+    /// Seconds a local crawl takes at least, from its start to the poll that may complete it; 0 (the
+    /// default) completes it at the first poll. Glue crawls take minutes: a few seconds here show
+    /// batches waiting on a busy crawler, and give a test time to kill a replica mid-crawl.
+    pub crawl_min_secs: u64,
 }
 
 /// How each service's consumer loop behaves.
@@ -439,6 +451,7 @@ impl Default for Config {
             topics: Topics::default(),
             runtime: RuntimeSettings::default(),
             aws: AwsSettings::default(),
+            local: LocalSettings::default(),
             operations: Operations::default(),
             datasets: Vec::new(),
         }

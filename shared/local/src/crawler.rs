@@ -9,6 +9,9 @@
 //! the dataset's table in the `catalog` table. An object that cannot be read is skipped, as Glue skips
 //! what it cannot classify. Crawling only reads the bucket and overwrites the catalog, so two pollers
 //! crawling at once do no harm; the first to finish marks the crawl READY.
+//!
+//! Every crawl started is also a row of `crawl_runs` (crawler, start, end, status), the history that
+//! [`LocalCrawler::history`] reads: `crawls` keeps only each crawler's latest.
 
 use crate::db::{Db, DbError, from_ms, ms, now_ms, parse_ts, ts};
 use crate::objects::LocalObjectStore;
@@ -41,6 +44,17 @@ pub struct CatalogTable {
     /// `<input bucket>/<prefix or pattern>`.
     pub location: String,
     pub updated_at: DateTime<Utc>,
+}
+
+/// One crawl, as the history keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrawlRun {
+    pub crawler: String,
+    pub started_at: DateTime<Utc>,
+    /// None while it runs.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `SUCCEEDED` or `FAILED`; None while it runs.
+    pub status: Option<String>,
 }
 
 /// The crawlers of the local backend.
@@ -199,6 +213,27 @@ impl LocalCrawler {
             })
     }
 
+    /// Every crawl started, oldest first. (A short blocking read.)
+    pub fn history(&self) -> Result<Vec<CrawlRun>, PortError> {
+        self.db.blocking("crawl_history", "crawl_runs", |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT crawler, started_at, finished_at, status FROM crawl_runs
+                 ORDER BY started_at, crawler",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(CrawlRun {
+                        crawler: r.get(0)?,
+                        started_at: from_ms(r.get(1)?),
+                        finished_at: r.get::<_, Option<i64>>(2)?.map(from_ms),
+                        status: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
     /// Crawls the crawler's datasets (reads only; writes nothing).
     async fn crawl(&self, crawler: &str) -> Result<Vec<Found>, PortError> {
         let mut found = Vec::new();
@@ -327,6 +362,11 @@ impl LocalCrawler {
                      WHERE crawler = ?1",
                     params![name, status, error, now],
                 )?;
+                tx.execute(
+                    "UPDATE crawl_runs SET finished_at = ?3, status = ?4
+                     WHERE crawler = ?1 AND started_at = ?2",
+                    params![name, started_at, now, status],
+                )?;
                 Ok::<_, DbError>(match error {
                     None => CrawlStatus::Succeeded,
                     Some(e) => CrawlStatus::Failed(e),
@@ -353,11 +393,16 @@ impl Crawler for LocalCrawler {
                 if state.as_deref() == Some("RUNNING") {
                     return Ok(CrawlStart::AlreadyRunning);
                 }
+                let now = now_ms();
                 tx.execute(
                     "INSERT INTO crawls (crawler, state, started_at) VALUES (?1, 'RUNNING', ?2)
                      ON CONFLICT (crawler) DO UPDATE SET state = 'RUNNING',
                          started_at = excluded.started_at, finished_at = NULL",
-                    params![name, now_ms()],
+                    params![name, now],
+                )?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO crawl_runs (crawler, started_at) VALUES (?1, ?2)",
+                    params![name, now],
                 )?;
                 Ok(CrawlStart::Started)
             })
@@ -518,5 +563,14 @@ mod tests {
         let t = b.crawler().catalog_table("daily").unwrap().unwrap();
         assert_eq!(t.files, 0);
         assert!(t.columns.is_empty());
+
+        let runs = b.crawler().history().unwrap();
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        let (first, second) = (&runs[0], &runs[1]);
+        assert_eq!(first.status.as_deref(), Some("SUCCEEDED"));
+        let ended = first.finished_at.unwrap();
+        assert!(ended - first.started_at >= chrono::Duration::milliseconds(300));
+        assert!(second.started_at >= ended);
+        assert_eq!((second.finished_at, second.status.as_deref()), (None, None));
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS queues (
@@ -120,6 +120,17 @@ CREATE TABLE IF NOT EXISTS crawls (
     last_error  TEXT,
     started_at  INTEGER,
     finished_at INTEGER
+);
+
+-- Every crawl ever started, beside `crawls` (which holds only each crawler's current state): the
+-- history Glue keeps as `GetCrawlerMetrics` and crawl logs. `finished_at` and `status` are NULL while
+-- the crawl runs.
+CREATE TABLE IF NOT EXISTS crawl_runs (
+    crawler     TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    status      TEXT,
+    PRIMARY KEY (crawler, started_at)
 );
 
 CREATE TABLE IF NOT EXISTS catalog (
@@ -238,6 +249,8 @@ impl Db {
             tx.execute_batch("ALTER TABLE files ADD COLUMN sweep TEXT")
                 .map_err(err)?;
         }
+        // Version 3 added the crawl history (`crawl_runs`), a new table SCHEMA creates: crawls
+        // before the upgrade are not in it.
         tx.execute_batch(SCHEMA).map_err(err)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(err)?;
@@ -407,6 +420,39 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))
             .unwrap();
         assert_eq!(alerts, 0);
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_2_database_gains_the_crawl_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("choreo.db");
+        {
+            let db = Db::open(&path).unwrap();
+            let conn = db.conn.lock().unwrap();
+            conn.execute_batch(
+                "DROP TABLE crawl_runs;
+                 INSERT INTO crawls (crawler, state, last_status, started_at, finished_at)
+                 VALUES ('c', 'READY', 'SUCCEEDED', 1, 2);
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        let conn = db.conn.lock().unwrap();
+        let runs: i64 = conn
+            .query_row("SELECT COUNT(*) FROM crawl_runs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(runs, 0, "the history starts empty");
+        let state: String = conn
+            .query_row("SELECT state FROM crawls WHERE crawler = 'c'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(state, "READY");
         let v: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();

@@ -4,7 +4,8 @@
 //! ```text
 //! data_dir/
 //!   choreo.db          queues (SQS), subscriptions (SNS), files/batches/leases (DynamoDB),
-//!                      crawls + catalog (Glue crawler), job_runs (Glue jobs), audit trail
+//!                      crawls + crawl_runs + catalog (Glue crawler), job_runs (Glue jobs),
+//!                      audit trail
 //!   buckets/<bucket>/  one directory per bucket (S3), keys are relative paths
 //!   tmp/               staging for atomic writes
 //! ```
@@ -41,7 +42,7 @@ pub mod transform;
 
 pub use audit::LocalAuditLog;
 pub use bus::LocalTopic;
-pub use crawler::{CatalogTable, LocalCrawler};
+pub use crawler::{CatalogTable, CrawlRun, LocalCrawler};
 pub use jobs::LocalJobRunner;
 pub use mail::MailNotifier;
 pub use notifier::{ScanResult, s3_key_encode, s3_notification};
@@ -123,7 +124,8 @@ impl LocalBackend {
             &config.buckets.input,
             &config.queues.ingest,
         )?;
-        let crawler = LocalCrawler::new(Arc::clone(&db), Arc::clone(&objects), config)?;
+        let crawler = LocalCrawler::new(Arc::clone(&db), Arc::clone(&objects), config)?
+            .with_min_duration(Duration::from_secs(config.local.crawl_min_secs));
         let config = Arc::new(config.clone());
         Ok(LocalBackend {
             topic: Arc::new(LocalTopic::new(

@@ -681,6 +681,8 @@ mod tests {
             state: BatchState::Crawling,
             files: vec![FileId::from("f-1")],
             crawl_started: false,
+            crawl_started_at: None,
+            crawl_ended_at: None,
             job_run_id: None,
             start_attempts: 0,
             manifest: None,
