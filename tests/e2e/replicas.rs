@@ -650,6 +650,7 @@ async fn a_crawl_started_by_a_replica_that_died_is_taken_over() {
         crawl_started_at: None,
         crawl_ended_at: None,
         job_run_id: None,
+        start_attempts: 0,
         manifest: None,
         reason: None,
         failed_stage: None,

@@ -232,6 +232,8 @@ async fn rebatch(
         state: BatchState::Cataloged,
         files: records.iter().map(|r| r.id.clone()).collect(),
         crawl_started: old.as_ref().is_some_and(|b| b.crawl_started),
+        crawl_started_at: old.as_ref().and_then(|b| b.crawl_started_at),
+        crawl_ended_at: old.as_ref().and_then(|b| b.crawl_ended_at),
         job_run_id: None,
         start_attempts: 0,
         manifest: None,
