@@ -187,7 +187,9 @@ impl CrawlerPoller {
     /// Returns whether it sent a timer.
     async fn open_window(&self, d: &DatasetConfig, holder: &str) -> Result<bool, HandlerError> {
         let waiting = self.valid_files(&d.name, d.batch_max_files).await?;
-        if waiting.is_empty() {
+        if waiting.is_empty() || self.crawler_busy(d).await? {
+            // A crawl of this crawler runs: its batch re-opens windows when it ends (and the
+            // watchdog does, if that end is lost), so a timer now would only find it busy.
             return Ok(false);
         }
         if waiting.len() >= d.batch_max_files {
@@ -212,6 +214,16 @@ impl CrawlerPoller {
             }
             LeaseOutcome::Held { .. } => Ok(false), // a timer is pending already
         }
+    }
+
+    async fn crawler_busy(&self, d: &DatasetConfig) -> Result<bool, PortError> {
+        let lease = self
+            .ctx
+            .ports
+            .state
+            .lease(&crawler_lease(&d.crawler_name()))
+            .await?;
+        Ok(lease.is_some_and(|l| l.expires_at > Utc::now()))
     }
 
     async fn close_window_timer(
