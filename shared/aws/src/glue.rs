@@ -509,6 +509,7 @@ mod tests {
             compression: CompressionSetting::Auto,
             csv: CsvOptions::default(),
             schema: SchemaSource::Path("s.json".into()),
+            catalog: Default::default(),
             crawler: crawler.map(Into::into),
             job: "builtin".into(),
             batch_window_secs: 1,

@@ -275,6 +275,7 @@ pub(crate) mod testutil {
             compression: CompressionSetting::Auto,
             csv: CsvOptions::default(),
             schema: SchemaSource::Inline(serde_json::json!({"fields": []})),
+            catalog: Default::default(),
             crawler: crawler.map(Into::into),
             job: "builtin".into(),
             batch_window_secs: 1,
