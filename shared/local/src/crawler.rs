@@ -10,14 +10,15 @@
 //! what it cannot classify. Crawling only reads the bucket and overwrites the catalog, so two pollers
 //! crawling at once do no harm; the first to finish marks the crawl READY.
 
-use crate::db::{Db, DbError, from_ms, ms, now_ms, parse_ts, ts};
+use crate::catalog::{CatalogTable, tables};
+use crate::db::{Db, DbError, from_ms, ms, now_ms, ts};
 use crate::objects::LocalObjectStore;
 use crate::transform::{column_names, csv_reader, decoded, is_gzip, object_keys};
 use async_trait::async_trait;
 use choreo_domain::Config;
 use choreo_domain::config::{DatasetConfig, FileFormat, KeyRouter};
 use choreo_ports::{CrawlStart, CrawlStatus, Crawler, ErrorKind, ObjectStore, PortError};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rusqlite::{OptionalExtension, params};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -28,20 +29,6 @@ use std::time::Duration;
 
 /// How much of an object a crawl reads (before decompression).
 const HEAD_BYTES: u64 = 1 << 20;
-
-/// One dataset's table in the local catalog.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CatalogTable {
-    pub dataset: String,
-    pub crawler: String,
-    /// The union of the columns of the dataset's objects, in order of first appearance.
-    pub columns: Vec<String>,
-    /// Objects the latest crawl read.
-    pub files: u64,
-    /// `<input bucket>/<prefix or pattern>`.
-    pub location: String,
-    pub updated_at: DateTime<Utc>,
-}
 
 /// The crawlers of the local backend.
 #[derive(Clone)]
@@ -111,11 +98,11 @@ impl LocalCrawler {
         let router = KeyRouter::new(&config.datasets)
             .map_err(|e| PortError::permanent("open", "datasets", e))?;
         let mut crawlers: BTreeMap<String, Vec<DatasetConfig>> = BTreeMap::new();
+        // A dataset catalogued directly has no crawler.
         for d in &config.datasets {
-            crawlers
-                .entry(d.crawler_name())
-                .or_default()
-                .push(d.clone());
+            if let Some(crawler) = d.crawled_by() {
+                crawlers.entry(crawler).or_default().push(d.clone());
+            }
         }
         Ok(LocalCrawler {
             db,
@@ -168,34 +155,7 @@ impl LocalCrawler {
     ) -> Result<Vec<CatalogTable>, PortError> {
         self.db
             .blocking(op, dataset.as_deref().unwrap_or("catalog"), |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT dataset, crawler, columns, files, location, updated_at FROM catalog
-                 WHERE ?1 IS NULL OR dataset = ?1 ORDER BY dataset",
-                )?;
-                let rows = stmt
-                    .query_map(params![dataset], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, i64>(3)?,
-                            r.get::<_, String>(4)?,
-                            r.get::<_, String>(5)?,
-                        ))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                rows.into_iter()
-                    .map(|(dataset, crawler, columns, files, location, updated)| {
-                        Ok(CatalogTable {
-                            dataset,
-                            crawler,
-                            columns: serde_json::from_str(&columns)?,
-                            files: files.max(0) as u64,
-                            location,
-                            updated_at: parse_ts(&updated)?,
-                        })
-                    })
-                    .collect()
+                tables(conn, dataset.as_deref())
             })
     }
 
@@ -305,7 +265,7 @@ impl LocalCrawler {
                                 "INSERT INTO catalog (dataset, crawler, columns, files, location, updated_at)
                                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                                  ON CONFLICT (dataset) DO UPDATE SET crawler = excluded.crawler,
-                                     columns = excluded.columns, files = excluded.files,
+                                     columns = excluded.columns, types = NULL, files = excluded.files,
                                      location = excluded.location, updated_at = excluded.updated_at",
                                 params![
                                     f.dataset,

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS queues (
@@ -123,12 +123,23 @@ CREATE TABLE IF NOT EXISTS crawls (
 );
 
 CREATE TABLE IF NOT EXISTS catalog (
-    dataset    TEXT PRIMARY KEY,
-    crawler    TEXT NOT NULL,
-    columns    TEXT NOT NULL,
-    files      INTEGER NOT NULL,
-    location   TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    dataset        TEXT PRIMARY KEY,
+    crawler        TEXT NOT NULL,
+    columns        TEXT NOT NULL,
+    files          INTEGER NOT NULL,
+    location       TEXT NOT NULL,
+    updated_at     TEXT NOT NULL,
+    types          TEXT,
+    partition_keys TEXT,
+    format         TEXT
+);
+
+CREATE TABLE IF NOT EXISTS partitions (
+    dataset          TEXT NOT NULL,
+    partition_values TEXT NOT NULL,
+    location         TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    PRIMARY KEY (dataset, partition_values)
 );
 
 CREATE TABLE IF NOT EXISTS job_runs (
@@ -237,6 +248,16 @@ impl Db {
             // creates).
             tx.execute_batch("ALTER TABLE files ADD COLUMN sweep TEXT")
                 .map_err(err)?;
+        }
+        if (1..3).contains(&version) {
+            // Version 3 added what direct cataloguing records on a table (and the partitions
+            // table, which SCHEMA creates).
+            tx.execute_batch(
+                "ALTER TABLE catalog ADD COLUMN types TEXT;
+                 ALTER TABLE catalog ADD COLUMN partition_keys TEXT;
+                 ALTER TABLE catalog ADD COLUMN format TEXT;",
+            )
+            .map_err(err)?;
         }
         tx.execute_batch(SCHEMA).map_err(err)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -388,6 +409,9 @@ mod tests {
             let conn = db.conn.lock().unwrap();
             conn.execute_batch(
                 "ALTER TABLE files DROP COLUMN sweep; DROP TABLE alerts;
+                 ALTER TABLE catalog DROP COLUMN types;
+                 ALTER TABLE catalog DROP COLUMN partition_keys;
+                 ALTER TABLE catalog DROP COLUMN format; DROP TABLE partitions;
                  INSERT INTO files (id, dataset, bucket, key, size, version, state,
                                     created_at, updated_at, history)
                  VALUES ('f-1', 'd', 'in', 'k', 1, 'v', 'NEW', 't', 't', '[]');
@@ -407,6 +431,43 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))
             .unwrap();
         assert_eq!(alerts, 0);
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_2_database_gains_the_catalog_columns_and_keeps_its_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("choreo.db");
+        // A version-2 database: a crawled table, no direct-catalogue columns, no partitions table.
+        {
+            let db = Db::open(&path).unwrap();
+            let conn = db.conn.lock().unwrap();
+            conn.execute_batch(
+                "ALTER TABLE catalog DROP COLUMN types;
+                 ALTER TABLE catalog DROP COLUMN partition_keys;
+                 ALTER TABLE catalog DROP COLUMN format; DROP TABLE partitions;
+                 INSERT INTO catalog (dataset, crawler, columns, files, location, updated_at)
+                 VALUES ('d', 'd-crawler', '[\"id\"]', 1, 'in/d/', '2026-11-26T00:00:00Z');
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        let conn = db.conn.lock().unwrap();
+        let tables = crate::catalog::tables(&conn, None).map_err(|_| ()).unwrap();
+        assert_eq!(tables.len(), 1);
+        assert_eq!(tables[0].columns, ["id"]);
+        assert_eq!(
+            (tables[0].types.clone(), tables[0].partition_keys.len()),
+            (None, 0)
+        );
+        let partitions: i64 = conn
+            .query_row("SELECT COUNT(*) FROM partitions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(partitions, 0);
         let v: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();

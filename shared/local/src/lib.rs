@@ -4,7 +4,8 @@
 //! ```text
 //! data_dir/
 //!   choreo.db          queues (SQS), subscriptions (SNS), files/batches/leases (DynamoDB),
-//!                      crawls + catalog (Glue crawler), job_runs (Glue jobs), audit trail
+//!                      crawls (Glue crawlers), catalog + partitions (Glue Data Catalog),
+//!                      job_runs (Glue jobs), audit trail
 //!   buckets/<bucket>/  one directory per bucket (S3), keys are relative paths
 //!   tmp/               staging for atomic writes
 //! ```
@@ -18,7 +19,8 @@
 //! - `notifier.rs` — scans the input bucket and sends S3-shaped notifications to the ingest queue,
 //!   as S3 event notifications would; run it with [`LocalBackend::run_notifier`].
 //! - `state.rs` — file records, batches and leases as conditional writes.
-//! - `crawler.rs` / `jobs.rs` / `transform.rs` — Glue stand-ins that do their work when polled.
+//! - `crawler.rs` / `jobs.rs` / `transform.rs` — Glue stand-ins that do their work when polled;
+//!   `catalog.rs` — the catalog's tables and partitions, which crawls and direct registrations write.
 //! - `audit.rs` — the deduplicated audit trail, its counters and the alerts waiting to go out.
 //! - `mail.rs` — alerts as log lines, and e-mails through SMTP when configured.
 //!
@@ -29,6 +31,7 @@
 
 mod audit;
 mod bus;
+mod catalog;
 mod crawler;
 mod db;
 mod jobs;
@@ -41,7 +44,8 @@ pub mod transform;
 
 pub use audit::LocalAuditLog;
 pub use bus::LocalTopic;
-pub use crawler::{CatalogTable, LocalCrawler};
+pub use catalog::{CatalogPartition, CatalogTable, LocalCatalog};
+pub use crawler::LocalCrawler;
 pub use jobs::LocalJobRunner;
 pub use mail::MailNotifier;
 pub use notifier::{ScanResult, s3_key_encode, s3_notification};
@@ -71,6 +75,7 @@ pub struct LocalBackend {
     topic: Arc<LocalTopic>,
     state: Arc<LocalStateStore>,
     crawler: Arc<LocalCrawler>,
+    catalog: Arc<LocalCatalog>,
     jobs: Arc<LocalJobRunner>,
     audit: Arc<LocalAuditLog>,
     notifier: Arc<Notifier>,
@@ -133,6 +138,7 @@ impl LocalBackend {
             )),
             state: Arc::new(LocalStateStore::new(Arc::clone(&db))),
             crawler: Arc::new(crawler),
+            catalog: Arc::new(LocalCatalog::new(Arc::clone(&db))),
             jobs: Arc::new(LocalJobRunner::new(
                 Arc::clone(&db),
                 Arc::clone(&objects),
@@ -168,6 +174,7 @@ impl LocalBackend {
             objects: self.objects.clone(),
             state: self.state.clone(),
             crawler: self.crawler.clone(),
+            catalog: self.catalog.clone(),
             jobs: self.jobs.clone(),
             audit: self.audit.clone(),
             queues: Arc::new(self.clone()),
@@ -204,6 +211,11 @@ impl LocalBackend {
 
     pub fn crawler(&self) -> Arc<LocalCrawler> {
         Arc::clone(&self.crawler)
+    }
+
+    /// The catalog's tables and partitions, as crawls and direct registrations wrote them.
+    pub fn catalog(&self) -> Arc<LocalCatalog> {
+        Arc::clone(&self.catalog)
     }
 
     pub fn jobs(&self) -> Arc<LocalJobRunner> {
