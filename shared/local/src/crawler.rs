@@ -1,8 +1,8 @@
 //! A local stand-in for Glue crawlers: schema inference into the local catalog.
 //!
-//! A crawler (named by `DatasetConfig::crawler_name`) covers the datasets that name it. Starting it
-//! marks it RUNNING in the `crawls` table (a crawler already running answers `AlreadyRunning`, as
-//! Glue's `CrawlerRunningException`). Polling a running crawl does the crawl, once `min_duration` has
+//! A crawler (named by `DatasetConfig::crawled_by`) covers the datasets that name it; a dataset
+//! catalogued directly has none (see `catalog.rs`). Starting it marks it RUNNING in the `crawls`
+//! table (a crawler already running answers `AlreadyRunning`, as Glue's `CrawlerRunningException`). Polling a running crawl does the crawl, once `min_duration` has
 //! passed since it started: for each dataset, the input bucket's objects that the key router gives it
 //! are read — only their start: a CSV header in the dataset's dialect, or the keys of the first JSON
 //! Lines object, gunzipped when the key says so — and the union of their columns, in order, becomes
