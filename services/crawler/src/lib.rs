@@ -13,6 +13,10 @@
 //!    `BatchCataloged` or `BatchFailed`, releases the lease and re-opens windows for files that became
 //!    VALID meanwhile.
 //!
+//! A dataset configured with `catalog = "direct"` batches the same way but needs no crawl: when its
+//! window closes, `direct.rs` records the batch, registers its table and partitions, and completes it
+//! at once, through the same `complete` and `finish` as a crawl's end.
+//!
 //! Every timer is a message, so a crash loses no wait, and every step checks the stored state first, so
 //! a duplicate is harmless. Crashes between two writes are covered by redelivery: a message is deleted
 //! only once its step is complete, and each step's lease holder and batch id derive from the message
@@ -20,8 +24,8 @@
 //! batch and carries on rather than being locked out by them.
 
 use async_trait::async_trait;
-use choreo_domain::config::DatasetConfig;
-use choreo_domain::{Batch, BatchState, Event, FileId, FileState, Stage, Transition};
+use choreo_domain::config::{CatalogMode, DatasetConfig};
+use choreo_domain::{Batch, BatchState, Event, FileId, FileRecord, FileState, Stage, Transition};
 use choreo_ports::{
     BatchOutcome, CrawlStart, CrawlStatus, FileQuery, LeaseOutcome, ReceivedMessage,
     TransitionOutcome,
@@ -31,6 +35,8 @@ use choreo_runtime::{Handler, HandlerError, ServiceContext, decode};
 use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
+
+mod direct;
 
 pub const STAGE: Stage = Stage::Crawler;
 
@@ -164,6 +170,15 @@ impl CrawlerPoller {
     }
 
     async fn valid_files(&self, dataset: &str, limit: usize) -> Result<Vec<FileId>, HandlerError> {
+        let records = self.valid_records(dataset, limit).await?;
+        Ok(records.into_iter().map(|r| r.id).collect())
+    }
+
+    async fn valid_records(
+        &self,
+        dataset: &str,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>, HandlerError> {
         let page = self
             .ctx
             .ports
@@ -175,7 +190,7 @@ impl CrawlerPoller {
                 after: None,
             })
             .await?;
-        Ok(page.items.into_iter().map(|r| r.id).collect())
+        Ok(page.items)
     }
 
     /// Closes a window: records a batch of the dataset's VALID files and starts polling it, unless the
@@ -191,6 +206,9 @@ impl CrawlerPoller {
         let Some(d) = self.dataset(dataset) else {
             return Ok(());
         };
+        if d.catalog == CatalogMode::Direct {
+            return self.close_direct_window(d, window, timer_id).await;
+        }
         let crawler = d.crawler_name();
         let lease = crawler_lease(&crawler);
         let now = Utc::now();
@@ -254,6 +272,10 @@ impl CrawlerPoller {
             return Ok(());
         };
         tracing::Span::current().record("batch_id", batch_id);
+        if batch.is_direct() {
+            // A sweep's poke at a direct batch whose timer was lost: there is no crawl to poll.
+            return self.catalog_directly(batch, None).await;
+        }
         match batch.state {
             BatchState::Crawling => {}
             // The outbox case: the batch was recorded but its event may not have gone out.
@@ -318,6 +340,9 @@ impl CrawlerPoller {
         let state = &self.ctx.ports.state;
         let (to, reason) = match &failure {
             None => (FileState::Cataloged, None),
+            Some(r) if batch.is_direct() => {
+                (FileState::Failed, Some(format!("cataloguing failed: {r}")))
+            }
             Some(r) => (FileState::Failed, Some(format!("crawl failed: {r}"))),
         };
         let trace_id = batch
@@ -372,6 +397,9 @@ impl CrawlerPoller {
     /// windows for files that became VALID meanwhile (also of other datasets sharing the crawler).
     /// Every part is idempotent, so a redelivered poll runs it again safely.
     async fn finish(&self, batch: &Batch) -> Result<(), HandlerError> {
+        if batch.is_direct() {
+            return self.finish_direct(batch).await;
+        }
         self.announce(batch).await?;
         let state = &self.ctx.ports.state;
         state

@@ -62,6 +62,7 @@ impl fmt::Display for BatchState {
 pub struct Batch {
     pub id: BatchId,
     pub dataset: String,
+    /// The crawler that catalogues the batch; empty when its dataset is catalogued directly.
     pub crawler: String,
     pub job: String,
     pub state: BatchState,
@@ -82,6 +83,11 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Whether the batch is catalogued directly (by its schema, without a crawler).
+    pub fn is_direct(&self) -> bool {
+        self.crawler.is_empty()
+    }
+
     /// The id of the batch opened by the message whose id is `seed`: deterministic, so that a
     /// redelivered message finds the batch it opened before its worker died.
     pub fn id_for(dataset: &str, seed: &str) -> BatchId {
