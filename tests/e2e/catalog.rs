@@ -143,3 +143,106 @@ async fn a_layout_the_table_cannot_hold_fails_the_batch() {
     assert_eq!(catalog.partitions("sales_daily").unwrap().len(), 1);
     assert_eq!(crawls(&app.pipeline), 0);
 }
+
+/// The same on AWS (moto): the bootstrap makes no crawler for the direct dataset, and after a run
+/// Glue holds its table, typed from the schema, and its partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_dataset_is_catalogued_in_glue_without_a_crawler() {
+    use crate::aws::{choreo, files};
+    use crate::helpers::ok;
+    use choreo_aws::moto::Moto;
+
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = choreo::demo::write_config(dir.path(), choreo::demo::CONFIG_FILE).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "schema = \"schemas/sales_daily.json\"",
+        "schema = \"schemas/sales_daily.json\"\ncatalog = \"direct\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    ok(choreo(&moto, dir.path()).arg("bootstrap").output().unwrap());
+
+    let clients = choreo_aws::AwsClients::emulator(&moto.endpoint).await;
+    let glue = &clients.glue;
+    let crawlers = glue.list_crawlers().send().await.unwrap();
+    assert_eq!(crawlers.crawler_names(), ["inventory_monthly-crawler"]);
+
+    let keys = [
+        ("daily/region=eu/day=2026-11-26/a.csv", "2026-11-26"),
+        ("daily/region=us/day=2026-11-25/b.csv", "2026-11-25"),
+    ];
+    for (i, (key, day)) in keys.iter().enumerate() {
+        clients
+            .s3
+            .put_object()
+            .bucket("choreo-input")
+            .key(*key)
+            .body(order(i as u32, day).into())
+            .send()
+            .await
+            .unwrap();
+    }
+    ok(choreo(&moto, dir.path())
+        .args(["up", "--exit-when-idle"])
+        .output()
+        .unwrap());
+    let records = files(&moto, dir.path());
+    assert_eq!(records.len(), keys.len(), "{records:#?}");
+    assert!(
+        records.values().all(|r| r.state.as_str() == "INGESTED"),
+        "{records:#?}"
+    );
+
+    let table = glue
+        .get_table()
+        .database_name("choreo")
+        .name("sales_daily")
+        .send()
+        .await
+        .unwrap()
+        .table
+        .unwrap();
+    let sd = table.storage_descriptor().unwrap();
+    assert_eq!(sd.location(), Some("s3://choreo-input/daily/"));
+    let columns: Vec<(&str, &str)> = sd
+        .columns()
+        .iter()
+        .map(|c| (c.name(), c.r#type().unwrap()))
+        .collect();
+    assert_eq!(columns[0], ("order_id", "bigint"));
+    assert_eq!(columns[4], ("amount", "double"));
+    let partition_keys: Vec<&str> = table.partition_keys().iter().map(|k| k.name()).collect();
+    assert_eq!(partition_keys, ["region", "day"]);
+    let partitions = glue
+        .get_partitions()
+        .database_name("choreo")
+        .table_name("sales_daily")
+        .send()
+        .await
+        .unwrap();
+    let mut found: Vec<(Vec<String>, String)> = partitions
+        .partitions()
+        .iter()
+        .map(|p| {
+            let location = p.storage_descriptor().unwrap().location().unwrap();
+            (p.values().to_vec(), location.to_string())
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (
+                vec!["eu".to_string(), "2026-11-26".to_string()],
+                "s3://choreo-input/daily/region=eu/day=2026-11-26/".to_string()
+            ),
+            (
+                vec!["us".to_string(), "2026-11-25".to_string()],
+                "s3://choreo-input/daily/region=us/day=2026-11-25/".to_string()
+            ),
+        ]
+    );
+    // Still no crawler for it.
+    let crawlers = glue.list_crawlers().send().await.unwrap();
+    assert_eq!(crawlers.crawler_names(), ["inventory_monthly-crawler"]);
+}
