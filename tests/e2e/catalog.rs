@@ -144,6 +144,133 @@ async fn a_layout_the_table_cannot_hold_fails_the_batch() {
     assert_eq!(crawls(&app.pipeline), 0);
 }
 
+/// The crawler poller's handler alone, on a pipeline that is not started: a window timer delivered
+/// twice (its worker died before deleting it) makes one batch and registers its partitions once; a
+/// batch whose timer was lost mid-way is finished by the sweep's `CrawlPoll`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_timers_and_sweep_pokes_catalogue_a_batch_once() {
+    use choreo_domain::{Batch, BatchState, Envelope, Event, FileId, NewFile, Stage, Transition};
+    use choreo_ports::ReceivedMessage;
+    use choreo_runtime::ServiceContext;
+
+    let app = TestApp::new(|c| {
+        for d in &mut c.datasets {
+            if d.name == "sales_daily" {
+                d.catalog = CatalogMode::Direct;
+            }
+        }
+    })
+    .await;
+    let pipeline = &app.pipeline;
+    let ports = pipeline.backend.ports();
+    let input = pipeline.settings.config.buckets.input.clone();
+    let valid = |key: &str| {
+        let (ports, input, key) = (ports.clone(), input.clone(), key.to_string());
+        async move {
+            let id = FileId::derive(&input, &key, "v1");
+            let file = NewFile {
+                id: id.clone(),
+                dataset: "sales_daily".into(),
+                bucket: input,
+                key,
+                size: 1,
+                version: "v1".into(),
+                reason: None,
+                trace_id: None,
+                traceparent: None,
+            };
+            ports.state.register(file).await.unwrap();
+            let t = Transition::new(
+                id.clone(),
+                Stage::Validator,
+                FileState::New,
+                FileState::Valid,
+            )
+            .unwrap();
+            ports.state.transition(&t).await.unwrap();
+            id
+        }
+    };
+    let ctx = ServiceContext::new(
+        pipeline.settings.clone(),
+        ports.clone(),
+        pipeline
+            .backend
+            .queue(&pipeline.settings.config.queues.crawl),
+    );
+    let handler = (choreo_crawler::SPEC.build)(&ctx);
+    let delivery = |envelope: &Envelope| ReceivedMessage {
+        id: envelope.id.clone(),
+        receipt: "r".into(),
+        body: envelope.to_json(),
+        attributes: Default::default(),
+        receive_count: 1,
+        sent_at: chrono::Utc::now(),
+        first_received_at: None,
+    };
+
+    let a = valid("daily/day=2026-11-26/a.csv").await;
+    let b = valid("daily/day=2026-11-27/b.csv").await;
+    let timer = Envelope::new(Event::CrawlWindowClosed {
+        dataset: "sales_daily".into(),
+        window: String::new(),
+    });
+    handler.handle(&delivery(&timer)).await.unwrap();
+    handler.handle(&delivery(&timer)).await.unwrap();
+    let batches = ports.state.batches_in(BatchState::Cataloged).await.unwrap();
+    assert_eq!(batches.len(), 1, "{batches:#?}");
+    assert!(batches[0].is_direct());
+    let mut files = batches[0].files.clone();
+    files.sort();
+    let mut expected = vec![a.clone(), b.clone()];
+    expected.sort();
+    assert_eq!(files, expected);
+    for id in [&a, &b] {
+        let r = ports.state.get(id).await.unwrap().unwrap();
+        assert_eq!(r.state, FileState::Cataloged);
+        assert_eq!(r.batch_id.as_deref(), Some(batches[0].id.as_str()));
+    }
+    assert_eq!(
+        catalog(pipeline).partitions("sales_daily").unwrap().len(),
+        2
+    );
+
+    // A batch recorded by a worker that died before cataloguing it, its timer lost: the sweep pokes it.
+    let c = valid("daily/day=2026-11-28/c.csv").await;
+    let now = chrono::Utc::now();
+    let stranded = Batch {
+        id: "b-sales_daily-stranded".into(),
+        dataset: "sales_daily".into(),
+        crawler: String::new(),
+        job: "builtin".into(),
+        state: BatchState::Crawling,
+        files: vec![c.clone()],
+        crawl_started: false,
+        job_run_id: None,
+        manifest: None,
+        reason: None,
+        failed_stage: None,
+        traceparent: None,
+        created_at: now,
+        updated_at: now,
+    };
+    ports.state.create_batch(&stranded).await.unwrap();
+    let poke = Envelope::new(Event::CrawlPoll {
+        batch_id: stranded.id.clone(),
+    });
+    handler.handle(&delivery(&poke)).await.unwrap();
+    handler.handle(&delivery(&poke)).await.unwrap();
+    let stored = ports.state.get_batch(&stranded.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, BatchState::Cataloged);
+    let r = ports.state.get(&c).await.unwrap().unwrap();
+    assert_eq!(r.state, FileState::Cataloged);
+    assert_eq!(
+        catalog(pipeline).partitions("sales_daily").unwrap().len(),
+        3
+    );
+    assert_eq!(crawls(pipeline), 0);
+}
+
 /// The same on AWS (moto): the bootstrap makes no crawler for the direct dataset, and after a run
 /// Glue holds its table, typed from the schema, and its partitions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
