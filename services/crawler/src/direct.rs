@@ -36,15 +36,20 @@ impl CrawlerPoller {
         let (batch, records) = match state.get_batch(&id).await? {
             Some(batch) => (batch, None),
             None => {
-                let records = self.valid_records(&d.name, d.batch_max_files).await?;
-                if records.is_empty() {
-                    return self.release_window(&d.name, window).await;
-                }
+                // Held until the batch is announced. Registering is a few calls, so the crawler's
+                // first lease (a minute) is ample, and a holder that died frees it soon. The files
+                // are listed under it: listed before, they could be another batch's, catalogued
+                // in the milliseconds between the listing and the lease.
                 let lease = catalog_lease(&d.name);
                 if let LeaseOutcome::Held { holder, .. } =
                     state.acquire_lease(&lease, &id, FIRST_LEASE).await?
                 {
                     tracing::info!(dataset = %d.name, running = %holder, "CatalogDeferred: a batch is being catalogued");
+                    return self.release_window(&d.name, window).await;
+                }
+                let records = self.valid_records(&d.name, d.batch_max_files).await?;
+                if records.is_empty() {
+                    state.release_lease(&lease, &id).await?;
                     return self.release_window(&d.name, window).await;
                 }
                 let span =
@@ -123,8 +128,8 @@ impl CrawlerPoller {
         let layout = infer_partitions(d.folder(), records.iter().map(|r| r.key.as_str()))
             .map_err(|e| refuse(e.to_string()))?;
         let bucket = &ctx.settings.config.buckets.input;
-        let table =
-            TableDef::of(d, schema, bucket, layout.keys).map_err(|e| refuse(e.to_string()))?;
+        let table = TableDef::of(d, schema, bucket, layout.partition_keys)
+            .map_err(|e| refuse(e.to_string()))?;
         let catalog = &ctx.ports.catalog;
         let outcome = catalog.ensure_table(&table).await?;
         let added = catalog.add_partitions(&table, &layout.partitions).await?;

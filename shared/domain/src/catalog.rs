@@ -115,7 +115,8 @@ pub struct Partition {
 /// A batch's partitions, as read off its keys.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Layout {
-    pub keys: Vec<String>,
+    /// The partition keys, outermost first; empty when the keys have no `name=value` folders.
+    pub partition_keys: Vec<String>,
     /// Distinct, sorted.
     pub partitions: Vec<Partition>,
 }
@@ -188,7 +189,7 @@ pub fn infer_partitions<'a>(
         }
     }
     Ok(Layout {
-        keys: first.map(|(_, names)| names).unwrap_or_default(),
+        partition_keys: first.map(|(_, names)| names).unwrap_or_default(),
         partitions: partitions.into_iter().collect(),
     })
 }
@@ -249,7 +250,7 @@ mod tests {
     use crate::config::{CatalogMode, CompressionSetting, KeyMatch, SchemaSource};
 
     fn keys(layout: &Layout) -> Vec<&str> {
-        layout.keys.iter().map(String::as_str).collect()
+        layout.partition_keys.iter().map(String::as_str).collect()
     }
 
     #[test]
