@@ -118,6 +118,60 @@ async fn a_direct_dataset_is_catalogued_without_a_crawl() {
     assert_eq!(crawls(&app.pipeline), 0, "no crawler ran");
 }
 
+/// Many files and small batches: full batches close at once, several timers at a time, and each
+/// file lands in exactly one batch, none of them empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_batches_split_the_files_without_overlap() {
+    const FILES: u32 = 12;
+    let mut app = TestApp::new(|c| {
+        for d in &mut c.datasets {
+            if d.name == "sales_daily" {
+                d.catalog = CatalogMode::Direct;
+                d.batch_max_files = 3;
+            }
+        }
+    })
+    .await;
+    app.start();
+    for i in 0..FILES {
+        let day = format!("2026-11-{:02}", 10 + i % 4);
+        app.put(&format!("daily/day={day}/{i}.csv"), &order(i, &day))
+            .await;
+    }
+    app.settle().await;
+    let records = app.by_key().await;
+    app.stop().await;
+    assert_eq!(records.len(), FILES as usize);
+    assert!(
+        records.values().all(|r| r.state == FileState::Ingested),
+        "{records:#?}"
+    );
+    let ports = app.pipeline.backend.ports();
+    let batches = ports
+        .state
+        .batches_in(choreo_domain::BatchState::Ingested)
+        .await
+        .unwrap();
+    let mut batched: Vec<_> = batches.iter().flat_map(|b| b.files.clone()).collect();
+    assert!(
+        batches
+            .iter()
+            .all(|b| !b.files.is_empty() && b.files.len() <= 3),
+        "{batches:#?}"
+    );
+    batched.sort();
+    batched.dedup();
+    assert_eq!(batched.len(), FILES as usize, "{batches:#?}");
+    assert_eq!(
+        catalog(&app.pipeline)
+            .partitions("sales_daily")
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(crawls(&app.pipeline), 0);
+}
+
 /// A layout the table cannot hold fails the batch as a failed crawl would, with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_layout_the_table_cannot_hold_fails_the_batch() {
