@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn choreo(moto: &Moto, dir: &Path) -> Command {
+pub(crate) fn choreo(moto: &Moto, dir: &Path) -> Command {
     let mut cmd = choreo_on(moto);
     cmd.arg("--data-dir").arg(dir);
     cmd
@@ -33,7 +33,7 @@ pub fn choreo_on(moto: &Moto) -> Command {
     cmd
 }
 
-fn files(moto: &Moto, dir: &Path) -> BTreeMap<String, FileRecord> {
+pub(crate) fn files(moto: &Moto, dir: &Path) -> BTreeMap<String, FileRecord> {
     let out = ok(choreo(moto, dir)
         .args(["files", "list", "--json"])
         .output()

@@ -3,6 +3,7 @@
 
 mod aws;
 mod bad_input;
+mod catalog;
 mod cli;
 mod crash;
 mod dashboard;

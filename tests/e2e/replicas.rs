@@ -638,26 +638,14 @@ async fn a_crawl_started_by_a_replica_that_died_is_taken_over() {
     let ports = pipeline.backend.ports();
     let config = &pipeline.settings.config;
     let d = &config.datasets[0];
-    let now = Utc::now();
-    let batch = Batch {
-        id: "b-orders_a-died".into(),
-        dataset: d.name.clone(),
-        crawler: d.crawler_name(),
-        job: d.job.clone(),
-        state: BatchState::Crawling,
-        files: Vec::new(),
-        crawl_started: false,
-        crawl_started_at: None,
-        crawl_ended_at: None,
-        job_run_id: None,
-        start_attempts: 0,
-        manifest: None,
-        reason: None,
-        failed_stage: None,
-        traceparent: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let batch = Batch::new(
+        "b-orders_a-died".into(),
+        &d.name,
+        d.crawler_name(),
+        d.job.clone(),
+        BatchState::Crawling,
+        Vec::new(),
+    );
     ports.state.create_batch(&batch).await.unwrap();
     let ctx = choreo_runtime::ServiceContext::new(
         pipeline.settings.clone(),

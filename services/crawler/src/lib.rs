@@ -13,6 +13,10 @@
 //!    `BatchCataloged` or `BatchFailed`, releases the lease and re-opens windows for files that became
 //!    VALID meanwhile.
 //!
+//! A dataset configured with `catalog = "direct"` batches the same way but needs no crawl: when its
+//! window closes, `direct.rs` records the batch, registers its table and partitions, and completes it
+//! at once, through the same `complete` and `finish` as a crawl's end.
+//!
 //! Every timer is a message, so a crash loses no wait, and every step checks the stored state first, so
 //! a duplicate is harmless. A timer lost outright (its queue purged, the message dead-lettered) shows
 //! as a lapsed lease: the watchdog ([`recover`]) sends a crawling batch whose crawler lease lapsed its
@@ -22,8 +26,8 @@
 //! batch and carries on rather than being locked out by them.
 
 use async_trait::async_trait;
-use choreo_domain::config::DatasetConfig;
-use choreo_domain::{Batch, BatchState, Event, FileId, FileState, Stage, Transition};
+use choreo_domain::config::{CatalogMode, DatasetConfig};
+use choreo_domain::{Batch, BatchState, Event, FileId, FileRecord, FileState, Stage, Transition};
 use choreo_ports::{
     BatchOutcome, CrawlStart, CrawlStatus, FileQuery, LeaseInfo, LeaseOutcome, PortError,
     ReceivedMessage, TransitionOutcome,
@@ -34,6 +38,8 @@ use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+mod direct;
 
 pub const STAGE: Stage = Stage::Crawler;
 
@@ -129,6 +135,19 @@ impl CrawlerPoller {
         let live = |l: Option<LeaseInfo>| l.is_some_and(|l| l.expires_at > Utc::now());
         let mut sent = 0;
         for batch in state.batches_in(BatchState::Crawling).await? {
+            if batch.is_direct() {
+                // No crawl and no crawler lease: catalogued within one message, so a direct batch
+                // still CRAWLING a lease time after its last write lost that message.
+                let idle = (Utc::now() - batch.updated_at).to_std().unwrap_or_default();
+                if idle >= self.lease_time() {
+                    tracing::warn!(batch_id = %batch.id, "LostCrawlPoll: cataloguing again");
+                    self.poll_after(&batch, Duration::ZERO)
+                        .await
+                        .map_err(|e| PortError::transient("recover", &batch.id, e.to_string()))?;
+                    sent += 1;
+                }
+                continue;
+            }
             let lease = crawler_lease(&batch.crawler);
             if live(state.lease(&lease).await?) {
                 continue; // polled lately, or another batch's crawl runs: it re-opens windows
@@ -145,9 +164,7 @@ impl CrawlerPoller {
             }
         }
         for d in &self.ctx.settings.config.datasets {
-            if live(state.lease(&window_lease(&d.name)).await?)
-                || live(state.lease(&crawler_lease(&d.crawler_name())).await?)
-            {
+            if live(state.lease(&window_lease(&d.name)).await?) || self.crawler_busy(d).await? {
                 continue;
             }
             let holder = format!("watchdog-{}", uuid::Uuid::new_v4());
@@ -216,13 +233,12 @@ impl CrawlerPoller {
         }
     }
 
+    /// Whether a crawl of the dataset's crawler holds its lease (never, for a direct dataset).
     async fn crawler_busy(&self, d: &DatasetConfig) -> Result<bool, PortError> {
-        let lease = self
-            .ctx
-            .ports
-            .state
-            .lease(&crawler_lease(&d.crawler_name()))
-            .await?;
+        let Some(crawler) = d.crawled_by() else {
+            return Ok(false);
+        };
+        let lease = self.ctx.ports.state.lease(&crawler_lease(&crawler)).await?;
         Ok(lease.is_some_and(|l| l.expires_at > Utc::now()))
     }
 
@@ -240,6 +256,15 @@ impl CrawlerPoller {
     }
 
     async fn valid_files(&self, dataset: &str, limit: usize) -> Result<Vec<FileId>, HandlerError> {
+        let records = self.valid_records(dataset, limit).await?;
+        Ok(records.into_iter().map(|r| r.id).collect())
+    }
+
+    async fn valid_records(
+        &self,
+        dataset: &str,
+        limit: usize,
+    ) -> Result<Vec<FileRecord>, HandlerError> {
         let page = self
             .ctx
             .ports
@@ -251,7 +276,7 @@ impl CrawlerPoller {
                 after: None,
             })
             .await?;
-        Ok(page.items.into_iter().map(|r| r.id).collect())
+        Ok(page.items)
     }
 
     /// Closes a window: records a batch of the dataset's VALID files and starts polling it, unless the
@@ -267,9 +292,11 @@ impl CrawlerPoller {
         let Some(d) = self.dataset(dataset) else {
             return Ok(());
         };
+        if d.catalog == CatalogMode::Direct {
+            return self.close_direct_window(d, window, timer_id).await;
+        }
         let crawler = d.crawler_name();
         let lease = crawler_lease(&crawler);
-        let now = Utc::now();
         let id = Batch::id_for(&d.name, timer_id);
         let existing = state.get_batch(&id).await?;
         if existing.is_none() {
@@ -288,23 +315,15 @@ impl CrawlerPoller {
             let span = tracing::info_span!(parent: None, "batch", batch_id = %id, dataset);
             let traceparent = span.in_scope(choreo_telemetry::current_traceparent);
             let batch = Batch {
-                id: id.clone(),
-                dataset: d.name.clone(),
-                crawler,
-                job: d.job.clone(),
-                state: BatchState::Crawling,
-                files,
-                crawl_started: false,
-                crawl_started_at: None,
-                crawl_ended_at: None,
-                job_run_id: None,
-                start_attempts: 0,
-                manifest: None,
-                reason: None,
-                failed_stage: None,
                 traceparent,
-                created_at: now,
-                updated_at: now,
+                ..Batch::new(
+                    id.clone(),
+                    &d.name,
+                    crawler,
+                    d.job.clone(),
+                    BatchState::Crawling,
+                    files,
+                )
             };
             state.create_batch(&batch).await?;
             tracing::info!(batch_id = %id, dataset, files = batch.files.len(), "BatchOpened");
@@ -333,6 +352,10 @@ impl CrawlerPoller {
             return Ok(());
         };
         tracing::Span::current().record("batch_id", batch_id);
+        if batch.is_direct() {
+            // A sweep's poke at a direct batch whose timer was lost: there is no crawl to poll.
+            return self.catalog_directly(batch, None).await;
+        }
         match batch.state {
             BatchState::Crawling => {}
             // The outbox case: the batch was recorded but its event may not have gone out.
@@ -429,6 +452,9 @@ impl CrawlerPoller {
         let state = &self.ctx.ports.state;
         let (to, reason) = match &failure {
             None => (FileState::Cataloged, None),
+            Some(r) if batch.is_direct() => {
+                (FileState::Failed, Some(format!("cataloguing failed: {r}")))
+            }
             Some(r) => (FileState::Failed, Some(format!("crawl failed: {r}"))),
         };
         let trace_id = batch
@@ -484,6 +510,9 @@ impl CrawlerPoller {
     /// windows for files that became VALID meanwhile (also of other datasets sharing the crawler).
     /// Every part is idempotent, so a redelivered poll runs it again safely.
     async fn finish(&self, batch: &Batch) -> Result<(), HandlerError> {
+        if batch.is_direct() {
+            return self.finish_direct(batch).await;
+        }
         self.announce(batch).await?;
         let state = &self.ctx.ports.state;
         state

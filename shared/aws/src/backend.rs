@@ -1,5 +1,6 @@
 //! The AWS backend as the services take it: the ports on the SDK clients.
 
+use crate::catalog::GlueCatalog;
 use crate::dynamo::{DynamoAuditLog, DynamoStateStore};
 use crate::glue::{GlueCrawler, GlueJobRunner};
 use crate::s3::S3Store;
@@ -66,6 +67,7 @@ impl AwsBackend {
                 aws.index_shards,
             )),
             crawler: Arc::new(GlueCrawler::new(clients.glue.clone())),
+            catalog: Arc::new(GlueCatalog::new(clients.glue.clone(), &aws.glue_database)),
             jobs: Arc::new(GlueJobRunner::new(clients.glue.clone(), &aws.builtin_job)),
             audit: Arc::new(DynamoAuditLog::new(
                 clients.dynamodb.clone(),

@@ -60,7 +60,7 @@ pub async fn bootstrap(clients: &AwsClients, config: &Config) -> Result<Bootstra
         config
             .datasets
             .iter()
-            .map(|d| d.crawler_name())
+            .filter_map(|d| d.crawled_by())
             .collect::<std::collections::BTreeSet<_>>()
             .len(),
         config.aws.builtin_job

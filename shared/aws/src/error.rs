@@ -73,6 +73,11 @@ where
     PortError::new(kind, op, target, message)
 }
 
+/// Whether an error code (as a batch call reports per entry) means "try again".
+pub fn is_transient_code(code: &str) -> bool {
+    TRANSIENT_CODES.contains(&code)
+}
+
 /// The service error code, if the error is a service error.
 pub fn code<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> Option<&str> {
     err.as_service_error().and_then(|e| e.code())

@@ -273,29 +273,18 @@ impl JobRunner for GlueJobRunner {
 // ---------------------------------------------------------------------------------------------
 // Resources.
 
-/// The folder a dataset's crawler crawls: `s3://<bucket>/<folder>`, where the folder is that of
-/// the dataset's literal key prefix (its `prefix`, else its `pattern` up to the first glob
-/// character). Glue include paths name folders (or single objects), so a prefix that ends inside a
-/// name (`daily/2026-`) is widened to its folder (`daily/`).
+/// The folder a dataset's crawler crawls: `s3://<bucket>/<folder>`, where the folder is
+/// [`DatasetConfig::folder`], that of the dataset's literal key prefix. Glue include paths name
+/// folders (or single objects), so a prefix that ends inside a name (`daily/2026-`) is widened to
+/// its folder (`daily/`).
 pub fn crawl_path(bucket: &str, dataset: &DatasetConfig) -> String {
-    let m = &dataset.key_match;
-    let literal = match (&m.prefix, &m.pattern) {
-        (Some(prefix), _) => prefix.as_str(),
-        (None, Some(pattern)) => {
-            let end = pattern
-                .find(['*', '?', '[', '{', '\\'])
-                .unwrap_or(pattern.len());
-            &pattern[..end]
-        }
-        (None, None) => "",
-    };
-    let folder = &literal[..literal.rfind('/').map_or(0, |i| i + 1)];
-    format!("s3://{bucket}/{folder}")
+    format!("s3://{bucket}/{}", dataset.folder())
 }
 
 /// Creates, if missing, the Glue database `aws.glue_database`, one crawler per distinct
-/// [`DatasetConfig::crawler_name`] (S3 targets: the folders of its datasets, see [`crawl_path`];
-/// role `aws.glue_role`), and the built-in job `aws.builtin_job` running the script at
+/// [`DatasetConfig::crawled_by`] (S3 targets: the folders of its datasets, see [`crawl_path`];
+/// role `aws.glue_role`; a dataset catalogued directly needs none, only the database), and the
+/// built-in job `aws.builtin_job` running the script at
 /// `script_location`. An existing crawler or job whose role, database, targets or script differ is
 /// updated; one that matches is left alone.
 pub async fn create_glue(
@@ -308,10 +297,12 @@ pub async fn create_glue(
     create_database(glue, &aws.glue_database).await?;
     let mut crawlers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for d in &config.datasets {
-        crawlers
-            .entry(d.crawler_name())
-            .or_default()
-            .insert(crawl_path(&config.buckets.input, d));
+        if let Some(crawler) = d.crawled_by() {
+            crawlers
+                .entry(crawler)
+                .or_default()
+                .insert(crawl_path(&config.buckets.input, d));
+        }
     }
     for (name, paths) in &crawlers {
         ensure_crawler(glue, name, &aws.glue_role, &aws.glue_database, paths).await?;
@@ -509,6 +500,7 @@ mod tests {
             compression: CompressionSetting::Auto,
             csv: CsvOptions::default(),
             schema: SchemaSource::Path("s.json".into()),
+            catalog: Default::default(),
             crawler: crawler.map(Into::into),
             job: "builtin".into(),
             batch_window_secs: 1,
@@ -527,6 +519,10 @@ mod tests {
                     Some("shared-crawler"),
                 ),
                 dataset("events", Some("events/2026-"), None, Some("shared-crawler")),
+                DatasetConfig {
+                    catalog: choreo_domain::config::CatalogMode::Direct,
+                    ..dataset("sales", Some("sales/"), None, None)
+                },
             ],
             ..Config::default()
         }
@@ -655,6 +651,12 @@ mod tests {
         assert_eq!(
             targets(glue, &c, "shared-crawler").await,
             ["s3://choreo-input/events/", "s3://choreo-input/monthly/"]
+        );
+        // The direct dataset has none.
+        let crawlers = glue.list_crawlers().send().await.unwrap();
+        assert_eq!(
+            crawlers.crawler_names(),
+            ["daily-crawler", "shared-crawler"]
         );
         let job = glue
             .get_job()

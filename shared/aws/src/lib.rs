@@ -3,12 +3,14 @@
 //! - `client.rs` builds the SDK clients from the standard chain (and counts API calls);
 //!   `error.rs` decides which SDK errors are worth retrying.
 //! - `sqs.rs` (Queue), `sns.rs` (EventBus), `s3.rs` (ObjectStore), `dynamo.rs` (StateStore and
-//!   AuditLog), `glue.rs` (Crawler and JobRunner): one adapter per service.
+//!   AuditLog), `glue.rs` (Crawler and JobRunner), `catalog.rs` (Catalog, on the Glue Data
+//!   Catalog): one adapter per service.
 //! - `bootstrap.rs` creates every resource the pipeline needs, idempotently.
 //! - `moto.rs` starts an emulator for tests.
 
 mod backend;
 pub mod bootstrap;
+pub mod catalog;
 pub mod client;
 pub mod cost;
 pub mod dynamo;

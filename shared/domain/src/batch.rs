@@ -62,6 +62,7 @@ impl fmt::Display for BatchState {
 pub struct Batch {
     pub id: BatchId,
     pub dataset: String,
+    /// The crawler that catalogues the batch; empty when its dataset is catalogued directly.
     pub crawler: String,
     pub job: String,
     pub state: BatchState,
@@ -94,6 +95,42 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// A new batch of `files` in `state`, created now, with nothing run yet.
+    pub fn new(
+        id: BatchId,
+        dataset: &str,
+        crawler: String,
+        job: String,
+        state: BatchState,
+        files: Vec<FileId>,
+    ) -> Batch {
+        let now = Utc::now();
+        Batch {
+            id,
+            dataset: dataset.to_string(),
+            crawler,
+            job,
+            state,
+            files,
+            crawl_started: false,
+            crawl_started_at: None,
+            crawl_ended_at: None,
+            job_run_id: None,
+            start_attempts: 0,
+            manifest: None,
+            reason: None,
+            failed_stage: None,
+            traceparent: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Whether the batch is catalogued directly (by its schema, without a crawler).
+    pub fn is_direct(&self) -> bool {
+        self.crawler.is_empty()
+    }
+
     /// The id of the batch opened by the message whose id is `seed`: deterministic, so that a
     /// redelivered message finds the batch it opened before its worker died.
     pub fn id_for(dataset: &str, seed: &str) -> BatchId {

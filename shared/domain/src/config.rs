@@ -329,7 +329,11 @@ pub struct DatasetConfig {
     pub csv: CsvOptions,
     /// A Frictionless Table Schema: a path (relative to the config file) or an inline table.
     pub schema: SchemaSource,
-    /// The crawler that catalogues the dataset; defaults to `<name>-crawler`.
+    /// How batches are catalogued: `crawler` (the default) runs a crawler over the dataset's folder;
+    /// `direct` registers the table from `schema` and the batch's partitions without one.
+    #[serde(default)]
+    pub catalog: CatalogMode,
+    /// The crawler that catalogues the dataset; defaults to `<name>-crawler`. Not with `direct`.
     #[serde(default)]
     pub crawler: Option<String>,
     /// The job that transforms a batch: `builtin` (the default) or a job name.
@@ -344,10 +348,37 @@ pub struct DatasetConfig {
 }
 
 impl DatasetConfig {
+    /// The crawler a `crawler`-mode dataset uses (see [`Self::crawled_by`] for one that may be direct).
     pub fn crawler_name(&self) -> String {
         self.crawler
             .clone()
             .unwrap_or_else(|| format!("{}-crawler", self.name))
+    }
+
+    /// The crawler that catalogues the dataset; `None` when it is catalogued directly.
+    pub fn crawled_by(&self) -> Option<String> {
+        match self.catalog {
+            CatalogMode::Crawler => Some(self.crawler_name()),
+            CatalogMode::Direct => None,
+        }
+    }
+
+    /// The folder of the dataset's literal key prefix: its `prefix`, else its `pattern` up to the
+    /// first glob character, cut back to the last `/` (`daily/2026-` → `daily/`; `*.csv` → ``).
+    /// Crawlers crawl it and a direct table's location is it: both name folders, not key prefixes.
+    pub fn folder(&self) -> &str {
+        let m = &self.key_match;
+        let literal = match (&m.prefix, &m.pattern) {
+            (Some(prefix), _) => prefix.as_str(),
+            (None, Some(pattern)) => {
+                let end = pattern
+                    .find(['*', '?', '[', '{', '\\'])
+                    .unwrap_or(pattern.len());
+                &pattern[..end]
+            }
+            (None, None) => "",
+        };
+        &literal[..literal.rfind('/').map_or(0, |i| i + 1)]
     }
 
     /// The validation format, with the CSV dialect.
@@ -382,6 +413,19 @@ impl DatasetConfig {
 pub struct KeyMatch {
     pub prefix: Option<String>,
     pub pattern: Option<String>,
+}
+
+/// How a dataset's batches are catalogued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatalogMode {
+    /// A crawler infers the table from the files: for datasets whose columns drift or are unknown.
+    /// At least ten minutes of Glue time per batch.
+    #[default]
+    Crawler,
+    /// The table comes from the dataset's schema and the partitions from the batch's keys
+    /// (`name=value` folders), registered directly: a few catalog calls per batch, no crawl.
+    Direct,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -477,6 +521,12 @@ pub enum ConfigError {
     BadBatch(String),
     #[error("dataset {0:?}: csv delimiter and quote must be single ASCII characters")]
     BadDialect(String),
+    #[error(
+        "dataset {0:?}: `crawler` cannot be set with `catalog = \"direct\"`, which uses no crawler"
+    )]
+    CrawlerWithDirect(String),
+    #[error("dataset {0:?}: `crawler` must not be empty")]
+    EmptyCrawler(String),
     #[error("queues.max_receive_count must be at least 1")]
     BadReceiveCount,
     #[error(
@@ -516,6 +566,15 @@ impl Config {
             }
             if !d.csv.delimiter.is_ascii() || !d.csv.quote.is_ascii() {
                 return Err(ConfigError::BadDialect(d.name.clone()));
+            }
+            match (&d.crawler, d.catalog) {
+                (Some(_), CatalogMode::Direct) => {
+                    return Err(ConfigError::CrawlerWithDirect(d.name.clone()));
+                }
+                (Some(c), _) if c.is_empty() => {
+                    return Err(ConfigError::EmptyCrawler(d.name.clone()));
+                }
+                _ => {}
             }
         }
         KeyRouter::new(&self.datasets).map(|_| ())
@@ -625,6 +684,7 @@ mod tests {
             compression: CompressionSetting::Auto,
             csv: CsvOptions::default(),
             schema: SchemaSource::Path("s.json".into()),
+            catalog: CatalogMode::Crawler,
             crawler: None,
             job: default_job(),
             batch_window_secs: 1,
@@ -660,6 +720,43 @@ mod tests {
         assert!(matches!(c.check(), Err(ConfigError::Duplicate(_))));
         c.datasets = vec![dataset("d", Some("a"), None)];
         assert!(c.check().is_ok());
+        c.datasets[0].catalog = CatalogMode::Direct;
+        assert!(c.check().is_ok());
+        c.datasets[0].crawler = Some("d-crawler".into());
+        let err = c.check().unwrap_err();
+        assert!(matches!(err, ConfigError::CrawlerWithDirect(_)), "{err}");
+        assert!(err.to_string().contains("direct"), "{err}");
+        c.datasets[0].catalog = CatalogMode::Crawler;
+        c.datasets[0].crawler = Some(String::new());
+        assert!(matches!(c.check(), Err(ConfigError::EmptyCrawler(_))));
+    }
+
+    #[test]
+    fn catalog_mode_is_lowercase_and_defaults_to_crawler() {
+        let d: DatasetConfig = serde_json::from_value(serde_json::json!({
+            "name": "d", "match": {"prefix": "d/"}, "format": "csv", "schema": "s.json"
+        }))
+        .unwrap();
+        assert_eq!(d.catalog, CatalogMode::Crawler);
+        assert_eq!(d.crawled_by().as_deref(), Some("d-crawler"));
+        let d: DatasetConfig = serde_json::from_value(serde_json::json!({
+            "name": "d", "match": {"prefix": "d/"}, "format": "csv", "schema": "s.json",
+            "catalog": "direct"
+        }))
+        .unwrap();
+        assert_eq!(d.catalog, CatalogMode::Direct);
+        assert_eq!(d.crawled_by(), None);
+    }
+
+    #[test]
+    fn folders_are_the_literal_prefix_cut_to_a_slash() {
+        let folder = |prefix, pattern| dataset("d", prefix, pattern).folder().to_string();
+        assert_eq!(folder(Some("daily/"), None), "daily/");
+        assert_eq!(folder(Some("daily/2026-"), None), "daily/");
+        assert_eq!(folder(Some("a/b/"), Some("a/b/*.csv")), "a/b/");
+        assert_eq!(folder(None, Some("monthly/**/*.gz")), "monthly/");
+        assert_eq!(folder(None, Some("*.csv")), "");
+        assert_eq!(folder(None, Some("exact/key.csv")), "exact/");
     }
 
     #[test]

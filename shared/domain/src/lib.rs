@@ -4,10 +4,11 @@
 //! the [`FileState`] machine (`state.rs`, the only place that knows which moves are legal) by asking the
 //! state store for a conditional [`Transition`]. Stages talk through [`Envelope`]s of [`Event`]s
 //! (`event.rs`, the message contracts). Datasets — which keys they own, their format and schema, their
-//! crawler and job — are described by [`config`].
+//! crawler and job — are described by [`config`]; a directly catalogued dataset's table, by [`catalog`].
 
 pub mod alert;
 pub mod batch;
+pub mod catalog;
 pub mod config;
 pub mod event;
 pub mod record;

@@ -1,8 +1,8 @@
 //! A local stand-in for Glue crawlers: schema inference into the local catalog.
 //!
-//! A crawler (named by `DatasetConfig::crawler_name`) covers the datasets that name it. Starting it
-//! marks it RUNNING in the `crawls` table (a crawler already running answers `AlreadyRunning`, as
-//! Glue's `CrawlerRunningException`). Polling a running crawl does the crawl, once `min_duration` has
+//! A crawler (named by `DatasetConfig::crawled_by`) covers the datasets that name it; a dataset
+//! catalogued directly has none (see `catalog.rs`). Starting it marks it RUNNING in the `crawls`
+//! table (a crawler already running answers `AlreadyRunning`, as Glue's `CrawlerRunningException`). Polling a running crawl does the crawl, once `min_duration` has
 //! passed since it started: for each dataset, the input bucket's objects that the key router gives it
 //! are read — only their start: a CSV header in the dataset's dialect, or the keys of the first JSON
 //! Lines object, gunzipped when the key says so — and the union of their columns, in order, becomes
@@ -13,7 +13,8 @@
 //! Every crawl started is also a row of `crawl_runs` (crawler, start, end, status), the history that
 //! [`LocalCrawler::history`] reads: `crawls` keeps only each crawler's latest.
 
-use crate::db::{Db, DbError, from_ms, ms, now_ms, parse_ts, ts};
+use crate::catalog::{CatalogTable, tables};
+use crate::db::{Db, DbError, from_ms, ms, now_ms, ts};
 use crate::objects::LocalObjectStore;
 use crate::transform::{column_names, csv_reader, decoded, is_gzip, object_keys};
 use async_trait::async_trait;
@@ -31,20 +32,6 @@ use std::time::Duration;
 
 /// How much of an object a crawl reads (before decompression).
 const HEAD_BYTES: u64 = 1 << 20;
-
-/// One dataset's table in the local catalog.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CatalogTable {
-    pub dataset: String,
-    pub crawler: String,
-    /// The union of the columns of the dataset's objects, in order of first appearance.
-    pub columns: Vec<String>,
-    /// Objects the latest crawl read.
-    pub files: u64,
-    /// `<input bucket>/<prefix or pattern>`.
-    pub location: String,
-    pub updated_at: DateTime<Utc>,
-}
 
 /// One crawl, as the history keeps it.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,11 +112,11 @@ impl LocalCrawler {
         let router = KeyRouter::new(&config.datasets)
             .map_err(|e| PortError::permanent("open", "datasets", e))?;
         let mut crawlers: BTreeMap<String, Vec<DatasetConfig>> = BTreeMap::new();
+        // A dataset catalogued directly has no crawler.
         for d in &config.datasets {
-            crawlers
-                .entry(d.crawler_name())
-                .or_default()
-                .push(d.clone());
+            if let Some(crawler) = d.crawled_by() {
+                crawlers.entry(crawler).or_default().push(d.clone());
+            }
         }
         Ok(LocalCrawler {
             db,
@@ -182,34 +169,7 @@ impl LocalCrawler {
     ) -> Result<Vec<CatalogTable>, PortError> {
         self.db
             .blocking(op, dataset.as_deref().unwrap_or("catalog"), |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT dataset, crawler, columns, files, location, updated_at FROM catalog
-                 WHERE ?1 IS NULL OR dataset = ?1 ORDER BY dataset",
-                )?;
-                let rows = stmt
-                    .query_map(params![dataset], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, i64>(3)?,
-                            r.get::<_, String>(4)?,
-                            r.get::<_, String>(5)?,
-                        ))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                rows.into_iter()
-                    .map(|(dataset, crawler, columns, files, location, updated)| {
-                        Ok(CatalogTable {
-                            dataset,
-                            crawler,
-                            columns: serde_json::from_str(&columns)?,
-                            files: files.max(0) as u64,
-                            location,
-                            updated_at: parse_ts(&updated)?,
-                        })
-                    })
-                    .collect()
+                tables(conn, dataset.as_deref())
             })
     }
 
@@ -340,7 +300,7 @@ impl LocalCrawler {
                                 "INSERT INTO catalog (dataset, crawler, columns, files, location, updated_at)
                                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                                  ON CONFLICT (dataset) DO UPDATE SET crawler = excluded.crawler,
-                                     columns = excluded.columns, files = excluded.files,
+                                     columns = excluded.columns, types = NULL, files = excluded.files,
                                      location = excluded.location, updated_at = excluded.updated_at",
                                 params![
                                     f.dataset,

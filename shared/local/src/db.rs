@@ -134,12 +134,23 @@ CREATE TABLE IF NOT EXISTS crawl_runs (
 );
 
 CREATE TABLE IF NOT EXISTS catalog (
-    dataset    TEXT PRIMARY KEY,
-    crawler    TEXT NOT NULL,
-    columns    TEXT NOT NULL,
-    files      INTEGER NOT NULL,
-    location   TEXT NOT NULL,
-    updated_at TEXT NOT NULL
+    dataset        TEXT PRIMARY KEY,
+    crawler        TEXT NOT NULL,
+    columns        TEXT NOT NULL,
+    files          INTEGER NOT NULL,
+    location       TEXT NOT NULL,
+    updated_at     TEXT NOT NULL,
+    types          TEXT,
+    partition_keys TEXT,
+    format         TEXT
+);
+
+CREATE TABLE IF NOT EXISTS partitions (
+    dataset          TEXT NOT NULL,
+    partition_values TEXT NOT NULL,
+    location         TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    PRIMARY KEY (dataset, partition_values)
 );
 
 CREATE TABLE IF NOT EXISTS job_runs (
@@ -249,8 +260,17 @@ impl Db {
             tx.execute_batch("ALTER TABLE files ADD COLUMN sweep TEXT")
                 .map_err(err)?;
         }
-        // Version 3 added the crawl history (`crawl_runs`), a new table SCHEMA creates: crawls
-        // before the upgrade are not in it.
+        if (1..3).contains(&version) {
+            // Version 3 added what direct cataloguing records on a table, the partitions table and
+            // the crawl history (`crawl_runs`; crawls before the upgrade are not in it), the new
+            // tables created by SCHEMA.
+            tx.execute_batch(
+                "ALTER TABLE catalog ADD COLUMN types TEXT;
+                 ALTER TABLE catalog ADD COLUMN partition_keys TEXT;
+                 ALTER TABLE catalog ADD COLUMN format TEXT;",
+            )
+            .map_err(err)?;
+        }
         tx.execute_batch(SCHEMA).map_err(err)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(err)?;
@@ -401,6 +421,9 @@ mod tests {
             let conn = db.conn.lock().unwrap();
             conn.execute_batch(
                 "ALTER TABLE files DROP COLUMN sweep; DROP TABLE alerts;
+                 ALTER TABLE catalog DROP COLUMN types;
+                 ALTER TABLE catalog DROP COLUMN partition_keys;
+                 ALTER TABLE catalog DROP COLUMN format; DROP TABLE partitions;
                  INSERT INTO files (id, dataset, bucket, key, size, version, state,
                                     created_at, updated_at, history)
                  VALUES ('f-1', 'd', 'in', 'k', 1, 'v', 'NEW', 't', 't', '[]');
@@ -427,9 +450,11 @@ mod tests {
     }
 
     #[test]
-    fn a_version_2_database_gains_the_crawl_history() {
+    fn a_version_2_database_gains_the_catalog_columns_and_crawl_history_and_keeps_its_tables() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("choreo.db");
+        // A version-2 database: a crawled table, no direct-catalogue columns, no partitions table,
+        // no crawl history.
         {
             let db = Db::open(&path).unwrap();
             let conn = db.conn.lock().unwrap();
@@ -437,6 +462,11 @@ mod tests {
                 "DROP TABLE crawl_runs;
                  INSERT INTO crawls (crawler, state, last_status, started_at, finished_at)
                  VALUES ('c', 'READY', 'SUCCEEDED', 1, 2);
+                 ALTER TABLE catalog DROP COLUMN types;
+                 ALTER TABLE catalog DROP COLUMN partition_keys;
+                 ALTER TABLE catalog DROP COLUMN format; DROP TABLE partitions;
+                 INSERT INTO catalog (dataset, crawler, columns, files, location, updated_at)
+                 VALUES ('d', 'd-crawler', '[\"id\"]', 1, 'in/d/', '2026-11-26T00:00:00Z');
                  PRAGMA user_version = 2;",
             )
             .unwrap();
@@ -453,6 +483,17 @@ mod tests {
             })
             .unwrap();
         assert_eq!(state, "READY");
+        let tables = crate::catalog::tables(&conn, None).map_err(|_| ()).unwrap();
+        assert_eq!(tables.len(), 1);
+        assert_eq!(tables[0].columns, ["id"]);
+        assert_eq!(
+            (tables[0].types.clone(), tables[0].partition_keys.len()),
+            (None, 0)
+        );
+        let partitions: i64 = conn
+            .query_row("SELECT COUNT(*) FROM partitions", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(partitions, 0);
         let v: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();

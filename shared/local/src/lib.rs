@@ -4,8 +4,8 @@
 //! ```text
 //! data_dir/
 //!   choreo.db          queues (SQS), subscriptions (SNS), files/batches/leases (DynamoDB),
-//!                      crawls + crawl_runs + catalog (Glue crawler), job_runs (Glue jobs),
-//!                      audit trail
+//!                      crawls + crawl_runs (Glue crawlers), catalog + partitions (Glue Data
+//!                      Catalog), job_runs (Glue jobs), audit trail
 //!   buckets/<bucket>/  one directory per bucket (S3), keys are relative paths
 //!   tmp/               staging for atomic writes
 //! ```
@@ -19,7 +19,8 @@
 //! - `notifier.rs` — scans the input bucket and sends S3-shaped notifications to the ingest queue,
 //!   as S3 event notifications would; run it with [`LocalBackend::run_notifier`].
 //! - `state.rs` — file records, batches and leases as conditional writes.
-//! - `crawler.rs` / `jobs.rs` / `transform.rs` — Glue stand-ins that do their work when polled.
+//! - `crawler.rs` / `jobs.rs` / `transform.rs` — Glue stand-ins that do their work when polled;
+//!   `catalog.rs` — the catalog's tables and partitions, which crawls and direct registrations write.
 //! - `audit.rs` — the deduplicated audit trail, its counters and the alerts waiting to go out.
 //! - `mail.rs` — alerts as log lines, and e-mails through SMTP when configured.
 //!
@@ -30,6 +31,7 @@
 
 mod audit;
 mod bus;
+mod catalog;
 mod crawler;
 mod db;
 mod jobs;
@@ -42,7 +44,8 @@ pub mod transform;
 
 pub use audit::LocalAuditLog;
 pub use bus::LocalTopic;
-pub use crawler::{CatalogTable, CrawlRun, LocalCrawler};
+pub use catalog::{CatalogPartition, CatalogTable, LocalCatalog};
+pub use crawler::{CrawlRun, LocalCrawler};
 pub use jobs::LocalJobRunner;
 pub use mail::MailNotifier;
 pub use notifier::{ScanResult, s3_key_encode, s3_notification};
@@ -72,6 +75,7 @@ pub struct LocalBackend {
     topic: Arc<LocalTopic>,
     state: Arc<LocalStateStore>,
     crawler: Arc<LocalCrawler>,
+    catalog: Arc<LocalCatalog>,
     jobs: Arc<LocalJobRunner>,
     audit: Arc<LocalAuditLog>,
     notifier: Arc<Notifier>,
@@ -135,6 +139,7 @@ impl LocalBackend {
             )),
             state: Arc::new(LocalStateStore::new(Arc::clone(&db))),
             crawler: Arc::new(crawler),
+            catalog: Arc::new(LocalCatalog::new(Arc::clone(&db))),
             jobs: Arc::new(LocalJobRunner::new(
                 Arc::clone(&db),
                 Arc::clone(&objects),
@@ -170,6 +175,7 @@ impl LocalBackend {
             objects: self.objects.clone(),
             state: self.state.clone(),
             crawler: self.crawler.clone(),
+            catalog: self.catalog.clone(),
             jobs: self.jobs.clone(),
             audit: self.audit.clone(),
             queues: Arc::new(self.clone()),
@@ -206,6 +212,11 @@ impl LocalBackend {
 
     pub fn crawler(&self) -> Arc<LocalCrawler> {
         Arc::clone(&self.crawler)
+    }
+
+    /// The catalog's tables and partitions, as crawls and direct registrations wrote them.
+    pub fn catalog(&self) -> Arc<LocalCatalog> {
+        Arc::clone(&self.catalog)
     }
 
     pub fn jobs(&self) -> Arc<LocalJobRunner> {
@@ -277,6 +288,7 @@ pub(crate) mod testutil {
             compression: CompressionSetting::Auto,
             csv: CsvOptions::default(),
             schema: SchemaSource::Inline(serde_json::json!({"fields": []})),
+            catalog: Default::default(),
             crawler: crawler.map(Into::into),
             job: "builtin".into(),
             batch_window_secs: 1,

@@ -674,23 +674,17 @@ mod tests {
     fn batch(id: &str, at_offset_ms: i64) -> Batch {
         let at = Utc::now() + chrono::Duration::milliseconds(at_offset_ms);
         Batch {
-            id: id.into(),
-            dataset: "d".into(),
-            crawler: "d-crawler".into(),
-            job: "builtin".into(),
-            state: BatchState::Crawling,
             files: vec![FileId::from("f-1")],
-            crawl_started: false,
-            crawl_started_at: None,
-            crawl_ended_at: None,
-            job_run_id: None,
-            start_attempts: 0,
-            manifest: None,
-            reason: None,
-            failed_stage: None,
-            traceparent: None,
             created_at: at,
             updated_at: at,
+            ..Batch::new(
+                id.into(),
+                "d",
+                "d-crawler".into(),
+                "builtin".into(),
+                BatchState::Crawling,
+                Vec::new(),
+            )
         }
     }
 

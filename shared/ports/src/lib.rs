@@ -7,6 +7,7 @@
 
 mod audit;
 mod bus;
+mod catalog;
 mod error;
 mod jobs;
 mod notify;
@@ -16,6 +17,7 @@ mod state;
 
 pub use audit::{AuditEntry, AuditLog};
 pub use bus::EventBus;
+pub use catalog::{Catalog, TableOutcome};
 pub use error::{ErrorKind, PortError};
 pub use jobs::{CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus};
 pub use notify::Notifier;
@@ -35,6 +37,7 @@ pub struct Ports {
     pub objects: Arc<dyn ObjectStore>,
     pub state: Arc<dyn StateStore>,
     pub crawler: Arc<dyn Crawler>,
+    pub catalog: Arc<dyn Catalog>,
     pub jobs: Arc<dyn JobRunner>,
     pub audit: Arc<dyn AuditLog>,
     pub queues: Arc<dyn Queues>,

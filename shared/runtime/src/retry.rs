@@ -16,7 +16,6 @@ use crate::publish::{Publisher, batch_event_id, file_event_id};
 use choreo_domain::Transition;
 use choreo_domain::{Batch, BatchState, Config, Event, FileId, FileRecord, FileState, Stage};
 use choreo_ports::{FileQuery, PortError, StateStore, TransitionOutcome};
-use chrono::Utc;
 use std::collections::BTreeMap;
 
 /// What to retry.
@@ -213,35 +212,26 @@ async fn rebatch(
         None => None,
     };
     let d = config.dataset(dataset);
-    let now = Utc::now();
     let seed = uuid::Uuid::new_v4().simple().to_string();
     let span = tracing::info_span!(parent: None, "batch", dataset, retry_of = ?old_batch);
+    let crawler = old
+        .as_ref()
+        .map(|b| b.crawler.clone())
+        .or_else(|| d.map(|d| d.crawler_name()))
+        .unwrap_or_default();
+    // The dataset's job now: the operator may have fixed the configuration before retrying.
+    let job = d
+        .map(|d| d.job.clone())
+        .or_else(|| old.as_ref().map(|b| b.job.clone()))
+        .unwrap_or_else(|| "builtin".into());
+    let files = records.iter().map(|r| r.id.clone()).collect();
+    let id = format!("{}-r{}", Batch::id_for(dataset, &seed), &seed[..4]);
     let mut batch = Batch {
-        id: format!("{}-r{}", Batch::id_for(dataset, &seed), &seed[..4]),
-        dataset: dataset.to_string(),
-        crawler: old
-            .as_ref()
-            .map(|b| b.crawler.clone())
-            .or_else(|| d.map(|d| d.crawler_name()))
-            .unwrap_or_default(),
-        // The dataset's job now: the operator may have fixed the configuration before retrying.
-        job: d
-            .map(|d| d.job.clone())
-            .or_else(|| old.as_ref().map(|b| b.job.clone()))
-            .unwrap_or_else(|| "builtin".into()),
-        state: BatchState::Cataloged,
-        files: records.iter().map(|r| r.id.clone()).collect(),
         crawl_started: old.as_ref().is_some_and(|b| b.crawl_started),
         crawl_started_at: old.as_ref().and_then(|b| b.crawl_started_at),
         crawl_ended_at: old.as_ref().and_then(|b| b.crawl_ended_at),
-        job_run_id: None,
-        start_attempts: 0,
-        manifest: None,
-        reason: None,
-        failed_stage: None,
         traceparent: span.in_scope(choreo_telemetry::current_traceparent),
-        created_at: now,
-        updated_at: now,
+        ..Batch::new(id, dataset, crawler, job, BatchState::Cataloged, files)
     };
     // Recorded first: files that move below always have their batch.
     state.create_batch(&batch).await?;

@@ -1,0 +1,418 @@
+//! The [`Catalog`] on the Glue Data Catalog: tables and partitions registered directly, for datasets
+//! that declare their schema — no crawler, no crawl.
+//!
+//! A table is an external table over `s3://<bucket>/<folder>`: CSV through `OpenCSVSerde` (it honours
+//! the dataset's quote character; a header is skipped with `skip.header.line.count`), JSON Lines
+//! through the OpenX `JsonSerDe`, both as text. Partition keys are strings, and each partition carries
+//! the table's storage at its own folder, as a crawler writes them.
+
+use crate::error::{code, is_transient_code, port_error};
+use async_trait::async_trait;
+use aws_sdk_glue::Client;
+use aws_sdk_glue::types::{Column, PartitionInput, SerDeInfo, StorageDescriptor, TableInput};
+use choreo_domain::catalog::{Partition, TableDef, TableFormat};
+use choreo_ports::{Catalog, ErrorKind, PortError, TableOutcome};
+use std::collections::{BTreeMap, HashMap};
+
+/// BatchCreatePartition takes at most 100 partitions a call.
+const PARTITIONS_PER_CALL: usize = 100;
+const INPUT_FORMAT: &str = "org.apache.hadoop.mapred.TextInputFormat";
+const OUTPUT_FORMAT: &str = "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat";
+const CSV_SERDE: &str = "org.apache.hadoop.hive.serde2.OpenCSVSerde";
+const JSON_SERDE: &str = "org.openx.data.jsonserde.JsonSerDe";
+
+/// The [`Catalog`] on Glue, writing to the database `aws.glue_database` (which the bootstrap creates).
+#[derive(Debug, Clone)]
+pub struct GlueCatalog {
+    client: Client,
+    database: String,
+}
+
+impl GlueCatalog {
+    pub fn new(client: Client, database: &str) -> Self {
+        GlueCatalog {
+            client,
+            database: database.to_string(),
+        }
+    }
+}
+
+fn location(bucket: &str, folder: &str) -> String {
+    format!("s3://{bucket}/{folder}")
+}
+
+fn storage(table: &TableDef, folder: &str) -> StorageDescriptor {
+    let columns = table
+        .columns
+        .iter()
+        .map(|c| column(&c.name, c.column_type.as_str()))
+        .collect();
+    let serde = match &table.format {
+        TableFormat::Csv {
+            delimiter, quote, ..
+        } => SerDeInfo::builder()
+            .serialization_library(CSV_SERDE)
+            .parameters("separatorChar", delimiter.to_string())
+            .parameters("quoteChar", quote.to_string()),
+        TableFormat::JsonLines => SerDeInfo::builder().serialization_library(JSON_SERDE),
+    };
+    StorageDescriptor::builder()
+        .set_columns(Some(columns))
+        .location(location(&table.bucket, folder))
+        .input_format(INPUT_FORMAT)
+        .output_format(OUTPUT_FORMAT)
+        .serde_info(serde.build())
+        .build()
+}
+
+fn column(name: &str, column_type: &str) -> Column {
+    Column::builder()
+        .name(name)
+        .r#type(column_type)
+        .build()
+        .expect("a column has a name")
+}
+
+fn table_parameters(table: &TableDef) -> HashMap<String, String> {
+    let mut params = HashMap::from([
+        ("EXTERNAL".to_string(), "TRUE".to_string()),
+        (
+            "classification".to_string(),
+            table.format.classification().to_string(),
+        ),
+    ]);
+    if let TableFormat::Csv { header, .. } = table.format {
+        let skip = if header { "1" } else { "0" };
+        params.insert("skip.header.line.count".into(), skip.into());
+    }
+    params
+}
+
+fn table_input(table: &TableDef) -> TableInput {
+    TableInput::builder()
+        .name(&table.name)
+        .description(format!(
+            "Dataset {}, registered directly by Choreo from its schema.",
+            table.dataset
+        ))
+        .table_type("EXTERNAL_TABLE")
+        .storage_descriptor(storage(table, &table.folder))
+        .set_partition_keys(Some(
+            table
+                .partition_keys
+                .iter()
+                .map(|k| column(k, "string"))
+                .collect(),
+        ))
+        .set_parameters(Some(table_parameters(table)))
+        .build()
+        .expect("a table has a name")
+}
+
+/// What `ensure_table` compares of a table: columns and types (case-insensitively, as Glue and
+/// Athena treat them), location, SerDe, formats, and the table parameters we set (Glue may add
+/// others).
+#[derive(Debug, PartialEq)]
+struct Shape {
+    columns: Vec<(String, String)>,
+    location: Option<String>,
+    formats: (Option<String>, Option<String>),
+    serde: Option<String>,
+    serde_params: BTreeMap<String, String>,
+}
+
+fn shape(sd: Option<&StorageDescriptor>) -> Shape {
+    let lower = |s: Option<&str>| s.unwrap_or_default().to_ascii_lowercase();
+    let own = |s: Option<&str>| s.map(str::to_string);
+    Shape {
+        columns: sd
+            .map(|sd| {
+                sd.columns()
+                    .iter()
+                    .map(|c| (c.name().to_ascii_lowercase(), lower(c.r#type())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        location: sd.and_then(|sd| own(sd.location())),
+        formats: (
+            sd.and_then(|sd| own(sd.input_format())),
+            sd.and_then(|sd| own(sd.output_format())),
+        ),
+        serde: sd
+            .and_then(|sd| sd.serde_info())
+            .and_then(|s| own(s.serialization_library())),
+        serde_params: sd
+            .and_then(|sd| sd.serde_info())
+            .and_then(|s| s.parameters())
+            .map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+    }
+}
+
+fn key_names(keys: &[Column]) -> Vec<String> {
+    keys.iter().map(|k| k.name().to_ascii_lowercase()).collect()
+}
+
+impl GlueCatalog {
+    /// What to do about a table that exists: nothing, an update, or a refusal.
+    fn compare(
+        &self,
+        existing: &aws_sdk_glue::types::Table,
+        wanted: &TableInput,
+    ) -> Result<bool, PortError> {
+        let (have, want) = (
+            key_names(existing.partition_keys()),
+            key_names(wanted.partition_keys()),
+        );
+        if have != want {
+            return Err(PortError::permanent(
+                "ensure_table",
+                wanted.name(),
+                format!("the table is partitioned by {have:?}, the batch by {want:?}"),
+            ));
+        }
+        let params = existing.parameters();
+        let params_match = wanted
+            .parameters()
+            .into_iter()
+            .flatten()
+            .all(|(k, v)| params.and_then(|p| p.get(k)) == Some(v));
+        Ok(params_match
+            && shape(existing.storage_descriptor()) == shape(wanted.storage_descriptor()))
+    }
+
+    async fn get_table(&self, name: &str) -> Result<Option<aws_sdk_glue::types::Table>, PortError> {
+        match self
+            .client
+            .get_table()
+            .database_name(&self.database)
+            .name(name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.table),
+            // The database missing is also EntityNotFound: CreateTable then says so.
+            Err(e) if code(&e) == Some("EntityNotFoundException") => Ok(None),
+            Err(e) => Err(port_error("ensure_table", name, e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Catalog for GlueCatalog {
+    /// GetTable first (the common case, once per batch, is a table that exists and matches: one
+    /// read); CreateTable when missing; UpdateTable when the columns, format or location differ.
+    /// A CreateTable that loses a race (`AlreadyExistsException`) compares with the winner's table.
+    async fn ensure_table(&self, table: &TableDef) -> Result<TableOutcome, PortError> {
+        let wanted = table_input(table);
+        let existing = match self.get_table(&table.name).await? {
+            Some(t) => t,
+            None => {
+                let created = self
+                    .client
+                    .create_table()
+                    .database_name(&self.database)
+                    .table_input(wanted.clone())
+                    .send()
+                    .await;
+                match created {
+                    Ok(_) => {
+                        tracing::info!(table = %table.name, database = %self.database, "GlueTableCreated");
+                        return Ok(TableOutcome::Created);
+                    }
+                    Err(e) if code(&e) == Some("AlreadyExistsException") => {
+                        self.get_table(&table.name).await?.ok_or_else(|| {
+                            PortError::transient("ensure_table", &table.name, "created and gone")
+                        })?
+                    }
+                    Err(e) => return Err(port_error("ensure_table", &table.name, e)),
+                }
+            }
+        };
+        if self.compare(&existing, &wanted)? {
+            return Ok(TableOutcome::Unchanged);
+        }
+        self.client
+            .update_table()
+            .database_name(&self.database)
+            .table_input(wanted)
+            .send()
+            .await
+            .map_err(|e| port_error("ensure_table", &table.name, e))?;
+        tracing::info!(table = %table.name, database = %self.database, "GlueTableUpdated");
+        Ok(TableOutcome::Updated)
+    }
+
+    /// BatchCreatePartition, 100 at a time. Entries that exist come back among its `Errors` as
+    /// `AlreadyExistsException`: not a failure, only not new. Any other entry error fails the call
+    /// (transient if its code is), after the chunks before it were written; calling again is safe.
+    async fn add_partitions(
+        &self,
+        table: &TableDef,
+        partitions: &[Partition],
+    ) -> Result<usize, PortError> {
+        let mut added = 0;
+        for chunk in partitions.chunks(PARTITIONS_PER_CALL) {
+            let inputs = chunk
+                .iter()
+                .map(|p| {
+                    PartitionInput::builder()
+                        .set_values(Some(p.values.clone()))
+                        .storage_descriptor(storage(table, &p.folder))
+                        .build()
+                })
+                .collect();
+            let out = self
+                .client
+                .batch_create_partition()
+                .database_name(&self.database)
+                .table_name(&table.name)
+                .set_partition_input_list(Some(inputs))
+                .send()
+                .await
+                .map_err(|e| port_error("add_partitions", &table.name, e))?;
+            let mut existed = 0;
+            for e in out.errors() {
+                let detail = e.error_detail();
+                let error_code = detail.and_then(|d| d.error_code()).unwrap_or_default();
+                if error_code == "AlreadyExistsException" {
+                    existed += 1;
+                    continue;
+                }
+                let kind = if is_transient_code(error_code) {
+                    ErrorKind::Transient
+                } else {
+                    ErrorKind::Permanent
+                };
+                return Err(PortError::new(
+                    kind,
+                    "add_partitions",
+                    &table.name,
+                    format!(
+                        "partition {:?}: {error_code}: {}",
+                        e.partition_values(),
+                        detail.and_then(|d| d.error_message()).unwrap_or_default()
+                    ),
+                ));
+            }
+            added += chunk.len() - existed;
+        }
+        Ok(added)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AwsClients;
+    use crate::moto::Moto;
+    use choreo_domain::catalog::{Column as Col, ColumnType};
+    use choreo_ports::ErrorKind;
+
+    fn table(keys: &[&str]) -> TableDef {
+        TableDef {
+            dataset: "sales".into(),
+            name: "sales".into(),
+            bucket: "choreo-input".into(),
+            folder: "sales/".into(),
+            columns: vec![
+                Col {
+                    name: "id".into(),
+                    column_type: ColumnType::Bigint,
+                },
+                Col {
+                    name: "amount".into(),
+                    column_type: ColumnType::Double,
+                },
+            ],
+            partition_keys: keys.iter().map(|k| k.to_string()).collect(),
+            format: TableFormat::Csv {
+                delimiter: ',',
+                quote: '"',
+                header: true,
+            },
+        }
+    }
+
+    fn partition(region: &str, day: u32) -> Partition {
+        Partition {
+            values: vec![region.into(), format!("{day}")],
+            folder: format!("sales/region={region}/day={day}/"),
+        }
+    }
+
+    #[test]
+    fn tables_are_external_text_tables_over_the_folder() {
+        let t = table_input(&table(&["region"]));
+        let sd = t.storage_descriptor().unwrap();
+        assert_eq!(sd.location(), Some("s3://choreo-input/sales/"));
+        assert_eq!(
+            sd.serde_info().unwrap().serialization_library(),
+            Some(CSV_SERDE)
+        );
+        assert_eq!(t.parameters().unwrap()["skip.header.line.count"], "1");
+        assert_eq!(key_names(t.partition_keys()), ["region"]);
+        let mut json = table(&[]);
+        json.format = TableFormat::JsonLines;
+        let t = table_input(&json);
+        assert_eq!(t.parameters().unwrap()["classification"], "json");
+        assert!(
+            !t.parameters()
+                .unwrap()
+                .contains_key("skip.header.line.count")
+        );
+    }
+
+    #[tokio::test]
+    async fn glue_tables_and_partitions_are_registered_once() {
+        let moto = Moto::start();
+        let clients = AwsClients::emulator(&moto.endpoint).await;
+        let glue = &clients.glue;
+        glue.create_database()
+            .database_input(
+                aws_sdk_glue::types::DatabaseInput::builder()
+                    .name("choreo")
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let c = GlueCatalog::new(glue.clone(), "choreo");
+        let mut t = table(&["region", "day"]);
+        assert_eq!(c.ensure_table(&t).await.unwrap(), TableOutcome::Created);
+        assert_eq!(c.ensure_table(&t).await.unwrap(), TableOutcome::Unchanged);
+        t.columns[1].column_type = ColumnType::String;
+        assert_eq!(c.ensure_table(&t).await.unwrap(), TableOutcome::Updated);
+        assert_eq!(c.ensure_table(&t).await.unwrap(), TableOutcome::Unchanged);
+        let err = c.ensure_table(&table(&["day"])).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Permanent, "{err}");
+
+        // 150 partitions: two calls; then again with five new ones among them.
+        let first: Vec<Partition> = (0..150).map(|d| partition("eu", d)).collect();
+        assert_eq!(c.add_partitions(&t, &first).await.unwrap(), 150);
+        let mut again = first[..50].to_vec();
+        again.extend((0..5).map(|d| partition("us", d)));
+        assert_eq!(c.add_partitions(&t, &again).await.unwrap(), 5);
+        assert_eq!(c.add_partitions(&t, &[]).await.unwrap(), 0);
+        let got = glue
+            .get_partition()
+            .database_name("choreo")
+            .table_name("sales")
+            .set_partition_values(Some(vec!["us".into(), "3".into()]))
+            .send()
+            .await
+            .unwrap()
+            .partition
+            .unwrap();
+        assert_eq!(
+            got.storage_descriptor().unwrap().location(),
+            Some("s3://choreo-input/sales/region=us/day=3/")
+        );
+
+        // No database: not found, which fails the batch rather than retrying.
+        let lost = GlueCatalog::new(glue.clone(), "nowhere");
+        let err = lost.ensure_table(&t).await.unwrap_err();
+        assert_ne!(err.kind, ErrorKind::Transient, "{err}");
+    }
+}
