@@ -511,6 +511,7 @@ mod tests {
             schema: SchemaSource::Path("s.json".into()),
             crawler: crawler.map(Into::into),
             job: "builtin".into(),
+            personal_data: Vec::new(),
             batch_window_secs: 1,
             batch_max_files: 10,
         }

@@ -277,6 +277,7 @@ pub(crate) mod testutil {
             schema: SchemaSource::Inline(serde_json::json!({"fields": []})),
             crawler: crawler.map(Into::into),
             job: "builtin".into(),
+            personal_data: Vec::new(),
             batch_window_secs: 1,
             batch_max_files: 10,
         }
