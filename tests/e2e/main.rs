@@ -13,4 +13,5 @@ mod helpers;
 mod http;
 mod operations;
 mod operator_api;
+mod transform;
 mod webdriver;
