@@ -113,6 +113,26 @@ async fn the_pipeline_writes_deduplicated_masked_parquet() {
     assert_eq!(a.batch_id, b.batch_id, "the two files were not one batch");
     let batch = a.batch_id.clone().unwrap();
 
+    // The manifest told the job everything (the Glue script reads only it): oldest file first.
+    let config = &app.pipeline.settings.config;
+    let manifest = config
+        .data_dir
+        .join("buckets")
+        .join(&config.buckets.work)
+        .join(format!("manifests/sales_daily/{batch}.json"));
+    let manifest: Manifest = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    let files: Vec<&str> = manifest.files.iter().map(|f| f.key.as_str()).collect();
+    assert_eq!(files, ["daily/2026-11-01.csv", "daily/2026-11-02.csv"]);
+    assert_eq!(manifest.personal_data, ["email"]);
+    assert_eq!(
+        manifest.format,
+        Some(choreo_domain::config::FileFormat::Csv)
+    );
+    assert_eq!(
+        manifest.schema.as_ref(),
+        app.pipeline.settings.schemas.get("sales_daily")
+    );
+
     let objects = app
         .pipeline
         .backend
@@ -261,6 +281,8 @@ async fn the_builtin_job_drops_rows_that_fail_the_schema() {
         }],
         schema: Some(settings.schemas["sales_daily"].clone()),
         personal_data: vec!["email".into()],
+        format: None,
+        csv: None,
     };
     ports
         .objects

@@ -159,6 +159,7 @@ impl Launcher {
         // Oldest registration first: the built-in transform keeps the last row of a primary key.
         entries.sort_by(|a, b| (a.created_at, &a.key).cmp(&(b.created_at, &b.key)));
         let settings = &self.ctx.settings;
+        let dataset = settings.config.dataset(&batch.dataset);
         let manifest = Manifest {
             batch_id: batch.id.clone(),
             dataset: batch.dataset.clone(),
@@ -171,11 +172,9 @@ impl Launcher {
                 })
                 .collect(),
             schema: settings.schemas.get(&batch.dataset).cloned(),
-            personal_data: settings
-                .config
-                .dataset(&batch.dataset)
-                .map(|d| d.personal_data.clone())
-                .unwrap_or_default(),
+            personal_data: dataset.map(|d| d.personal_data.clone()).unwrap_or_default(),
+            format: dataset.map(|d| d.format),
+            csv: dataset.map(|d| d.csv.clone()),
         };
         let work = &self.ctx.settings.config.buckets.work;
         let key = manifest_key(&batch);

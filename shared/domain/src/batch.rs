@@ -110,6 +110,12 @@ pub struct Manifest {
     /// The dataset's `personal_data` columns, to be masked.
     #[serde(default)]
     pub personal_data: Vec<String>,
+    /// The dataset's format and CSV dialect, for a job that has no configuration (the local runner
+    /// reads its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<crate::config::FileFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<crate::config::CsvOptions>,
 }
 
 /// One file of a [`Manifest`].
