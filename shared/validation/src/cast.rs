@@ -51,7 +51,7 @@ impl Casts {
     /// Checks a CSV cell's text for field `field`.
     pub fn text<'a>(&self, field: usize, text: &'a str) -> Result<Cast<'a>, RowError> {
         let value = self.checker.check_value(field, Cell::Text(Text(text)))?;
-        Self::typed(value, Cow::Borrowed(text))
+        Self::typed(self.field_type(field), value, Cow::Borrowed(text))
     }
 
     /// Checks a JSON value for field `field`; `None` is an absent key.
@@ -79,23 +79,33 @@ impl Casts {
             Some(J::String(s)) => Cow::Borrowed(s.as_str()),
             _ => Cow::Owned(cell.text().into_owned()),
         };
-        Self::typed(checked.map(Value::into_owned), raw)
+        Self::typed(self.field_type(field), checked.map(Value::into_owned), raw)
     }
 
-    fn typed<'a>(value: Option<Value<'_>>, raw: Cow<'a, str>) -> Result<Cast<'a>, RowError> {
+    fn typed<'a>(
+        ty: FieldType,
+        value: Option<Value<'_>>,
+        raw: Cow<'a, str>,
+    ) -> Result<Cast<'a>, RowError> {
         Ok(match value {
             None => Cast::Null,
-            Some(Value::Int(v)) => Cast::Int(i64::try_from(v).map_err(|_| RowError {
-                row: None,
-                field: None,
-                kind: crate::ErrorKind::TypeError,
-                message: format!("integer {v} does not fit in 64 bits"),
-                value: Some(raw.to_string()),
-            })?),
+            Some(Value::Int(v)) => Cast::Int(i64::try_from(v).map_err(|_| too_big(&raw))?),
+            // A JSON float with an integral value beyond i128, in an integer field.
+            Some(Value::Num(_)) if ty == FieldType::Integer => return Err(too_big(&raw)),
             Some(Value::Num(v)) => Cast::Num(v),
             Some(Value::Bool(v)) => Cast::Bool(v),
             Some(_) => Cast::Text(raw),
         })
+    }
+}
+
+fn too_big(raw: &str) -> RowError {
+    RowError {
+        row: None,
+        field: None,
+        kind: crate::ErrorKind::TypeError,
+        message: format!("integer {raw} does not fit in 64 bits"),
+        value: Some(raw.to_string()),
     }
 }
 
