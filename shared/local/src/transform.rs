@@ -126,7 +126,7 @@ pub(crate) fn object_keys(text: &str) -> Result<Vec<String>, serde_json::Error> 
     Ok(keys)
 }
 
-/// How one row ends.
+/// What a run of the built-in transform did, for the job runner's log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BuiltinSummary {
     /// Rows read from the batch's files.
@@ -170,7 +170,7 @@ struct Row {
 
 /// The batch's rows, compiled once: the checks, the masked fields, the key, and the rows kept so
 /// far, deduplicated as they come.
-struct Batch {
+struct BatchRows {
     casts: Casts,
     names: Vec<String>,
     /// Per field: masked (personal data).
@@ -194,8 +194,8 @@ pub fn mask(salt: &str, value: &str) -> String {
     hex::encode(h.finalize())
 }
 
-impl Batch {
-    fn new(schema: &TableSchema, personal: &[String], salt: &str) -> Result<Batch, String> {
+impl BatchRows {
+    fn new(schema: &TableSchema, personal: &[String], salt: &str) -> Result<BatchRows, String> {
         let casts = Casts::new(schema).map_err(|e| format!("bad Table Schema: {e}"))?;
         let names: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
         if names.iter().any(|n| n == FILE_ID) {
@@ -221,7 +221,7 @@ impl Batch {
                 .map(|n| casts.index(n).ok_or_else(|| format!("no key field {n:?}")))
                 .collect::<Result<_, _>>()?,
         };
-        Ok(Batch {
+        Ok(BatchRows {
             casts,
             names,
             masked,
@@ -310,7 +310,12 @@ impl Batch {
         file: u32,
     ) -> Result<(), String> {
         let input = File::open(path).map_err(|e| format!("{key}: {e}"))?;
-        let input = decoded(input, is_gzip(dataset, key));
+        let input: Box<dyn BufRead + Send> = match dataset.compression_for(key) {
+            Compression::Zstd => Box::new(BufReader::new(
+                zstd::stream::read::Decoder::new(input).map_err(|e| format!("{key}: {e}"))?,
+            )),
+            c => decoded(input, c == Compression::Gzip),
+        };
         match dataset.format {
             FileFormat::Csv => self.read_csv(dataset, input, key, file),
             FileFormat::Jsonl => self.read_jsonl(input, key, file),
@@ -575,7 +580,7 @@ pub async fn run_builtin(
         .ok_or_else(|| format!("unknown dataset {:?}", manifest.dataset))?
         .clone();
     let schema = schema_of(&manifest, &dataset)?;
-    let mut batch = Batch::new(
+    let mut batch = BatchRows::new(
         &schema,
         &manifest.personal_data,
         &config.transform.mask_salt,
@@ -658,7 +663,7 @@ mod tests {
     /// Runs the batch over `files` (name, text) and reads the Parquet back: the column types, and
     /// each row's values as text (`null` for none).
     fn run(
-        batch: &mut Batch,
+        batch: &mut BatchRows,
         dataset: &DatasetConfig,
         files: &[(&str, &[u8])],
     ) -> (Vec<(String, DataType)>, Vec<Vec<String>>) {
@@ -720,7 +725,7 @@ mod tests {
     #[test]
     fn csv_rows_are_trimmed_checked_masked_and_deduplicated() {
         let d = dataset("csv", true);
-        let mut b = Batch::new(&schema(), &["email".into()], "salt").unwrap();
+        let mut b = BatchRows::new(&schema(), &["email".into()], "salt").unwrap();
         let first = b"\xEF\xBB\xBFid, email ,amount,vip,day\n\
             1, a@x.io ,1.5,true,2026-01-02\n\
             2,b@x.io,NA,,\n\
@@ -790,7 +795,7 @@ mod tests {
                 {"name":"n","type":"number"},{"name":"name"}]}"#,
         )
         .unwrap();
-        let mut b = Batch::new(&schema, &["name".into()], "s").unwrap();
+        let mut b = BatchRows::new(&schema, &["name".into()], "s").unwrap();
         let text =
             b"{\"id\": 1, \"tags\": [1, 2], \"n\": 3, \"name\": \"  Ann \", \"extra\": true}\n\n\
             {\"id\": \" 2 \"}\n\
@@ -833,9 +838,18 @@ mod tests {
     }
 
     #[test]
+    fn zstd_files_are_read() {
+        let d = dataset("csv", false);
+        let mut b = BatchRows::new(&schema(), &[], "").unwrap();
+        let z = zstd::encode_all(&b"9,z@x.io,1,1,2026-01-01\n"[..], 3).unwrap();
+        let (_, rows) = run(&mut b, &d, &[("t.csv.zst", &z)]);
+        assert_eq!(rows, [["9", "z@x.io", "1", "true", "2026-01-01", "f-0"]]);
+    }
+
+    #[test]
     fn headerless_csv_maps_fields_by_position() {
         let d = dataset("csv", false);
-        let mut b = Batch::new(&schema(), &[], "").unwrap();
+        let mut b = BatchRows::new(&schema(), &[], "").unwrap();
         let (_, rows) = run(&mut b, &d, &[("t.csv", b"9,z@x.io,1,1,2026-01-01\n")]);
         assert_eq!(rows, [["9", "z@x.io", "1", "true", "2026-01-01", "f-0"]]);
     }
@@ -844,12 +858,12 @@ mod tests {
     fn batches_refuse_what_they_cannot_do() {
         let err = |personal: &[&str], salt: &str| {
             let p: Vec<String> = personal.iter().map(|s| s.to_string()).collect();
-            Batch::new(&schema(), &p, salt).err().unwrap()
+            BatchRows::new(&schema(), &p, salt).err().unwrap()
         };
         assert!(err(&["phone"], "s").contains("phone"));
         assert!(err(&["email"], "").contains("mask_salt"));
         let s = TableSchema::from_json(r#"{"fields":[{"name":"_file_id"}]}"#).unwrap();
-        assert!(Batch::new(&s, &[], "").is_err());
+        assert!(BatchRows::new(&s, &[], "").is_err());
     }
 
     #[test]
