@@ -1,7 +1,7 @@
 //! The demo: a configuration with two datasets like the first seed's — a daily dataset of small CSV
 //! files and a monthly dataset of larger gzipped JSON Lines files — and sample files, valid and invalid
 //! in several ways. Everything is generated deterministically, so every run of the demo is the same,
-//! except the dashboard's API token: a fresh random one per configuration written.
+//! except the dashboard's API token and the mask salt: fresh random ones per configuration written.
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -22,11 +22,15 @@ poll_interval_secs = 1     # seconds between two polls of a running crawl or job
 listen = "127.0.0.1:8080"  # the auditor's API and dashboard; `choreo up` prints the link
 api_token = "{API_TOKEN}"  # every API call needs it as a bearer token; random, written once
 
+[transform]
+mask_salt = "{MASK_SALT}"  # hashed with personal_data values (SHA-256); random, written once
+
 [[datasets]]
 name = "sales_daily"                 # daily files of orders, 1 per day
 match = { prefix = "daily/" }
 format = "csv"
 schema = "schemas/sales_daily.json"
+personal_data = ["email"]            # written to the curated bucket as a salted hash
 batch_window_secs = 2                # a batch closes 2 s after its first valid file...
 batch_max_files = 50                 # ...or as soon as it holds 50 files
 
@@ -73,11 +77,14 @@ pub fn write_config(dir: &Path, file_name: &str) -> std::io::Result<std::path::P
     std::fs::write(dir.join("schemas/sales_daily.json"), SALES_SCHEMA)?;
     std::fs::write(dir.join("schemas/inventory_monthly.json"), INVENTORY_SCHEMA)?;
     let path = dir.join(file_name);
-    std::fs::write(&path, CONFIG.replace("{API_TOKEN}", &api_token()))?;
+    let config = CONFIG
+        .replace("{API_TOKEN}", &api_token())
+        .replace("{MASK_SALT}", &api_token());
+    std::fs::write(&path, config)?;
     Ok(path)
 }
 
-/// 192 random bits, hex-encoded: what the demo's dashboard asks for.
+/// 192 random bits, hex-encoded: what the demo's dashboard asks for, and its mask salt.
 fn api_token() -> String {
     hex::encode(rand::random::<[u8; 24]>())
 }

@@ -4,6 +4,8 @@ use crate::helpers::{TestApp, assert_demo_outcome};
 use choreo::demo;
 use choreo_domain::FileState;
 use flate2::read::MultiGzDecoder;
+use parquet::file::reader::FileReader;
+use parquet::file::serialized_reader::SerializedFileReader;
 use std::io::Read;
 
 /// Data rows in a sample file (CSV minus its header; JSON Lines one per line).
@@ -69,20 +71,18 @@ async fn demo_files_reach_their_terminal_states_with_full_histories() {
         .map(|s| rows(&s.key, &s.body))
         .sum();
     let mut written = 0;
+    let curated = app
+        .pipeline
+        .settings
+        .config
+        .data_dir
+        .join("buckets")
+        .join(&buckets.curated);
     for object in ports.objects.list(&buckets.curated, "").await.unwrap() {
-        let mut reader = ports
-            .objects
-            .get(&buckets.curated, &object.key)
-            .await
-            .unwrap();
-        let mut body = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut body)
-            .await
-            .unwrap();
-        written += body
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .count();
+        assert!(object.key.ends_with(".parquet"), "{}", object.key);
+        let file = std::fs::File::open(curated.join(&object.key)).unwrap();
+        let reader = SerializedFileReader::new(file).unwrap();
+        written += reader.metadata().file_metadata().num_rows() as usize;
     }
     assert_eq!(written, expected_rows, "rows in the curated bucket");
 

@@ -16,4 +16,5 @@ mod http;
 mod operations;
 mod operator_api;
 mod replicas;
+mod transform;
 mod webdriver;

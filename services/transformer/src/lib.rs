@@ -16,7 +16,9 @@
 //! sends the batch's poll again.
 
 use async_trait::async_trait;
-use choreo_domain::{Batch, BatchState, Event, FileState, Stage, Transition};
+use choreo_domain::{
+    Batch, BatchState, Event, FileState, Manifest, ManifestFile, Stage, Transition,
+};
 use choreo_ports::{
     BatchOutcome, JobStart, JobStatus, LeaseOutcome, PortError, ReceivedMessage, TransitionOutcome,
 };
@@ -185,7 +187,8 @@ impl Launcher {
             .map(str::to_string)
     }
 
-    /// CATALOGED: move the files to TRANSFORMING, write the manifest, record the batch as TRANSFORMING.
+    /// CATALOGED: move the files to TRANSFORMING, write the manifest (the files, oldest
+    /// first, with the dataset's schema and personal-data columns), record the batch as TRANSFORMING.
     async fn begin(&self, mut batch: Batch) -> Result<(), HandlerError> {
         let ports = &self.ctx.ports;
         let trace_id = Self::trace_id(&batch);
@@ -214,14 +217,29 @@ impl Launcher {
                 }
                 TransitionOutcome::NotFound => continue,
             };
-            entries.push(serde_json::json!({
-                "file_id": record.id, "bucket": record.bucket, "key": record.key,
-            }));
-            kept.push(record.id);
+            kept.push(record.id.clone());
+            entries.push(record);
         }
-        let manifest = serde_json::json!({
-            "batch_id": batch.id, "dataset": batch.dataset, "files": entries,
-        });
+        // Oldest registration first: the built-in transform keeps the last row of a primary key.
+        entries.sort_by(|a, b| (a.created_at, &a.key).cmp(&(b.created_at, &b.key)));
+        let settings = &self.ctx.settings;
+        let dataset = settings.config.dataset(&batch.dataset);
+        let manifest = Manifest {
+            batch_id: batch.id.clone(),
+            dataset: batch.dataset.clone(),
+            files: entries
+                .into_iter()
+                .map(|r| ManifestFile {
+                    file_id: r.id,
+                    bucket: r.bucket,
+                    key: r.key,
+                })
+                .collect(),
+            schema: settings.schemas.get(&batch.dataset).cloned(),
+            personal_data: dataset.map(|d| d.personal_data.clone()).unwrap_or_default(),
+            format: dataset.map(|d| d.format),
+            csv: dataset.map(|d| d.csv.clone()),
+        };
         let work = &self.ctx.settings.config.buckets.work;
         let key = manifest_key(&batch);
         ports

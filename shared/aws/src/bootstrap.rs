@@ -77,3 +77,39 @@ pub async fn bootstrap(clients: &AwsClients, config: &Config) -> Result<Bootstra
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The script runs only on Glue; here it must at least compile (python3 is needed to test).
+    #[test]
+    fn the_builtin_script_compiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("choreo_builtin.py");
+        std::fs::write(&path, BUILTIN_SCRIPT).unwrap();
+        let out = std::process::Command::new("python3")
+            .args(["-m", "py_compile"])
+            .arg(&path)
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // It writes what the local runner writes, where the local runner writes it.
+        assert!(BUILTIN_SCRIPT.contains("dataset={args['dataset']}/ingest_date={day}/"));
+        assert!(BUILTIN_SCRIPT.contains("F.sha2(F.concat(F.lit(salt)"));
+    }
+
+    #[test]
+    fn the_job_gets_the_curated_bucket_and_a_salt_if_set() {
+        let mut c = Config::default();
+        let args = crate::glue::job_arguments(&c);
+        assert_eq!(args["--curated_bucket"], "choreo-curated");
+        assert!(!args.contains_key("--mask_salt"));
+        c.transform.mask_salt = "pepper".into();
+        assert_eq!(crate::glue::job_arguments(&c)["--mask_salt"], "pepper");
+    }
+}

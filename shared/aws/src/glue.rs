@@ -307,7 +307,35 @@ pub async fn create_glue(
     for (name, paths) in &crawlers {
         ensure_crawler(glue, name, &aws.glue_role, &aws.glue_database, paths).await?;
     }
-    ensure_job(glue, &aws.builtin_job, &aws.glue_role, script_location).await
+    let job = JobSpec {
+        name: &aws.builtin_job,
+        role: &aws.glue_role,
+        script_location,
+        arguments: job_arguments(config),
+    };
+    ensure_job(glue, &job).await
+}
+
+/// The built-in job's default arguments, which every run gets besides its own: where its output
+/// goes, and the mask salt (only when set: a salt is a secret, and one that is not needed is not
+/// put where `GetJob` shows it).
+pub fn job_arguments(config: &Config) -> HashMap<String, String> {
+    let mut args = HashMap::from([(
+        "--curated_bucket".to_string(),
+        config.buckets.curated.clone(),
+    )]);
+    if !config.transform.mask_salt.is_empty() {
+        args.insert("--mask_salt".into(), config.transform.mask_salt.clone());
+    }
+    args
+}
+
+/// What `ensure_job` makes the built-in job.
+struct JobSpec<'a> {
+    name: &'a str,
+    role: &'a str,
+    script_location: &'a str,
+    arguments: HashMap<String, String>,
 }
 
 async fn create_database(glue: &Client, name: &str) -> Result<(), PortError> {
@@ -403,20 +431,18 @@ fn job_command(script_location: &str) -> JobCommand {
 }
 
 /// Whether an existing job is the one `ensure_job` would create.
-fn job_matches(job: &Job, role: &str, script_location: &str) -> bool {
+fn job_matches(job: &Job, spec: &JobSpec<'_>) -> bool {
     let command = job.command();
-    job.role() == Some(role)
+    let arguments = job.default_arguments().cloned().unwrap_or_default();
+    job.role() == Some(spec.role)
         && job.glue_version() == Some(GLUE_VERSION)
         && command.and_then(|c| c.name()) == Some(JOB_COMMAND)
-        && command.and_then(|c| c.script_location()) == Some(script_location)
+        && command.and_then(|c| c.script_location()) == Some(spec.script_location)
+        && arguments == spec.arguments
 }
 
-async fn ensure_job(
-    glue: &Client,
-    name: &str,
-    role: &str,
-    script_location: &str,
-) -> Result<(), PortError> {
+async fn ensure_job(glue: &Client, spec: &JobSpec<'_>) -> Result<(), PortError> {
+    let name = spec.name;
     // Read first: CreateJob on an existing name is not an error everywhere (moto replaces the job).
     let existing = match glue.get_job().job_name(name).send().await {
         Ok(out) => out.job,
@@ -431,9 +457,10 @@ async fn ensure_job(
             let created = glue
                 .create_job()
                 .name(name)
-                .description("Choreo's built-in transform: a batch's files to JSON Lines.")
-                .role(role)
-                .command(job_command(script_location))
+                .description("Choreo's built-in transform: a batch's files, cleaned, to Parquet.")
+                .role(spec.role)
+                .command(job_command(spec.script_location))
+                .set_default_arguments(Some(spec.arguments.clone()))
                 .glue_version(GLUE_VERSION)
                 .worker_type(WorkerType::G1X)
                 .number_of_workers(WORKERS)
@@ -451,11 +478,12 @@ async fn ensure_job(
                 Err(e) => Err(port_error("create_glue", name, e)),
             }
         }
-        Some(job) if job_matches(&job, role, script_location) => Ok(()),
+        Some(job) if job_matches(&job, spec) => Ok(()),
         Some(_) => {
             let update = JobUpdate::builder()
-                .role(role)
-                .command(job_command(script_location))
+                .role(spec.role)
+                .command(job_command(spec.script_location))
+                .set_default_arguments(Some(spec.arguments.clone()))
                 .glue_version(GLUE_VERSION)
                 .worker_type(WorkerType::G1X)
                 .number_of_workers(WORKERS)
@@ -503,6 +531,7 @@ mod tests {
             catalog: Default::default(),
             crawler: crawler.map(Into::into),
             job: "builtin".into(),
+            personal_data: Vec::new(),
             batch_window_secs: 1,
             batch_max_files: 10,
         }
@@ -666,7 +695,19 @@ mod tests {
             .unwrap()
             .job
             .unwrap();
-        assert!(job_matches(&job, &c.aws.glue_role, SCRIPT));
+        let spec = JobSpec {
+            name: "choreo-builtin",
+            role: &c.aws.glue_role,
+            script_location: SCRIPT,
+            arguments: job_arguments(&c),
+        };
+        assert!(job_matches(&job, &spec));
+        assert_eq!(
+            job.default_arguments().unwrap()["--curated_bucket"],
+            "choreo-curated"
+        );
+        // No salt configured: none shown.
+        assert!(!job.default_arguments().unwrap().contains_key("--mask_salt"));
         assert_eq!(job.command().unwrap().python_version(), Some("3"));
         assert_eq!(
             job.execution_property().unwrap().max_concurrent_runs(),

@@ -142,3 +142,35 @@ impl Batch {
         format!("b-{dataset}-{short}")
     }
 }
+
+/// What a job run is given to transform: the object its `--manifest` argument names, which the
+/// transform launcher writes to the work bucket. It carries what the built-in transform needs to
+/// know of the dataset, so that a job (the Glue script above all) needs no configuration of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub batch_id: BatchId,
+    pub dataset: String,
+    /// The batch's files, oldest first as the crawler gathered them: the built-in transform keeps the
+    /// last row of a primary key, so this order decides which wins.
+    pub files: Vec<ManifestFile>,
+    /// The dataset's Table Schema. Absent in manifests written before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<choreo_validation::TableSchema>,
+    /// The dataset's `personal_data` columns, to be masked.
+    #[serde(default)]
+    pub personal_data: Vec<String>,
+    /// The dataset's format and CSV dialect, for a job that has no configuration (the local runner
+    /// reads its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<crate::config::FileFormat>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<crate::config::CsvOptions>,
+}
+
+/// One file of a [`Manifest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    pub file_id: FileId,
+    pub bucket: String,
+    pub key: String,
+}

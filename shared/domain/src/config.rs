@@ -32,6 +32,8 @@ pub struct Config {
     #[serde(default)]
     pub operations: Operations,
     #[serde(default)]
+    pub transform: TransformSettings,
+    #[serde(default)]
     pub datasets: Vec<DatasetConfig>,
 }
 
@@ -174,6 +176,34 @@ pub struct LocalSettings {
     /// default) completes it at the first poll. Glue crawls take minutes: a few seconds here show
     /// batches waiting on a busy crawler, and give a test time to kill a replica mid-crawl.
     pub crawl_min_secs: u64,
+}
+
+/// Settings of the built-in transform (the local job runner's and the Glue script's).
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformSettings {
+    /// Prepended to a value before it is hashed (lowercase hex SHA-256) in a dataset's
+    /// `personal_data` columns. Without it a hash of a guessable value (a phone number, an e-mail
+    /// address) is reversed by hashing guesses; keep it secret and give it from the environment
+    /// (`CHOREO_TRANSFORM__MASK_SALT`). Changing it changes every masked value from then on, so joins
+    /// across the change no longer match. Required when any dataset names `personal_data`.
+    pub mask_salt: String,
+}
+
+impl std::fmt::Debug for TransformSettings {
+    // The salt is a secret: never in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransformSettings")
+            .field(
+                "mask_salt",
+                &if self.mask_salt.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .finish()
+    }
 }
 
 /// How each service's consumer loop behaves.
@@ -336,9 +366,16 @@ pub struct DatasetConfig {
     /// The crawler that catalogues the dataset; defaults to `<name>-crawler`. Not with `direct`.
     #[serde(default)]
     pub crawler: Option<String>,
-    /// The job that transforms a batch: `builtin` (the default) or a job name.
+    /// The job that transforms a batch: `builtin` (the default) or a job of the dataset's own — on
+    /// the local backend `command:<shell command>`, on AWS a Glue job name.
     #[serde(default = "default_job")]
     pub job: String,
+    /// Columns of the schema holding personal data, which the built-in transform writes masked: the
+    /// lowercase hex SHA-256 of `transform.mask_salt` followed by the value, so equal values still
+    /// join and group but the value itself is not in the curated bucket. A name not in the schema
+    /// is a configuration error.
+    #[serde(default)]
+    pub personal_data: Vec<String>,
     /// Seconds a batch stays open after its first file became VALID.
     #[serde(default = "default_batch_window")]
     pub batch_window_secs: u64,
@@ -497,6 +534,7 @@ impl Default for Config {
             aws: AwsSettings::default(),
             local: LocalSettings::default(),
             operations: Operations::default(),
+            transform: TransformSettings::default(),
             datasets: Vec::new(),
         }
     }
@@ -534,6 +572,11 @@ pub enum ConfigError {
          every poll renews the lease, and a lease that lapses between two polls looks like a lost timer"
     )]
     BadLease { lease: u64, poll: u64 },
+    #[error(
+        "dataset {0:?} names personal_data but transform.mask_salt is empty \
+         (set it, e.g. with CHOREO_TRANSFORM__MASK_SALT)"
+    )]
+    NoMaskSalt(String),
 }
 
 impl Config {
@@ -575,6 +618,9 @@ impl Config {
                     return Err(ConfigError::EmptyCrawler(d.name.clone()));
                 }
                 _ => {}
+            }
+            if !d.personal_data.is_empty() && self.transform.mask_salt.is_empty() {
+                return Err(ConfigError::NoMaskSalt(d.name.clone()));
             }
         }
         KeyRouter::new(&self.datasets).map(|_| ())
@@ -687,6 +733,7 @@ mod tests {
             catalog: CatalogMode::Crawler,
             crawler: None,
             job: default_job(),
+            personal_data: Vec::new(),
             batch_window_secs: 1,
             batch_max_files: 10,
         }
@@ -720,6 +767,13 @@ mod tests {
         assert!(matches!(c.check(), Err(ConfigError::Duplicate(_))));
         c.datasets = vec![dataset("d", Some("a"), None)];
         assert!(c.check().is_ok());
+        c.datasets[0].personal_data = vec!["email".into()];
+        assert!(matches!(c.check(), Err(ConfigError::NoMaskSalt(_))));
+        c.transform.mask_salt = "pepper".into();
+        assert!(c.check().is_ok());
+        assert!(!format!("{c:?}").contains("pepper"));
+        c.transform.mask_salt.clear();
+        c.datasets[0].personal_data.clear();
         c.datasets[0].catalog = CatalogMode::Direct;
         assert!(c.check().is_ok());
         c.datasets[0].crawler = Some("d-crawler".into());

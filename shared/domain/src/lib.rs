@@ -15,7 +15,7 @@ pub mod record;
 pub mod state;
 
 pub use alert::Alert;
-pub use batch::{Batch, BatchId, BatchState};
+pub use batch::{Batch, BatchId, BatchState, Manifest, ManifestFile};
 pub use config::{Config, DatasetConfig};
 pub use event::{CONTRACT_VERSION, Envelope, Event, EventKind};
 pub use record::{FileId, FileRecord, HistoryEntry, NewFile, SweepMark, Transition};

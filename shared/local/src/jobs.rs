@@ -84,8 +84,19 @@ impl LocalJobRunner {
     async fn execute(&self, job: &str, run_id: &str, args: &BTreeMap<String, String>) -> Ending {
         if job == "builtin" {
             return match run_builtin(&self.objects, &self.config, args).await {
-                Ok(rows) => {
-                    tracing::info!(run_id, rows, "builtin job run succeeded");
+                Ok(s) => {
+                    tracing::info!(
+                        run_id,
+                        read = s.read,
+                        dropped = s.dropped,
+                        duplicates = s.duplicates,
+                        written = s.written,
+                        key = %s.key,
+                        "BuiltinTransformWritten"
+                    );
+                    if let Some(why) = &s.first_drop {
+                        tracing::warn!(run_id, dropped = s.dropped, first = %why, "BuiltinTransformDroppedRows");
+                    }
                     ("SUCCEEDED", None)
                 }
                 Err(reason) => ("FAILED", Some(reason)),
@@ -343,7 +354,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_builtin_job_writes_json_lines() {
+    async fn the_builtin_job_writes_parquet() {
         let (_dir, b) = backend();
         let s = b.objects();
         let c = b.config().clone();
@@ -367,7 +378,8 @@ mod tests {
             "files": [
                 {"file_id": "f-1", "bucket": c.buckets.input, "key": "daily/1.csv"},
                 {"file_id": "f-2", "bucket": c.buckets.input, "key": "daily/2.csv.gz"},
-            ]
+            ],
+            "schema": {"fields": [{"name": "id", "type": "integer"}, {"name": "name"}]},
         });
         s.put(
             &c.buckets.work,
@@ -398,43 +410,35 @@ mod tests {
             JobStatus::Succeeded
         );
 
+        // The rows themselves are transform.rs's tests' (and the e2e test's, read by pyarrow).
         let key = crate::transform::output_key("daily", "b-1");
-        assert!(key.starts_with("daily/ingest_date=") && key.ends_with("/b-1.jsonl"));
-        let mut out = String::new();
+        assert!(key.starts_with("dataset=daily/ingest_date=") && key.ends_with("/b-1.parquet"));
+        let mut out = Vec::new();
         s.get(&c.buckets.curated, &key)
             .await
             .unwrap()
-            .read_to_string(&mut out)
+            .read_to_end(&mut out)
             .await
             .unwrap();
-        let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(
-            lines,
-            [
-                r#"{"id":"1","name":"a, b","_file_id":"f-1"}"#,
-                r#"{"id":"2","name":"é","_file_id":"f-1"}"#,
-                r#"{"id":"3","name":"c","_file_id":"f-2"}"#,
-            ]
-        );
+        assert!(out.starts_with(b"PAR1") && out.ends_with(b"PAR1"));
+        let file = std::fs::File::open(s.path_of(&c.buckets.curated, &key).unwrap()).unwrap();
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(file).unwrap();
+        let rows = parquet::file::reader::FileReader::metadata(&reader)
+            .file_metadata()
+            .num_rows();
+        assert_eq!(rows, 3);
         assert_eq!(s.list(&c.buckets.curated, "").await.unwrap().len(), 1);
         assert_eq!(std::fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
     }
 
     #[tokio::test]
-    async fn json_lines_keep_their_text() {
+    async fn a_manifest_without_a_usable_schema_fails_the_run() {
         let (_dir, b) = backend();
-        let s = b.objects();
         let c = b.config().clone();
-        s.put(
-            &c.buckets.input,
-            "events/e.jsonl",
-            b"{\"z\": 1.50, \"a\": [1]}\n\n{}\n".to_vec(),
-        )
-        .await
-        .unwrap();
-        let manifest = serde_json::json!({"batch_id": "b-2", "dataset": "events",
-            "files": [{"file_id": "f-9", "bucket": c.buckets.input, "key": "events/e.jsonl"}]});
-        s.put(&c.buckets.work, "m.json", manifest.to_string().into_bytes())
+        // The test datasets' inline schemas have no fields, which no Table Schema may.
+        let manifest = serde_json::json!({"batch_id": "b-2", "dataset": "events", "files": []});
+        b.objects()
+            .put(&c.buckets.work, "m.json", manifest.to_string().into_bytes())
             .await
             .unwrap();
         let jobs = b.ports().jobs;
@@ -444,24 +448,13 @@ mod tests {
             &args("b-2", Some(&format!("{}/m.json", c.buckets.work))),
         )
         .await;
-        assert_eq!(
-            jobs.run_status("builtin", &run).await.unwrap(),
-            JobStatus::Succeeded
-        );
-        let mut out = String::new();
-        s.get(
-            &c.buckets.curated,
-            &crate::transform::output_key("events", "b-2"),
-        )
-        .await
-        .unwrap()
-        .read_to_string(&mut out)
-        .await
-        .unwrap();
-        assert_eq!(
-            out,
-            "{\"z\": 1.50, \"a\": [1],\"_file_id\":\"f-9\"}\n{\"_file_id\":\"f-9\"}\n"
-        );
+        match jobs.run_status("builtin", &run).await.unwrap() {
+            JobStatus::Failed { state, reason } => {
+                assert_eq!(state, "FAILED");
+                assert!(reason.contains("schema"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

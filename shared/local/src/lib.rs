@@ -291,6 +291,7 @@ pub(crate) mod testutil {
             catalog: Default::default(),
             crawler: crawler.map(Into::into),
             job: "builtin".into(),
+            personal_data: Vec::new(),
             batch_window_secs: 1,
             batch_max_files: 10,
         }

@@ -101,6 +101,12 @@ impl Settings {
                 dataset: d.name.clone(),
                 error: e.to_string(),
             })?;
+            if let Some(name) = d.personal_data.iter().find(|n| schema.field(n).is_none()) {
+                return Err(SettingsError::Schema {
+                    dataset: d.name.clone(),
+                    error: format!("personal_data names {name:?}, which is not a field"),
+                });
+            }
             schemas.insert(d.name.clone(), schema);
         }
         let router = KeyRouter::new(&config.datasets)?;
@@ -154,10 +160,17 @@ batch_window_secs = 5
         assert_eq!(s.router.route("daily/x.csv"), Some("daily"));
 
         // SAFETY: this is the only test in this binary that touches the environment.
-        unsafe { std::env::set_var("CHOREO_BUCKETS__INPUT", "from-env") };
+        unsafe {
+            std::env::set_var("CHOREO_BUCKETS__INPUT", "from-env");
+            std::env::set_var("CHOREO_TRANSFORM__MASK_SALT", "salt-from-env");
+        }
         let s = Settings::load(Some(&file)).unwrap();
-        unsafe { std::env::remove_var("CHOREO_BUCKETS__INPUT") };
+        unsafe {
+            std::env::remove_var("CHOREO_BUCKETS__INPUT");
+            std::env::remove_var("CHOREO_TRANSFORM__MASK_SALT");
+        }
         assert_eq!(s.config.buckets.input, "from-env");
+        assert_eq!(s.config.transform.mask_salt, "salt-from-env");
     }
 
     #[test]
@@ -181,5 +194,24 @@ batch_window_secs = 5
             err.contains("\"d\"") && err.contains("missing.json"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn personal_data_names_schema_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "s.json", SCHEMA);
+        let config = |columns: &str| {
+            format!(
+                "[transform]\nmask_salt = \"s\"\n[[datasets]]\nname = \"d\"\nmatch = {{ prefix = \"d/\" }}\n\
+                 format = \"csv\"\nschema = \"s.json\"\npersonal_data = [{columns}]\n"
+            )
+        };
+        let file = write(dir.path(), "ok.toml", &config("\"id\""));
+        let s = Settings::load(Some(&file)).unwrap();
+        assert_eq!(s.config.datasets[0].personal_data, ["id"]);
+        assert_eq!(s.config.transform.mask_salt, "s");
+        let file = write(dir.path(), "bad.toml", &config("\"email\""));
+        let err = Settings::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("\"email\""), "{err}");
     }
 }

@@ -35,7 +35,7 @@ use std::collections::HashMap;
 
 use crate::jsonl::JsonCell;
 use crate::pattern::Pattern;
-use crate::report::{Collector, ErrorKind, clip, clip_cow};
+use crate::report::{Collector, ErrorKind, RowError, clip, clip_cow};
 use crate::schema::{FieldType, SchemaError, TableSchema};
 use crate::types::{self, Caster, Value};
 use crate::unique::{KeyHasher, Run, Seen};
@@ -994,6 +994,51 @@ impl Checker {
                     )
                 },
             );
+        }
+    }
+
+    /// One cell on its own, for callers that keep rows rather than report
+    /// on them ([`crate::cast`]): `Ok(None)` for a missing value its field
+    /// allows, `Ok(Some(value))` for a value that casts and meets every
+    /// constraint, else the first problem. Uniqueness is not checked.
+    pub(crate) fn check_value<'c>(
+        &self,
+        fi: usize,
+        c: Cell<'c>,
+    ) -> Result<Option<Value<'c>>, RowError> {
+        let f = &self.fields[fi];
+        let missing = match c {
+            Cell::Skip | Cell::Missing | Cell::Json(JsonCell::Null) => true,
+            Cell::Text(t) => self.missing.contains(t.bytes()),
+            Cell::Json(JsonCell::Str(s)) => self.missing.contains(s.as_bytes()),
+            Cell::Json(_) => false,
+        };
+        let mut out = Collector::new(1);
+        let value = if missing {
+            if f.required {
+                out.push(ErrorKind::Required, None, Some(&f.name), None, || {
+                    format!("field {:?} is required but has no value", f.name)
+                });
+            }
+            None
+        } else {
+            let value = match c {
+                Cell::Text(t) => f.caster.cast_str(t.str()),
+                Cell::Json(j) => f.caster.cast_json(j),
+                Cell::Skip | Cell::Missing => None,
+            };
+            match &value {
+                Some(v) => Self::check_constraints(f, v, c, 0, &mut out),
+                None => Self::type_error(f, c, 0, &mut out),
+            }
+            value
+        };
+        match out.finish(0, 0).errors.pop() {
+            Some(mut e) => {
+                e.row = None;
+                Err(e)
+            }
+            None => Ok(value),
         }
     }
 

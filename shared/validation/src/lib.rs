@@ -30,6 +30,8 @@
 //!   simple patterns most schemas use.
 //! - `unique` — the memory-bounded state for `unique` and `primaryKey`.
 //! - [`schema`] — the Table Schema as serde types, checked on load.
+//! - [`cast`] — [`Casts`]: the same checks one cell at a time, typed, for
+//!   callers that keep rows (the built-in transform).
 //! - [`report`] — the [`Report`]: counts of every error by kind, the first
 //!   [`Limits::max_errors_kept`] in detail, a fatal reason, and a one-line
 //!   [`Report::summary`].
@@ -57,6 +59,7 @@
 //! All together a run stays under 32 MB of resident memory however large
 //! the input (`tests/memory.rs` checks it on a generated 1 GB stream).
 
+pub mod cast;
 mod check;
 mod csv;
 mod jsonl;
@@ -72,6 +75,7 @@ use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
+pub use cast::{Cast, Casts};
 pub use reader::{RATIO_GRACE_BYTES, ZSTD_MAX_WINDOW_LOG};
 pub use report::{ErrorKind, MAX_VALUE_CHARS, Report, RowError};
 pub use schema::{Constraints, Field, FieldType, PrimaryKey, SchemaError, TableSchema};

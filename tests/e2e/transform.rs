@@ -1,0 +1,341 @@
+//! The built-in transform's Parquet, read back as its users would: by pyarrow and duckdb (from the
+//! workspace's `.venv`, which `scripts/test` fills; without them these tests fail, they do not skip).
+
+use crate::helpers::{TestApp, ok, venv_bin};
+use choreo_domain::{FileState, Manifest, ManifestFile};
+use choreo_ports::{JobStart, JobStatus};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const SALT: &str = "e2e-salt";
+const HEADER: &str = "order_id,order_date,customer,email,amount,currency,quantity\n";
+
+/// Reads every Parquet file under `root` with pyarrow (Hive partitions as columns) and with duckdb,
+/// and hashes each of `plain` with `SALT` as hashlib does.
+const READ_BACK: &str = r#"
+import hashlib, json, sys
+import duckdb
+import pyarrow.dataset as ds
+
+root, salt, plain = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+table = ds.dataset(root, format="parquet", partitioning="hive").to_table()
+rows = sorted(table.to_pylist(), key=lambda r: r["order_id"])
+duck = duckdb.sql(
+    f"SELECT order_id, email, dataset, CAST(ingest_date AS VARCHAR) "
+    f"FROM read_parquet('{root}/**/*.parquet', hive_partitioning = true) ORDER BY order_id"
+).fetchall()
+print(json.dumps({
+    "types": {f.name: str(f.type) for f in table.schema},
+    "rows": rows,
+    "duckdb": [list(r) for r in duck],
+    "masks": {p: hashlib.sha256((salt + p).encode()).hexdigest() for p in plain},
+}, default=str))
+"#;
+
+fn read_back(root: &Path, plain: &[&str]) -> Value {
+    let out = std::process::Command::new(venv_bin("python"))
+        .args(["-c", READ_BACK])
+        .arg(root)
+        .arg(SALT)
+        .arg(serde_json::to_string(plain).unwrap())
+        .output()
+        .expect("running .venv/bin/python (scripts/test installs pyarrow and duckdb there)");
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+/// One expected row: the masked email is the hash Python computed.
+fn row(
+    v: &Value,
+    (id, day, customer, email, amount, currency, quantity, file): (
+        i64,
+        &str,
+        &str,
+        &str,
+        f64,
+        &str,
+        Option<i64>,
+        &str,
+    ),
+) -> Value {
+    json!({
+        "order_id": id, "order_date": day, "customer": customer,
+        "email": v["masks"][email], "amount": amount, "currency": currency,
+        "quantity": quantity, "_file_id": file,
+        "dataset": "sales_daily", "ingest_date": v["rows"][0]["ingest_date"],
+    })
+}
+
+fn curated_dir(app: &TestApp) -> std::path::PathBuf {
+    let c = &app.pipeline.settings.config;
+    c.data_dir.join("buckets").join(&c.buckets.curated)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_writes_deduplicated_masked_parquet() {
+    let mut app = TestApp::new(|c| {
+        c.transform.mask_salt = SALT.into();
+        for d in &mut c.datasets {
+            // Long enough for both files to make one batch.
+            d.batch_window_secs = 3;
+            if d.name == "sales_daily" {
+                d.personal_data = vec!["email".into()];
+            }
+        }
+    })
+    .await;
+    app.start();
+    let older = format!(
+        "{HEADER}1,2026-11-01,\"  Ada Rossi  \",ada@example.com,10.50,EUR,1\n\
+         2,2026-11-01,Bruno Keller,bruno@example.com,20.00,USD,2\n\
+         3,2026-11-01,Chiara Neri ,chiara@example.com,5,GBP,\n"
+    );
+    // Newer: order 2 again, changed.
+    let newer = format!(
+        "{HEADER}2,2026-11-02,Bruno Keller,bruno.new@example.com,25.00,USD,3\n\
+         4,2026-11-02, Dmitri Orlov,dmitri@example.com,7.25,EUR,1\n"
+    );
+    app.put("daily/2026-11-01.csv", older.as_bytes()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.put("daily/2026-11-02.csv", newer.as_bytes()).await;
+    app.settle().await;
+    let records = app.by_key().await;
+    app.stop().await;
+
+    let (a, b) = (
+        &records["daily/2026-11-01.csv"],
+        &records["daily/2026-11-02.csv"],
+    );
+    assert_eq!(
+        (a.state, b.state),
+        (FileState::Ingested, FileState::Ingested)
+    );
+    assert_eq!(a.batch_id, b.batch_id, "the two files were not one batch");
+    let batch = a.batch_id.clone().unwrap();
+
+    // The manifest told the job everything (the Glue script reads only it): oldest file first.
+    let config = &app.pipeline.settings.config;
+    let manifest = config
+        .data_dir
+        .join("buckets")
+        .join(&config.buckets.work)
+        .join(format!("manifests/sales_daily/{batch}.json"));
+    let manifest: Manifest = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+    let files: Vec<&str> = manifest.files.iter().map(|f| f.key.as_str()).collect();
+    assert_eq!(files, ["daily/2026-11-01.csv", "daily/2026-11-02.csv"]);
+    assert_eq!(manifest.personal_data, ["email"]);
+    assert_eq!(
+        manifest.format,
+        Some(choreo_domain::config::FileFormat::Csv)
+    );
+    assert_eq!(
+        manifest.schema.as_ref(),
+        app.pipeline.settings.schemas.get("sales_daily")
+    );
+
+    let objects = app
+        .pipeline
+        .backend
+        .ports()
+        .objects
+        .list(&app.pipeline.settings.config.buckets.curated, "")
+        .await
+        .unwrap();
+    let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        keys[0].starts_with("dataset=sales_daily/ingest_date=")
+            && keys[0].ends_with(&format!("/{batch}.parquet")),
+        "{keys:?}"
+    );
+
+    let plain = [
+        "ada@example.com",
+        "bruno@example.com",
+        "bruno.new@example.com",
+        "chiara@example.com",
+        "dmitri@example.com",
+    ];
+    let v = read_back(&curated_dir(&app), &plain);
+    let (f1, f2) = (a.id.as_str(), b.id.as_str());
+    let expected = vec![
+        row(
+            &v,
+            (
+                1,
+                "2026-11-01",
+                "Ada Rossi",
+                "ada@example.com",
+                10.5,
+                "EUR",
+                Some(1),
+                f1,
+            ),
+        ),
+        row(
+            &v,
+            (
+                2,
+                "2026-11-02",
+                "Bruno Keller",
+                "bruno.new@example.com",
+                25.0,
+                "USD",
+                Some(3),
+                f2,
+            ),
+        ),
+        row(
+            &v,
+            (
+                3,
+                "2026-11-01",
+                "Chiara Neri",
+                "chiara@example.com",
+                5.0,
+                "GBP",
+                None,
+                f1,
+            ),
+        ),
+        row(
+            &v,
+            (
+                4,
+                "2026-11-02",
+                "Dmitri Orlov",
+                "dmitri@example.com",
+                7.25,
+                "EUR",
+                Some(1),
+                f2,
+            ),
+        ),
+    ];
+    assert_eq!(v["rows"], Value::Array(expected), "{v:#}");
+    let day = keys[0]
+        .split('/')
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("ingest_date=");
+    assert_eq!(
+        v["rows"][0]["ingest_date"].as_str().unwrap().get(..10),
+        Some(day)
+    );
+    for email in plain {
+        assert_eq!(v["masks"][email].as_str().unwrap().len(), 64);
+    }
+
+    let types: BTreeMap<String, String> = serde_json::from_value(v["types"].clone()).unwrap();
+    for (column, ty) in [
+        ("order_id", "int64"),
+        ("order_date", "string"),
+        ("customer", "string"),
+        ("email", "string"),
+        ("amount", "double"),
+        ("currency", "string"),
+        ("quantity", "int64"),
+        ("_file_id", "string"),
+    ] {
+        assert_eq!(types[column], ty, "{column}: {types:?}");
+    }
+    // duckdb sees the same rows and both partition columns.
+    let duck = v["duckdb"].as_array().unwrap();
+    let ids: Vec<i64> = duck.iter().map(|r| r[0].as_i64().unwrap()).collect();
+    assert_eq!(ids, [1, 2, 3, 4]);
+    assert_eq!(duck[1][1], v["masks"]["bruno.new@example.com"]);
+    assert_eq!(duck[0][2], "sales_daily");
+    assert_eq!(duck[0][3].as_str(), Some(day));
+}
+
+/// The validator quarantines a file with bad rows, so the job is run directly on one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builtin_job_drops_rows_that_fail_the_schema() {
+    let app = TestApp::new(|c| c.transform.mask_salt = SALT.into()).await;
+    let settings = &app.pipeline.settings;
+    let c = &settings.config;
+    let bad = format!(
+        "{HEADER}1,2026-11-01,Ada Rossi,ada@example.com,10.50,EUR,1\n\
+         x,2026-11-01,Not An Id,x@example.com,1,EUR,1\n\
+         5,2026-13-45,Bad Date,d@example.com,1,EUR,1\n\
+         6,2026-11-01,Negative,n@example.com,-3,EUR,1\n\
+         7,2026-11-01,Bad Currency,c@example.com,1,CHF,1\n\
+         8,2026-11-01,,nobody@example.com,1,EUR,1\n\
+         9,2026-11-01,Short Row\n\
+         10,2026-11-01,Zero Quantity,z@example.com,1,EUR,0\n\
+         11,2026-11-01,  Kept Too  ,k@example.com, 2 ,USD,\n"
+    );
+    let ports = app.pipeline.backend.ports();
+    ports
+        .objects
+        .put(&c.buckets.input, "daily/bad.csv", bad.into_bytes())
+        .await
+        .unwrap();
+    let manifest = Manifest {
+        batch_id: "b-bad".into(),
+        dataset: "sales_daily".into(),
+        files: vec![ManifestFile {
+            file_id: "f-bad".into(),
+            bucket: c.buckets.input.clone(),
+            key: "daily/bad.csv".into(),
+        }],
+        schema: Some(settings.schemas["sales_daily"].clone()),
+        personal_data: vec!["email".into()],
+        format: None,
+        csv: None,
+    };
+    ports
+        .objects
+        .put(
+            &c.buckets.work,
+            "manifests/b-bad.json",
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .await
+        .unwrap();
+    let args = BTreeMap::from([
+        ("--batch_id".to_string(), "b-bad".to_string()),
+        (
+            "--manifest".to_string(),
+            format!("{}/manifests/b-bad.json", c.buckets.work),
+        ),
+    ]);
+    let JobStart::Started { run_id } = ports.jobs.start_run("builtin", &args).await.unwrap() else {
+        panic!("the local runner does not throttle");
+    };
+    assert_eq!(
+        ports.jobs.run_status("builtin", &run_id).await.unwrap(),
+        JobStatus::Succeeded
+    );
+
+    let v = read_back(&curated_dir(&app), &["ada@example.com", "k@example.com"]);
+    let expected = vec![
+        row(
+            &v,
+            (
+                1,
+                "2026-11-01",
+                "Ada Rossi",
+                "ada@example.com",
+                10.5,
+                "EUR",
+                Some(1),
+                "f-bad",
+            ),
+        ),
+        row(
+            &v,
+            (
+                11,
+                "2026-11-01",
+                "Kept Too",
+                "k@example.com",
+                2.0,
+                "USD",
+                None,
+                "f-bad",
+            ),
+        ),
+    ];
+    assert_eq!(v["rows"], Value::Array(expected), "{v:#}");
+}
