@@ -362,6 +362,7 @@ mod tests {
             job: "builtin".into(),
             batch_window_secs: 1,
             batch_max_files: 10,
+            personal_data: Vec::new(),
         };
         let t = TableDef::of(&d, &schema, "in", vec!["day".into()]).unwrap();
         assert_eq!(t.name, "sales_eu");
