@@ -415,6 +415,48 @@ async fn open_local(dir: &Path) -> (Pipeline, choreo_local::LocalBackend) {
     (pipeline, local)
 }
 
+/// Waits until all `files` are INGESTED. With `kill_mid_crawl`, kills the replica that started a
+/// crawl still running, and checks that the others finished its batch. Returns the seconds since
+/// `started`.
+async fn ingest_all(
+    state: &Arc<dyn StateStore>,
+    files: usize,
+    replicas: &mut Replicas,
+    kill_mid_crawl: bool,
+    backend: &str,
+    started: Instant,
+) -> f64 {
+    let mut killed = None;
+    wait_ingested(state, files, replicas, async |replicas| {
+        if !kill_mid_crawl || killed.is_some() {
+            return;
+        }
+        let crawling = all_batches(state).await.into_iter().find(|b| {
+            b.state == BatchState::Crawling
+                && b.crawl_started_at.is_some()
+                && b.crawl_ended_at.is_none()
+        });
+        if let Some(b) = crawling
+            && let Some(i) = replicas.crawl_starter(&b.id)
+        {
+            replicas.kill(i);
+            eprintln!(
+                "replicas({backend}): killed replica {i}, which started {}'s crawl",
+                b.id
+            );
+            killed = Some((i, b.id));
+        }
+    })
+    .await;
+    let wall = started.elapsed().as_secs_f64();
+    if kill_mid_crawl {
+        let (_, batch) = killed.as_ref().expect("a replica was killed mid-crawl");
+        let b = state.get_batch(batch).await.unwrap().unwrap();
+        assert_eq!(b.state, BatchState::Ingested, "the others finished it");
+    }
+    wall
+}
+
 /// Three local replicas take `files` files; `kill_mid_crawl` kills the one that started a crawl
 /// while that crawl runs. Returns the figures after checking every guarantee.
 async fn run_local(files: usize, crawl_min_secs: u64, kill_mid_crawl: bool) -> (Figures, f64) {
@@ -436,34 +478,15 @@ async fn run_local(files: usize, crawl_min_secs: u64, kill_mid_crawl: bool) -> (
             .unwrap();
     }
 
-    let mut killed = None;
-    wait_ingested(&state, files, &mut replicas, async |replicas| {
-        if !kill_mid_crawl || killed.is_some() {
-            return;
-        }
-        let crawling = all_batches(&state).await.into_iter().find(|b| {
-            b.state == BatchState::Crawling
-                && b.crawl_started_at.is_some()
-                && b.crawl_ended_at.is_none()
-        });
-        if let Some(b) = crawling
-            && let Some(i) = replicas.crawl_starter(&b.id)
-        {
-            replicas.kill(i);
-            eprintln!(
-                "replicas(local): killed replica {i}, which started {}'s crawl",
-                b.id
-            );
-            killed = Some((i, b.id));
-        }
-    })
+    let wall = ingest_all(
+        &state,
+        files,
+        &mut replicas,
+        kill_mid_crawl,
+        "local",
+        started,
+    )
     .await;
-    let wall = started.elapsed().as_secs_f64();
-    if kill_mid_crawl {
-        let (_, batch) = killed.as_ref().expect("a replica was killed mid-crawl");
-        let b = state.get_batch(batch).await.unwrap().unwrap();
-        assert_eq!(b.state, BatchState::Ingested, "the others finished it");
-    }
     replicas.stop();
 
     let records = all_files(&state).await;
@@ -571,34 +594,7 @@ async fn run_aws(files: usize, crawl_secs: u64, kill_mid_crawl: bool) -> (Figure
             .unwrap();
     }
 
-    let mut killed = None;
-    wait_ingested(&state, files, &mut replicas, async |replicas| {
-        if !kill_mid_crawl || killed.is_some() {
-            return;
-        }
-        let crawling = all_batches(&state).await.into_iter().find(|b| {
-            b.state == BatchState::Crawling
-                && b.crawl_started_at.is_some()
-                && b.crawl_ended_at.is_none()
-        });
-        if let Some(b) = crawling
-            && let Some(i) = replicas.crawl_starter(&b.id)
-        {
-            replicas.kill(i);
-            eprintln!(
-                "replicas(aws): killed replica {i}, which started {}'s crawl",
-                b.id
-            );
-            killed = Some((i, b.id));
-        }
-    })
-    .await;
-    let wall = started.elapsed().as_secs_f64();
-    if kill_mid_crawl {
-        let (_, batch) = killed.as_ref().expect("a replica was killed mid-crawl");
-        let b = state.get_batch(batch).await.unwrap().unwrap();
-        assert_eq!(b.state, BatchState::Ingested, "the others finished it");
-    }
+    let wall = ingest_all(&state, files, &mut replicas, kill_mid_crawl, "aws", started).await;
     replicas.stop();
 
     let records = all_files(&state).await;
