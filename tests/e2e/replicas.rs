@@ -330,14 +330,27 @@ fn check(
         assert_eq!(b.job_run_id.as_deref(), Some(runs[0]), "{b:#?}");
     }
 
-    // Per crawler, no two batches' crawls overlap.
+    // Per crawler, no two crawls overlap: a crawl is its lead's, and the batches riding along it
+    // share its interval.
     let mut by_crawler: BTreeMap<&str, Vec<Interval>> = BTreeMap::new();
+    let mut leads: BTreeMap<&str, Interval> = BTreeMap::new();
     for b in batches {
         let (Some(start), Some(end)) = (b.crawl_started_at, b.crawl_ended_at) else {
             panic!("batch {} has no crawl interval: {b:#?}", b.id);
         };
         assert!(start <= end, "{b:#?}");
-        by_crawler.entry(&b.crawler).or_default().push((start, end));
+        let lead = b.crawl_lead.as_deref().unwrap_or(&b.id);
+        if let Some(shared) = leads.insert(lead, (start, end)) {
+            assert_eq!(shared.0, start, "batches of crawl {lead} started apart: {b:#?}");
+        }
+    }
+    for b in batches {
+        if b.crawl_lead.as_deref().is_none_or(|l| l == b.id) {
+            by_crawler
+                .entry(&b.crawler)
+                .or_default()
+                .push(leads[b.id.as_str()]);
+        }
     }
     for (crawler, intervals) in by_crawler {
         assert_no_overlap(&format!("batches of {crawler}"), intervals);
@@ -373,7 +386,7 @@ fn check(
             }
             runs.len()
         }
-        None => batches.len(),
+        None => leads.len(),
     };
     let mut sorted: Vec<&Batch> = batches.iter().collect();
     sorted.sort_by_key(|b| b.created_at);

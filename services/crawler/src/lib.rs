@@ -1,32 +1,39 @@
-//! The catalog crawler poller: VALID → CATALOGED | FAILED, a batch at a time.
+//! The catalog crawler poller: VALID → CATALOGED | FAILED, a batch at a time, crawls shared.
 //!
-//! A crawl costs at least ten minutes of Glue time however few files it sees, so files are batched:
+//! A crawl costs at least ten minutes of Glue time however few files it sees, and a crawler crawls
+//! a path, not a list of files. So files wait in windows and crawls coalesce (the lifecycle and its
+//! decisions are `choreo_domain::lifecycle`; this module only carries them out):
 //!
-//! 1. `FileValidated` opens the dataset's batch window — a lease `window:<dataset>` taken with a
-//!    conditional write, so only one timer is pending per dataset whatever the replicas — and sends a
-//!    `CrawlWindowClosed` timer delayed by the window. A full batch closes the window at once.
-//! 2. `CrawlWindowClosed` takes the crawler's lease `crawler:<name>` (one crawl at a time per crawler,
-//!    across replicas), records a batch of the dataset's VALID files, and sends a `CrawlPoll` timer. If
-//!    the crawler is busy it does nothing: the running batch re-opens the window when it ends.
-//! 3. `CrawlPoll` starts the crawl if it is not started, polls it with delayed messages to this queue
-//!    while it runs, and when it ends moves the batch's files, records the batch, publishes
-//!    `BatchCataloged` or `BatchFailed`, releases the lease and re-opens windows for files that became
-//!    VALID meanwhile.
+//! 1. `FileValidated` opens the dataset's window — the lease `window:<dataset>`, so one timer is
+//!    pending per dataset whatever the replicas — and sends a `CrawlWindowClosed` timer delayed by
+//!    the window; unless the dataset's crawler is busy: then the file waits for the crawl's end.
+//! 2. `CrawlWindowClosed` takes the crawler's lease `crawler:<name>` (one crawl at a time per
+//!    crawler, across replicas) and *cuts*: every VALID file of every dataset the crawler covers
+//!    becomes part of a batch of at most `batch_max_files`. The first batch leads the crawl, the
+//!    others ride along; riders are recorded first, the lead last, so a recorded lead means a
+//!    complete cut. Then the lead's `CrawlPoll` timer goes out.
+//! 3. `CrawlPoll` (of the lead) starts the crawl, polls it with delayed messages to this queue
+//!    while it runs, and when it ends completes every batch of the cut (riders first), announces
+//!    each (`BatchCataloged` or `BatchFailed`: one job run each, all at once), frees the crawler and
+//!    *kicks* the crawler's datasets: files that became VALID during the crawl are cut at once, and
+//!    the next crawl covers all of them.
 //!
-//! A dataset configured with `catalog = "direct"` batches the same way but needs no crawl: when its
-//! window closes, `direct.rs` records the batch, registers its table and partitions, and completes it
-//! at once, through the same `complete` and `finish` as a crawl's end.
+//! A dataset configured with `catalog = "direct"` is cut the same way under the lease
+//! `catalog:<dataset>`, and its batches are catalogued at once without a crawl (`direct.rs`).
 //!
-//! Every timer is a message, so a crash loses no wait, and every step checks the stored state first, so
-//! a duplicate is harmless. A timer lost outright (its queue purged, the message dead-lettered) shows
-//! as a lapsed lease: the watchdog ([`recover`]) sends a crawling batch whose crawler lease lapsed its
-//! poll again, and opens a window for a dataset whose VALID files wait under no live lease. Crashes between two writes are covered by redelivery: a message is deleted
-//! only once its step is complete, and each step's lease holder and batch id derive from the message
-//! itself (the file id, the timer's envelope id), so the redelivered message finds its own lease and
-//! batch and carries on rather than being locked out by them.
+//! No file waits for the watchdog: a file that becomes VALID while the crawler or the window is held
+//! leaves the next step to the holder, and every holder asks again ([`CrawlerPoller::kick`]) after it
+//! let go. Every timer is a message, so a crash loses no wait, and every step checks the stored state
+//! first, so a duplicate is harmless. A timer lost outright (its queue purged, the message
+//! dead-lettered) shows as a lapsed lease: the watchdog ([`CrawlerPoller::recover`]) sends a crawling
+//! lead whose crawler lease lapsed its poll again, and opens a window for a dataset whose VALID files
+//! wait under no live lease. Each step's lease holder and batch ids derive from the message itself
+//! (the file id, the timer's envelope id), so a redelivered message finds its own lease and batches
+//! and carries on rather than being locked out by them.
 
 use async_trait::async_trait;
-use choreo_domain::config::{CatalogMode, DatasetConfig};
+use choreo_domain::config::DatasetConfig;
+use choreo_domain::lifecycle::{self, Step};
 use choreo_domain::{Batch, BatchState, Event, FileId, FileRecord, FileState, Stage, Transition};
 use choreo_ports::{
     BatchOutcome, CrawlStart, CrawlStatus, FileQuery, LeaseInfo, LeaseOutcome, PortError,
@@ -35,6 +42,7 @@ use choreo_ports::{
 use choreo_runtime::publish::{batch_event_id, send_timer};
 use choreo_runtime::{Background, Handler, HandlerError, ServiceContext, decode};
 use chrono::Utc;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -67,8 +75,10 @@ fn queue_name(config: &choreo_domain::Config) -> &str {
 /// Slack on top of the batch window before a window lease expires.
 const WINDOW_SLACK: Duration = Duration::from_secs(60);
 /// At most how long a freshly taken crawler lease lasts before its batch's first poll renews it:
-/// short, so a lease whose taker died before recording its batch is soon free again.
+/// short, so a lease whose taker died before recording its cut is soon free again.
 const FIRST_LEASE: Duration = Duration::from_secs(60);
+/// Records read a page at a time when cutting.
+const PAGE: usize = 500;
 
 pub struct CrawlerPoller {
     ctx: ServiceContext,
@@ -84,6 +94,32 @@ fn window_lease(dataset: &str) -> String {
 
 fn crawler_lease(crawler: &str) -> String {
     format!("crawler:{crawler}")
+}
+
+fn catalog_lease(dataset: &str) -> String {
+    format!("catalog:{dataset}")
+}
+
+/// The lease that serialises cuts and what follows them: the crawler's, shared by the datasets it
+/// covers, or a directly catalogued dataset's own.
+fn group_lease(d: &DatasetConfig) -> String {
+    match d.crawled_by() {
+        Some(crawler) => crawler_lease(&crawler),
+        None => catalog_lease(&d.name),
+    }
+}
+
+/// The lease a batch's cut holds until its crawl (or direct registration) is finished.
+fn batch_group_lease(batch: &Batch) -> String {
+    if batch.is_direct() {
+        catalog_lease(&batch.dataset)
+    } else {
+        crawler_lease(&batch.crawler)
+    }
+}
+
+fn live(lease: Option<LeaseInfo>) -> bool {
+    lease.is_some_and(|l| l.expires_at > Utc::now())
 }
 
 #[async_trait]
@@ -112,6 +148,21 @@ impl CrawlerPoller {
         self.ctx.settings.config.dataset(name)
     }
 
+    /// The datasets cut together with `d`: those its crawler covers, or `d` alone when direct.
+    fn group_of<'a>(&'a self, d: &'a DatasetConfig) -> Vec<&'a DatasetConfig> {
+        match d.crawled_by() {
+            Some(c) => self
+                .ctx
+                .settings
+                .config
+                .datasets
+                .iter()
+                .filter(|o| o.crawled_by().as_deref() == Some(c.as_str()))
+                .collect(),
+            None => vec![d],
+        }
+    }
+
     fn poll_interval(&self) -> Duration {
         Duration::from_secs(self.ctx.settings.config.runtime.poll_interval_secs)
     }
@@ -126,31 +177,34 @@ impl CrawlerPoller {
         self.lease_time().min(FIRST_LEASE)
     }
 
-    /// The watchdog's pass: sends the poll again for each crawling batch whose crawler lease lapsed,
+    /// The watchdog's pass: sends the poll again for each crawling lead whose crawler lease lapsed,
     /// taking the lease on the batch's behalf (so the next pass, and new windows, see it live), then
     /// opens a window for each dataset with VALID files and neither a live window nor a live crawl.
     /// Returns how many timers it sent.
     pub async fn recover(&self) -> Result<usize, PortError> {
         let state = &self.ctx.ports.state;
-        let live = |l: Option<LeaseInfo>| l.is_some_and(|l| l.expires_at > Utc::now());
         let mut sent = 0;
+        let timer_error = |id: &str, e: HandlerError| PortError::transient("recover", id, e);
         for batch in state.batches_in(BatchState::Crawling).await? {
+            if matches!(lifecycle::next(&batch, STAGE), Step::FollowLead(_)) {
+                continue; // its lead is looked at
+            }
             if batch.is_direct() {
-                // No crawl and no crawler lease: catalogued within one message, so a direct batch
-                // still CRAWLING a lease time after its last write lost that message.
+                // No crawl: catalogued within one message, so a direct batch still CRAWLING a
+                // lease time after its last write lost that message.
                 let idle = (Utc::now() - batch.updated_at).to_std().unwrap_or_default();
                 if idle >= self.lease_time() {
                     tracing::warn!(batch_id = %batch.id, "LostCrawlPoll: cataloguing again");
                     self.poll_after(&batch, Duration::ZERO)
                         .await
-                        .map_err(|e| PortError::transient("recover", &batch.id, e.to_string()))?;
+                        .map_err(|e| timer_error(&batch.id, e))?;
                     sent += 1;
                 }
                 continue;
             }
             let lease = crawler_lease(&batch.crawler);
             if live(state.lease(&lease).await?) {
-                continue; // polled lately, or another batch's crawl runs: it re-opens windows
+                continue; // polled lately, or another cut holds the crawler: it kicks when done
             }
             if let LeaseOutcome::Acquired { .. } = state
                 .acquire_lease(&lease, &batch.id, self.first_lease())
@@ -159,19 +213,17 @@ impl CrawlerPoller {
                 tracing::warn!(batch_id = %batch.id, crawler = %batch.crawler, "LostCrawlPoll: polling again");
                 self.poll_after(&batch, Duration::ZERO)
                     .await
-                    .map_err(|e| PortError::transient("recover", &batch.id, e.to_string()))?;
+                    .map_err(|e| timer_error(&batch.id, e))?;
                 sent += 1;
             }
         }
         for d in &self.ctx.settings.config.datasets {
-            if live(state.lease(&window_lease(&d.name)).await?) || self.crawler_busy(d).await? {
-                continue;
-            }
             let holder = format!("watchdog-{}", uuid::Uuid::new_v4());
+            let delay = Duration::from_secs(d.batch_window_secs);
             if self
-                .open_window(d, &holder)
+                .kick(d, &holder, delay)
                 .await
-                .map_err(|e| PortError::transient("recover", &d.name, e.to_string()))?
+                .map_err(|e| timer_error(&d.name, e))?
             {
                 tracing::warn!(dataset = %d.name, "LostWindowTimer: window opened again");
                 sent += 1;
@@ -190,7 +242,10 @@ impl CrawlerPoller {
             return Ok(()); // catalogued already, or failed: a duplicate
         }
         match self.dataset(dataset) {
-            Some(d) => self.open_window(d, file_id.as_str()).await.map(drop),
+            Some(d) => {
+                let delay = lifecycle::window_delay(Duration::from_secs(d.batch_window_secs), false);
+                self.kick(d, file_id.as_str(), delay).await.map(drop)
+            }
             None => {
                 tracing::warn!(dataset, "DatasetUnknown: file left VALID");
                 Ok(())
@@ -198,31 +253,43 @@ impl CrawlerPoller {
         }
     }
 
-    /// Makes sure a `CrawlWindowClosed` timer is pending for the dataset's VALID files. `holder` names
-    /// the caller's message (a file or batch id): if it dies after taking the window lease and before
-    /// sending the timer, its redelivery takes the lease again as its own and sends the timer.
-    /// Returns whether it sent a timer.
-    async fn open_window(&self, d: &DatasetConfig, holder: &str) -> Result<bool, HandlerError> {
-        let waiting = self.valid_files(&d.name, d.batch_max_files).await?;
-        if waiting.is_empty() || self.crawler_busy(d).await? {
-            // A crawl of this crawler runs: its batch re-opens windows when it ends (and the
-            // watchdog does, if that end is lost), so a timer now would only find it busy.
+    /// Makes sure a cut is coming for `d`'s VALID files ([`lifecycle::kick`]): opens the window —
+    /// takes `window:<d>` and sends `CrawlWindowClosed` after `delay` — unless the dataset's crawler
+    /// (or catalogue) is held, a window is open already, or no file waits. Callers that held the
+    /// crawler or a window call it after freeing them. `holder` names the caller's message (a file
+    /// or batch id): if it dies after taking the window lease and before sending the timer, its
+    /// redelivery takes the lease again as its own and sends the timer. Returns whether it sent one.
+    async fn kick(
+        &self,
+        d: &DatasetConfig,
+        holder: &str,
+        delay: Duration,
+    ) -> Result<bool, HandlerError> {
+        let state = &self.ctx.ports.state;
+        let lease = window_lease(&d.name);
+        // The cheap questions first: a busy stream of files asks them once per file.
+        let group_busy = live(state.lease(&group_lease(d)).await?);
+        let window_open = !group_busy
+            && state
+                .lease(&lease)
+                .await?
+                .is_some_and(|l| l.expires_at > Utc::now() && l.holder != holder);
+        let waiting =
+            !group_busy && !window_open && !self.waiting(&d.name, 1).await?.is_empty();
+        if !lifecycle::kick(group_busy, window_open, waiting) {
             return Ok(false);
         }
-        if waiting.len() >= d.batch_max_files {
-            self.close_window_timer(&d.name, "", Duration::ZERO).await?;
-            return Ok(true);
-        }
         let window = holder.to_string();
-        let delay = Duration::from_secs(d.batch_window_secs);
-        let lease = window_lease(&d.name);
-        let state = &self.ctx.ports.state;
         match state
             .acquire_lease(&lease, &window, delay + self.lease_time().min(WINDOW_SLACK))
             .await?
         {
             LeaseOutcome::Acquired { .. } => {
-                if let Err(e) = self.close_window_timer(&d.name, &window, delay).await {
+                let event = Event::CrawlWindowClosed {
+                    dataset: d.name.clone(),
+                    window: window.clone(),
+                };
+                if let Err(e) = send_timer(self.ctx.queue.as_ref(), event, delay, None).await {
                     state.release_lease(&lease, &window).await?;
                     return Err(e.into());
                 }
@@ -233,38 +300,8 @@ impl CrawlerPoller {
         }
     }
 
-    /// Whether a crawl of the dataset's crawler holds its lease (never, for a direct dataset).
-    async fn crawler_busy(&self, d: &DatasetConfig) -> Result<bool, PortError> {
-        let Some(crawler) = d.crawled_by() else {
-            return Ok(false);
-        };
-        let lease = self.ctx.ports.state.lease(&crawler_lease(&crawler)).await?;
-        Ok(lease.is_some_and(|l| l.expires_at > Utc::now()))
-    }
-
-    async fn close_window_timer(
-        &self,
-        dataset: &str,
-        window: &str,
-        delay: Duration,
-    ) -> Result<(), choreo_ports::PortError> {
-        let event = Event::CrawlWindowClosed {
-            dataset: dataset.to_string(),
-            window: window.to_string(),
-        };
-        send_timer(self.ctx.queue.as_ref(), event, delay, None).await
-    }
-
-    async fn valid_files(&self, dataset: &str, limit: usize) -> Result<Vec<FileId>, HandlerError> {
-        let records = self.valid_records(dataset, limit).await?;
-        Ok(records.into_iter().map(|r| r.id).collect())
-    }
-
-    async fn valid_records(
-        &self,
-        dataset: &str,
-        limit: usize,
-    ) -> Result<Vec<FileRecord>, HandlerError> {
+    /// Up to `limit` of the dataset's VALID records, in id order.
+    async fn waiting(&self, dataset: &str, limit: usize) -> Result<Vec<FileRecord>, HandlerError> {
         let page = self
             .ctx
             .ports
@@ -279,9 +316,28 @@ impl CrawlerPoller {
         Ok(page.items)
     }
 
-    /// Closes a window: records a batch of the dataset's VALID files and starts polling it, unless the
-    /// crawler is busy. The batch id derives from the timer's envelope id, so a redelivered timer
-    /// finds the batch (and crawler lease) it created before dying.
+    /// Every VALID record of the dataset, following pages.
+    async fn all_waiting(&self, dataset: &str) -> Result<Vec<FileRecord>, HandlerError> {
+        let mut query = FileQuery {
+            dataset: Some(dataset.to_string()),
+            state: Some(FileState::Valid),
+            limit: PAGE,
+            after: None,
+        };
+        let mut out = Vec::new();
+        loop {
+            let page = self.ctx.ports.state.list(&query).await?;
+            out.extend(page.items);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// A window closed: unless the group is busy (its end kicks), cut every waiting file of the
+    /// group into batches and catalogue them — one crawl for all, or directly. The lead's id derives
+    /// from the timer's envelope id, so a redelivered timer finds the cut it made before dying.
     async fn on_window_closed(
         &self,
         dataset: &str,
@@ -292,49 +348,32 @@ impl CrawlerPoller {
         let Some(d) = self.dataset(dataset) else {
             return Ok(());
         };
-        if d.catalog == CatalogMode::Direct {
-            return self.close_direct_window(d, window, timer_id).await;
+        let lead_id = Batch::id_for(&d.name, timer_id);
+        if let Some(lead) = state.get_batch(&lead_id).await? {
+            // A redelivered timer: the cut was made; carry it on.
+            self.release_window(&d.name, window).await?;
+            return self.drive(lead).await;
         }
-        let crawler = d.crawler_name();
-        let lease = crawler_lease(&crawler);
-        let id = Batch::id_for(&d.name, timer_id);
-        let existing = state.get_batch(&id).await?;
-        if existing.is_none() {
-            let files = self.valid_files(&d.name, d.batch_max_files).await?;
-            if files.is_empty() {
-                return self.release_window(dataset, window).await;
-            }
-            if let LeaseOutcome::Held { holder, .. } =
-                state.acquire_lease(&lease, &id, self.first_lease()).await?
-            {
-                // The running batch re-opens the window when it ends.
-                tracing::info!(dataset, %crawler, running = %holder, "CrawlDeferred: the crawler is busy");
-                return self.release_window(dataset, window).await;
-            }
-            // The batch gets a trace of its own.
-            let span = tracing::info_span!(parent: None, "batch", batch_id = %id, dataset);
-            let traceparent = span.in_scope(choreo_telemetry::current_traceparent);
-            let batch = Batch {
-                traceparent,
-                ..Batch::new(
-                    id.clone(),
-                    &d.name,
-                    crawler,
-                    d.job.clone(),
-                    BatchState::Crawling,
-                    files,
-                )
-            };
-            state.create_batch(&batch).await?;
-            tracing::info!(batch_id = %id, dataset, files = batch.files.len(), "BatchOpened");
-            self.poll_after(&batch, Duration::ZERO).await?;
-        } else if let Some(batch) = existing {
-            // A redelivered timer: the batch exists; make sure it is being polled.
-            if batch.state == BatchState::Crawling {
-                self.poll_after(&batch, Duration::ZERO).await?;
-            }
+        let group = group_lease(d);
+        if let LeaseOutcome::Held { holder, .. } =
+            state.acquire_lease(&group, &lead_id, self.first_lease()).await?
+        {
+            tracing::info!(dataset, running = %holder, "CrawlDeferred: the crawler is busy");
+            return self.window_done(d, window).await;
         }
-        self.release_window(dataset, window).await
+        let Some(lead) = self.cut(d, &lead_id).await? else {
+            state.release_lease(&group, &lead_id).await?;
+            return self.window_done(d, window).await;
+        };
+        self.release_window(&d.name, window).await?;
+        self.drive(lead).await
+    }
+
+    /// Frees the window and asks again for the files that arrived while it was held.
+    async fn window_done(&self, d: &DatasetConfig, window: &str) -> Result<(), HandlerError> {
+        self.release_window(&d.name, window).await?;
+        let delay = Duration::from_secs(d.batch_window_secs);
+        self.kick(d, window, delay).await.map(drop)
     }
 
     async fn release_window(&self, dataset: &str, window: &str) -> Result<(), HandlerError> {
@@ -345,68 +384,114 @@ impl CrawlerPoller {
         Ok(())
     }
 
+    /// Records the cut, holding the group's lease: the waiting files of the group's datasets in
+    /// batches of at most `batch_max_files` (riders first, then the lead, which lists them).
+    /// Files of crawling batches are left out: they are a cut's already (one recorded by an
+    /// earlier try of this very cut, whose riders this one keeps). `None` when nothing waits.
+    async fn cut(&self, d: &DatasetConfig, lead_id: &str) -> Result<Option<Batch>, HandlerError> {
+        let state = &self.ctx.ports.state;
+        let crawling = state.batches_in(BatchState::Crawling).await?;
+        let taken: HashSet<&FileId> = crawling.iter().flat_map(|b| &b.files).collect();
+        let mut riders: Vec<String> = crawling
+            .iter()
+            .filter(|b| b.crawl_lead.as_deref() == Some(lead_id))
+            .map(|b| b.id.clone())
+            .collect();
+        let mut waiting = Vec::new();
+        for member in self.group_of(d) {
+            let records = self.all_waiting(&member.name).await?;
+            waiting.extend(records.into_iter().filter(|r| !taken.contains(&r.id)));
+        }
+        let config = &self.ctx.settings.config;
+        let max = |name: &str| config.dataset(name).map_or(1, |d| d.batch_max_files);
+        let mut chunks = lifecycle::plan_cut(waiting, max);
+        let Some(last) = chunks.pop() else {
+            return Ok(None);
+        };
+        // The batches get a trace of their own.
+        let span = tracing::info_span!(parent: None, "batch", batch_id = %lead_id, dataset = %d.name);
+        let traceparent = span.in_scope(choreo_telemetry::current_traceparent);
+        let crawler = d.crawled_by().unwrap_or_default();
+        let batch = |id: String, chunk: lifecycle::Chunk| {
+            let job = config
+                .dataset(&chunk.dataset)
+                .map_or_else(|| d.job.clone(), |c| c.job.clone());
+            Batch {
+                traceparent: traceparent.clone(),
+                crawl_lead: Some(lead_id.to_string()),
+                ..Batch::new(
+                    id,
+                    &chunk.dataset,
+                    crawler.clone(),
+                    job,
+                    BatchState::Crawling,
+                    chunk.files,
+                )
+            }
+        };
+        for chunk in chunks {
+            let id = lifecycle::rider_id(lead_id, riders.len() + 1);
+            let rider = batch(id.clone(), chunk);
+            state.create_batch(&rider).await?;
+            tracing::info!(batch_id = %id, lead = lead_id, dataset = %rider.dataset, files = rider.files.len(), "BatchOpened");
+            riders.push(id);
+        }
+        let lead = Batch {
+            riders,
+            ..batch(lead_id.to_string(), last)
+        };
+        state.create_batch(&lead).await?;
+        tracing::info!(batch_id = %lead.id, dataset = %lead.dataset, files = lead.files.len(), riders = lead.riders.len(), "BatchOpened");
+        Ok(Some(lead))
+    }
+
     async fn on_poll(&self, batch_id: &str) -> Result<(), HandlerError> {
-        let ports = &self.ctx.ports;
-        let Some(mut batch) = ports.state.get_batch(batch_id).await? else {
+        let Some(batch) = self.ctx.ports.state.get_batch(batch_id).await? else {
             tracing::warn!(batch_id, "BatchUnknown: poll dropped");
             return Ok(());
         };
         tracing::Span::current().record("batch_id", batch_id);
-        if batch.is_direct() {
-            // A sweep's poke at a direct batch whose timer was lost: there is no crawl to poll.
-            return self.catalog_directly(batch, None).await;
+        self.drive(batch).await
+    }
+
+    /// Does what the lifecycle says comes next for the batch.
+    async fn drive(&self, batch: Batch) -> Result<(), HandlerError> {
+        match lifecycle::next(&batch, STAGE) {
+            Step::StartCrawl => self.start_crawl(batch).await,
+            Step::PollCrawl => self.poll_crawl(batch).await,
+            Step::RegisterTable => self.catalog_directly(batch).await,
+            // A sweep's poke at a rider: its lead does the work.
+            Step::FollowLead(lead) => match self.ctx.ports.state.get_batch(&lead).await? {
+                Some(lead) => Box::pin(self.drive(lead)).await,
+                None => Ok(()),
+            },
+            Step::FinishCatalog => self.finish(&batch).await,
+            _ => Ok(()),
         }
-        match batch.state {
-            BatchState::Crawling => {}
-            // The outbox case: the batch was recorded but its event may not have gone out.
-            BatchState::Cataloged | BatchState::Failed => return self.finish(&batch).await,
-            _ => return Ok(()),
-        }
+    }
+
+    /// Starts the lead's crawl, under the crawler's lease.
+    async fn start_crawl(&self, mut batch: Batch) -> Result<(), HandlerError> {
+        let ports = &self.ctx.ports;
+        let batch_id = batch.id.clone();
         let lease = crawler_lease(&batch.crawler);
         if let LeaseOutcome::Held { holder, .. } = ports
             .state
             .acquire_lease(&lease, &batch.id, self.lease_time())
             .await?
         {
-            if !batch.crawl_started {
-                // Our lease lapsed (a lost timer) and another batch took the crawler: wait for it
-                // rather than start a second crawl; its end frees the crawler.
-                tracing::info!(batch_id, %holder, "CrawlerBusy: another batch holds the crawler");
-                return self.poll_after(&batch, self.poll_interval()).await;
-            }
-            tracing::warn!(batch_id, %holder, "CrawlLeaseLost: another batch holds the crawler");
+            // Our lease lapsed (a lost timer) and another cut took the crawler: wait for it rather
+            // than start a second crawl; its end frees the crawler.
+            tracing::info!(batch_id, %holder, "CrawlerBusy: another batch holds the crawler");
+            return self.poll_after(&batch, self.poll_interval()).await;
         }
-        if !batch.crawl_started {
-            // The attempt is recorded before it is made: a poller that dies between starting the
-            // crawl and recording it leaves `crawl_started_at` set, and the redelivered poll then
-            // takes the running crawl as this batch's own rather than waiting for it to end — for
-            // ever on the local backend, where only a poll ends a crawl.
-            let attempted = batch.crawl_started_at.is_some();
-            if !attempted {
-                batch.crawl_started_at = Some(Utc::now());
-                if let BatchOutcome::Conflict(_) = ports
-                    .state
-                    .update_batch(&batch, BatchState::Crawling)
-                    .await?
-                {
-                    return Ok(());
-                }
-            }
-            let taken = match ports.crawler.start_crawl(&batch.crawler).await? {
-                CrawlStart::Started => {
-                    batch.crawl_started_at = Some(Utc::now());
-                    Some("CrawlStarted")
-                }
-                CrawlStart::AlreadyRunning if attempted => Some("CrawlTakenOver"),
-                CrawlStart::AlreadyRunning => None,
-            };
-            batch.updated_at = Utc::now();
-            if taken.is_some() {
-                batch.crawl_started = true;
-            } else {
-                // Another batch's crawl: the mark goes, so that a later poll does not take it.
-                batch.crawl_started_at = None;
-            }
+        // The attempt is recorded before it is made: a poller that dies between starting the crawl
+        // and recording it leaves `crawl_started_at` set, and the redelivered poll then takes the
+        // running crawl as this batch's own rather than waiting for it to end — for ever on the
+        // local backend, where only a poll ends a crawl.
+        let attempted = batch.crawl_started_at.is_some();
+        if !attempted {
+            batch.crawl_started_at = Some(Utc::now());
             if let BatchOutcome::Conflict(_) = ports
                 .state
                 .update_batch(&batch, BatchState::Crawling)
@@ -414,13 +499,50 @@ impl CrawlerPoller {
             {
                 return Ok(());
             }
-            match taken {
-                Some(event) => tracing::info!(batch_id, crawler = %batch.crawler, "{event}"),
-                None => {
-                    tracing::info!(batch_id, crawler = %batch.crawler, "CrawlerBusy: waiting to start")
-                }
+        }
+        let taken = match ports.crawler.start_crawl(&batch.crawler).await? {
+            CrawlStart::Started => {
+                batch.crawl_started_at = Some(Utc::now());
+                Some("CrawlStarted")
             }
-            return self.poll_after(&batch, self.poll_interval()).await;
+            CrawlStart::AlreadyRunning if attempted => Some("CrawlTakenOver"),
+            CrawlStart::AlreadyRunning => None,
+        };
+        batch.updated_at = Utc::now();
+        if taken.is_some() {
+            batch.crawl_started = true;
+        } else {
+            // Another batch's crawl: the mark goes, so that a later poll does not take it.
+            batch.crawl_started_at = None;
+        }
+        if let BatchOutcome::Conflict(_) = ports
+            .state
+            .update_batch(&batch, BatchState::Crawling)
+            .await?
+        {
+            return Ok(());
+        }
+        match taken {
+            Some(event) => {
+                tracing::info!(batch_id, crawler = %batch.crawler, riders = batch.riders.len(), "{event}")
+            }
+            None => {
+                tracing::info!(batch_id, crawler = %batch.crawler, "CrawlerBusy: waiting to start")
+            }
+        }
+        self.poll_after(&batch, self.poll_interval()).await
+    }
+
+    /// Polls the lead's crawl, renewing the crawler's lease; completes the cut when it ended.
+    async fn poll_crawl(&self, batch: Batch) -> Result<(), HandlerError> {
+        let ports = &self.ctx.ports;
+        let lease = crawler_lease(&batch.crawler);
+        if let LeaseOutcome::Held { holder, .. } = ports
+            .state
+            .acquire_lease(&lease, &batch.id, self.lease_time())
+            .await?
+        {
+            tracing::warn!(batch_id = %batch.id, %holder, "CrawlLeaseLost: another batch holds the crawler");
         }
         match ports.crawler.crawl_status(&batch.crawler).await? {
             CrawlStatus::Running => self.poll_after(&batch, self.poll_interval()).await,
@@ -443,20 +565,37 @@ impl CrawlerPoller {
         Ok(())
     }
 
-    /// Moves the batch's files, records the batch, announces it, and frees the crawler.
-    async fn complete(
+    /// The cut's crawl (or registration) ended: completes the riders, then the lead, then finishes.
+    async fn complete(&self, lead: Batch, failure: Option<String>) -> Result<(), HandlerError> {
+        let ending = lifecycle::catalog_ending(lead.is_direct(), failure.as_deref());
+        let ended_at = Utc::now();
+        for id in &lead.riders {
+            if let Some(rider) = self.ctx.ports.state.get_batch(id).await?
+                && rider.state == BatchState::Crawling
+            {
+                let rider = Batch {
+                    crawl_started_at: lead.crawl_started_at,
+                    ..rider
+                };
+                self.complete_one(rider, &ending, ended_at).await?;
+            }
+        }
+        match self.complete_one(lead, &ending, ended_at).await? {
+            Some(lead) => self.finish(&lead).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Moves one batch's files and records the batch ended; returns the batch as stored, or `None`
+    /// when it is gone.
+    async fn complete_one(
         &self,
         mut batch: Batch,
-        failure: Option<String>,
-    ) -> Result<(), HandlerError> {
+        ending: &lifecycle::Ending,
+        ended_at: chrono::DateTime<Utc>,
+    ) -> Result<Option<Batch>, HandlerError> {
         let state = &self.ctx.ports.state;
-        let (to, reason) = match &failure {
-            None => (FileState::Cataloged, None),
-            Some(r) if batch.is_direct() => {
-                (FileState::Failed, Some(format!("cataloguing failed: {r}")))
-            }
-            Some(r) => (FileState::Failed, Some(format!("crawl failed: {r}"))),
-        };
+        let to = ending.files;
         let trace_id = batch
             .traceparent
             .as_deref()
@@ -468,7 +607,7 @@ impl CrawlerPoller {
                 .expect("the crawler's moves are in the table")
                 .batch(batch.id.clone())
                 .trace_id(trace_id.clone());
-            if let Some(r) = &reason {
+            if let Some(r) = &ending.reason {
                 t = t.reason(r.clone());
             }
             match state.transition(&t).await? {
@@ -487,41 +626,41 @@ impl CrawlerPoller {
             }
         }
         batch.files = kept;
-        batch.crawl_ended_at = Some(Utc::now());
-        batch.state = if failure.is_none() {
-            BatchState::Cataloged
-        } else {
-            BatchState::Failed
-        };
-        batch.reason = reason;
-        batch.failed_stage = failure.is_some().then_some(STAGE);
+        batch.crawl_ended_at = Some(ended_at);
+        batch.state = ending.batch;
+        batch.reason = ending.reason.clone();
+        batch.failed_stage = ending.reason.is_some().then_some(STAGE);
         batch.updated_at = Utc::now();
         match state.update_batch(&batch, BatchState::Crawling).await? {
             BatchOutcome::Applied => {
                 tracing::info!(batch_id = %batch.id, state = %batch.state, files = batch.files.len(), "CrawlEnded");
-                self.finish(&batch).await
+                Ok(Some(batch))
             }
-            BatchOutcome::Conflict(Some(stored)) => self.finish(&stored).await,
-            BatchOutcome::Conflict(None) => Ok(()),
+            BatchOutcome::Conflict(stored) => Ok(stored.map(|b| *b)),
         }
     }
 
-    /// After a batch's crawl ended and was recorded: announce it, free the crawler, and re-open
-    /// windows for files that became VALID meanwhile (also of other datasets sharing the crawler).
-    /// Every part is idempotent, so a redelivered poll runs it again safely.
-    async fn finish(&self, batch: &Batch) -> Result<(), HandlerError> {
-        if batch.is_direct() {
-            return self.finish_direct(batch).await;
-        }
-        self.announce(batch).await?;
+    /// After the cut's crawl ended and was recorded: announce every batch of it, free the group's
+    /// lease, and kick its datasets, so files that became VALID meanwhile are cut at once. Every part
+    /// is idempotent, so a redelivered poll runs it again safely.
+    async fn finish(&self, lead: &Batch) -> Result<(), HandlerError> {
         let state = &self.ctx.ports.state;
-        state
-            .release_lease(&crawler_lease(&batch.crawler), &batch.id)
-            .await?;
-        for d in &self.ctx.settings.config.datasets {
-            if d.crawler_name() == batch.crawler {
-                self.open_window(d, &batch.id).await?;
+        for id in &lead.riders {
+            if let Some(rider) = state.get_batch(id).await? {
+                self.announce(&rider).await?;
             }
+        }
+        self.announce(lead).await?;
+        state
+            .release_lease(&batch_group_lease(lead), &lead.id)
+            .await?;
+        let Some(d) = self.dataset(&lead.dataset) else {
+            return Ok(());
+        };
+        for member in self.group_of(d) {
+            let window = Duration::from_secs(member.batch_window_secs);
+            let delay = lifecycle::window_delay(window, !lead.is_direct());
+            self.kick(member, &lead.id, delay).await?;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! The transform launcher: CATALOGED → TRANSFORMING → INGESTED | FAILED, a batch at a time.
 //!
-//! `BatchCataloged` sends the first `JobPoll` timer; each `JobPoll` drives the batch one step: move its
+//! `BatchCataloged` sends the first `JobPoll` timer; each `JobPoll` drives the batch one step, as
+//! `choreo_domain::lifecycle` decides: move its
 //! files to TRANSFORMING and write its manifest (an object listing the files), start one job run with
 //! the manifest and the batch id as arguments, then poll the run with delayed messages to this queue
 //! until it ends, and move the files to INGESTED or FAILED.
@@ -16,6 +17,7 @@
 //! sends the batch's poll again.
 
 use async_trait::async_trait;
+use choreo_domain::lifecycle::{self, NotStarted, Step};
 use choreo_domain::{
     Batch, BatchState, Event, FileState, Manifest, ManifestFile, Stage, Transition,
 };
@@ -102,12 +104,7 @@ impl Handler for Launcher {
                 .acquire_lease(&batch_lease(&batch.id), &batch.id, self.lease_time())
                 .await?;
         }
-        match batch.state {
-            BatchState::Cataloged => self.begin(batch).await,
-            BatchState::Transforming => self.run(batch).await,
-            BatchState::Ingested | BatchState::Failed => self.announce(&batch).await,
-            BatchState::Crawling => Ok(()),
-        }
+        self.drive(batch).await
     }
 }
 
@@ -118,9 +115,19 @@ impl Launcher {
         let Some(batch) = self.ctx.ports.state.get_batch(batch_id).await? else {
             return Err(HandlerError::Transient(format!("no batch {batch_id} yet")));
         };
-        match batch.state {
-            BatchState::Cataloged => self.poll_after(&batch, Duration::ZERO).await,
-            BatchState::Ingested | BatchState::Failed => self.announce(&batch).await,
+        match lifecycle::next(&batch, STAGE) {
+            Step::BeginTransform => self.poll_after(&batch, Duration::ZERO).await,
+            Step::FinishTransform => self.announce(&batch).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Does what the lifecycle says comes next for the batch.
+    async fn drive(&self, batch: Batch) -> Result<(), HandlerError> {
+        match lifecycle::next(&batch, STAGE) {
+            Step::BeginTransform => self.begin(batch).await,
+            Step::StartJob | Step::PollJob => self.run(batch).await,
+            Step::FinishTransform => self.announce(&batch).await,
             _ => Ok(()),
         }
     }
@@ -346,13 +353,10 @@ impl Launcher {
     /// A start that was throttled or met a transient error: counted on the batch, tried again at the
     /// next poll, and after `runtime.job_start_attempts` of them the batch fails.
     async fn not_started(&self, mut batch: Batch, why: String) -> Result<(), HandlerError> {
-        let limit = self.ctx.settings.config.runtime.job_start_attempts.max(1);
+        let limit = self.ctx.settings.config.runtime.job_start_attempts;
         batch.start_attempts += 1;
-        if batch.start_attempts >= limit {
-            let reason = format!(
-                "job {} could not start after {} attempts: {why}",
-                batch.job, batch.start_attempts
-            );
+        let decision = lifecycle::after_failed_start(&batch.job, batch.start_attempts, limit, &why);
+        if let NotStarted::GiveUp(reason) = decision {
             return self.complete(batch, Some(reason)).await;
         }
         batch.updated_at = Utc::now();
@@ -374,16 +378,14 @@ impl Launcher {
         failure: Option<String>,
     ) -> Result<(), HandlerError> {
         let state = &self.ctx.ports.state;
-        let to = match failure {
-            None => FileState::Ingested,
-            Some(_) => FileState::Failed,
-        };
+        let ending = lifecycle::job_ending(failure);
+        let to = ending.files;
         let trace_id = Self::trace_id(&batch);
         for file in &batch.files {
             let mut t = Transition::new(file.clone(), STAGE, FileState::Transforming, to)
                 .expect("the launcher's moves are in the table")
                 .trace_id(trace_id.clone());
-            if let Some(r) = &failure {
+            if let Some(r) = &ending.reason {
                 t = t.reason(r.clone());
             }
             if let TransitionOutcome::Conflict(r) = state.transition(&t).await?
@@ -392,13 +394,9 @@ impl Launcher {
                 tracing::warn!(file_id = %file, state = %r.state, "FileLeftBatch: it moved elsewhere");
             }
         }
-        batch.state = if failure.is_none() {
-            BatchState::Ingested
-        } else {
-            BatchState::Failed
-        };
-        batch.failed_stage = failure.is_some().then_some(STAGE);
-        batch.reason = failure;
+        batch.state = ending.batch;
+        batch.failed_stage = ending.reason.is_some().then_some(STAGE);
+        batch.reason = ending.reason;
         batch.updated_at = Utc::now();
         match state.update_batch(&batch, BatchState::Transforming).await? {
             BatchOutcome::Applied => {

@@ -77,6 +77,15 @@ pub struct Batch {
     /// When the crawler poller saw this batch's crawl end (at or after the crawl's own end).
     #[serde(default)]
     pub crawl_ended_at: Option<DateTime<Utc>>,
+    /// The batch that leads the crawl cataloguing this one, when it rides along another's crawl
+    /// (see [`crate::lifecycle`]): the lead polls the crawler and completes its riders. `None` for a
+    /// lead, and for batches recorded before crawls were shared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crawl_lead: Option<BatchId>,
+    /// The batches riding along this batch's crawl, when it leads one: completed with it, after
+    /// them, so that a lead catalogued means its riders are too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub riders: Vec<BatchId>,
     /// The job run that transforms the batch, once started.
     pub job_run_id: Option<String>,
     /// Failed tries at starting the job run (throttled, or a transient error): the batch fails after
@@ -115,6 +124,8 @@ impl Batch {
             crawl_started: false,
             crawl_started_at: None,
             crawl_ended_at: None,
+            crawl_lead: None,
+            riders: Vec::new(),
             job_run_id: None,
             start_attempts: 0,
             manifest: None,

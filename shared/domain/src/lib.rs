@@ -3,7 +3,8 @@
 //! A file that lands in the input bucket becomes a [`FileRecord`]. Each stage moves it one step through
 //! the [`FileState`] machine (`state.rs`, the only place that knows which moves are legal) by asking the
 //! state store for a conditional [`Transition`]. Stages talk through [`Envelope`]s of [`Event`]s
-//! (`event.rs`, the message contracts). Datasets — which keys they own, their format and schema, their
+//! (`event.rs`, the message contracts). Files are catalogued and transformed in batches, whose
+//! lifecycle — windows, cuts, shared crawls, job runs — is the pure decision table of `lifecycle.rs`. Datasets — which keys they own, their format and schema, their
 //! crawler and job — are described by [`config`]; a directly catalogued dataset's table, by [`catalog`].
 
 pub mod alert;
@@ -11,6 +12,7 @@ pub mod batch;
 pub mod catalog;
 pub mod config;
 pub mod event;
+pub mod lifecycle;
 pub mod record;
 pub mod state;
 
