@@ -176,6 +176,22 @@ pub struct LocalSettings {
     /// default) completes it at the first poll. Glue crawls take minutes: a few seconds here show
     /// batches waiting on a busy crawler, and give a test time to kill a replica mid-crawl.
     pub crawl_min_secs: u64,
+    /// What a commit to the local database survives. `process` (the default): a commit is in the
+    /// operating system's hands when it returns, so a killed process (`kill -9`, a panic, an OOM kill)
+    /// loses nothing; a power loss or kernel crash may roll the database back to an earlier
+    /// consistent point (SQLite WAL with `synchronous = NORMAL`: the log is synced at checkpoints).
+    /// `power`: every commit is synced to disk before it returns (`synchronous = FULL`), a few
+    /// hundred commits a second on an ordinary disk.
+    pub durability: Durability,
+}
+
+/// What a commit of the local backend survives: see [`LocalSettings::durability`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    #[default]
+    Process,
+    Power,
 }
 
 /// Settings of the built-in transform (the local job runner's and the Glue script's).

@@ -7,6 +7,7 @@
 //! two processes can never interleave a read and a conditional write. A database still busy after
 //! the timeout is a transient error: the caller retries.
 
+use choreo_domain::config::Durability;
 use choreo_ports::PortError;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
@@ -221,7 +222,13 @@ pub(crate) struct Db {
 
 impl Db {
     /// Opens (creating if needed) the database at `path`, sets the pragmas and creates the schema.
+    #[cfg(test)]
     pub(crate) fn open(path: &Path) -> Result<Arc<Db>, PortError> {
+        Db::open_with(path, Durability::default())
+    }
+
+    /// As [`Db::open`], with commits synced as `durability` says.
+    pub(crate) fn open_with(path: &Path, durability: Durability) -> Result<Arc<Db>, PortError> {
         let target = path.display().to_string();
         let err = |e| sql_error("open", &target, e);
         let mut conn = Connection::open(path).map_err(err)?;
@@ -236,8 +243,19 @@ impl Db {
                 format!("could not switch to WAL mode (journal_mode is {mode})"),
             ));
         }
-        // FULL: a commit is on disk when it returns, which is what "durably" promises in the ports.
-        conn.pragma_update(None, "synchronous", "FULL")
+        // In WAL mode, NORMAL writes each commit to the log before it returns (a killed process loses
+        // nothing: the log is the operating system's) and syncs the log at checkpoints; FULL syncs
+        // every commit. A sync costs milliseconds on ordinary disks, which would cap the whole
+        // pipeline at a few hundred commits a second. See `LocalSettings::durability`.
+        let synchronous = match durability {
+            Durability::Process => "NORMAL",
+            Durability::Power => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)
+            .map_err(err)?;
+        // Hot pages stay in memory (64 MiB at most), temporary b-trees too.
+        conn.pragma_update(None, "cache_size", -65536).map_err(err)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")
             .map_err(err)?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

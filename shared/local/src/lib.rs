@@ -16,8 +16,9 @@
 //! AWS backend implements. Around them:
 //!
 //! - `objects.rs` — buckets as directories; writes are temp file + fsync + rename.
-//! - `notifier.rs` — scans the input bucket and sends S3-shaped notifications to the ingest queue,
-//!   as S3 event notifications would; run it with [`LocalBackend::run_notifier`].
+//! - `notifier.rs` — S3-shaped notifications to the ingest queue, as S3 event notifications would:
+//!   at once for objects written through the object store, and by scanning the input bucket for
+//!   files other programs write; run the scan with [`LocalBackend::run_notifier`].
 //! - `state.rs` — file records, batches and leases as conditional writes.
 //! - `crawler.rs` / `jobs.rs` / `transform.rs` — Glue stand-ins that do their work when polled;
 //!   `catalog.rs` — the catalog's tables and partitions, which crawls and direct registrations write.
@@ -57,7 +58,8 @@ use choreo_domain::Config;
 use choreo_domain::config::Queues;
 use choreo_ports::{PortError, Ports, Queue};
 use db::Db;
-use notifier::Notifier;
+use choreo_domain::config::Durability;
+use notifier::{Announcer, Notifier};
 use queue::Wakers;
 use rusqlite::TransactionBehavior;
 use std::path::PathBuf;
@@ -93,8 +95,21 @@ impl LocalBackend {
         let dir_error =
             |e: std::io::Error| PortError::permanent("open", data_dir.display().to_string(), e);
         std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
-        let db = Db::open(&data_dir.join("choreo.db"))?;
-        let objects = Arc::new(LocalObjectStore::new(&data_dir).map_err(dir_error)?);
+        let db = Db::open_with(&data_dir.join("choreo.db"), config.local.durability)?;
+        let wakers = Arc::new(Wakers::default());
+        let announcer = Arc::new(Announcer::new(
+            Arc::clone(&db),
+            Arc::clone(&wakers),
+            &config.buckets.input,
+            &config.queues.ingest,
+        ));
+        let sync = config.local.durability == Durability::Power;
+        let objects = Arc::new(
+            LocalObjectStore::new(&data_dir)
+                .map_err(dir_error)?
+                .with_sync(sync)
+                .with_announcer(announcer),
+        );
         let b = &config.buckets;
         for bucket in [&b.input, &b.failed, &b.curated, &b.work] {
             objects.create_bucket(bucket)?;
@@ -120,7 +135,6 @@ impl LocalBackend {
             Ok(())
         })?;
 
-        let wakers = Arc::new(Wakers::default());
         let notifier = Notifier::new(
             Arc::clone(&db),
             Arc::clone(&wakers),

@@ -1,6 +1,7 @@
 //! S3 event notifications for the input bucket's directory.
 //!
-//! Nothing tells a directory's readers that a file landed, so the notifier scans it. A file is
+//! Objects written through the object store are notified as the write completes ([`Announcer`]),
+//! as S3 notifies an upload. Files written into the directory by other programs are found by a scan. A file is
 //! notified once its size and modification time were the same in two scans in a row (a file still
 //! being copied in keeps changing), with the body S3 sends to SQS. Which `(key, version)` pairs were
 //! notified is recorded in the `notified` table in the same transaction as the ingest-queue message,
@@ -43,6 +44,78 @@ pub(crate) struct Notifier {
     bucket: String,
     queue: String,
     state: tokio::sync::Mutex<ScanState>,
+}
+
+/// Records a `(key, version)` as notified and queues its notification, in the caller's
+/// transaction; `false` when some process notified it already.
+fn notify_in(
+    tx: &rusqlite::Transaction<'_>,
+    bucket: &str,
+    queue: &str,
+    meta: &ObjectMeta,
+    now: i64,
+) -> Result<bool, DbError> {
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO notified (bucket, key, version, notified_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![bucket, meta.key, meta.version, now],
+    )?;
+    if inserted == 1 {
+        let message = OutgoingMessage {
+            body: s3_notification(bucket, meta),
+            attributes: Default::default(),
+        };
+        insert_message(tx, queue, &message, now, now)?;
+    }
+    Ok(inserted == 1)
+}
+
+/// Sends the notification of an object as its write completes, as S3 does: the object store calls
+/// it after writing into the input bucket, so `choreo put` needs no scan to be seen.
+pub(crate) struct Announcer {
+    db: Arc<Db>,
+    wakers: Arc<Wakers>,
+    bucket: String,
+    queue: String,
+}
+
+impl std::fmt::Debug for Announcer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Announcer")
+            .field("bucket", &self.bucket)
+            .field("queue", &self.queue)
+            .finish()
+    }
+}
+
+impl Announcer {
+    pub(crate) fn new(db: Arc<Db>, wakers: Arc<Wakers>, bucket: &str, queue: &str) -> Self {
+        Announcer {
+            db,
+            wakers,
+            bucket: bucket.to_string(),
+            queue: queue.to_string(),
+        }
+    }
+
+    pub(crate) fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Notifies `meta` unless it was notified already (blocking: called from the object store's
+    /// blocking task).
+    pub(crate) fn announce(&self, meta: &ObjectMeta) -> Result<(), PortError> {
+        let sent = self.db.blocking("notify", &self.bucket, |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let sent = notify_in(&tx, &self.bucket, &self.queue, meta, now_ms())?;
+            tx.commit()?;
+            Ok(sent)
+        })?;
+        if sent {
+            self.wakers.wake(&self.queue);
+        }
+        Ok(())
+    }
 }
 
 /// Encodes a key as S3 does in event notifications: `application/x-www-form-urlencoded`, so a space
@@ -166,17 +239,7 @@ impl Notifier {
                     let now = now_ms();
                     let mut sent = Vec::new();
                     for meta in &to_send {
-                        let inserted = tx.execute(
-                            "INSERT OR IGNORE INTO notified (bucket, key, version, notified_at)
-                             VALUES (?1, ?2, ?3, ?4)",
-                            params![bucket, meta.key, meta.version, now],
-                        )?;
-                        if inserted == 1 {
-                            let message = OutgoingMessage {
-                                body: s3_notification(&bucket, meta),
-                                attributes: Default::default(),
-                            };
-                            insert_message(tx, &queue, &message, now, now)?;
+                        if notify_in(tx, &bucket, &queue, meta, now)? {
                             sent.push(meta.key.clone());
                         }
                     }

@@ -1,18 +1,22 @@
 //! Buckets as directories: `data_dir/buckets/<bucket>/<key>`, with S3's whole-object semantics.
 //!
-//! Every write goes to a temporary file in `data_dir/tmp/`, is flushed to disk, then renamed over the
-//! target, so a reader sees the old object or the new one, never a part. An object's version is a
+//! Every write goes to a temporary file in `data_dir/tmp/`, is flushed (synced to disk when the
+//! backend's durability is `power`), then renamed over the target, so a reader sees the old object or
+//! the new one, never a part. A write into the input bucket is announced at once, as S3 sends its
+//! event notification when an upload completes (see `notifier.rs`). An object's version is a
 //! stamp of its modification time (ns) and size: a rewrite is a new version, as a new upload is in S3.
 //! Keys are relative paths with `/` separators; a key that could escape its bucket (`..`, an absolute
 //! path, an empty segment) is refused. Names starting with `.` are hidden: listings skip them, as they
 //! are most often another program's temporary files.
 
+use crate::notifier::Announcer;
 use async_trait::async_trait;
 use choreo_ports::{ErrorKind, ObjectMeta, ObjectReader, ObjectStore, PortError};
 use chrono::{DateTime, Utc};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 /// The object store of the local backend.
@@ -20,6 +24,11 @@ use std::time::UNIX_EPOCH;
 pub struct LocalObjectStore {
     buckets: PathBuf,
     tmp: PathBuf,
+    /// Whether a write is synced to disk before it returns (durability `power`); a rename is atomic
+    /// either way, so a killed process never leaves half an object.
+    sync: bool,
+    /// Sends the notification of an object written into its bucket (the input bucket's).
+    announcer: Option<Arc<Announcer>>,
 }
 
 fn io_error(op: &'static str, target: &str, e: io::Error) -> PortError {
@@ -93,10 +102,34 @@ impl LocalObjectStore {
         let store = LocalObjectStore {
             buckets: data_dir.join("buckets"),
             tmp: data_dir.join("tmp"),
+            sync: true,
+            announcer: None,
         };
         fs::create_dir_all(&store.buckets)?;
         fs::create_dir_all(&store.tmp)?;
         Ok(store)
+    }
+
+    /// Syncs writes to disk before they return, or not (a rename is atomic either way).
+    pub(crate) fn with_sync(mut self, sync: bool) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Announces every object written into `announcer`'s bucket through it.
+    pub(crate) fn with_announcer(mut self, announcer: Arc<Announcer>) -> Self {
+        self.announcer = Some(announcer);
+        self
+    }
+
+    /// After a write: the notification, when the bucket is the announced one.
+    fn written(&self, bucket: &str, key: &str) -> Result<(), PortError> {
+        if let Some(a) = self.announcer.as_ref().filter(|a| a.bucket() == bucket)
+            && let Some(meta) = self.head_sync(bucket, key)?
+        {
+            a.announce(&meta)?;
+        }
+        Ok(())
     }
 
     /// Creates the bucket's directory if needed.
@@ -159,11 +192,14 @@ impl LocalObjectStore {
         let parent = path.parent().unwrap_or(&dir).to_path_buf();
         fs::create_dir_all(&parent).map_err(|e| io_error(op, &target, e))?;
         let tmp = self.tmp_path("put");
+        let sync = self.sync;
         let result = (|| {
             let mut file = fs::File::create(&tmp)?;
             fill(&mut file)?;
             file.flush()?;
-            file.sync_all()?;
+            if sync {
+                file.sync_all()?;
+            }
             drop(file);
             match fs::rename(&tmp, &path) {
                 Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
@@ -171,14 +207,16 @@ impl LocalObjectStore {
                     let near =
                         parent.join(format!(".choreo-tmp-{}", uuid::Uuid::new_v4().simple()));
                     fs::copy(&tmp, &near)?;
-                    fs::File::open(&near)?.sync_all()?;
+                    if sync {
+                        fs::File::open(&near)?.sync_all()?;
+                    }
                     fs::remove_file(&tmp)?;
                     fs::rename(&near, &path)
                 }
                 other => other,
             }?;
             // Make the rename itself durable.
-            if let Ok(d) = fs::File::open(&parent) {
+            if sync && let Ok(d) = fs::File::open(&parent) {
                 let _ = d.sync_all();
             }
             Ok(())
@@ -308,8 +346,10 @@ impl ObjectStore for LocalObjectStore {
 
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), PortError> {
         let (b, k) = (bucket.to_string(), key.to_string());
-        on_store!(self, "put", format!("{bucket}/{key}"), |s| s
-            .write_atomically("put", &b, &k, |f| f.write_all(&body)))
+        on_store!(self, "put", format!("{bucket}/{key}"), |s| {
+            s.write_atomically("put", &b, &k, |f| f.write_all(&body))?;
+            s.written(&b, &k)
+        })
     }
 
     async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), PortError> {
@@ -317,7 +357,8 @@ impl ObjectStore for LocalObjectStore {
         on_store!(self, "put_file", format!("{bucket}/{key}"), |s| {
             let mut src = fs::File::open(&p)
                 .map_err(|e| io_error("put_file", &p.display().to_string(), e))?;
-            s.write_atomically("put_file", &b, &k, |f| io::copy(&mut src, f).map(|_| ()))
+            s.write_atomically("put_file", &b, &k, |f| io::copy(&mut src, f).map(|_| ()))?;
+            s.written(&b, &k)
         })
     }
 
@@ -338,7 +379,8 @@ impl ObjectStore for LocalObjectStore {
             if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
                 return Err(PortError::not_found("copy", from));
             }
-            s.write_atomically("copy", &b, &k, |f| io::copy(&mut file, f).map(|_| ()))
+            s.write_atomically("copy", &b, &k, |f| io::copy(&mut file, f).map(|_| ()))?;
+            s.written(&b, &k)
         })
     }
 
