@@ -65,6 +65,11 @@ pub enum Command {
         #[arg(long, default_value = "")]
         prefix: String,
     },
+    /// Benchmark the local pipeline end to end: generated files through a child `choreo up` on a
+    /// fresh data directory; throughput, CPU, memory, latency per transition, lost timers, and an
+    /// idle `up`'s cost. Exit 0 if every file was INGESTED and no timer was lost, 1 if not. It makes
+    /// its own data directories: --config and --data-dir do not apply.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,12 +231,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Validate(args) => validate(args),
         Command::Dlq(cmd) => dlq(&cli.global, cmd).await,
         Command::Backfill { prefix } => backfill(&cli.global, &prefix).await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 
 /// A progress bar on standard error, hidden when standard output is not a terminal (scripts and
 /// tests read the output, not the bar).
-fn progress_bar(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress_bar(len: u64, what: &str) -> ProgressBar {
     if !std::io::stdout().is_terminal() {
         return ProgressBar::hidden();
     }

@@ -13,8 +13,10 @@
 //! - `shared/runtime`: the consumer loop, configuration loading, publishing, shutdown.
 //! - `shared/local`: the embedded backend (SQLite and directories); `shared/backend` picks one.
 //! - `services/*`: one crate per stage, each a handler and a thin binary.
-//! - this crate: [`app::Pipeline`] (all six services in one process) and the `choreo` command line.
+//! - this crate: [`app::Pipeline`] (all six services in one process), the `choreo` command line, and
+//!   [`bench`], the pipeline's end-to-end benchmark.
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod demo;
