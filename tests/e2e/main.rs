@@ -3,6 +3,7 @@
 
 mod aws;
 mod bad_input;
+mod bench;
 mod catalog;
 mod cli;
 mod crash;
