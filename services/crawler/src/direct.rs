@@ -13,7 +13,8 @@ use crate::CrawlerPoller;
 use choreo_domain::catalog::{TableDef, infer_partitions};
 use choreo_domain::{Batch, BatchState, FileRecord, FileState};
 use choreo_ports::PortError;
-use choreo_runtime::HandlerError;
+use choreo_runtime::{HandlerError, fanout};
+use std::sync::Arc;
 
 impl CrawlerPoller {
     /// Registers the table and partitions of the cut `lead` leads, then completes the cut as a
@@ -75,14 +76,16 @@ impl CrawlerPoller {
     /// The records of the batch's files that are still VALID (the others have moved on, and
     /// `complete` leaves them out).
     async fn records_of(&self, batch: &Batch) -> Result<Vec<FileRecord>, HandlerError> {
-        let mut records = Vec::with_capacity(batch.files.len());
-        for id in &batch.files {
-            if let Some(r) = self.ctx.ports.state.get(id).await?
-                && r.state == FileState::Valid
-            {
-                records.push(r);
-            }
-        }
-        Ok(records)
+        let state = Arc::clone(&self.ctx.ports.state);
+        let records = fanout::try_in_order(batch.files.clone(), fanout::PER_BATCH, move |id| {
+            let state = Arc::clone(&state);
+            async move { state.get(&id).await }
+        })
+        .await?;
+        Ok(records
+            .into_iter()
+            .flatten()
+            .filter(|r| r.state == FileState::Valid)
+            .collect())
     }
 }

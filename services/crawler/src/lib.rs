@@ -39,6 +39,7 @@ use choreo_ports::{
     BatchOutcome, CrawlStart, CrawlStatus, FileQuery, LeaseInfo, LeaseOutcome, PortError,
     ReceivedMessage, TransitionOutcome,
 };
+use choreo_runtime::fanout;
 use choreo_runtime::publish::{batch_event_id, send_timer};
 use choreo_runtime::{Background, Handler, HandlerError, ServiceContext, decode};
 use chrono::Utc;
@@ -601,8 +602,7 @@ impl CrawlerPoller {
             .as_deref()
             .and_then(choreo_telemetry::trace_id_of)
             .map(str::to_string);
-        let mut kept = Vec::with_capacity(batch.files.len());
-        for file in &batch.files {
+        let moves = batch.files.iter().map(|file| {
             let mut t = Transition::new(file.clone(), STAGE, FileState::Valid, to)
                 .expect("the crawler's moves are in the table")
                 .batch(batch.id.clone())
@@ -610,12 +610,23 @@ impl CrawlerPoller {
             if let Some(r) = &ending.reason {
                 t = t.reason(r.clone());
             }
-            match state.transition(&t).await? {
-                TransitionOutcome::Applied(_) => kept.push(file.clone()),
+            t
+        });
+        let moves: Vec<Transition> = moves.collect();
+        let store = Arc::clone(state);
+        let outcomes = fanout::try_in_order(moves, fanout::PER_BATCH, move |t| {
+            let store = Arc::clone(&store);
+            async move { store.transition(&t).await.map(|o| (t.file, o)) }
+        })
+        .await?;
+        let mut kept = Vec::with_capacity(batch.files.len());
+        for (file, outcome) in outcomes {
+            match outcome {
+                TransitionOutcome::Applied(_) => kept.push(file),
                 TransitionOutcome::Conflict(r)
                     if r.state == to && r.batch_id.as_deref() == Some(batch.id.as_str()) =>
                 {
-                    kept.push(file.clone())
+                    kept.push(file)
                 }
                 TransitionOutcome::Conflict(r) => {
                     tracing::warn!(file_id = %file, state = %r.state, "FileLeftBatch: it moved elsewhere")

@@ -24,6 +24,7 @@ use choreo_domain::{
 use choreo_ports::{
     BatchOutcome, JobStart, JobStatus, LeaseOutcome, PortError, ReceivedMessage, TransitionOutcome,
 };
+use choreo_runtime::fanout;
 use choreo_runtime::publish::{batch_event_id, send_timer};
 use choreo_runtime::{Background, Handler, HandlerError, ServiceContext, decode};
 use chrono::Utc;
@@ -201,16 +202,26 @@ impl Launcher {
         let trace_id = Self::trace_id(&batch);
         let mut entries = Vec::with_capacity(batch.files.len());
         let mut kept = Vec::with_capacity(batch.files.len());
-        for file in &batch.files {
-            let t = Transition::new(
+        let moves = batch.files.iter().map(|file| {
+            Transition::new(
                 file.clone(),
                 STAGE,
                 FileState::Cataloged,
                 FileState::Transforming,
             )
             .expect("the launcher's moves are in the table")
-            .trace_id(trace_id.clone());
-            let record = match ports.state.transition(&t).await? {
+            .trace_id(trace_id.clone())
+        });
+        let state = &ports.state;
+        let moves: Vec<Transition> = moves.collect();
+        let store = Arc::clone(state);
+        let outcomes = fanout::try_in_order(moves, fanout::PER_BATCH, move |t| {
+            let store = Arc::clone(&store);
+            async move { store.transition(&t).await.map(|o| (t.file, o)) }
+        })
+        .await?;
+        for (file, outcome) in outcomes {
+            let record = match outcome {
                 TransitionOutcome::Applied(r) => r,
                 TransitionOutcome::Conflict(r)
                     if r.state == FileState::Transforming
@@ -381,14 +392,24 @@ impl Launcher {
         let ending = lifecycle::job_ending(failure);
         let to = ending.files;
         let trace_id = Self::trace_id(&batch);
-        for file in &batch.files {
-            let mut t = Transition::new(file.clone(), STAGE, FileState::Transforming, to)
+        let moves = batch.files.iter().map(|file| {
+            let t = Transition::new(file.clone(), STAGE, FileState::Transforming, to)
                 .expect("the launcher's moves are in the table")
                 .trace_id(trace_id.clone());
-            if let Some(r) = &ending.reason {
-                t = t.reason(r.clone());
+            match &ending.reason {
+                Some(r) => t.reason(r.clone()),
+                None => t,
             }
-            if let TransitionOutcome::Conflict(r) = state.transition(&t).await?
+        });
+        let moves: Vec<Transition> = moves.collect();
+        let store = Arc::clone(state);
+        let outcomes = fanout::try_in_order(moves, fanout::PER_BATCH, move |t| {
+            let store = Arc::clone(&store);
+            async move { store.transition(&t).await.map(|o| (t.file, o)) }
+        })
+        .await?;
+        for (file, outcome) in outcomes {
+            if let TransitionOutcome::Conflict(r) = outcome
                 && r.state != to
             {
                 tracing::warn!(file_id = %file, state = %r.state, "FileLeftBatch: it moved elsewhere");

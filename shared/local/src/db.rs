@@ -1,18 +1,25 @@
 //! The SQLite database: opening it, its pragmas, its schema, and how every port runs SQL.
 //!
-//! One connection per backend instance, behind a `std::sync::Mutex`, used only from
-//! `tokio::task::spawn_blocking`. Several processes may share the file: WAL mode lets readers run
-//! beside the one writer, `busy_timeout` makes a writer wait up to 5 s for another, and every
-//! read-modify-write runs in a `BEGIN IMMEDIATE` transaction, which takes the write lock up front so
-//! two processes can never interleave a read and a conditional write. A database still busy after
-//! the timeout is a transient error: the caller retries.
+//! Two connections per backend instance. Writes go to a writer thread that *commits in groups*: it
+//! takes every write waiting (up to [`GROUP`]), runs each in a savepoint of one `BEGIN IMMEDIATE`
+//! transaction — a write that fails rolls back its own savepoint only — commits once, and only then
+//! answers each caller. A caller therefore learns of its write after it is committed, as before, and
+//! a busy pipeline pays one commit (log write, lock, checkpoint share) per group rather than per
+//! write. Reads run on a second connection (`query_only`) from `spawn_blocking`, beside the writer:
+//! in WAL mode a reader sees the last commit and never waits for the writer.
+//!
+//! Several processes may share the file: `busy_timeout` makes a writer wait up to 5 s for another,
+//! and every read-modify-write runs inside the writer's `BEGIN IMMEDIATE` transaction, which takes
+//! the write lock up front so two processes can never interleave a read and a conditional write. A
+//! database still busy after the timeout is a transient error: the caller retries.
 
 use choreo_domain::config::Durability;
 use choreo_ports::PortError;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::any::Any;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 /// The schema version this build writes (`PRAGMA user_version`).
@@ -216,8 +223,95 @@ pub(crate) fn sql_error(op: &'static str, target: &str, e: rusqlite::Error) -> P
 
 /// The shared database handle.
 pub(crate) struct Db {
-    conn: Mutex<Connection>,
+    /// The writer thread's inbox; the thread ends when the last handle goes.
+    writes: Mutex<mpsc::Sender<Job>>,
+    /// The connection reads use.
+    reader: Mutex<Connection>,
     path: PathBuf,
+}
+
+/// The most writes one group commit takes.
+const GROUP: usize = 128;
+
+type Erased = Box<dyn Any + Send>;
+
+/// One write for the writer thread: the closure, type-erased, and where its outcome goes.
+struct Job {
+    op: &'static str,
+    target: String,
+    run: Box<dyn FnOnce(&Transaction<'_>) -> Result<Erased, DbError> + Send>,
+    reply: Box<dyn FnOnce(Result<Erased, PortError>) + Send>,
+}
+
+/// The writer thread: group commits until every sender is gone.
+fn writer(mut conn: Connection, inbox: mpsc::Receiver<Job>) {
+    while let Ok(first) = inbox.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP {
+            match inbox.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_group(&mut conn, jobs);
+    }
+}
+
+/// Runs `jobs` in one transaction, each in a savepoint of its own, commits, then answers each.
+fn commit_group(conn: &mut Connection, jobs: Vec<Job>) {
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = e.to_string();
+            for job in jobs {
+                let cause = rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                    Some(e.clone()),
+                );
+                (job.reply)(Err(sql_error(job.op, &job.target, cause)));
+            }
+            return;
+        }
+    };
+    let mut done = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let outcome = run_in_savepoint(&tx, job.run);
+        let outcome = match outcome {
+            Ok(v) => Ok(v),
+            Err(DbError::Sql(e)) => Err(sql_error(job.op, &job.target, e)),
+            Err(DbError::Port(e)) => Err(e),
+        };
+        done.push((job.op, job.target, job.reply, outcome));
+    }
+    let committed = tx.commit();
+    for (op, target, reply, outcome) in done {
+        let outcome = match &committed {
+            Ok(()) => outcome,
+            // Nothing of the group is durable: every write is retried by its caller.
+            Err(e) => Err(PortError::transient(op, &target, format!("sqlite commit: {e}"))),
+        };
+        reply(outcome);
+    }
+}
+
+/// Runs one write in a savepoint: kept if it returns `Ok`, rolled back alone if not (or if it
+/// panics, which fails that write only).
+fn run_in_savepoint(
+    tx: &Transaction<'_>,
+    run: Box<dyn FnOnce(&Transaction<'_>) -> Result<Erased, DbError> + Send>,
+) -> Result<Erased, DbError> {
+    tx.prepare_cached("SAVEPOINT job")?.execute([])?;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(tx)))
+        .unwrap_or_else(|_| {
+            Err(DbError::Sql(rusqlite::Error::ToSqlConversionFailure(
+                "the write panicked".into(),
+            )))
+        });
+    if outcome.is_err() {
+        tx.prepare_cached("ROLLBACK TO job")?.execute([])?;
+    }
+    tx.prepare_cached("RELEASE job")?.execute([])?;
+    outcome
 }
 
 impl Db {
@@ -293,8 +387,23 @@ impl Db {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(err)?;
         tx.commit().map_err(err)?;
+
+        let reader = Connection::open(path).map_err(err)?;
+        reader.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+        reader
+            .pragma_update(None, "query_only", "ON")
+            .map_err(err)?;
+        reader
+            .pragma_update(None, "cache_size", -16384)
+            .map_err(err)?;
+        let (writes, inbox) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("choreo-db-writer".into())
+            .spawn(move || writer(conn, inbox))
+            .map_err(|e| PortError::permanent("open", &target, e))?;
         Ok(Arc::new(Db {
-            conn: Mutex::new(conn),
+            writes: Mutex::new(writes),
+            reader: Mutex::new(reader),
             path: path.to_path_buf(),
         }))
     }
@@ -303,22 +412,22 @@ impl Db {
         &self.path
     }
 
-    /// Runs `f` on the connection on this thread (for `open`, which is synchronous).
+    /// Reads with `f` on this thread (for synchronous callers: `open`, inspection helpers).
     pub(crate) fn blocking<T>(
         &self,
         op: &'static str,
         target: &str,
-        f: impl FnOnce(&mut Connection) -> Result<T, DbError>,
+        f: impl FnOnce(&Connection) -> Result<T, DbError>,
     ) -> Result<T, PortError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        match f(&mut conn) {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        match f(&conn) {
             Ok(v) => Ok(v),
             Err(DbError::Sql(e)) => Err(sql_error(op, target, e)),
             Err(DbError::Port(e)) => Err(e),
         }
     }
 
-    /// Runs `f` on the connection in a blocking task. Errors name `op` and `target`.
+    /// Reads with `f` in a blocking task. Errors name `op` and `target`.
     pub(crate) async fn call<T, F>(
         self: &Arc<Self>,
         op: &'static str,
@@ -327,29 +436,63 @@ impl Db {
     ) -> Result<T, PortError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, DbError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, DbError> + Send + 'static,
     {
         let target = target.into();
         let db = Arc::clone(self);
         let t = target.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let mut conn = db.conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn)
-        })
-        .await;
-        match joined {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(DbError::Sql(e))) => Err(sql_error(op, &t, e)),
-            Ok(Err(DbError::Port(e))) => Err(e),
-            Err(e) => Err(PortError::permanent(
+        let joined = tokio::task::spawn_blocking(move || db.blocking(op, &t, f)).await;
+        joined.unwrap_or_else(|e| {
+            Err(PortError::permanent(
                 op,
                 target,
                 format!("database task failed: {e}"),
+            ))
+        })
+    }
+
+    /// Hands `f` to the writer thread; `reply` gets its outcome once it is committed.
+    fn submit<T, F>(
+        &self,
+        op: &'static str,
+        target: &str,
+        f: F,
+        reply: Box<dyn FnOnce(Result<Erased, PortError>) + Send>,
+    ) -> Result<(), PortError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, DbError> + Send + 'static,
+    {
+        let job = Job {
+            op,
+            target: target.to_string(),
+            run: Box::new(move |tx| f(tx).map(|v| Box::new(v) as Erased)),
+            reply,
+        };
+        let writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        writes
+            .send(job)
+            .map_err(|_| PortError::permanent(op, target, "the database writer has stopped"))
+    }
+
+    fn answered<T: 'static>(
+        op: &'static str,
+        target: &str,
+        answer: Option<Result<Erased, PortError>>,
+    ) -> Result<T, PortError> {
+        match answer {
+            Some(Ok(v)) => Ok(*v.downcast::<T>().expect("a write answers with its own type")),
+            Some(Err(e)) => Err(e),
+            None => Err(PortError::permanent(
+                op,
+                target,
+                "the database writer stopped before answering",
             )),
         }
     }
 
-    /// Runs `f` inside a `BEGIN IMMEDIATE` transaction, committing if it returns `Ok`.
+    /// Runs `f` inside a `BEGIN IMMEDIATE` transaction (a savepoint of the writer's group commit),
+    /// returning once it is committed; `Err` from `f` rolls back its changes only.
     pub(crate) async fn write<T, F>(
         self: &Arc<Self>,
         op: &'static str,
@@ -360,13 +503,33 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, DbError> + Send + 'static,
     {
-        self.call(op, target, move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let v = f(&tx)?;
-            tx.commit()?;
-            Ok(v)
-        })
-        .await
+        let target = target.into();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let reply = Box::new(move |outcome| {
+            let _ = reply.send(outcome);
+        });
+        self.submit(op, &target, f, reply)?;
+        Self::answered(op, &target, answer.await.ok())
+    }
+
+    /// As [`Db::write`], waiting on this thread (for synchronous callers: `open`, the object store's
+    /// blocking tasks).
+    pub(crate) fn write_blocking<T, F>(
+        &self,
+        op: &'static str,
+        target: &str,
+        f: F,
+    ) -> Result<T, PortError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, DbError> + Send + 'static,
+    {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let reply = Box::new(move |outcome| {
+            let _ = reply.send(outcome);
+        });
+        self.submit(op, target, f, reply)?;
+        Self::answered(op, target, answer.recv().ok())
     }
 }
 
@@ -416,7 +579,7 @@ mod tests {
         let path = dir.path().join("choreo.db");
         let a = Db::open(&path).unwrap();
         let b = Db::open(&path).unwrap();
-        let conn = b.conn.lock().unwrap();
+        let conn = Connection::open(&path).unwrap();
         let mode: String = conn
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
@@ -436,7 +599,7 @@ mod tests {
         // A version-1 database: no `sweep` column, no alerts table, one file.
         {
             let db = Db::open(&path).unwrap();
-            let conn = db.conn.lock().unwrap();
+            let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
                 "ALTER TABLE files DROP COLUMN sweep; DROP TABLE alerts;
                  ALTER TABLE catalog DROP COLUMN types;
@@ -450,7 +613,7 @@ mod tests {
             .unwrap();
         }
         let db = Db::open(&path).unwrap();
-        let conn = db.conn.lock().unwrap();
+        let conn = Connection::open(&path).unwrap();
         let (id, sweep): (String, Option<String>) = conn
             .query_row("SELECT id, sweep FROM files", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
@@ -475,7 +638,7 @@ mod tests {
         // no crawl history.
         {
             let db = Db::open(&path).unwrap();
-            let conn = db.conn.lock().unwrap();
+            let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
                 "DROP TABLE crawl_runs;
                  INSERT INTO crawls (crawler, state, last_status, started_at, finished_at)
@@ -490,7 +653,7 @@ mod tests {
             .unwrap();
         }
         let db = Db::open(&path).unwrap();
-        let conn = db.conn.lock().unwrap();
+        let conn = Connection::open(&path).unwrap();
         let runs: i64 = conn
             .query_row("SELECT COUNT(*) FROM crawl_runs", [], |r| r.get(0))
             .unwrap();

@@ -61,7 +61,6 @@ use db::Db;
 use choreo_domain::config::Durability;
 use notifier::{Announcer, Notifier};
 use queue::Wakers;
-use rusqlite::TransactionBehavior;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,15 +122,13 @@ impl LocalBackend {
             .map(|(q, kinds)| (q, kinds.iter().map(|k| k.as_str()).collect()))
             .collect();
         let topic_name = config.topics.events.clone();
-        db.blocking("open", "queues", |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        db.write_blocking("open", "queues", move |tx| {
             for q in &queues {
                 let dlq = Queues::dlq_of(q);
-                queue::declare(&tx, &dlq, None, None)?;
-                queue::declare(&tx, q, Some(&dlq), Some(max_receive_count))?;
+                queue::declare(tx, &dlq, None, None)?;
+                queue::declare(tx, q, Some(&dlq), Some(max_receive_count))?;
             }
-            bus::set_subscriptions(&tx, &topic_name, &subs)?;
-            tx.commit()?;
+            bus::set_subscriptions(tx, &topic_name, &subs)?;
             Ok(())
         })?;
 

@@ -105,11 +105,9 @@ impl Announcer {
     /// Notifies `meta` unless it was notified already (blocking: called from the object store's
     /// blocking task).
     pub(crate) fn announce(&self, meta: &ObjectMeta) -> Result<(), PortError> {
-        let sent = self.db.blocking("notify", &self.bucket, |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let sent = notify_in(&tx, &self.bucket, &self.queue, meta, now_ms())?;
-            tx.commit()?;
-            Ok(sent)
+        let (bucket, queue, meta) = (self.bucket.clone(), self.queue.clone(), meta.clone());
+        let sent = self.db.write_blocking("notify", &self.bucket, move |tx| {
+            notify_in(tx, &bucket, &queue, &meta, now_ms())
         })?;
         if sent {
             self.wakers.wake(&self.queue);

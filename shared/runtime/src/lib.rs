@@ -14,6 +14,7 @@
 
 pub mod consumer;
 pub mod dlq;
+pub mod fanout;
 pub mod handler;
 pub mod publish;
 pub mod retry;
