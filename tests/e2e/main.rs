@@ -17,5 +17,6 @@ mod http;
 mod operations;
 mod operator_api;
 mod replicas;
+mod stranded;
 mod transform;
 mod webdriver;

@@ -244,7 +244,8 @@ impl CrawlerPoller {
         }
         match self.dataset(dataset) {
             Some(d) => {
-                let delay = lifecycle::window_delay(Duration::from_secs(d.batch_window_secs), false);
+                let delay =
+                    lifecycle::window_delay(Duration::from_secs(d.batch_window_secs), false);
                 self.kick(d, file_id.as_str(), delay).await.map(drop)
             }
             None => {
@@ -275,8 +276,7 @@ impl CrawlerPoller {
                 .lease(&lease)
                 .await?
                 .is_some_and(|l| l.expires_at > Utc::now() && l.holder != holder);
-        let waiting =
-            !group_busy && !window_open && !self.waiting(&d.name, 1).await?.is_empty();
+        let waiting = !group_busy && !window_open && !self.waiting(&d.name, 1).await?.is_empty();
         if !lifecycle::kick(group_busy, window_open, waiting) {
             return Ok(false);
         }
@@ -356,8 +356,9 @@ impl CrawlerPoller {
             return self.drive(lead).await;
         }
         let group = group_lease(d);
-        if let LeaseOutcome::Held { holder, .. } =
-            state.acquire_lease(&group, &lead_id, self.first_lease()).await?
+        if let LeaseOutcome::Held { holder, .. } = state
+            .acquire_lease(&group, &lead_id, self.first_lease())
+            .await?
         {
             tracing::info!(dataset, running = %holder, "CrawlDeferred: the crawler is busy");
             return self.window_done(d, window).await;
@@ -410,7 +411,8 @@ impl CrawlerPoller {
             return Ok(None);
         };
         // The batches get a trace of their own.
-        let span = tracing::info_span!(parent: None, "batch", batch_id = %lead_id, dataset = %d.name);
+        let span =
+            tracing::info_span!(parent: None, "batch", batch_id = %lead_id, dataset = %d.name);
         let traceparent = span.in_scope(choreo_telemetry::current_traceparent);
         let crawler = d.crawled_by().unwrap_or_default();
         let batch = |id: String, chunk: lifecycle::Chunk| {

@@ -34,20 +34,28 @@ impl AuditLog for LocalAuditLog {
         })?;
         self.db
             .write("record", id.clone(), move |tx| {
-                let inserted = tx.execute(
-                    "INSERT OR IGNORE INTO audit_events
+                let inserted = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO audit_events
                          (event_id, event_type, dataset, occurred_at, recorded_at, body)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![id, event_type, dataset, occurred_at, ts(Utc::now()), body],
-                )?;
+                    )?
+                    .execute(params![
+                        id,
+                        event_type,
+                        dataset,
+                        occurred_at,
+                        ts(Utc::now()),
+                        body
+                    ])?;
                 if inserted == 0 {
                     return Ok(false);
                 }
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO audit_counts (dataset, event_type, count) VALUES (?1, ?2, 1)
                      ON CONFLICT (dataset, event_type) DO UPDATE SET count = count + 1",
-                    params![dataset, event_type],
-                )?;
+                )?
+                .execute(params![dataset, event_type])?;
                 Ok(true)
             })
             .await
@@ -117,11 +125,12 @@ impl AuditLog for LocalAuditLog {
         );
         self.db
             .write("add_alert", id.clone(), move |tx| {
-                let inserted = tx.execute(
-                    "INSERT OR IGNORE INTO alerts (id, created_at, sent_at, body)
+                let inserted = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO alerts (id, created_at, sent_at, body)
                      VALUES (?1, ?2, NULL, ?3)",
-                    params![id, created, body],
-                )?;
+                    )?
+                    .execute(params![id, created, body])?;
                 Ok(inserted == 1)
             })
             .await

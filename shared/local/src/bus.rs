@@ -21,7 +21,8 @@ pub(crate) fn set_subscriptions(
     topic: &str,
     subs: &[(String, Vec<&'static str>)],
 ) -> Result<(), DbError> {
-    tx.execute("DELETE FROM subscriptions WHERE topic = ?1", params![topic])?;
+    tx.prepare_cached("DELETE FROM subscriptions WHERE topic = ?1")?
+        .execute(params![topic])?;
     let mut insert = tx.prepare_cached(
         "INSERT OR IGNORE INTO subscriptions (topic, queue, event_type) VALUES (?1, ?2, ?3)",
     )?;

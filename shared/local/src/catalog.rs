@@ -189,21 +189,20 @@ impl Catalog for LocalCatalog {
                     String,
                 );
                 let stored: Option<Stored> = tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT crawler, columns, types, partition_keys, format, location
                          FROM catalog WHERE dataset = ?1",
-                        params![t.dataset],
-                        |r| {
-                            Ok((
-                                r.get(0)?,
-                                r.get(1)?,
-                                r.get(2)?,
-                                r.get(3)?,
-                                r.get(4)?,
-                                r.get(5)?,
-                            ))
-                        },
-                    )
+                    )?
+                    .query_row(params![t.dataset], |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    })
                     .optional()?;
                 let outcome = match &stored {
                     None => TableOutcome::Created,
@@ -229,7 +228,7 @@ impl Catalog for LocalCatalog {
                     }
                     Some(_) => TableOutcome::Updated,
                 };
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO catalog (dataset, crawler, columns, types, partition_keys, format,
                                           files, location, updated_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)
@@ -237,17 +236,17 @@ impl Catalog for LocalCatalog {
                          columns = excluded.columns, types = excluded.types,
                          partition_keys = excluded.partition_keys, format = excluded.format,
                          files = 0, location = excluded.location, updated_at = excluded.updated_at",
-                    params![
-                        t.dataset,
-                        DIRECT,
-                        columns,
-                        types,
-                        keys,
-                        format,
-                        location,
-                        ts(Utc::now())
-                    ],
-                )?;
+                )?
+                .execute(params![
+                    t.dataset,
+                    DIRECT,
+                    columns,
+                    types,
+                    keys,
+                    format,
+                    location,
+                    ts(Utc::now())
+                ])?;
                 Ok(outcome)
             })
             .await
@@ -275,9 +274,9 @@ impl Catalog for LocalCatalog {
                 let mut added = 0;
                 for (values, location) in &rows {
                     // An existing partition is kept as it is, as BatchCreatePartition keeps it.
-                    added += tx.execute(
-                        "INSERT INTO partitions (dataset, partition_values, location, created_at)
-                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                    added += tx.prepare_cached("INSERT INTO partitions (dataset, partition_values, location, created_at)
+                         VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING")?
+            .execute(
                         params![dataset, values, location, now],
                     )?;
                 }

@@ -68,11 +68,12 @@ type CrawlRow = (String, Option<String>, Option<String>, Option<i64>);
 
 fn crawl_row(conn: &rusqlite::Connection, crawler: &str) -> Result<Option<CrawlRow>, DbError> {
     Ok(conn
-        .query_row(
+        .prepare_cached(
             "SELECT state, last_status, last_error, started_at FROM crawls WHERE crawler = ?1",
-            params![crawler],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
+        )?
+        .query_row(params![crawler], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?)
 }
 
@@ -288,20 +289,20 @@ impl LocalCrawler {
                             if f.files == 0 {
                                 // Nothing readable: keep the table's columns (Glue deprecates, not
                                 // drops), but say so.
-                                let updated = tx.execute(
-                                    "UPDATE catalog SET files = 0, updated_at = ?2 WHERE dataset = ?1",
+                                let updated = tx.prepare_cached("UPDATE catalog SET files = 0, updated_at = ?2 WHERE dataset = ?1")?
+            .execute(
                                     params![f.dataset, ts(Utc::now())],
                                 )?;
                                 if updated > 0 {
                                     continue;
                                 }
                             }
-                            tx.execute(
-                                "INSERT INTO catalog (dataset, crawler, columns, files, location, updated_at)
+                            tx.prepare_cached("INSERT INTO catalog (dataset, crawler, columns, files, location, updated_at)
                                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                                  ON CONFLICT (dataset) DO UPDATE SET crawler = excluded.crawler,
                                      columns = excluded.columns, types = NULL, files = excluded.files,
-                                     location = excluded.location, updated_at = excluded.updated_at",
+                                     location = excluded.location, updated_at = excluded.updated_at")?
+            .execute(
                                 params![
                                     f.dataset,
                                     name,
@@ -316,15 +317,15 @@ impl LocalCrawler {
                     }
                     Err(e) => ("FAILED", Some(e.clone())),
                 };
-                tx.execute(
-                    "UPDATE crawls SET state = 'READY', last_status = ?2, last_error = ?3,
+                tx.prepare_cached("UPDATE crawls SET state = 'READY', last_status = ?2, last_error = ?3,
                          finished_at = ?4
-                     WHERE crawler = ?1",
+                     WHERE crawler = ?1")?
+            .execute(
                     params![name, status, error, now],
                 )?;
-                tx.execute(
-                    "UPDATE crawl_runs SET finished_at = ?3, status = ?4
-                     WHERE crawler = ?1 AND started_at = ?2",
+                tx.prepare_cached("UPDATE crawl_runs SET finished_at = ?3, status = ?4
+                     WHERE crawler = ?1 AND started_at = ?2")?
+            .execute(
                     params![name, started_at, now, status],
                 )?;
                 Ok::<_, DbError>(match error {
@@ -344,26 +345,23 @@ impl Crawler for LocalCrawler {
         self.db
             .write("start_crawl", crawler, move |tx| {
                 let state: Option<String> = tx
-                    .query_row(
-                        "SELECT state FROM crawls WHERE crawler = ?1",
-                        params![name],
-                        |r| r.get(0),
-                    )
+                    .prepare_cached("SELECT state FROM crawls WHERE crawler = ?1")?
+                    .query_row(params![name], |r| r.get(0))
                     .optional()?;
                 if state.as_deref() == Some("RUNNING") {
                     return Ok(CrawlStart::AlreadyRunning);
                 }
                 let now = now_ms();
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO crawls (crawler, state, started_at) VALUES (?1, 'RUNNING', ?2)
                      ON CONFLICT (crawler) DO UPDATE SET state = 'RUNNING',
                          started_at = excluded.started_at, finished_at = NULL",
-                    params![name, now],
-                )?;
-                tx.execute(
+                )?
+                .execute(params![name, now])?;
+                tx.prepare_cached(
                     "INSERT OR IGNORE INTO crawl_runs (crawler, started_at) VALUES (?1, ?2)",
-                    params![name, now],
-                )?;
+                )?
+                .execute(params![name, now])?;
                 Ok(CrawlStart::Started)
             })
             .await

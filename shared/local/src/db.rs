@@ -17,9 +17,9 @@ use choreo_domain::config::Durability;
 use choreo_ports::PortError;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use rusqlite::{Connection, ErrorCode, Transaction, TransactionBehavior};
-use std::path::{Path, PathBuf};
 use std::any::Any;
-use std::sync::{Arc, Mutex, mpsc};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 /// The schema version this build writes (`PRAGMA user_version`).
@@ -225,6 +225,8 @@ pub(crate) fn sql_error(op: &'static str, target: &str, e: rusqlite::Error) -> P
 pub(crate) struct Db {
     /// The writer thread's inbox; the thread ends when the last handle goes.
     writes: Mutex<mpsc::Sender<Job>>,
+    /// What the writer calls when another connection (another process) committed.
+    foreign: Arc<OnceLock<ForeignCommit>>,
     /// The connection reads use.
     reader: Mutex<Connection>,
     path: PathBuf,
@@ -232,29 +234,64 @@ pub(crate) struct Db {
 
 /// The most writes one group commit takes.
 const GROUP: usize = 128;
+/// How often the writer looks for another process's commits, busy or idle.
+const PROBE: Duration = Duration::from_millis(10);
+
+type ForeignCommit = Box<dyn Fn() + Send + Sync>;
 
 type Erased = Box<dyn Any + Send>;
+/// A write as the writer thread runs it.
+type Run = Box<dyn FnOnce(&Transaction<'_>) -> Result<Erased, DbError> + Send>;
+/// Where a write's outcome goes.
+type Reply = Box<dyn FnOnce(Result<Erased, PortError>) + Send>;
 
 /// One write for the writer thread: the closure, type-erased, and where its outcome goes.
 struct Job {
     op: &'static str,
     target: String,
-    run: Box<dyn FnOnce(&Transaction<'_>) -> Result<Erased, DbError> + Send>,
-    reply: Box<dyn FnOnce(Result<Erased, PortError>) + Send>,
+    run: Run,
+    reply: Reply,
 }
 
-/// The writer thread: group commits until every sender is gone.
-fn writer(mut conn: Connection, inbox: mpsc::Receiver<Job>) {
-    while let Ok(first) = inbox.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < GROUP {
-            match inbox.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+/// The writer thread: group commits until every sender is gone. Between groups, and every
+/// [`PROBE`] while idle, it reads `PRAGMA data_version`, which changes on this connection only when
+/// *another* connection committed: another process's sends, which wake none of this process's long
+/// polls by themselves.
+fn writer(mut conn: Connection, inbox: mpsc::Receiver<Job>, foreign: Arc<OnceLock<ForeignCommit>>) {
+    let mut seen = data_version(&conn);
+    let mut probed = std::time::Instant::now();
+    loop {
+        match inbox.recv_timeout(PROBE) {
+            Ok(first) => {
+                let mut jobs = vec![first];
+                while jobs.len() < GROUP {
+                    match inbox.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
+                }
+                commit_group(&mut conn, jobs);
             }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
-        commit_group(&mut conn, jobs);
+        if probed.elapsed() >= PROBE {
+            probed = std::time::Instant::now();
+            let now = data_version(&conn);
+            if now != seen
+                && let Some(wake) = foreign.get()
+            {
+                wake();
+            }
+            seen = now;
+        }
     }
+}
+
+fn data_version(conn: &Connection) -> Option<i64> {
+    conn.prepare_cached("PRAGMA data_version")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .ok()
 }
 
 /// Runs `jobs` in one transaction, each in a savepoint of its own, commits, then answers each.
@@ -288,7 +325,11 @@ fn commit_group(conn: &mut Connection, jobs: Vec<Job>) {
         let outcome = match &committed {
             Ok(()) => outcome,
             // Nothing of the group is durable: every write is retried by its caller.
-            Err(e) => Err(PortError::transient(op, &target, format!("sqlite commit: {e}"))),
+            Err(e) => Err(PortError::transient(
+                op,
+                &target,
+                format!("sqlite commit: {e}"),
+            )),
         };
         reply(outcome);
     }
@@ -296,10 +337,7 @@ fn commit_group(conn: &mut Connection, jobs: Vec<Job>) {
 
 /// Runs one write in a savepoint: kept if it returns `Ok`, rolled back alone if not (or if it
 /// panics, which fails that write only).
-fn run_in_savepoint(
-    tx: &Transaction<'_>,
-    run: Box<dyn FnOnce(&Transaction<'_>) -> Result<Erased, DbError> + Send>,
-) -> Result<Erased, DbError> {
+fn run_in_savepoint(tx: &Transaction<'_>, run: Run) -> Result<Erased, DbError> {
     tx.prepare_cached("SAVEPOINT job")?.execute([])?;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(tx)))
         .unwrap_or_else(|_| {
@@ -348,8 +386,13 @@ impl Db {
         conn.pragma_update(None, "synchronous", synchronous)
             .map_err(err)?;
         // Hot pages stay in memory (64 MiB at most), temporary b-trees too.
-        conn.pragma_update(None, "cache_size", -65536).map_err(err)?;
+        conn.pragma_update(None, "cache_size", -65536)
+            .map_err(err)?;
         conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(err)?;
+        // Checkpoint every 16 MiB of log rather than 4: a page written by many commits is copied
+        // back once.
+        conn.pragma_update(None, "wal_autocheckpoint", 4096)
             .map_err(err)?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -397,12 +440,15 @@ impl Db {
             .pragma_update(None, "cache_size", -16384)
             .map_err(err)?;
         let (writes, inbox) = mpsc::channel();
+        let foreign = Arc::new(OnceLock::new());
+        let wake = Arc::clone(&foreign);
         std::thread::Builder::new()
             .name("choreo-db-writer".into())
-            .spawn(move || writer(conn, inbox))
+            .spawn(move || writer(conn, inbox, wake))
             .map_err(|e| PortError::permanent("open", &target, e))?;
         Ok(Arc::new(Db {
             writes: Mutex::new(writes),
+            foreign,
             reader: Mutex::new(reader),
             path: path.to_path_buf(),
         }))
@@ -410,6 +456,12 @@ impl Db {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Has the writer call `wake` whenever another connection committed (set once; later calls are
+    /// ignored).
+    pub(crate) fn on_foreign_commit(&self, wake: ForeignCommit) {
+        let _ = self.foreign.set(wake);
     }
 
     /// Reads with `f` on this thread (for synchronous callers: `open`, inspection helpers).
@@ -457,7 +509,7 @@ impl Db {
         op: &'static str,
         target: &str,
         f: F,
-        reply: Box<dyn FnOnce(Result<Erased, PortError>) + Send>,
+        reply: Reply,
     ) -> Result<(), PortError>
     where
         T: Send + 'static,
@@ -481,7 +533,9 @@ impl Db {
         answer: Option<Result<Erased, PortError>>,
     ) -> Result<T, PortError> {
         match answer {
-            Some(Ok(v)) => Ok(*v.downcast::<T>().expect("a write answers with its own type")),
+            Some(Ok(v)) => Ok(*v
+                .downcast::<T>()
+                .expect("a write answers with its own type")),
             Some(Err(e)) => Err(e),
             None => Err(PortError::permanent(
                 op,
@@ -578,7 +632,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("choreo.db");
         let a = Db::open(&path).unwrap();
-        let b = Db::open(&path).unwrap();
+        let _b = Db::open(&path).unwrap();
         let conn = Connection::open(&path).unwrap();
         let mode: String = conn
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -598,7 +652,7 @@ mod tests {
         let path = dir.path().join("choreo.db");
         // A version-1 database: no `sweep` column, no alerts table, one file.
         {
-            let db = Db::open(&path).unwrap();
+            let _db = Db::open(&path).unwrap();
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
                 "ALTER TABLE files DROP COLUMN sweep; DROP TABLE alerts;
@@ -612,7 +666,7 @@ mod tests {
             )
             .unwrap();
         }
-        let db = Db::open(&path).unwrap();
+        let _db = Db::open(&path).unwrap();
         let conn = Connection::open(&path).unwrap();
         let (id, sweep): (String, Option<String>) = conn
             .query_row("SELECT id, sweep FROM files", [], |r| {
@@ -637,7 +691,7 @@ mod tests {
         // A version-2 database: a crawled table, no direct-catalogue columns, no partitions table,
         // no crawl history.
         {
-            let db = Db::open(&path).unwrap();
+            let _db = Db::open(&path).unwrap();
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
                 "DROP TABLE crawl_runs;
@@ -652,7 +706,7 @@ mod tests {
             )
             .unwrap();
         }
-        let db = Db::open(&path).unwrap();
+        let _db = Db::open(&path).unwrap();
         let conn = Connection::open(&path).unwrap();
         let runs: i64 = conn
             .query_row("SELECT COUNT(*) FROM crawl_runs", [], |r| r.get(0))

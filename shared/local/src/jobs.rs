@@ -191,12 +191,11 @@ impl JobRunner for LocalJobRunner {
         self.db
             .call("find_run", batch_id.clone(), move |conn| {
                 Ok(conn
-                    .query_row(
+                    .prepare_cached(
                         "SELECT run_id FROM job_runs WHERE job = ?1 AND batch_id = ?2
                          ORDER BY started_at DESC, rowid DESC LIMIT 1",
-                        params![job, batch_id],
-                        |r| r.get(0),
-                    )
+                    )?
+                    .query_row(params![job, batch_id], |r| r.get(0))
                     .optional()?)
             })
             .await
@@ -220,11 +219,11 @@ impl JobRunner for LocalJobRunner {
         let (job, id) = (job.to_string(), run_id.clone());
         self.db
             .write("start_run", job.clone(), move |tx| {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO job_runs (run_id, job, batch_id, arguments, state, started_at)
                      VALUES (?1, ?2, ?3, ?4, 'RUNNING', ?5)",
-                    params![id, job, batch_id, args, now_ms()],
-                )?;
+                )?
+                .execute(params![id, job, batch_id, args, now_ms()])?;
                 Ok(())
             })
             .await?;
@@ -240,12 +239,13 @@ impl JobRunner for LocalJobRunner {
             .db
             .write("run_status", run_id, move |tx| {
                 let row: Option<(String, String, Option<String>, String, Option<i64>)> = tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT job, state, error, arguments, claimed_until FROM job_runs
                          WHERE run_id = ?1",
-                        params![id],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                    )
+                    )?
+                    .query_row(params![id], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })
                     .optional()?;
                 let Some((_, state, error, args, claimed_until)) = row.filter(|r| r.0 == j) else {
                     return Err(PortError::new(
@@ -259,10 +259,10 @@ impl JobRunner for LocalJobRunner {
                 let now = now_ms();
                 let free = claimed_until.is_none_or(|u| u <= now);
                 if state == "RUNNING" && free {
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE job_runs SET claim = ?2, claimed_until = ?3 WHERE run_id = ?1",
-                        params![id, c, now + ttl],
-                    )?;
+                    )?
+                    .execute(params![id, c, now + ttl])?;
                     return Ok((state, error, args, true));
                 }
                 Ok((state, error, args, false))
@@ -283,11 +283,12 @@ impl JobRunner for LocalJobRunner {
                     let (id, c) = (id.clone(), c.clone());
                     let renewed = db
                         .write("run_status", id.clone(), move |tx| {
-                            Ok(tx.execute(
-                                "UPDATE job_runs SET claimed_until = ?3
+                            Ok(tx
+                                .prepare_cached(
+                                    "UPDATE job_runs SET claimed_until = ?3
                                  WHERE run_id = ?1 AND claim = ?2",
-                                params![id, c, now_ms() + ttl],
-                            )?)
+                                )?
+                                .execute(params![id, c, now_ms() + ttl])?)
                         })
                         .await;
                     if let Err(e) = renewed {
@@ -304,18 +305,18 @@ impl JobRunner for LocalJobRunner {
         let recorded = self
             .db
             .write("run_status", run_id, move |tx| {
-                let changed = tx.execute(
-                    "UPDATE job_runs SET state = ?3, error = ?4, finished_at = ?5, claim = NULL,
+                let changed = tx.prepare_cached("UPDATE job_runs SET state = ?3, error = ?4, finished_at = ?5, claim = NULL,
                          claimed_until = NULL
-                     WHERE run_id = ?1 AND claim = ?2 AND state = 'RUNNING'",
+                     WHERE run_id = ?1 AND claim = ?2 AND state = 'RUNNING'")?
+            .execute(
                     params![id, c, end_state, end_error_db, now_ms()],
                 )?;
                 if changed == 1 {
                     return Ok(None);
                 }
                 // The claim lapsed and another poller finished the run: report its ending.
-                let row: (String, Option<String>) = tx.query_row(
-                    "SELECT state, error FROM job_runs WHERE run_id = ?1",
+                let row: (String, Option<String>) = tx.prepare_cached("SELECT state, error FROM job_runs WHERE run_id = ?1")?
+            .query_row(
                     params![id],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?;

@@ -55,10 +55,10 @@ pub use queue::LocalQueue;
 pub use state::LocalStateStore;
 
 use choreo_domain::Config;
+use choreo_domain::config::Durability;
 use choreo_domain::config::Queues;
 use choreo_ports::{PortError, Ports, Queue};
 use db::Db;
-use choreo_domain::config::Durability;
 use notifier::{Announcer, Notifier};
 use queue::Wakers;
 use std::path::PathBuf;
@@ -96,6 +96,9 @@ impl LocalBackend {
         std::fs::create_dir_all(&data_dir).map_err(dir_error)?;
         let db = Db::open_with(&data_dir.join("choreo.db"), config.local.durability)?;
         let wakers = Arc::new(Wakers::default());
+        // Another process's sends (`choreo put`, a replica) wake this one's long polls at once.
+        let woken = Arc::clone(&wakers);
+        db.on_foreign_commit(Box::new(move || woken.wake_all()));
         let announcer = Arc::new(Announcer::new(
             Arc::clone(&db),
             Arc::clone(&wakers),

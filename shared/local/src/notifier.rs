@@ -55,11 +55,12 @@ fn notify_in(
     meta: &ObjectMeta,
     now: i64,
 ) -> Result<bool, DbError> {
-    let inserted = tx.execute(
-        "INSERT OR IGNORE INTO notified (bucket, key, version, notified_at)
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO notified (bucket, key, version, notified_at)
          VALUES (?1, ?2, ?3, ?4)",
-        params![bucket, meta.key, meta.version, now],
-    )?;
+        )?
+        .execute(params![bucket, meta.key, meta.version, now])?;
     if inserted == 1 {
         let message = OutgoingMessage {
             body: s3_notification(bucket, meta),
@@ -243,8 +244,8 @@ impl Notifier {
                     }
                     for (key, versions) in &prune {
                         for version in versions {
-                            tx.execute(
-                                "DELETE FROM notified WHERE bucket = ?1 AND key = ?2 AND version = ?3",
+                            tx.prepare_cached("DELETE FROM notified WHERE bucket = ?1 AND key = ?2 AND version = ?3")?
+            .execute(
                                 params![bucket, key, version],
                             )?;
                         }
@@ -379,23 +380,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_notified_set_survives_reopening() {
+    async fn a_put_is_notified_at_once_and_never_again_by_a_scan() {
         let (_dir, b) = backend();
         let input = b.config().buckets.input.clone();
         b.objects()
-            .put(&input, "k.csv", b"1".to_vec())
+            .put(&input, "daily/p.csv", b"x,y\n1,2\n".to_vec())
             .await
             .unwrap();
+        let got = bodies(&b).await;
+        assert_eq!(got.len(), 1, "notified as the put returned");
+        assert_eq!(got[0]["Records"][0]["s3"]["object"]["key"], "daily/p.csv");
+        for _ in 0..3 {
+            assert_eq!(b.scan_once().await.unwrap().sent, 0);
+        }
+        assert!(bodies(&b).await.is_empty());
+        // Other buckets are not notified.
+        let work = b.config().buckets.work.clone();
+        b.objects().put(&work, "r.json", b"{}".to_vec()).await.unwrap();
+        assert!(bodies(&b).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_notified_set_survives_reopening() {
+        let (_dir, b) = backend();
+        let input = b.config().buckets.input.clone();
+        let dir = b.objects().bucket_dir(&input);
+        std::fs::write(dir.join("k.csv"), "1").unwrap();
         b.scan_once().await.unwrap();
         assert_eq!(b.scan_once().await.unwrap().sent, 1);
         let again = crate::LocalBackend::open(b.config()).unwrap();
         assert_eq!(again.scan_once().await.unwrap(), Default::default());
         assert_eq!(again.scan_once().await.unwrap().sent, 0);
         // Two notifiers that have both seen a file stable send it only once between them.
-        b.objects()
-            .put(&input, "k2.csv", b"2".to_vec())
-            .await
-            .unwrap();
+        std::fs::write(dir.join("k2.csv"), "2").unwrap();
         b.scan_once().await.unwrap();
         again.scan_once().await.unwrap();
         let sent = b.scan_once().await.unwrap().sent + again.scan_once().await.unwrap().sent;
@@ -405,11 +422,8 @@ mod tests {
         b.scan_once().await.unwrap();
         let rows: i64 = b
             .db_blocking(|c| {
-                c.query_row(
-                    "SELECT COUNT(*) FROM notified WHERE key = 'k.csv'",
-                    [],
-                    |r| r.get(0),
-                )
+                c.prepare_cached("SELECT COUNT(*) FROM notified WHERE key = 'k.csv'")?
+                    .query_row([], |r| r.get(0))
             })
             .unwrap();
         assert_eq!(rows, 0);

@@ -3,8 +3,9 @@
 //! A message row is visible when `visible_at <= now`. Receiving gives it a fresh receipt and pushes
 //! `visible_at` forward by the visibility timeout; deleting needs that receipt; a message received
 //! `max_receive_count` times is moved to the queue's dead-letter queue on its next receive (SQS's
-//! redrive policy). Long polling waits on a per-queue [`Notify`] that sends in this backend signal,
-//! and re-checks every 100 ms for messages other processes wrote.
+//! redrive policy). Long polling waits on a per-queue [`Notify`] that sends in this process signal,
+//! and that the database's writer signals when another process committed (see `db.rs`); it
+//! re-checks every 100 ms regardless (delayed messages coming due).
 
 use crate::db::{Db, DbError, from_ms, ms, now_ms};
 use async_trait::async_trait;
@@ -35,6 +36,14 @@ impl Wakers {
     pub(crate) fn wake(&self, queue: &str) {
         self.get(queue).notify_waiters();
     }
+
+    /// Wakes every long poll (another process committed: its sends may be ours to take).
+    pub(crate) fn wake_all(&self) {
+        let map = self.by_queue.lock().unwrap_or_else(|p| p.into_inner());
+        for notify in map.values() {
+            notify.notify_waiters();
+        }
+    }
 }
 
 /// Declares a queue and its redrive policy (`dlq`, `max_receive_count`), replacing an older
@@ -45,12 +54,12 @@ pub(crate) fn declare(
     dlq: Option<&str>,
     max_receive_count: Option<u32>,
 ) -> Result<(), DbError> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO queues (name, dlq, max_receive_count) VALUES (?1, ?2, ?3)
          ON CONFLICT (name) DO UPDATE SET dlq = excluded.dlq,
                                            max_receive_count = excluded.max_receive_count",
-        params![name, dlq, max_receive_count],
-    )?;
+    )?
+    .execute(params![name, dlq, max_receive_count])?;
     Ok(())
 }
 
@@ -64,11 +73,18 @@ pub(crate) fn insert_message(
 ) -> Result<String, DbError> {
     let id = uuid::Uuid::new_v4().to_string();
     let attributes = serde_json::to_string(&message.attributes)?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO messages (id, queue, body, attributes, sent_at, visible_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![id, queue, message.body, attributes, now, visible_at],
-    )?;
+    )?
+    .execute(params![
+        id,
+        queue,
+        message.body,
+        attributes,
+        now,
+        visible_at
+    ])?;
     Ok(id)
 }
 
@@ -100,11 +116,8 @@ impl LocalQueue {
             .write("receive", &self.name, move |tx| {
                 let now = now_ms();
                 let policy: Option<(Option<String>, Option<u32>)> = tx
-                    .query_row(
-                        "SELECT dlq, max_receive_count FROM queues WHERE name = ?1",
-                        params![queue],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
+                    .prepare_cached("SELECT dlq, max_receive_count FROM queues WHERE name = ?1")?
+                    .query_row(params![queue], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
                 let (dlq, max_rc) = match policy {
                     Some((Some(dlq), Some(n))) if n > 0 => (Some(dlq), Some(n)),
@@ -142,23 +155,28 @@ impl LocalQueue {
                         if let (Some(dlq), Some(max_rc)) = (&dlq, max_rc)
                             && count >= max_rc
                         {
-                            tx.execute(
+                            tx.prepare_cached(
                                 "UPDATE messages SET queue = ?1, visible_at = ?2, receipt = NULL
                                  WHERE seq = ?3",
-                                params![dlq, now, seq],
-                            )?;
+                            )?
+                            .execute(params![dlq, now, seq])?;
                             moved = true;
                             moved_now += 1;
                             continue;
                         }
                         let receipt = uuid::Uuid::new_v4().to_string();
                         let first = first.unwrap_or(now);
-                        tx.execute(
+                        tx.prepare_cached(
                             "UPDATE messages SET receive_count = receive_count + 1, receipt = ?1,
                                  visible_at = ?2, first_received_at = ?3
                              WHERE seq = ?4",
-                            params![receipt, now + visibility, first, seq],
-                        )?;
+                        )?
+                        .execute(params![
+                            receipt,
+                            now + visibility,
+                            first,
+                            seq
+                        ])?;
                         delivered.push(ReceivedMessage {
                             id,
                             receipt,
@@ -223,10 +241,8 @@ impl Queue for LocalQueue {
         let receipt = receipt.to_string();
         self.db
             .write("delete", &self.name, move |tx| {
-                tx.execute(
-                    "DELETE FROM messages WHERE queue = ?1 AND receipt = ?2",
-                    params![queue, receipt],
-                )?;
+                tx.prepare_cached("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2")?
+                    .execute(params![queue, receipt])?;
                 Ok(())
             })
             .await
@@ -243,10 +259,11 @@ impl Queue for LocalQueue {
         let changed = self
             .db
             .write("change_visibility", &self.name, move |tx| {
-                Ok(tx.execute(
-                    "UPDATE messages SET visible_at = ?1 WHERE queue = ?2 AND receipt = ?3",
-                    params![now_ms() + visibility, queue, receipt],
-                )?)
+                Ok(tx
+                    .prepare_cached(
+                        "UPDATE messages SET visible_at = ?1 WHERE queue = ?2 AND receipt = ?3",
+                    )?
+                    .execute(params![now_ms() + visibility, queue, receipt])?)
             })
             .await?;
         if changed > 0 && visibility == 0 {
@@ -275,21 +292,21 @@ impl Queue for LocalQueue {
         self.db
             .call("depth", &self.name, move |conn| {
                 let now = now_ms();
-                Ok(conn.query_row(
-                    "SELECT
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT
                          COALESCE(SUM(visible_at <= ?2), 0),
                          COALESCE(SUM(visible_at > ?2 AND receive_count > 0), 0),
                          COALESCE(SUM(visible_at > ?2 AND receive_count = 0), 0)
                      FROM messages WHERE queue = ?1",
-                    params![queue, now],
-                    |r| {
+                    )?
+                    .query_row(params![queue, now], |r| {
                         Ok(QueueDepth {
                             visible: r.get::<_, i64>(0)? as u64,
                             in_flight: r.get::<_, i64>(1)? as u64,
                             delayed: r.get::<_, i64>(2)? as u64,
                         })
-                    },
-                )?)
+                    })?)
             })
             .await
     }
@@ -334,7 +351,9 @@ impl Queue for LocalQueue {
         let queue = self.name.clone();
         self.db
             .write("purge", &self.name, move |tx| {
-                Ok(tx.execute("DELETE FROM messages WHERE queue = ?1", params![queue])? as u64)
+                Ok(tx
+                    .prepare_cached("DELETE FROM messages WHERE queue = ?1")?
+                    .execute(params![queue])? as u64)
             })
             .await
     }

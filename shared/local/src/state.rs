@@ -182,11 +182,13 @@ impl StateStore for LocalStateStore {
                     return Ok(TransitionOutcome::Conflict(rec));
                 }
                 t.apply_to(&mut rec, Utc::now());
-                let changed = tx.execute(
-                    "UPDATE files SET state = ?1, reason = ?2, batch_id = ?3, validation = ?4,
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE files SET state = ?1, reason = ?2, batch_id = ?3, validation = ?4,
                          updated_at = ?5, history = ?6, sweep = NULL
                      WHERE id = ?7 AND state = ?8",
-                    params![
+                    )?
+                    .execute(params![
                         rec.state.as_str(),
                         rec.reason,
                         rec.batch_id,
@@ -195,8 +197,7 @@ impl StateStore for LocalStateStore {
                         serde_json::to_string(&rec.history)?,
                         rec.id.as_str(),
                         t.from.as_str(),
-                    ],
-                )?;
+                    ])?;
                 if changed != 1 {
                     // Cannot happen inside the transaction; if it did, report what is stored.
                     return match get_file(tx, t.file.as_str())? {
@@ -294,17 +295,18 @@ impl StateStore for LocalStateStore {
         let batch = batch.clone();
         self.db
             .write("create_batch", batch.id.clone(), move |tx| {
-                let inserted = tx.execute(
-                    "INSERT OR IGNORE INTO batches (id, state, dataset, created_ms, body)
+                let inserted = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO batches (id, state, dataset, created_ms, body)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![
+                    )?
+                    .execute(params![
                         batch.id,
                         batch.state.as_str(),
                         batch.dataset,
                         batch.created_at.timestamp_millis(),
                         serde_json::to_string(&batch)?,
-                    ],
-                )?;
+                    ])?;
                 Ok(inserted == 1)
             })
             .await
@@ -325,17 +327,18 @@ impl StateStore for LocalStateStore {
         let batch = batch.clone();
         self.db
             .write("update_batch", batch.id.clone(), move |tx| {
-                let changed = tx.execute(
-                    "UPDATE batches SET state = ?1, dataset = ?2, body = ?3
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE batches SET state = ?1, dataset = ?2, body = ?3
                      WHERE id = ?4 AND state = ?5",
-                    params![
+                    )?
+                    .execute(params![
                         batch.state.as_str(),
                         batch.dataset,
                         serde_json::to_string(&batch)?,
                         batch.id,
                         expected.as_str(),
-                    ],
-                )?;
+                    ])?;
                 if changed == 1 {
                     Ok(BatchOutcome::Applied)
                 } else {
@@ -376,11 +379,8 @@ impl StateStore for LocalStateStore {
             .write("acquire_lease", name.clone(), move |tx| {
                 let now = now_ms();
                 let current: Option<(String, i64)> = tx
-                    .query_row(
-                        "SELECT holder, expires_at FROM leases WHERE name = ?1",
-                        params![name],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
+                    .prepare_cached("SELECT holder, expires_at FROM leases WHERE name = ?1")?
+                    .query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
                 if let Some((h, expires_at)) = current
                     && h != holder
@@ -392,12 +392,12 @@ impl StateStore for LocalStateStore {
                     });
                 }
                 let expires_at = now.saturating_add(ttl);
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
                                                       expires_at = excluded.expires_at",
-                    params![name, holder, expires_at],
-                )?;
+                )?
+                .execute(params![name, holder, expires_at])?;
                 Ok(LeaseOutcome::Acquired {
                     expires_at: from_ms(expires_at),
                 })
@@ -409,10 +409,8 @@ impl StateStore for LocalStateStore {
         let (name, holder) = (name.to_string(), holder.to_string());
         self.db
             .write("release_lease", name.clone(), move |tx| {
-                tx.execute(
-                    "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
-                    params![name, holder],
-                )?;
+                tx.prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")?
+                    .execute(params![name, holder])?;
                 Ok(())
             })
             .await
@@ -423,16 +421,13 @@ impl StateStore for LocalStateStore {
         self.db
             .call("lease", name.clone(), move |conn| {
                 Ok(conn
-                    .query_row(
-                        "SELECT holder, expires_at FROM leases WHERE name = ?1",
-                        params![name],
-                        |r| {
-                            Ok(LeaseInfo {
-                                holder: r.get(0)?,
-                                expires_at: from_ms(r.get(1)?),
-                            })
-                        },
-                    )
+                    .prepare_cached("SELECT holder, expires_at FROM leases WHERE name = ?1")?
+                    .query_row(params![name], |r| {
+                        Ok(LeaseInfo {
+                            holder: r.get(0)?,
+                            expires_at: from_ms(r.get(1)?),
+                        })
+                    })
                     .optional()?)
             })
             .await
@@ -453,10 +448,8 @@ impl StateStore for LocalStateStore {
                 if rec.state != mark.state || rec.history.len() != history_len {
                     return Ok(false);
                 }
-                tx.execute(
-                    "UPDATE files SET sweep = ?1 WHERE id = ?2",
-                    params![serde_json::to_string(&mark)?, id],
-                )?;
+                tx.prepare_cached("UPDATE files SET sweep = ?1 WHERE id = ?2")?
+                    .execute(params![serde_json::to_string(&mark)?, id])?;
                 Ok(true)
             })
             .await

@@ -56,7 +56,11 @@ mod tests {
     #[tokio::test]
     async fn an_error_is_returned() {
         let out: Result<Vec<u32>, String> = try_in_order(0..5u32, 2, |i| async move {
-            if i == 3 { Err(format!("file {i}")) } else { Ok(i) }
+            if i == 3 {
+                Err(format!("file {i}"))
+            } else {
+                Ok(i)
+            }
         })
         .await;
         assert_eq!(out.unwrap_err(), "file 3");

@@ -56,7 +56,12 @@ impl Settings {
         }
         fig = fig.merge(
             Env::prefixed("CHOREO_")
-                .filter(|k| !NOT_CONFIG.contains(&k.as_str()))
+                // Keys come as they are spelt in the environment (`CHOREO_LOG_FORMAT`).
+                .filter(|k| {
+                    !NOT_CONFIG
+                        .iter()
+                        .any(|n| k.as_str().eq_ignore_ascii_case(n))
+                })
                 .split("__"),
         );
         let mut config: Config = fig
@@ -163,11 +168,14 @@ batch_window_secs = 5
         unsafe {
             std::env::set_var("CHOREO_BUCKETS__INPUT", "from-env");
             std::env::set_var("CHOREO_TRANSFORM__MASK_SALT", "salt-from-env");
+            // Steers logging, not the configuration: never an unknown key.
+            std::env::set_var("CHOREO_LOG_FORMAT", "json");
         }
         let s = Settings::load(Some(&file)).unwrap();
         unsafe {
             std::env::remove_var("CHOREO_BUCKETS__INPUT");
             std::env::remove_var("CHOREO_TRANSFORM__MASK_SALT");
+            std::env::remove_var("CHOREO_LOG_FORMAT");
         }
         assert_eq!(s.config.buckets.input, "from-env");
         assert_eq!(s.config.transform.mask_salt, "salt-from-env");
