@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS queues (
@@ -32,9 +32,11 @@ CREATE TABLE IF NOT EXISTS queues (
     max_receive_count INTEGER
 );
 
+-- A receipt starts with its message's `seq`, so a delete finds its row by the primary key: the
+-- table has one index besides it, the one receives scan. Ids are random UUIDs, not looked up.
 CREATE TABLE IF NOT EXISTS messages (
     seq               INTEGER PRIMARY KEY AUTOINCREMENT,
-    id                TEXT NOT NULL UNIQUE,
+    id                TEXT NOT NULL,
     queue             TEXT NOT NULL,
     body              TEXT NOT NULL,
     attributes        TEXT NOT NULL,
@@ -42,7 +44,7 @@ CREATE TABLE IF NOT EXISTS messages (
     visible_at        INTEGER NOT NULL,
     receive_count     INTEGER NOT NULL DEFAULT 0,
     first_received_at INTEGER,
-    receipt           TEXT UNIQUE
+    receipt           TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, visible_at, seq);
 
@@ -426,6 +428,24 @@ impl Db {
             )
             .map_err(err)?;
         }
+        if (1..4).contains(&version) {
+            // Version 4 dropped the unique indexes on messages' ids and receipts (a write each per
+            // send, receive and delete): the table is copied into one without them. A receipt handed
+            // out before lacks the `seq.` prefix, so deleting with it does nothing and its message
+            // comes back once — a harmless duplicate.
+            tx.execute_batch(
+                "CREATE TABLE messages_v4 (
+                     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, queue TEXT NOT NULL,
+                     body TEXT NOT NULL, attributes TEXT NOT NULL, sent_at INTEGER NOT NULL,
+                     visible_at INTEGER NOT NULL, receive_count INTEGER NOT NULL DEFAULT 0,
+                     first_received_at INTEGER, receipt TEXT);
+                 INSERT INTO messages_v4 SELECT seq, id, queue, body, attributes, sent_at, visible_at,
+                     receive_count, first_received_at, receipt FROM messages;
+                 DROP TABLE messages;
+                 ALTER TABLE messages_v4 RENAME TO messages;",
+            )
+            .map_err(err)?;
+        }
         tx.execute_batch(SCHEMA).map_err(err)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(err)?;
@@ -733,6 +753,55 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_3_database_keeps_its_messages_without_the_unique_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("choreo.db");
+        {
+            let _db = Db::open(&path).unwrap();
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "DROP TABLE messages;
+                 CREATE TABLE messages (
+                     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+                     queue TEXT NOT NULL, body TEXT NOT NULL, attributes TEXT NOT NULL,
+                     sent_at INTEGER NOT NULL, visible_at INTEGER NOT NULL,
+                     receive_count INTEGER NOT NULL DEFAULT 0, first_received_at INTEGER,
+                     receipt TEXT UNIQUE);
+                 INSERT INTO messages (id, queue, body, attributes, sent_at, visible_at)
+                 VALUES ('m-1', 'q', 'hello', '{}', 1, 1);
+                 PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        }
+        let _db = Db::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let (seq, body): (i64, String) = conn
+            .query_row("SELECT seq, body FROM messages", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((seq, body.as_str()), (1, "hello"));
+        let unique: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_index_list('messages') WHERE \"unique\" = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unique, 0);
+        conn.execute(
+            "INSERT INTO messages (id, queue, body, attributes, sent_at, visible_at)
+             VALUES ('m-2', 'q', 'again', '{}', 2, 2)",
+            [],
+        )
+        .unwrap();
+        let next: i64 = conn
+            .query_row("SELECT MAX(seq) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(next, 2, "the sequence goes on");
     }
 
     #[test]

@@ -396,7 +396,10 @@ mod tests {
         assert!(bodies(&b).await.is_empty());
         // Other buckets are not notified.
         let work = b.config().buckets.work.clone();
-        b.objects().put(&work, "r.json", b"{}".to_vec()).await.unwrap();
+        b.objects()
+            .put(&work, "r.json", b"{}".to_vec())
+            .await
+            .unwrap();
         assert!(bodies(&b).await.is_empty());
     }
 

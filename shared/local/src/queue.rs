@@ -88,6 +88,12 @@ pub(crate) fn insert_message(
     Ok(id)
 }
 
+/// The message a receipt names: a receipt is `<seq>.<random>`, so a delete or visibility change
+/// finds its row by the primary key and checks the random part. Anything else names no delivery.
+fn seq_of(receipt: &str) -> Option<i64> {
+    receipt.split_once('.')?.0.parse().ok()
+}
+
 /// One queue of the local backend.
 pub struct LocalQueue {
     name: String,
@@ -164,7 +170,7 @@ impl LocalQueue {
                             moved_now += 1;
                             continue;
                         }
-                        let receipt = uuid::Uuid::new_v4().to_string();
+                        let receipt = format!("{seq}.{}", uuid::Uuid::new_v4().simple());
                         let first = first.unwrap_or(now);
                         tx.prepare_cached(
                             "UPDATE messages SET receive_count = receive_count + 1, receipt = ?1,
@@ -241,9 +247,35 @@ impl Queue for LocalQueue {
         let receipt = receipt.to_string();
         self.db
             .write("delete", &self.name, move |tx| {
-                tx.prepare_cached("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2")?
-                    .execute(params![queue, receipt])?;
+                if let Some(seq) = seq_of(&receipt) {
+                    tx.prepare_cached(
+                        "DELETE FROM messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
+                    )?
+                    .execute(params![seq, queue, receipt])?;
+                }
                 Ok(())
+            })
+            .await
+    }
+
+    /// One write for the whole batch: the consumer acknowledges what it handled ten at a time.
+    async fn delete_batch(
+        &self,
+        receipts: &[String],
+    ) -> Result<Vec<(String, PortError)>, PortError> {
+        let queue = self.name.clone();
+        let receipts = receipts.to_vec();
+        self.db
+            .write("delete_batch", &self.name, move |tx| {
+                let mut delete = tx.prepare_cached(
+                    "DELETE FROM messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
+                )?;
+                for receipt in &receipts {
+                    if let Some(seq) = seq_of(receipt) {
+                        delete.execute(params![seq, queue, receipt])?;
+                    }
+                }
+                Ok(Vec::new())
             })
             .await
     }
@@ -259,11 +291,15 @@ impl Queue for LocalQueue {
         let changed = self
             .db
             .write("change_visibility", &self.name, move |tx| {
+                let Some(seq) = seq_of(&receipt) else {
+                    return Ok(0);
+                };
                 Ok(tx
                     .prepare_cached(
-                        "UPDATE messages SET visible_at = ?1 WHERE queue = ?2 AND receipt = ?3",
+                        "UPDATE messages SET visible_at = ?1
+                         WHERE seq = ?2 AND queue = ?3 AND receipt = ?4",
                     )?
-                    .execute(params![now_ms() + visibility, queue, receipt])?)
+                    .execute(params![now_ms() + visibility, seq, queue, receipt])?)
             })
             .await?;
         if changed > 0 && visibility == 0 {
@@ -406,6 +442,29 @@ mod tests {
         q.delete(&second[0].receipt).await.unwrap();
         q.delete(&second[0].receipt).await.unwrap();
         assert_eq!(q.depth().await.unwrap().total(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_delete_takes_what_its_receipts_name() {
+        let (_dir, b) = backend();
+        let q = b.queue(&b.config().queues.validate);
+        for i in 0..3 {
+            q.send(msg(&format!("m{i}")), NO_WAIT).await.unwrap();
+        }
+        let got = q
+            .receive(10, NO_WAIT, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 3);
+        let mut receipts: Vec<String> = got[..2].iter().map(|m| m.receipt.clone()).collect();
+        receipts.push("not-a-receipt".into());
+        assert!(q.delete_batch(&receipts).await.unwrap().is_empty());
+        let d = q.depth().await.unwrap();
+        assert_eq!(
+            (d.visible, d.in_flight),
+            (0, 1),
+            "the third is still in flight"
+        );
     }
 
     #[tokio::test]
