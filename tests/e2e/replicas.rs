@@ -341,7 +341,10 @@ fn check(
         assert!(start <= end, "{b:#?}");
         let lead = b.crawl_lead.as_deref().unwrap_or(&b.id);
         if let Some(shared) = leads.insert(lead, (start, end)) {
-            assert_eq!(shared.0, start, "batches of crawl {lead} started apart: {b:#?}");
+            assert_eq!(
+                shared.0, start,
+                "batches of crawl {lead} started apart: {b:#?}"
+            );
         }
     }
     for b in batches {

@@ -136,12 +136,11 @@ impl StateStore for LocalStateStore {
                     return Ok(Registered::Exists(existing));
                 }
                 let rec = file.into_record(Utc::now());
-                tx.execute(
-                    &format!(
-                        "INSERT INTO files ({FILE_COLUMNS})
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, NULL)"
-                    ),
-                    params![
+                tx.prepare_cached(&format!(
+                    "INSERT INTO files ({FILE_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, NULL)"
+                ))?
+                .execute(params![
                         rec.id.as_str(),
                         rec.dataset,
                         rec.bucket,
