@@ -31,8 +31,8 @@ match = { prefix = "daily/" }
 format = "csv"
 schema = "schemas/sales_daily.json"
 personal_data = ["email"]            # written to the curated bucket as a salted hash
-batch_window_secs = 2                # a batch closes 2 s after its first valid file...
-batch_max_files = 50                 # ...or as soon as it holds 50 files
+batch_window_secs = 2                # files are cut into batches 2 s after the first is valid...
+batch_max_files = 50                 # ...at most 50 files (one job run) a batch
 
 [[datasets]]
 name = "inventory_monthly"           # monthly warehouse snapshots, larger, gzipped JSON Lines

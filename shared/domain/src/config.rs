@@ -392,10 +392,12 @@ pub struct DatasetConfig {
     /// is a configuration error.
     #[serde(default)]
     pub personal_data: Vec<String>,
-    /// Seconds a batch stays open after its first file became VALID.
+    /// Seconds a dataset's window stays open after its first file became VALID; when it closes, every
+    /// waiting file is cut into batches (a busy crawler holds files until its crawl ends, and the
+    /// next crawl covers them all: see `lifecycle`).
     #[serde(default = "default_batch_window")]
     pub batch_window_secs: u64,
-    /// Files after which a batch closes at once.
+    /// The most files one batch — one job run — holds; a cut of more makes several batches.
     #[serde(default = "default_batch_max")]
     pub batch_max_files: usize,
 }
