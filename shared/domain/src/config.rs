@@ -252,7 +252,7 @@ pub struct RuntimeSettings {
 impl Default for RuntimeSettings {
     fn default() -> Self {
         RuntimeSettings {
-            concurrency: 4,
+            concurrency: 16,
             receive_batch: 10,
             receive_wait_secs: 20,
             retry_attempts: 3,
