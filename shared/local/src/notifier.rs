@@ -16,6 +16,7 @@ use choreo_ports::{ObjectMeta, ObjectStore, OutgoingMessage, PortError};
 use chrono::SecondsFormat;
 use rusqlite::params;
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -242,12 +243,12 @@ impl Notifier {
                             sent.push(meta.key.clone());
                         }
                     }
+                    let mut delete = tx.prepare_cached(
+                        "DELETE FROM notified WHERE bucket = ?1 AND key = ?2 AND version = ?3",
+                    )?;
                     for (key, versions) in &prune {
                         for version in versions {
-                            tx.prepare_cached("DELETE FROM notified WHERE bucket = ?1 AND key = ?2 AND version = ?3")?
-            .execute(
-                                params![bucket, key, version],
-                            )?;
+                            delete.execute(params![bucket, key, version])?;
                         }
                     }
                     Ok::<_, DbError>(sent)
@@ -273,17 +274,164 @@ impl Notifier {
         Ok(result)
     }
 
+    /// Runs until `shutdown`: notifies each file as its writer closes it or renames it into the
+    /// bucket (the operating system's file events), and scans for what events cannot show. Two
+    /// scans an `interval` apart at the start notify the files already there (stable across both);
+    /// after that, with events, a scan every [`SAFETY_SCAN`] catches what events missed (a file
+    /// written through a mount that sends none, events lost to an overflow — these then need to look
+    /// the same across two such scans), and a new folder or an overflow brings two quick scans
+    /// again. Without events (no inotify), a scan every `interval`, as before there were any.
     pub(crate) async fn run(&self, interval: Duration, shutdown: CancellationToken) {
+        let dir = self.objects.bucket_dir(&self.bucket);
+        let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let watcher = watch(&dir, tx)
+            .inspect_err(|e| {
+                tracing::warn!(bucket = %self.bucket, error = %e, "NotifierWatchError: scanning only")
+            })
+            .ok();
+        let calm = if watcher.is_some() {
+            SAFETY_SCAN.max(interval)
+        } else {
+            interval
+        };
+        let mut quick_scans = 2u32;
+        let mut next_scan = tokio::time::Instant::now();
         loop {
-            if let Err(e) = self.scan_once().await {
-                tracing::warn!(bucket = %self.bucket, error = %e, "scanning the input bucket failed");
-            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep_until(next_scan) => {
+                    if let Err(e) = self.scan_once().await {
+                        tracing::warn!(bucket = %self.bucket, error = %e, "scanning the input bucket failed");
+                    }
+                    quick_scans = quick_scans.saturating_sub(1);
+                    let wait = if quick_scans > 0 { interval } else { calm };
+                    next_scan = tokio::time::Instant::now() + wait;
+                }
+                Some(first) = events.recv() => {
+                    let mut batch = vec![first];
+                    while let Ok(more) = events.try_recv() {
+                        batch.push(more);
+                    }
+                    let rescan = self.on_events(&dir, batch).await.unwrap_or_else(|e| {
+                        tracing::warn!(bucket = %self.bucket, error = %e, "notifying closed files failed; a scan will");
+                        true
+                    });
+                    if rescan {
+                        quick_scans = 2;
+                        next_scan = next_scan.min(tokio::time::Instant::now() + interval);
+                    }
+                }
             }
         }
     }
+
+    /// Notifies the files that `events` show complete; `Ok(true)` when a scan should look soon (a
+    /// folder was moved in with its files, or events were lost). A folder made in place needs no
+    /// scan: the watch covers it as it appears, and its files are closed after that.
+    async fn on_events(
+        &self,
+        dir: &Path,
+        events: Vec<notify::Result<notify::Event>>,
+    ) -> Result<bool, PortError> {
+        use notify::EventKind;
+        use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+        let mut rescan = false;
+        let mut keys = Vec::new();
+        for event in events {
+            let Ok(event) = event else {
+                rescan = true;
+                continue;
+            };
+            rescan |= event.need_rescan();
+            let complete = match event.kind {
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => event.paths.first(),
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)) => event.paths.first(),
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => event.paths.get(1),
+                _ => None,
+            };
+            if let Some(key) = complete.and_then(|p| key_of(dir, p)) {
+                keys.push(key);
+            }
+        }
+        let mut ready = Vec::with_capacity(keys.len());
+        for key in keys {
+            match self.objects.head(&self.bucket, &key).await {
+                Ok(Some(meta)) => ready.push(meta),
+                Ok(None) => {
+                    // A folder renamed in, or a file gone already: the scan sorts it out.
+                    rescan |= self.objects.bucket_dir(&self.bucket).join(&key).is_dir();
+                }
+                Err(_) => {} // a key the store refuses (hidden, escaping): never an object
+            }
+        }
+        if ready.is_empty() {
+            return Ok(rescan);
+        }
+        let (bucket, queue) = (self.bucket.clone(), self.queue.clone());
+        let to_send = ready.clone();
+        let sent = self
+            .db
+            .write("notify", &self.bucket, move |tx| {
+                let now = now_ms();
+                let mut sent = 0;
+                for meta in &to_send {
+                    sent += usize::from(notify_in(tx, &bucket, &queue, meta, now)?);
+                }
+                Ok(sent)
+            })
+            .await?;
+        let mut state = self.state.lock().await;
+        for meta in ready {
+            state.seen.remove(&meta.key);
+            state
+                .notified
+                .entry(meta.key)
+                .or_default()
+                .insert(meta.version);
+        }
+        if sent > 0 {
+            self.wakers.wake(&self.queue);
+        }
+        Ok(rescan)
+    }
+}
+
+/// How often the bucket is scanned while file events arrive: a safety net.
+const SAFETY_SCAN: Duration = Duration::from_secs(30);
+
+/// Watches `dir` and its sub-folders (new ones as they appear) for files closed after writing and
+/// renames into it; events go to `tx`. Dropping the watcher stops it.
+fn watch(
+    dir: &Path,
+    tx: tokio::sync::mpsc::UnboundedSender<notify::Result<notify::Event>>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::{EventKindMask, RecursiveMode, Watcher};
+    let config = notify::Config::default().with_event_kinds(
+        EventKindMask::CREATE | EventKindMask::MODIFY_NAME | EventKindMask::ACCESS_CLOSE,
+    );
+    let mut watcher = notify::RecommendedWatcher::new(
+        move |event| {
+            let _ = tx.send(event);
+        },
+        config,
+    )?;
+    watcher.watch(dir, RecursiveMode::Recursive)?;
+    Ok(watcher)
+}
+
+/// The key of a file under the bucket's directory, `/`-separated; `None` outside it or for a
+/// hidden name (another program's temporary file).
+fn key_of(dir: &Path, path: &Path) -> Option<String> {
+    let rel = path.strip_prefix(dir).ok()?;
+    let mut parts = Vec::new();
+    for c in rel.components() {
+        let part = c.as_os_str().to_str()?;
+        if part.starts_with('.') {
+            return None;
+        }
+        parts.push(part);
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 #[cfg(test)]
@@ -377,6 +525,100 @@ mod tests {
             .collect();
         assert_eq!(sizes.len(), 2);
         assert!(sizes.contains(&2) && sizes.contains(&3), "{sizes:?}");
+    }
+
+    /// Notifications on the ingest queue, waiting up to `wait` for the first.
+    async fn bodies_within(b: &crate::LocalBackend, wait: Duration) -> Vec<serde_json::Value> {
+        let q = b.queue(&b.config().queues.ingest);
+        let got = q.receive(10, wait, Duration::from_secs(30)).await.unwrap();
+        for m in &got {
+            q.delete(&m.receipt).await.unwrap();
+        }
+        got.iter()
+            .map(|m| serde_json::from_str(&m.body).unwrap())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_written_in_place_is_notified_when_its_writer_closes_it() {
+        use std::io::Write;
+        let (_dir, b) = backend();
+        let input = b.config().buckets.input.clone();
+        let dir = b.objects().bucket_dir(&input);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let running = tokio::spawn({
+            let (b, s) = (b.clone(), shutdown.clone());
+            async move { b.run_notifier(s).await }
+        });
+        tokio::time::sleep(Duration::from_millis(600)).await; // past the two starting scans
+
+        // A slow writer: half a file, a pause longer than two scan intervals, the rest.
+        std::fs::create_dir_all(dir.join("daily")).unwrap();
+        let mut file = std::fs::File::create(dir.join("daily/slow.csv")).unwrap();
+        file.write_all(b"x,y\n1,").unwrap();
+        file.flush().unwrap();
+        assert!(
+            bodies_within(&b, Duration::from_millis(800))
+                .await
+                .is_empty(),
+            "nothing while the writer holds it open"
+        );
+        file.write_all(b"2\n").unwrap();
+        drop(file);
+        let got = bodies_within(&b, Duration::from_secs(2)).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        let object = &got[0]["Records"][0]["s3"]["object"];
+        assert_eq!(
+            (object["key"].as_str(), object["size"].as_u64()),
+            (Some("daily/slow.csv"), Some(8))
+        );
+
+        // A file renamed into the bucket is complete as it lands; a hidden one is not an object.
+        let staged = b.objects().tmp_path("staged");
+        std::fs::write(&staged, "a\n1\n").unwrap();
+        std::fs::write(dir.join(".partial.csv"), "a\n").unwrap();
+        std::fs::rename(&staged, dir.join("moved.csv")).unwrap();
+        let got = bodies_within(&b, Duration::from_secs(2)).await;
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["Records"][0]["s3"]["object"]["key"], "moved.csv");
+        assert!(
+            bodies_within(&b, Duration::from_millis(300))
+                .await
+                .is_empty()
+        );
+
+        // A folder moved in whole: its files had no events here; the quick scans find them.
+        let folder = b.objects().tmp_path("folder");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("a.csv"), "a\n1\n").unwrap();
+        std::fs::write(folder.join("b.csv"), "a\n2\n").unwrap();
+        std::fs::rename(&folder, dir.join("batch")).unwrap();
+        let mut keys = Vec::new();
+        for _ in 0..3 {
+            for got in bodies_within(&b, Duration::from_secs(1)).await {
+                let key = &got["Records"][0]["s3"]["object"]["key"];
+                keys.push(key.as_str().unwrap().to_string());
+            }
+        }
+        keys.sort();
+        assert_eq!(keys, ["batch/a.csv", "batch/b.csv"]);
+        shutdown.cancel();
+        running.await.unwrap();
+    }
+
+    #[test]
+    fn keys_are_relative_and_hidden_names_are_not_objects() {
+        let dir = std::path::Path::new("/data/buckets/in");
+        assert_eq!(
+            super::key_of(dir, &dir.join("a/b.csv")).as_deref(),
+            Some("a/b.csv")
+        );
+        assert_eq!(super::key_of(dir, &dir.join(".tmp/b.csv")), None);
+        assert_eq!(super::key_of(dir, &dir.join("a/.b.csv")), None);
+        assert_eq!(
+            super::key_of(dir, std::path::Path::new("/elsewhere/b.csv")),
+            None
+        );
     }
 
     #[tokio::test]
