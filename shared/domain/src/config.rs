@@ -245,7 +245,9 @@ pub struct RuntimeSettings {
     /// Tries at starting a batch's job run (throttled, or a transient error), one per poll, before
     /// the batch's files move to FAILED.
     pub job_start_attempts: u32,
-    /// Local backend: milliseconds between two scans of the input bucket's directory.
+    /// Local backend: milliseconds between the two scans of the input bucket's directory that
+    /// notify the files already there at the start (and between all scans where the directory's
+    /// file events cannot be watched). Files written later are notified as their writers close them.
     pub scan_interval_ms: u64,
 }
 
