@@ -614,13 +614,7 @@ impl CrawlerPoller {
             }
             t
         });
-        let moves: Vec<Transition> = moves.collect();
-        let store = Arc::clone(state);
-        let outcomes = fanout::try_in_order(moves, fanout::PER_BATCH, move |t| {
-            let store = Arc::clone(&store);
-            async move { store.transition(&t).await.map(|o| (t.file, o)) }
-        })
-        .await?;
+        let outcomes = fanout::transition_all(state, moves.collect()).await?;
         let mut kept = Vec::with_capacity(batch.files.len());
         for (file, outcome) in outcomes {
             match outcome {

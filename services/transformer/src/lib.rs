@@ -213,13 +213,7 @@ impl Launcher {
             .trace_id(trace_id.clone())
         });
         let state = &ports.state;
-        let moves: Vec<Transition> = moves.collect();
-        let store = Arc::clone(state);
-        let outcomes = fanout::try_in_order(moves, fanout::PER_BATCH, move |t| {
-            let store = Arc::clone(&store);
-            async move { store.transition(&t).await.map(|o| (t.file, o)) }
-        })
-        .await?;
+        let outcomes = fanout::transition_all(state, moves.collect()).await?;
         for (file, outcome) in outcomes {
             let record = match outcome {
                 TransitionOutcome::Applied(r) => r,
@@ -401,13 +395,7 @@ impl Launcher {
                 None => t,
             }
         });
-        let moves: Vec<Transition> = moves.collect();
-        let store = Arc::clone(state);
-        let outcomes = fanout::try_in_order(moves, fanout::PER_BATCH, move |t| {
-            let store = Arc::clone(&store);
-            async move { store.transition(&t).await.map(|o| (t.file, o)) }
-        })
-        .await?;
+        let outcomes = fanout::transition_all(state, moves.collect()).await?;
         for (file, outcome) in outcomes {
             if let TransitionOutcome::Conflict(r) = outcome
                 && r.state != to

@@ -234,6 +234,9 @@ pub(crate) struct Db {
     path: PathBuf,
 }
 
+/// How long an open keeps trying a database that is busy.
+const OPEN_PATIENCE: Duration = Duration::from_secs(10);
+
 /// The most writes one group commit takes.
 const GROUP: usize = 128;
 /// How often the writer looks for another process's commits, busy or idle.
@@ -361,8 +364,23 @@ impl Db {
         Db::open_with(path, Durability::default())
     }
 
-    /// As [`Db::open`], with commits synced as `durability` says.
+    /// As [`Db::open`], with commits synced as `durability` says. Processes opening one new file at
+    /// once race to switch it to WAL and create the schema, and SQLite answers some of those races
+    /// with "database is locked" at once rather than waiting: a busy open is tried again for up to
+    /// [`OPEN_PATIENCE`].
     pub(crate) fn open_with(path: &Path, durability: Durability) -> Result<Arc<Db>, PortError> {
+        let started = std::time::Instant::now();
+        loop {
+            match Db::try_open(path, durability) {
+                Err(e) if e.is_retryable() && started.elapsed() < OPEN_PATIENCE => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_open(path: &Path, durability: Durability) -> Result<Arc<Db>, PortError> {
         let target = path.display().to_string();
         let err = |e| sql_error("open", &target, e);
         let mut conn = Connection::open(path).map_err(err)?;
@@ -802,6 +820,29 @@ mod tests {
             .query_row("SELECT MAX(seq) FROM messages", [], |r| r.get(0))
             .unwrap();
         assert_eq!(next, 2, "the sequence goes on");
+    }
+
+    #[test]
+    fn processes_opening_one_new_file_at_once_all_get_it() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("choreo.db");
+            let start = Arc::new(std::sync::Barrier::new(4));
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, start) = (path.clone(), Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Db::open(&path).map(drop)
+                    })
+                })
+                .collect();
+            for o in openers {
+                o.join()
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use choreo_ports::{
     TransitionOutcome,
 };
 use chrono::Utc;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,6 +104,41 @@ impl FileRow {
     }
 }
 
+/// A conditional transition inside the caller's transaction.
+fn apply(tx: &Transaction<'_>, t: &Transition) -> Result<TransitionOutcome, DbError> {
+    let Some(mut rec) = get_file(tx, t.file.as_str())? else {
+        return Ok(TransitionOutcome::NotFound);
+    };
+    if rec.state != t.from {
+        return Ok(TransitionOutcome::Conflict(rec));
+    }
+    t.apply_to(&mut rec, Utc::now());
+    let changed = tx
+        .prepare_cached(
+            "UPDATE files SET state = ?1, reason = ?2, batch_id = ?3, validation = ?4,
+             updated_at = ?5, history = ?6, sweep = NULL
+             WHERE id = ?7 AND state = ?8",
+        )?
+        .execute(params![
+            rec.state.as_str(),
+            rec.reason,
+            rec.batch_id,
+            rec.validation,
+            ts(rec.updated_at),
+            serde_json::to_string(&rec.history)?,
+            rec.id.as_str(),
+            t.from.as_str(),
+        ])?;
+    if changed != 1 {
+        // Cannot happen inside the transaction; if it did, report what is stored.
+        return match get_file(tx, t.file.as_str())? {
+            Some(current) => Ok(TransitionOutcome::Conflict(current)),
+            None => Ok(TransitionOutcome::NotFound),
+        };
+    }
+    Ok(TransitionOutcome::Applied(rec))
+}
+
 fn get_file(conn: &Connection, id: &str) -> Result<Option<FileRecord>, DbError> {
     let row = conn
         .prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1"))?
@@ -173,38 +208,17 @@ impl StateStore for LocalStateStore {
     async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, PortError> {
         let t = t.clone();
         self.db
-            .write("transition", t.file.to_string(), move |tx| {
-                let Some(mut rec) = get_file(tx, t.file.as_str())? else {
-                    return Ok(TransitionOutcome::NotFound);
-                };
-                if rec.state != t.from {
-                    return Ok(TransitionOutcome::Conflict(rec));
-                }
-                t.apply_to(&mut rec, Utc::now());
-                let changed = tx
-                    .prepare_cached(
-                        "UPDATE files SET state = ?1, reason = ?2, batch_id = ?3, validation = ?4,
-                         updated_at = ?5, history = ?6, sweep = NULL
-                     WHERE id = ?7 AND state = ?8",
-                    )?
-                    .execute(params![
-                        rec.state.as_str(),
-                        rec.reason,
-                        rec.batch_id,
-                        rec.validation,
-                        ts(rec.updated_at),
-                        serde_json::to_string(&rec.history)?,
-                        rec.id.as_str(),
-                        t.from.as_str(),
-                    ])?;
-                if changed != 1 {
-                    // Cannot happen inside the transaction; if it did, report what is stored.
-                    return match get_file(tx, t.file.as_str())? {
-                        Some(current) => Ok(TransitionOutcome::Conflict(current)),
-                        None => Ok(TransitionOutcome::NotFound),
-                    };
-                }
-                Ok(TransitionOutcome::Applied(rec))
+            .write("transition", t.file.to_string(), move |tx| apply(tx, &t))
+            .await
+    }
+
+    /// All in one write: a batch's files move together.
+    async fn transition_all(&self, ts: &[Transition]) -> Result<Vec<TransitionOutcome>, PortError> {
+        let ts = ts.to_vec();
+        let target = ts.first().map_or_else(String::new, |t| t.file.to_string());
+        self.db
+            .write("transition_all", target, move |tx| {
+                ts.iter().map(|t| apply(tx, t)).collect()
             })
             .await
     }
@@ -506,6 +520,37 @@ mod tests {
         }
         assert_eq!(s.get(&FileId::from("f-1")).await.unwrap(), Some(created));
         assert_eq!(s.get(&FileId::from("f-2")).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_transitions_applies_each_on_its_own_condition_in_order() {
+        let (_dir, b) = backend();
+        let s = b.ports().state;
+        for id in ["f-1", "f-2", "f-3"] {
+            s.register(new_file(id, "d")).await.unwrap();
+        }
+        s.transition(&validate("f-2")).await.unwrap();
+        let ts = [
+            validate("f-1"),
+            validate("f-2"),
+            validate("f-404"),
+            validate("f-3"),
+        ];
+        let outcomes = s.transition_all(&ts).await.unwrap();
+        let shape: Vec<&str> = outcomes
+            .iter()
+            .map(|o| match o {
+                TransitionOutcome::Applied(_) => "applied",
+                TransitionOutcome::Conflict(_) => "conflict",
+                TransitionOutcome::NotFound => "not found",
+            })
+            .collect();
+        assert_eq!(shape, ["applied", "conflict", "not found", "applied"]);
+        for id in ["f-1", "f-3"] {
+            let r = s.get(&FileId::from(id)).await.unwrap().unwrap();
+            assert_eq!((r.state, r.history.len()), (FileState::Valid, 2), "{id}");
+        }
+        assert!(s.transition_all(&[]).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -84,6 +84,18 @@ pub trait StateStore: Send + Sync {
     /// write. A failed condition is `Ok(Conflict)`, never an error.
     async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, PortError>;
 
+    /// Applies each of `ts` as [`StateStore::transition`] does — each conditional on its own file's
+    /// state — and returns their outcomes in the same order. For a batch's files: a store may apply
+    /// them in one write (the local backend does); by default they go one after another. An error
+    /// may leave some applied: retrying finds them done (`Conflict` in their target state).
+    async fn transition_all(&self, ts: &[Transition]) -> Result<Vec<TransitionOutcome>, PortError> {
+        let mut outcomes = Vec::with_capacity(ts.len());
+        for t in ts {
+            outcomes.push(self.transition(t).await?);
+        }
+        Ok(outcomes)
+    }
+
     /// Files filtered by dataset and state, a page at a time.
     async fn list(&self, query: &FileQuery) -> Result<Page<FileRecord>, PortError>;
 

@@ -3,13 +3,40 @@
 //! Catalogued, started and ended a batch at a time, files still move one conditional write each:
 //! independent writes that a store answers faster together than one after another (the local
 //! backend commits waiting writes in one group, DynamoDB serves them in parallel). So a batch's
-//! writes go out [`PER_BATCH`] at a time, their outcomes kept in the files' order.
+//! writes go out [`PER_BATCH`] at a time, their outcomes kept in the files' order, and its files'
+//! transitions [`CHUNK`] to a `transition_all` call (one write on the local backend).
 
+use choreo_domain::{FileId, Transition};
+use choreo_ports::{PortError, StateStore, TransitionOutcome};
 use futures_util::stream::{self, StreamExt};
 use std::future::Future;
+use std::sync::Arc;
 
 /// How many of a batch's writes are in flight at once.
 pub const PER_BATCH: usize = 64;
+
+/// How many files one `transition_all` call moves, and how many such calls are in flight.
+pub const CHUNK: usize = 64;
+pub const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Moves a batch's files: `ts` in chunks through [`StateStore::transition_all`], a few chunks at
+/// once; the outcomes in `ts`'s order, each with its transition's file.
+pub async fn transition_all(
+    state: &Arc<dyn StateStore>,
+    ts: Vec<Transition>,
+) -> Result<Vec<(FileId, TransitionOutcome)>, PortError> {
+    let chunks: Vec<Vec<Transition>> = ts.chunks(CHUNK).map(<[Transition]>::to_vec).collect();
+    let store = Arc::clone(state);
+    let outcomes = try_in_order(chunks, CHUNKS_IN_FLIGHT, move |chunk| {
+        let store = Arc::clone(&store);
+        async move {
+            let outcomes = store.transition_all(&chunk).await?;
+            Ok::<_, PortError>(chunk.into_iter().map(|t| t.file).zip(outcomes))
+        }
+    })
+    .await?;
+    Ok(outcomes.into_iter().flatten().collect())
+}
 
 /// `f` over `items`, at most `limit` at a time; the outcomes in the items' order. The first error
 /// is returned once every started call ended (the others may have applied: each is a conditional
