@@ -143,21 +143,12 @@ impl Pipeline {
         dataset: Option<String>,
         state: Option<FileState>,
     ) -> Result<Vec<choreo_domain::FileRecord>, PortError> {
-        let store = self.monitor.ports().state;
-        let mut query = FileQuery {
+        let query = FileQuery {
             dataset,
             state,
             limit: 500,
             after: None,
         };
-        let mut out = Vec::new();
-        loop {
-            let page = store.list(&query).await?;
-            out.extend(page.items);
-            match page.next {
-                Some(next) => query.after = Some(next),
-                None => return Ok(out),
-            }
-        }
+        self.monitor.ports().state.list_all(query).await
     }
 }

@@ -195,21 +195,13 @@ impl Drop for Replicas {
 
 /// Every file record, following pages.
 async fn all_files(state: &Arc<dyn StateStore>) -> Vec<FileRecord> {
-    let mut query = FileQuery {
+    let query = FileQuery {
         dataset: None,
         state: None,
         limit: 500,
         after: None,
     };
-    let mut out = Vec::new();
-    loop {
-        let page = state.list(&query).await.unwrap();
-        out.extend(page.items);
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => return out,
-        }
-    }
+    state.list_all(query).await.unwrap()
 }
 
 async fn all_batches(state: &Arc<dyn StateStore>) -> Vec<Batch> {

@@ -32,21 +32,13 @@ struct SlowCut {
 
 impl SlowCut {
     async fn valid_now(&self, dataset: Option<String>) -> usize {
-        let mut query = FileQuery {
+        let query = FileQuery {
             dataset,
             state: Some(FileState::Valid),
             limit: 10_000,
             after: None,
         };
-        let mut n = 0;
-        loop {
-            let page = self.inner.list(&query).await.unwrap();
-            n += page.items.len();
-            match page.next {
-                Some(next) => query.after = Some(next),
-                None => return n,
-            }
-        }
+        self.inner.list_all(query).await.unwrap().len()
     }
 }
 
@@ -60,6 +52,9 @@ impl StateStore for SlowCut {
     }
     async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, PortError> {
         self.inner.transition(t).await
+    }
+    async fn transition_all(&self, ts: &[Transition]) -> Result<Vec<TransitionOutcome>, PortError> {
+        self.inner.transition_all(ts).await
     }
     async fn list(&self, query: &FileQuery) -> Result<Page<FileRecord>, PortError> {
         let page = self.inner.list(query).await?;

@@ -11,24 +11,25 @@
 
 use crate::CrawlerPoller;
 use choreo_domain::catalog::{TableDef, infer_partitions};
-use choreo_domain::{Batch, BatchState, FileRecord, FileState};
+use choreo_domain::{Batch, BatchState, FileState};
 use choreo_ports::PortError;
 use choreo_runtime::{HandlerError, fanout};
 use std::sync::Arc;
 
 impl CrawlerPoller {
     /// Registers the table and partitions of the cut `lead` leads, then completes the cut as a
-    /// crawl's end does.
-    pub(crate) async fn catalog_directly(&self, lead: Batch) -> Result<(), HandlerError> {
-        let mut records = self.records_of(&lead).await?;
-        for id in &lead.riders {
-            if let Some(rider) = self.ctx.ports.state.get_batch(id).await?
-                && rider.state == BatchState::Crawling
-            {
-                records.extend(self.records_of(&rider).await?);
-            }
-        }
-        match self.register(&lead, &records).await {
+    /// crawl's end does. `keys` are the keys of the cut's files when the caller has them (the cut
+    /// itself); otherwise (a redelivered timer, a sweep's poke) those still VALID are read back.
+    pub(crate) async fn catalog_directly(
+        &self,
+        lead: Batch,
+        keys: Option<Vec<String>>,
+    ) -> Result<(), HandlerError> {
+        let keys = match keys {
+            Some(keys) => keys,
+            None => self.waiting_keys(&lead).await?,
+        };
+        match self.register(&lead, &keys).await {
             Ok(()) => self.complete(lead, None).await,
             // Throttling, a busy store: the timer comes back and tries again.
             Err(e) if e.is_retryable() => Err(e.into()),
@@ -38,9 +39,9 @@ impl CrawlerPoller {
         }
     }
 
-    /// Ensures the table and adds the partitions the records' keys name. Both are idempotent.
-    async fn register(&self, batch: &Batch, records: &[FileRecord]) -> Result<(), PortError> {
-        if records.is_empty() {
+    /// Ensures the table and adds the partitions `keys` name. Both are idempotent.
+    async fn register(&self, batch: &Batch, keys: &[String]) -> Result<(), PortError> {
+        if keys.is_empty() {
             // None left VALID: an earlier attempt registered them and began completing.
             return Ok(());
         }
@@ -54,7 +55,7 @@ impl CrawlerPoller {
             .schemas
             .get(&d.name)
             .ok_or_else(|| refuse("the dataset has no schema".into()))?;
-        let layout = infer_partitions(d.folder(), records.iter().map(|r| r.key.as_str()))
+        let layout = infer_partitions(d.folder(), keys.iter().map(String::as_str))
             .map_err(|e| refuse(e.to_string()))?;
         let bucket = &ctx.settings.config.buckets.input;
         let table = TableDef::of(d, schema, bucket, layout.partition_keys)
@@ -73,11 +74,20 @@ impl CrawlerPoller {
         Ok(())
     }
 
-    /// The records of the batch's files that are still VALID (the others have moved on, and
-    /// `complete` leaves them out).
-    async fn records_of(&self, batch: &Batch) -> Result<Vec<FileRecord>, HandlerError> {
-        let state = Arc::clone(&self.ctx.ports.state);
-        let records = fanout::try_in_order(batch.files.clone(), fanout::PER_BATCH, move |id| {
+    /// The keys of the cut's files (the lead's and its riders') that are still VALID: the others
+    /// have moved on, and `complete` leaves them out.
+    async fn waiting_keys(&self, lead: &Batch) -> Result<Vec<String>, HandlerError> {
+        let state = &self.ctx.ports.state;
+        let mut files = lead.files.clone();
+        for id in &lead.riders {
+            if let Some(rider) = state.get_batch(id).await?
+                && rider.state == BatchState::Crawling
+            {
+                files.extend(rider.files);
+            }
+        }
+        let state = Arc::clone(state);
+        let records = fanout::try_in_order(files, fanout::PER_BATCH, move |id| {
             let state = Arc::clone(&state);
             async move { state.get(&id).await }
         })
@@ -86,6 +96,7 @@ impl CrawlerPoller {
             .into_iter()
             .flatten()
             .filter(|r| r.state == FileState::Valid)
+            .map(|r| r.key)
             .collect())
     }
 }

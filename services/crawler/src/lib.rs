@@ -317,23 +317,15 @@ impl CrawlerPoller {
         Ok(page.items)
     }
 
-    /// Every VALID record of the dataset, following pages.
+    /// Every VALID record of the dataset.
     async fn all_waiting(&self, dataset: &str) -> Result<Vec<FileRecord>, HandlerError> {
-        let mut query = FileQuery {
+        let query = FileQuery {
             dataset: Some(dataset.to_string()),
             state: Some(FileState::Valid),
             limit: PAGE,
             after: None,
         };
-        let mut out = Vec::new();
-        loop {
-            let page = self.ctx.ports.state.list(&query).await?;
-            out.extend(page.items);
-            match page.next {
-                Some(next) => query.after = Some(next),
-                None => return Ok(out),
-            }
-        }
+        Ok(self.ctx.ports.state.list_all(query).await?)
     }
 
     /// A window closed: unless the group is busy (its end kicks), cut every waiting file of the
@@ -363,11 +355,15 @@ impl CrawlerPoller {
             tracing::info!(dataset, running = %holder, "CrawlDeferred: the crawler is busy");
             return self.window_done(d, window).await;
         }
-        let Some(lead) = self.cut(d, &lead_id).await? else {
+        let Some((lead, keys)) = self.cut(d, &lead_id).await? else {
             state.release_lease(&group, &lead_id).await?;
             return self.window_done(d, window).await;
         };
         self.release_window(&d.name, window).await?;
+        if lead.is_direct() {
+            // The cut's keys are in hand: no need to read its records back.
+            return self.catalog_directly(lead, keys).await;
+        }
         self.drive(lead).await
     }
 
@@ -389,8 +385,14 @@ impl CrawlerPoller {
     /// Records the cut, holding the group's lease: the waiting files of the group's datasets in
     /// batches of at most `batch_max_files` (riders first, then the lead, which lists them).
     /// Files of crawling batches are left out: they are a cut's already (one recorded by an
-    /// earlier try of this very cut, whose riders this one keeps). `None` when nothing waits.
-    async fn cut(&self, d: &DatasetConfig, lead_id: &str) -> Result<Option<Batch>, HandlerError> {
+    /// earlier try of this very cut, whose riders this one keeps). Returns the lead and the keys of
+    /// the cut's files — `None` when riders of an earlier try were kept, whose keys it never read —
+    /// or `None` when nothing waits.
+    async fn cut(
+        &self,
+        d: &DatasetConfig,
+        lead_id: &str,
+    ) -> Result<Option<(Batch, Option<Vec<String>>)>, HandlerError> {
         let state = &self.ctx.ports.state;
         let crawling = state.batches_in(BatchState::Crawling).await?;
         let taken: HashSet<&FileId> = crawling.iter().flat_map(|b| &b.files).collect();
@@ -406,6 +408,9 @@ impl CrawlerPoller {
         }
         let config = &self.ctx.settings.config;
         let max = |name: &str| config.dataset(name).map_or(1, |d| d.batch_max_files);
+        let keys = riders
+            .is_empty()
+            .then(|| waiting.iter().map(|r| r.key.clone()).collect());
         let mut chunks = lifecycle::plan_cut(waiting, max);
         let Some(last) = chunks.pop() else {
             return Ok(None);
@@ -445,7 +450,7 @@ impl CrawlerPoller {
         };
         state.create_batch(&lead).await?;
         tracing::info!(batch_id = %lead.id, dataset = %lead.dataset, files = lead.files.len(), riders = lead.riders.len(), "BatchOpened");
-        Ok(Some(lead))
+        Ok(Some((lead, keys)))
     }
 
     async fn on_poll(&self, batch_id: &str) -> Result<(), HandlerError> {
@@ -462,7 +467,7 @@ impl CrawlerPoller {
         match lifecycle::next(&batch, STAGE) {
             Step::StartCrawl => self.start_crawl(batch).await,
             Step::PollCrawl => self.poll_crawl(batch).await,
-            Step::RegisterTable => self.catalog_directly(batch).await,
+            Step::RegisterTable => self.catalog_directly(batch, None).await,
             // A sweep's poke at a rider: its lead does the work.
             Step::FollowLead(lead) => match self.ctx.ports.state.get_batch(&lead).await? {
                 Some(lead) => Box::pin(self.drive(lead)).await,

@@ -129,21 +129,13 @@ pub enum BackfillProgress {
 
 /// Every record of `dataset`, following pages.
 async fn records_of(ctx: &ServiceContext, dataset: &str) -> Result<Vec<FileRecord>, PortError> {
-    let mut query = FileQuery {
+    let query = FileQuery {
         dataset: Some(dataset.to_string()),
         state: None,
         limit: 500,
         after: None,
     };
-    let mut out = Vec::new();
-    loop {
-        let page = ctx.ports.state.list(&query).await?;
-        out.extend(page.items);
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => return Ok(out),
-        }
-    }
+    ctx.ports.state.list_all(query).await
 }
 
 /// Whether one of the records of an object's key is about this upload of it: see the module's

@@ -38,6 +38,19 @@ struct ScanState {
     seen: HashMap<String, String>,
 }
 
+impl ScanState {
+    /// Objects notified (by this process or, the database said, another): no longer pending.
+    fn remember(&mut self, notified: Vec<ObjectMeta>) {
+        for meta in notified {
+            self.seen.remove(&meta.key);
+            self.notified
+                .entry(meta.key)
+                .or_default()
+                .insert(meta.version);
+        }
+    }
+}
+
 pub(crate) struct Notifier {
     db: Arc<Db>,
     wakers: Arc<Wakers>,
@@ -255,14 +268,7 @@ impl Notifier {
                 })
                 .await?;
             result.sent = sent.len();
-            for meta in ready {
-                state.seen.remove(&meta.key);
-                state
-                    .notified
-                    .entry(meta.key)
-                    .or_default()
-                    .insert(meta.version);
-            }
+            state.remember(ready);
             for (key, _) in gone {
                 state.notified.remove(&key);
             }
@@ -380,15 +386,7 @@ impl Notifier {
                 Ok(sent)
             })
             .await?;
-        let mut state = self.state.lock().await;
-        for meta in ready {
-            state.seen.remove(&meta.key);
-            state
-                .notified
-                .entry(meta.key)
-                .or_default()
-                .insert(meta.version);
-        }
+        self.state.lock().await.remember(ready);
         if sent > 0 {
             self.wakers.wake(&self.queue);
         }

@@ -243,19 +243,7 @@ impl Queue for LocalQueue {
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), PortError> {
-        let queue = self.name.clone();
-        let receipt = receipt.to_string();
-        self.db
-            .write("delete", &self.name, move |tx| {
-                if let Some(seq) = seq_of(&receipt) {
-                    tx.prepare_cached(
-                        "DELETE FROM messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
-                    )?
-                    .execute(params![seq, queue, receipt])?;
-                }
-                Ok(())
-            })
-            .await
+        self.delete_batch(&[receipt.to_string()]).await.map(drop)
     }
 
     /// One write for the whole batch: the consumer acknowledges what it handled ten at a time.

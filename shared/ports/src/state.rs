@@ -99,6 +99,20 @@ pub trait StateStore: Send + Sync {
     /// Files filtered by dataset and state, a page at a time.
     async fn list(&self, query: &FileQuery) -> Result<Page<FileRecord>, PortError>;
 
+    /// Every file `query` filters for, following its pages (`query.limit` a page).
+    async fn list_all(&self, query: FileQuery) -> Result<Vec<FileRecord>, PortError> {
+        let mut query = query;
+        let mut out = Vec::new();
+        loop {
+            let page = self.list(&query).await?;
+            out.extend(page.items);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// How many files each dataset has in each state (states with no file are left out).
     async fn counts(&self) -> Result<Vec<(String, FileState, u64)>, PortError>;
 
