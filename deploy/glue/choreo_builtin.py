@@ -10,9 +10,14 @@ Arguments (Glue passes them as --name value):
                     `choreo bootstrap` from transform.mask_salt; needed only if personal_data is set)
 
 The manifest, written by the transform launcher, carries all the job needs of the dataset:
-  {"batch_id", "dataset", "files": [{"file_id", "bucket", "key"}] (oldest first),
+  {"batch_id", "dataset", "files": [{"file_id", "bucket", "key", "pin"}] (oldest first),
    "schema": <Frictionless Table Schema>, "personal_data": [column, ...],
    "format": "csv" | "jsonl", "csv": {"delimiter", "quote", "header"}}
+
+Inputs are read by their pin ({"version_id": ...} or {"e_tag": ...}), the bytes the pipeline
+validated, never by path: a re-upload of a key is another file, and a key is never a glob or a
+relative path to Spark. Executors fetch each file with boto3 (gzip-decompressed by its .gz suffix,
+up to --max_input_bytes, default 16 GiB, of text) and Spark parses the lines.
 
 Each row is trimmed (strings), checked (types integer, number, boolean and ISO dates and datetimes;
 required, minimum, maximum, enum, pattern, minLength, maxLength) and dropped if it fails, or, for
@@ -28,6 +33,7 @@ staging prefix removed, so a re-run of the batch replaces its file and leaves ot
 """
 
 import datetime
+import gzip
 import json
 import sys
 
@@ -46,6 +52,8 @@ FALSE_VALUES = ["false", "False", "FALSE", "0"]
 wanted = ["batch_id", "dataset", "manifest", "curated_bucket"]
 if "--mask_salt" in sys.argv:
     wanted.append("mask_salt")
+if "--max_input_bytes" in sys.argv:
+    wanted.append("max_input_bytes")
 args = getResolvedOptions(sys.argv, wanted)
 salt = args.get("mask_salt", "")
 s3 = boto3.client("s3")
@@ -72,10 +80,52 @@ fmt = manifest.get("format") or ("jsonl" if ".jsonl" in manifest["files"][0]["ke
 dialect = {"delimiter": ",", "quote": '"', "header": True, **(manifest.get("csv") or {})}
 
 spark = GlueContext(SparkContext.getOrCreate()).spark_session
+max_input_bytes = int(args.get("max_input_bytes") or 16 << 30)
 
 
-def read(path):
+def open_pinned(client, f):
+    """The body of the version the manifest pins: by version id, or by ETag (If-Match, else the
+    bucket's version with that ETag). Never whatever the key holds now."""
+    request = {"Bucket": f["bucket"], "Key": f["key"]}
+    pin = f.get("pin") or {}
+    if "version_id" in pin:
+        request["VersionId"] = pin["version_id"]
+    elif "e_tag" in pin:
+        try:
+            return client.get_object(IfMatch=f'"{pin["e_tag"]}"', **request)["Body"]
+        except client.exceptions.ClientError as e:
+            if e.response["ResponseMetadata"]["HTTPStatusCode"] not in (404, 412):
+                raise
+        pages = client.get_paginator("list_object_versions").paginate(Bucket=f["bucket"], Prefix=f["key"])
+        found = [
+            v["VersionId"]
+            for page in pages
+            for v in page.get("Versions", [])
+            if v["Key"] == f["key"] and v["ETag"].strip('"') == pin["e_tag"] and v["VersionId"] != "null"
+        ]
+        if not found:
+            raise SystemExit(f"{f['bucket']}/{f['key']} ETag {pin['e_tag']} is gone")
+        request["VersionId"] = found[0]
+    return client.get_object(**request)["Body"]
+
+
+def lines_of(f):
+    """Runs on an executor: the file's text lines, decompressed, bounded."""
+    import boto3 as b3
+
+    body = open_pinned(b3.client("s3"), f)
+    stream = gzip.GzipFile(fileobj=body) if f["key"].endswith(".gz") else body
+    seen = 0
+    for line in stream.iter_lines() if hasattr(stream, "iter_lines") else stream:
+        seen += len(line) + 1
+        if seen > max_input_bytes:
+            raise ValueError(f"{f['file_id']}: more than {max_input_bytes} bytes of text")
+        yield line.decode("utf-8").rstrip("\r\n")
+
+
+def read(f):
     """One file, every schema field as a string column (null where absent); None if no rows."""
+    path = spark.sparkContext.parallelize([f], 1).flatMap(lines_of).cache()
     if fmt == "jsonl":
         df = spark.read.option("primitivesAsString", "true").json(path)
         bad = F.col("_corrupt_record").isNotNull() if "_corrupt_record" in df.columns else F.lit(False)
@@ -167,7 +217,7 @@ def check(f, raw):
 
 frames = []
 for n, f in enumerate(manifest["files"]):
-    df = read(f"s3://{f['bucket']}/{f['key']}")
+    df = read(f)
     df = df.select(
         *[
             F.when(~F.trim(F.col(name)).isin(missing_values), F.trim(F.col(name))).alias(name)

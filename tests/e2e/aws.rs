@@ -331,13 +331,14 @@ async fn backfill_on_aws_registers_objects_that_were_never_notified() {
         .await
         .unwrap();
     let body = "order_id,order_date,customer,email,amount,currency,quantity\n1,2026-11-24,Femi,f@example.com,2.50,EUR,1\n";
+    let mut etag = String::new();
     for key in [
         "daily/notified-0.csv",
         "daily/notified-1.csv",
         "daily/unseen-0.csv",
         "daily/unseen-1.csv",
     ] {
-        clients
+        let put = clients
             .s3
             .put_object()
             .bucket("choreo-input")
@@ -346,6 +347,7 @@ async fn backfill_on_aws_registers_objects_that_were_never_notified() {
             .send()
             .await
             .unwrap();
+        etag = put.e_tag().unwrap().to_string(); // the same body: the same ETag
     }
     // Two are notified as S3 itself does (moto leaves the sequencer out), and recorded under it.
     let ingest = clients
@@ -362,7 +364,7 @@ async fn backfill_on_aws_registers_objects_that_were_never_notified() {
         let notification = serde_json::json!({"Records": [{
             "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
             "s3": {"bucket": {"name": "choreo-input"},
-                   "object": {"key": key, "size": body.len(), "eTag": "whatever",
+                   "object": {"key": key, "size": body.len(), "eTag": etag,
                               "sequencer": format!("0062E99A88DC40746{i}")}}}]});
         clients
             .sqs

@@ -229,6 +229,7 @@ async fn redelivered_timers_and_sweep_pokes_catalogue_a_batch_once() {
                 key,
                 size: 1,
                 version: "v1".into(),
+                pin: None,
                 reason: None,
                 trace_id: None,
                 traceparent: None,

@@ -40,10 +40,14 @@ async fn demo_files_reach_their_terminal_states_with_full_histories() {
     // Quarantined files moved, with their reports beside them; valid files stay in the input.
     for r in records.values() {
         let in_input = ports.objects.head(&buckets.input, &r.key).await.unwrap();
-        let in_failed = ports.objects.head(&buckets.failed, &r.key).await.unwrap();
+        let in_failed = ports
+            .objects
+            .head(&buckets.failed, &r.quarantine_key())
+            .await
+            .unwrap();
         let report = ports
             .objects
-            .head(&buckets.failed, &format!("{}.report.json", r.key))
+            .head(&buckets.failed, &r.quarantine_report_key())
             .await
             .unwrap();
         if r.state == FileState::Quarantined {

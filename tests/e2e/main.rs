@@ -19,4 +19,5 @@ mod operator_api;
 mod replicas;
 mod stranded;
 mod transform;
+mod versions;
 mod webdriver;

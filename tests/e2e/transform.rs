@@ -278,6 +278,7 @@ async fn the_builtin_job_drops_rows_that_fail_the_schema() {
             file_id: "f-bad".into(),
             bucket: c.buckets.input.clone(),
             key: "daily/bad.csv".into(),
+            pin: None,
         }],
         schema: Some(settings.schemas["sales_daily"].clone()),
         personal_data: vec!["email".into()],

@@ -97,6 +97,7 @@ pub async fn backfill(
                 key: object.key,
                 size: object.size,
                 version: object.version,
+                pin: object.pin,
             };
             match register(ctx, created).await? {
                 Registration::Created => report.registered += 1,
@@ -156,6 +157,7 @@ mod tests {
             key: "daily/a.csv".into(),
             size: 1,
             version: version.into(),
+            pin: None,
             last_modified: Utc.timestamp_opt(1_000_000 + modified_secs, 0).unwrap(),
         }
     }

@@ -109,6 +109,7 @@ async fn register_in_span(
         key: object.key,
         size: object.size,
         version: object.version,
+        pin: object.pin,
         reason: dataset
             .is_none()
             .then(|| "no dataset matches the key".to_string()),

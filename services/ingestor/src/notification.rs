@@ -2,6 +2,7 @@
 //! (`{"Records":[...]}`, keys form-URL-encoded), the same wrapped in an SNS notification, and an
 //! EventBridge "Object Created" event. Parsing is pure; the handler decides what to do with the result.
 
+use choreo_domain::Pin;
 use serde::Deserialize;
 
 /// One created object, its key decoded.
@@ -12,6 +13,8 @@ pub struct ObjectCreated {
     pub size: u64,
     /// Version id, else sequencer, else ETag: whatever names this upload.
     pub version: String,
+    /// How later operations name these bytes: the version id, else the ETag.
+    pub pin: Option<Pin>,
 }
 
 /// What a notification message said.
@@ -50,6 +53,7 @@ fn parse_value(value: serde_json::Value, depth: u8) -> Result<Notification, Malf
                     bucket: r.s3.bucket.name,
                     key: decode_key(&o.key)?,
                     size: o.size.unwrap_or(0),
+                    pin: Pin::from_parts(o.version_id.as_deref(), o.e_tag.as_deref()),
                     version: o.version_id.or(o.sequencer).or(o.e_tag).unwrap_or_default(),
                 })
             })
@@ -76,6 +80,7 @@ fn parse_value(value: serde_json::Value, depth: u8) -> Result<Notification, Malf
             bucket: event.detail.bucket.name,
             key: o.key,
             size: o.size.unwrap_or(0),
+            pin: Pin::from_parts(o.version_id.as_deref(), o.etag.as_deref()),
             version: o.version_id.or(o.sequencer).or(o.etag).unwrap_or_default(),
         }]));
     }

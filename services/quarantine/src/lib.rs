@@ -1,9 +1,11 @@
 //! The quarantine mover: INVALID → QUARANTINED.
 //!
-//! It copies the invalid file to the failed bucket under the same key, puts its validation report
-//! beside it (`<key>.report.json`), removes it from the input bucket, and only then records the move.
-//! Each step is idempotent (copy overwrites, delete of a missing object succeeds), so a worker that dies
-//! half-way is simply run again by the redelivered message. Copy before delete: nothing is lost.
+//! It copies the invalid file — the version that was validated, named by the record's pin — to the
+//! failed bucket under its file id (`<file id>/<key>`), puts its validation report beside it
+//! (`<file id>.report.json`), removes that version from the input bucket (a newer upload of the key
+//! is another file and stays), and only then records the move. Each step is idempotent (copy
+//! overwrites, delete of a missing object succeeds), so a worker that dies half-way is simply run
+//! again by the redelivered message. Copy before delete: nothing is lost.
 
 use async_trait::async_trait;
 use choreo_domain::{Event, FileRecord, FileState, Progress, Stage, Transition};
@@ -35,11 +37,6 @@ pub fn handler(ctx: &ServiceContext) -> Arc<dyn Handler> {
     Arc::new(Quarantine { ctx: ctx.clone() })
 }
 
-/// Where the report of a quarantined file goes, beside it in the failed bucket.
-pub fn report_key_beside(key: &str) -> String {
-    format!("{key}.report.json")
-}
-
 #[async_trait]
 impl Handler for Quarantine {
     async fn handle(&self, message: &ReceivedMessage) -> Result<(), HandlerError> {
@@ -67,14 +64,16 @@ impl Quarantine {
         let buckets = &self.ctx.settings.config.buckets;
         let objects = &self.ctx.ports.objects;
         let mut note = None;
+        let kept = record.quarantine_key();
+        let pin = record.pin.as_ref();
         match objects
-            .copy(&record.bucket, &record.key, &buckets.failed, &record.key)
+            .copy(&record.bucket, &record.key, pin, &buckets.failed, &kept)
             .await
         {
             Ok(()) => {}
             // Gone from the input: either an earlier attempt already moved it, or someone deleted it.
             Err(e) if e.kind == ErrorKind::NotFound => {
-                if objects.head(&buckets.failed, &record.key).await?.is_none() {
+                if objects.head(&buckets.failed, &kept).await?.is_none() {
                     note = Some("the object had vanished from the input bucket");
                 }
             }
@@ -82,9 +81,9 @@ impl Quarantine {
         }
         let report = self.report(&record).await?;
         objects
-            .put(&buckets.failed, &report_key_beside(&record.key), report)
+            .put(&buckets.failed, &record.quarantine_report_key(), report)
             .await?;
-        objects.delete(&record.bucket, &record.key).await?;
+        objects.delete(&record.bucket, &record.key, pin).await?;
 
         let reason = match (record.reason.clone(), note) {
             (Some(r), Some(n)) => format!("{r}; {n}"),
@@ -103,7 +102,7 @@ impl Quarantine {
         .trace_id(choreo_telemetry::current_trace_id());
         match self.ctx.ports.state.transition(&t).await? {
             TransitionOutcome::Applied(r) => {
-                tracing::info!(key = %r.key, "FileQuarantined");
+                tracing::info!(key = %r.key, kept = %r.quarantine_key(), "FileQuarantined");
                 self.announce(&r).await
             }
             TransitionOutcome::Conflict(r) if r.state == FileState::Quarantined => {
@@ -121,7 +120,7 @@ impl Quarantine {
     async fn report(&self, record: &FileRecord) -> Result<Vec<u8>, HandlerError> {
         let work = &self.ctx.settings.config.buckets.work;
         let key = record.report_key();
-        match self.ctx.ports.objects.get(work, &key).await {
+        match self.ctx.ports.objects.get(work, &key, None).await {
             Ok(mut reader) => {
                 let mut body = Vec::new();
                 tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut body)
@@ -142,7 +141,7 @@ impl Quarantine {
             file_id: record.id.clone(),
             dataset: record.dataset.clone(),
             bucket: self.ctx.settings.config.buckets.failed.clone(),
-            key: record.key.clone(),
+            key: record.quarantine_key(),
         };
         let id = file_event_id(record, &event);
         self.ctx.publisher.publish(id, event).await?;

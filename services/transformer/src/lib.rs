@@ -245,6 +245,7 @@ impl Launcher {
                     file_id: r.id,
                     bucket: r.bucket,
                     key: r.key,
+                    pin: r.pin,
                 })
                 .collect(),
             schema: settings.schemas.get(&batch.dataset).cloned(),

@@ -127,14 +127,15 @@ impl Validator {
             .ctx
             .ports
             .objects
-            .get(&record.bucket, &record.key)
+            .get(&record.bucket, &record.key, record.pin.as_ref())
             .await
         {
             Ok(r) => r,
             Err(e) if e.kind == ErrorKind::NotFound => {
-                return Ok(unreadable(
-                    "the object no longer exists in the input bucket".to_string(),
-                ));
+                return Ok(unreadable(format!(
+                    "the object no longer exists in the input bucket ({})",
+                    e.message
+                )));
             }
             Err(e) => return Err(e.into()),
         };

@@ -56,7 +56,7 @@ use aws_sdk_dynamodb::types::{
 };
 use choreo_domain::config::AwsSettings;
 use choreo_domain::{
-    Alert, Batch, BatchState, Envelope, FileId, FileRecord, FileState, HistoryEntry, NewFile,
+    Alert, Batch, BatchState, Envelope, FileId, FileRecord, FileState, HistoryEntry, NewFile, Pin,
     Stage, SweepMark, Transition,
 };
 use choreo_ports::{
@@ -312,6 +312,12 @@ impl From<&FileRecord> for FileItem {
             .as_ref()
             .map(|m| serde_json::to_string(m).expect("sweep marks always serialize"));
         put_opt(&mut item, "sweep", &sweep);
+        // The pin as one attribute named by its kind, readable in the console.
+        match &r.pin {
+            Some(Pin::VersionId(v)) => put_opt(&mut item, "pin_version_id", &Some(v.clone())),
+            Some(Pin::ETag(e)) => put_opt(&mut item, "pin_etag", &Some(e.clone())),
+            None => {}
+        }
         FileItem(item)
     }
 }
@@ -348,6 +354,11 @@ impl TryFrom<FileItem> for FileRecord {
             key: a.s("key")?.to_string(),
             size: a.n("size")?,
             version: a.s("version")?.to_string(),
+            pin: match (a.opt_s("pin_version_id")?, a.opt_s("pin_etag")?) {
+                (Some(v), _) => Some(Pin::VersionId(v)),
+                (None, Some(e)) => Some(Pin::ETag(e)),
+                (None, None) => None,
+            },
             state: a.parse("state")?,
             reason: a.opt_s("reason")?,
             trace_id: a.opt_s("trace_id")?,
@@ -1621,6 +1632,7 @@ mod tests {
             key: format!("{dataset}/{id}.csv"),
             size: 42,
             version: "v1".into(),
+            pin: None,
             reason: None,
             trace_id: Some("trace-1".into()),
             traceparent: Some("00-trace-span-01".into()),

@@ -415,6 +415,20 @@ pub async fn create_buckets(clients: &AwsClients, config: &Config) -> Result<(),
     for bucket in [&b.input, &b.failed, &b.curated, &b.work] {
         ensure_bucket(&clients.s3, bucket).await?;
     }
+    // The input bucket keeps every upload as a version, so a file in flight keeps its bytes when
+    // its key is uploaded again (see `Pin`).
+    clients
+        .s3
+        .put_bucket_versioning()
+        .bucket(&b.input)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| crate::error::port_error("put_bucket_versioning", &b.input, e))?;
     let ingest = queue_arn(&clients.sqs, &config.queues.ingest).await?;
     ensure_notification(&clients.s3, &b.input, &ingest).await?;
     tracing::info!(bucket = %b.input, queue = %config.queues.ingest, "buckets ready");

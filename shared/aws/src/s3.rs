@@ -3,10 +3,18 @@
 //! An object's `version` is its S3 version id when the bucket is versioned, else its ETag (without
 //! the quotes S3 puts around it): either names one upload. Single-request `PutObject` and
 //! `CopyObject` are used, so objects are limited to S3's 5 GiB per request.
+//!
+//! A [`Pin`] names the bytes an operation means: a version id goes in the request; an ETag makes it
+//! conditional (`If-Match`), and when the key holds another upload now, the bucket's versions are
+//! searched for the one with that ETag (a versioned bucket keeps it; an unversioned one has lost it,
+//! and the operation says `NotFound` rather than touch the newer upload).
 
 use crate::error::port_error;
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+use choreo_domain::Pin;
 use choreo_ports::{ErrorKind, ObjectMeta, ObjectReader, ObjectStore, PortError};
 use chrono::{DateTime, Utc};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -52,6 +60,25 @@ fn version_of(version_id: Option<&str>, e_tag: Option<&str>) -> String {
     }
 }
 
+/// Whether S3 said "not those bytes": a failed `If-Match` (412), or a key that is gone (404, a
+/// delete marker), where an ETag-pinned operation looks for its version among the bucket's versions.
+fn missed<E>(e: &SdkError<E, HttpResponse>) -> bool {
+    matches!(e, SdkError::ServiceError(se) if matches!(se.raw().status().as_u16(), 404 | 412))
+}
+
+fn gone(op: &'static str, bucket: &str, key: &str, pin: &Pin) -> PortError {
+    PortError::new(
+        ErrorKind::NotFound,
+        op,
+        target(bucket, key),
+        format!("{pin} is gone: the key holds another upload and the bucket keeps no such version"),
+    )
+}
+
+fn quoted(etag: &str) -> String {
+    format!("\"{etag}\"")
+}
+
 fn to_chrono(t: Option<&aws_smithy_types::DateTime>) -> DateTime<Utc> {
     t.and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
         .unwrap_or(DateTime::UNIX_EPOCH)
@@ -74,6 +101,7 @@ impl ObjectStore for S3Store {
                 key: key.to_string(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
                 version: version_of(out.version_id(), out.e_tag()),
+                pin: Pin::from_parts(out.version_id(), out.e_tag()),
                 last_modified: to_chrono(out.last_modified()),
             })),
             Err(e) => {
@@ -87,15 +115,36 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, PortError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| port_error("get", target(bucket, key), e))?;
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        pin: Option<&Pin>,
+    ) -> Result<ObjectReader, PortError> {
+        let request = self.client.get_object().bucket(bucket).key(key);
+        let request = match pin {
+            None => request,
+            Some(Pin::VersionId(v)) => request.version_id(v),
+            Some(Pin::ETag(e)) => request.if_match(quoted(e)),
+        };
+        let out = match request.send().await {
+            Ok(out) => out,
+            Err(e) if matches!(pin, Some(Pin::ETag(_))) && missed(&e) => {
+                let pin = pin.expect("matched");
+                let Some(version) = self.version_with(bucket, key, pin).await? else {
+                    return Err(gone("get", bucket, key, pin));
+                };
+                self.client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .version_id(version)
+                    .send()
+                    .await
+                    .map_err(|e| port_error("get", target(bucket, key), e))?
+            }
+            Err(e) => return Err(port_error("get", target(bucket, key), e)),
+        };
         Ok(Box::pin(out.body.into_async_read()))
     }
 
@@ -146,12 +195,30 @@ impl ObjectStore for S3Store {
         &self,
         from_bucket: &str,
         from_key: &str,
+        pin: Option<&Pin>,
         to_bucket: &str,
         to_key: &str,
     ) -> Result<(), PortError> {
-        self.client
-            .copy_object()
-            .copy_source(copy_source(from_bucket, from_key))
+        let source = copy_source(from_bucket, from_key);
+        let request = self.client.copy_object();
+        let request = match pin {
+            None => request.copy_source(source),
+            Some(Pin::VersionId(v)) => request.copy_source(format!("{source}?versionId={v}")),
+            // The latest upload, if it is still the pinned one (checked first: an emulator may
+            // ignore the condition); else the version with that ETag.
+            Some(p @ Pin::ETag(e)) => {
+                let head = self.head(from_bucket, from_key).await?;
+                if head.is_some_and(|h| h.pin.as_ref() == Some(p) || h.version == *e) {
+                    request.copy_source(source).copy_source_if_match(quoted(e))
+                } else {
+                    match self.version_with(from_bucket, from_key, p).await? {
+                        Some(v) => request.copy_source(format!("{source}?versionId={v}")),
+                        None => return Err(gone("copy", from_bucket, from_key, p)),
+                    }
+                }
+            }
+        };
+        request
             .bucket(to_bucket)
             .key(to_key)
             .send()
@@ -162,15 +229,35 @@ impl ObjectStore for S3Store {
 
     /// `DeleteObject`, which S3 answers with success for a missing key. In a versioned bucket this
     /// adds a delete marker; older versions stay.
-    async fn delete(&self, bucket: &str, key: &str) -> Result<(), PortError> {
-        self.client
-            .delete_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| port_error("delete", target(bucket, key), e))?;
-        Ok(())
+    ///
+    /// Pinned: a version id deletes that version for good; an ETag deletes the latest upload only if
+    /// it is that one (`If-Match`), else the version with that ETag, else nothing (it is gone).
+    async fn delete(&self, bucket: &str, key: &str, pin: Option<&Pin>) -> Result<(), PortError> {
+        let request = self.client.delete_object().bucket(bucket).key(key);
+        let request = match pin {
+            None => request,
+            Some(Pin::VersionId(v)) => request.version_id(v),
+            Some(Pin::ETag(e)) => request.if_match(quoted(e)),
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(pin, Some(Pin::ETag(_))) && missed(&e) => {
+                let pin = pin.expect("matched");
+                let Some(version) = self.version_with(bucket, key, pin).await? else {
+                    return Ok(());
+                };
+                self.client
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .version_id(version)
+                    .send()
+                    .await
+                    .map_err(|e| port_error("delete", target(bucket, key), e))?;
+                Ok(())
+            }
+            Err(e) => Err(port_error("delete", target(bucket, key), e)),
+        }
     }
 
     /// `ListObjectVersions`, keeping each key's latest version unless it is a delete marker.
@@ -202,6 +289,7 @@ impl ObjectStore for S3Store {
                         key: key.to_string(),
                         size: v.size().unwrap_or(0).max(0) as u64,
                         version: version_of(v.version_id(), v.e_tag()),
+                        pin: Pin::from_parts(v.version_id(), v.e_tag()),
                         last_modified: to_chrono(v.last_modified()),
                     });
                 }
@@ -216,6 +304,54 @@ impl ObjectStore for S3Store {
         // S3 lists in UTF-8 byte order already; sorting makes the port's promise independent of it.
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+}
+
+impl S3Store {
+    /// The id of `key`'s version that `pin` names, if the bucket keeps it as a version (an ETag pin
+    /// in a versioned bucket; `None` in an unversioned one, whose versions are all `null`).
+    async fn version_with(
+        &self,
+        bucket: &str,
+        key: &str,
+        pin: &Pin,
+    ) -> Result<Option<String>, PortError> {
+        let etag = match pin {
+            Pin::VersionId(v) => return Ok(Some(v.clone())),
+            Pin::ETag(e) => e.as_str(),
+        };
+        let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(bucket)
+                .prefix(key)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| port_error("list_versions", target(bucket, key), e))?;
+            let found = page.versions().iter().find(|v| {
+                v.key() == Some(key)
+                    && v.e_tag().map(|t| t.trim_matches('"')) == Some(etag)
+                    && v.version_id().is_some_and(|id| id != "null")
+            });
+            if let Some(v) = found {
+                return Ok(v.version_id().map(str::to_string));
+            }
+            // Versions come in key order: past the key, or out of pages, there is none.
+            let past = page
+                .versions()
+                .last()
+                .and_then(|v| v.key())
+                .is_some_and(|k| k > key);
+            if past || page.is_truncated() != Some(true) || page.next_key_marker().is_none() {
+                return Ok(None);
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            version_marker = page.next_version_id_marker().map(str::to_string);
+        }
     }
 }
 
@@ -248,7 +384,7 @@ mod tests {
     async fn read(store: &S3Store, bucket: &str, key: &str) -> String {
         let mut s = String::new();
         store
-            .get(bucket, key)
+            .get(bucket, key, None)
             .await
             .unwrap()
             .read_to_string(&mut s)
@@ -264,6 +400,113 @@ mod tests {
         }
         let store = S3Store::new(clients.s3.clone());
         (clients, store)
+    }
+
+    async fn read_pinned(
+        s3: &S3Store,
+        bucket: &str,
+        key: &str,
+        pin: &Pin,
+    ) -> Result<String, PortError> {
+        let mut s = String::new();
+        s3.get(bucket, key, Some(pin))
+            .await?
+            .read_to_string(&mut s)
+            .await
+            .unwrap();
+        Ok(s)
+    }
+
+    #[tokio::test]
+    async fn pinned_operations_mean_the_registered_upload_not_the_latest() {
+        let moto = Moto::start();
+        let (clients, s3) = store_with_buckets(&moto, &["choreo-in", "choreo-out", "plain"]).await;
+        clients
+            .s3
+            .put_bucket_versioning()
+            .bucket("choreo-in")
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        s3.put("choreo-in", KEY, b"valid".to_vec()).await.unwrap();
+        let first = s3.head("choreo-in", KEY).await.unwrap().unwrap();
+        let by_id = first.pin.clone().unwrap();
+        assert!(matches!(by_id, Pin::VersionId(_)), "{by_id:?}");
+        // What a notification without a version id gives (moto sends only the ETag).
+        let etag = clients
+            .s3
+            .head_object()
+            .bucket("choreo-in")
+            .key(KEY)
+            .send()
+            .await
+            .unwrap()
+            .e_tag()
+            .unwrap()
+            .to_string();
+        let by_etag = Pin::from_parts(None, Some(&etag)).unwrap();
+        s3.put("choreo-in", KEY, b"invalid!!".to_vec())
+            .await
+            .unwrap();
+        let second = s3
+            .head("choreo-in", KEY)
+            .await
+            .unwrap()
+            .unwrap()
+            .pin
+            .unwrap();
+
+        for pin in [&by_id, &by_etag] {
+            assert_eq!(
+                read_pinned(&s3, "choreo-in", KEY, pin).await.unwrap(),
+                "valid"
+            );
+        }
+        assert_eq!(read(&s3, "choreo-in", KEY).await, "invalid!!");
+        s3.copy("choreo-in", KEY, Some(&by_etag), "choreo-out", "a")
+            .await
+            .unwrap();
+        assert_eq!(read(&s3, "choreo-out", "a").await, "valid");
+        s3.copy("choreo-in", KEY, Some(&by_id), "choreo-out", "b")
+            .await
+            .unwrap();
+        assert_eq!(read(&s3, "choreo-out", "b").await, "valid");
+
+        // Quarantining the second upload removes it and leaves the first readable.
+        s3.delete("choreo-in", KEY, Some(&second)).await.unwrap();
+        assert_eq!(
+            read(&s3, "choreo-in", KEY).await,
+            "valid",
+            "the first is the latest again"
+        );
+        // An ETag-pinned delete of an upload that is no longer the latest removes that version only.
+        s3.put("choreo-in", KEY, b"third".to_vec()).await.unwrap();
+        s3.delete("choreo-in", KEY, Some(&by_etag)).await.unwrap();
+        assert_eq!(read(&s3, "choreo-in", KEY).await, "third");
+        let err = read_pinned(&s3, "choreo-in", KEY, &by_etag)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+
+        // Unversioned: the overwritten upload is lost, and a pinned read says so instead of
+        // returning the newer bytes.
+        s3.put("plain", "k", b"one".to_vec()).await.unwrap();
+        let one = s3.head("plain", "k").await.unwrap().unwrap().pin.unwrap();
+        assert!(matches!(one, Pin::ETag(_)), "{one:?}");
+        s3.put("plain", "k", b"two".to_vec()).await.unwrap();
+        let err = read_pinned(&s3, "plain", "k", &one).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+        s3.delete("plain", "k", Some(&one)).await.unwrap();
+        assert_eq!(
+            read(&s3, "plain", "k").await,
+            "two",
+            "a pinned delete spares the newer upload"
+        );
     }
 
     #[tokio::test]
@@ -294,11 +537,15 @@ mod tests {
         assert_eq!(s3.head("choreo-in", "daily/none.csv").await.unwrap(), None);
 
         // The copy source must be encoded: the copied bytes prove the right object was found.
-        s3.copy("choreo-in", KEY, "choreo-out", KEY).await.unwrap();
-        s3.copy("choreo-in", KEY, "choreo-out", KEY).await.unwrap();
+        s3.copy("choreo-in", KEY, None, "choreo-out", KEY)
+            .await
+            .unwrap();
+        s3.copy("choreo-in", KEY, None, "choreo-out", KEY)
+            .await
+            .unwrap();
         assert_eq!(read(&s3, "choreo-out", KEY).await, "id,name\n1,a\n");
         let err = s3
-            .copy("choreo-in", "daily/none.csv", "choreo-out", "x")
+            .copy("choreo-in", "daily/none.csv", None, "choreo-out", "x")
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
@@ -312,14 +559,14 @@ mod tests {
             "list and head agree"
         );
 
-        let err = match s3.get("choreo-in", "daily/none.csv").await {
+        let err = match s3.get("choreo-in", "daily/none.csv", None).await {
             Err(e) => e,
             Ok(_) => panic!("a missing key was read"),
         };
         assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
 
-        s3.delete("choreo-in", KEY).await.unwrap();
-        s3.delete("choreo-in", KEY).await.unwrap();
+        s3.delete("choreo-in", KEY, None).await.unwrap();
+        s3.delete("choreo-in", KEY, None).await.unwrap();
         assert_eq!(s3.head("choreo-in", KEY).await.unwrap(), None);
         let keys: Vec<_> = s3
             .list("choreo-in", "")
@@ -373,7 +620,7 @@ mod tests {
         let second = s3.head("choreo-work", "v.csv").await.unwrap().unwrap();
         assert_ne!(first.version, second.version, "same bytes, new upload");
         s3.put("choreo-work", "w.csv", b"w".to_vec()).await.unwrap();
-        s3.delete("choreo-work", "w.csv").await.unwrap();
+        s3.delete("choreo-work", "w.csv", None).await.unwrap();
         let listed = s3.list("choreo-work", "").await.unwrap();
         let keys: Vec<_> = listed.iter().map(|m| m.key.as_str()).collect();
         assert_eq!(keys, [KEY, "v.csv"], "deleted keys are not listed");

@@ -184,4 +184,7 @@ pub struct ManifestFile {
     pub file_id: FileId,
     pub bucket: String,
     pub key: String,
+    /// The bytes to read: a job reads this version, not whatever the key holds now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<crate::Pin>,
 }

@@ -20,7 +20,7 @@ pub use alert::Alert;
 pub use batch::{Batch, BatchId, BatchState, Manifest, ManifestFile};
 pub use config::{Config, DatasetConfig};
 pub use event::{CONTRACT_VERSION, Envelope, Event, EventKind};
-pub use record::{FileId, FileRecord, HistoryEntry, NewFile, SweepMark, Transition};
+pub use record::{FileId, FileRecord, HistoryEntry, NewFile, Pin, SweepMark, Transition};
 pub use state::{FileState, IllegalTransition, Progress, Stage};
 
 /// Dataset name given to files whose key matches no configured dataset; the validator rejects them.

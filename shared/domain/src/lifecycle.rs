@@ -325,6 +325,7 @@ mod tests {
             key: key.into(),
             size: 1,
             version: "v".into(),
+            pin: None,
             reason: None,
             trace_id: None,
             traceparent: None,

@@ -41,6 +41,41 @@ impl From<&str> for FileId {
     }
 }
 
+/// Which bytes of a key a record is about. Every read, copy and delete of the file names them, so a
+/// re-upload to the same key is a new file and never changes or removes the one in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pin {
+    /// A version id: S3's in a versioned bucket, the local backend's stamp.
+    VersionId(String),
+    /// The ETag of an upload whose notification named no version id (an unversioned bucket, or an
+    /// emulator that leaves it out): operations are conditional on it, and a versioned bucket's
+    /// version with that ETag is found when it is no longer the latest.
+    ETag(String),
+}
+
+impl Pin {
+    /// The pin a notification's version id and ETag give, if either is known.
+    pub fn from_parts(version_id: Option<&str>, e_tag: Option<&str>) -> Option<Pin> {
+        let unquote = |s: &str| s.trim_matches('"').to_string();
+        match (version_id, e_tag) {
+            // S3 names objects written while versioning was off `null`: not a usable id.
+            (Some(v), _) if !v.is_empty() && v != "null" => Some(Pin::VersionId(v.to_string())),
+            (_, Some(e)) if !e.is_empty() => Some(Pin::ETag(unquote(e))),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Pin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pin::VersionId(v) => write!(f, "version {v}"),
+            Pin::ETag(e) => write!(f, "ETag {e}"),
+        }
+    }
+}
+
 /// One line of a file's history, written in the same atomic write as the transition it describes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
@@ -65,6 +100,10 @@ pub struct FileRecord {
     pub size: u64,
     /// The object version this record is about (S3 version id, sequencer, or local stamp).
     pub version: String,
+    /// The bytes the pipeline registered, which every later object operation names. `None` for
+    /// records written before pins existed: those go by key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<Pin>,
     pub state: FileState,
     /// Why the file is in its state, when that needs saying (the rejection or failure reason).
     pub reason: Option<String>,
@@ -104,6 +143,18 @@ impl FileRecord {
         format!("reports/{}/{}.json", self.dataset, self.id)
     }
 
+    /// Where a quarantined file is kept in the failed bucket: under its id, so two files of one key
+    /// (two uploads, or a key that looks like another's report) never overwrite each other.
+    pub fn quarantine_key(&self) -> String {
+        format!("{}/{}", self.id, self.key)
+    }
+
+    /// Where a quarantined file's validation report is kept in the failed bucket, beside its folder
+    /// (never inside it, where a key could take its name).
+    pub fn quarantine_report_key(&self) -> String {
+        format!("{}.report.json", self.id)
+    }
+
     /// The state the file was in before it moved to FAILED, which decides where a retry resumes.
     pub fn failed_from(&self) -> Option<FileState> {
         self.history
@@ -123,6 +174,7 @@ pub struct NewFile {
     pub key: String,
     pub size: u64,
     pub version: String,
+    pub pin: Option<Pin>,
     pub reason: Option<String>,
     pub trace_id: Option<String>,
     pub traceparent: Option<String>,
@@ -146,6 +198,7 @@ impl NewFile {
             key: self.key,
             size: self.size,
             version: self.version,
+            pin: self.pin,
             state: FileState::New,
             reason: self.reason,
             trace_id: self.trace_id,
@@ -293,6 +346,7 @@ mod tests {
             key: "k".into(),
             size: 3,
             version: "v".into(),
+            pin: None,
             reason: None,
             trace_id: Some("t".into()),
             traceparent: None,

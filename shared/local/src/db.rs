@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS queues (
@@ -79,7 +79,8 @@ CREATE TABLE IF NOT EXISTS files (
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
     history     TEXT NOT NULL,
-    sweep       TEXT
+    sweep       TEXT,
+    pin         TEXT
 );
 CREATE INDEX IF NOT EXISTS files_by_dataset_state ON files (dataset, state, id);
 CREATE INDEX IF NOT EXISTS files_by_state ON files (state, id);
@@ -464,6 +465,12 @@ impl Db {
             )
             .map_err(err)?;
         }
+        if (1..5).contains(&version) {
+            // Version 5 added the pin of the bytes a file record is about (JSON; NULL for older
+            // records, which go by key).
+            tx.execute_batch("ALTER TABLE files ADD COLUMN pin TEXT")
+                .map_err(err)?;
+        }
         tx.execute_batch(SCHEMA).map_err(err)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(err)?;
@@ -693,7 +700,7 @@ mod tests {
             let _db = Db::open(&path).unwrap();
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
-                "ALTER TABLE files DROP COLUMN sweep; DROP TABLE alerts;
+                "ALTER TABLE files DROP COLUMN pin; ALTER TABLE files DROP COLUMN sweep; DROP TABLE alerts;
                  ALTER TABLE catalog DROP COLUMN types;
                  ALTER TABLE catalog DROP COLUMN partition_keys;
                  ALTER TABLE catalog DROP COLUMN format; DROP TABLE partitions;
@@ -732,7 +739,7 @@ mod tests {
             let _db = Db::open(&path).unwrap();
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
-                "DROP TABLE crawl_runs;
+                "ALTER TABLE files DROP COLUMN pin; DROP TABLE crawl_runs;
                  INSERT INTO crawls (crawler, state, last_status, started_at, finished_at)
                  VALUES ('c', 'READY', 'SUCCEEDED', 1, 2);
                  ALTER TABLE catalog DROP COLUMN types;
@@ -781,7 +788,7 @@ mod tests {
             let _db = Db::open(&path).unwrap();
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
-                "DROP TABLE messages;
+                "ALTER TABLE files DROP COLUMN pin; DROP TABLE messages;
                  CREATE TABLE messages (
                      seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
                      queue TEXT NOT NULL, body TEXT NOT NULL, attributes TEXT NOT NULL,

@@ -415,7 +415,7 @@ mod tests {
         let key = crate::transform::output_key("daily", "b-1");
         assert!(key.starts_with("dataset=daily/ingest_date=") && key.ends_with("/b-1.parquet"));
         let mut out = Vec::new();
-        s.get(&c.buckets.curated, &key)
+        s.get(&c.buckets.curated, &key, None)
             .await
             .unwrap()
             .read_to_end(&mut out)

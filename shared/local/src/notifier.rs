@@ -163,6 +163,7 @@ pub fn s3_notification(bucket: &str, meta: &ObjectMeta) -> String {
                     "key": s3_key_encode(&meta.key),
                     "size": meta.size,
                     "eTag": meta.version,
+                    "versionId": meta.version,
                     "sequencer": meta.version,
                 }
             }
@@ -207,6 +208,29 @@ impl Notifier {
         })
     }
 
+    /// Pins the bytes each key holds now (see [`LocalObjectStore::pin_sync`]): a notification names
+    /// the pinned version, so the bytes a record is about are kept whatever happens to the key.
+    /// `None` for a key that holds no file now, or that the store refuses (hidden, escaping).
+    async fn pin(&self, keys: impl Iterator<Item = String>) -> Vec<Option<ObjectMeta>> {
+        let keys: Vec<String> = keys.collect();
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let (objects, bucket) = (self.objects.clone(), self.bucket.clone());
+        tokio::task::spawn_blocking(move || {
+            keys.iter()
+                .map(|k| {
+                    objects.pin_sync(&bucket, k).unwrap_or_else(|e| {
+                        tracing::warn!(bucket = %bucket, key = %k, error = %e, "PinFailed: not notified");
+                        None
+                    })
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
     pub(crate) async fn scan_once(&self) -> Result<ScanResult, PortError> {
         let mut state = self.state.lock().await;
         let listing = self.objects.list(&self.bucket, "").await?;
@@ -231,6 +255,23 @@ impl Notifier {
             }
         }
         state.seen.retain(|k, _| present.contains(k.as_str()));
+        // Pin what is about to be notified; a file that changed since the listing waits for the next
+        // scan under its new version.
+        let mut pinned = Vec::with_capacity(ready.len());
+        for (meta, now) in ready
+            .iter()
+            .zip(self.pin(ready.iter().map(|m| m.key.clone())).await)
+        {
+            match now {
+                Some(now) if now.version == meta.version => pinned.push(now),
+                Some(now) => {
+                    state.seen.insert(now.key, now.version);
+                    result.pending += 1;
+                }
+                None => {}
+            }
+        }
+        let ready = pinned;
 
         // Rows of objects that are gone; only the versions this process knows, so a version another
         // process notified meanwhile is never pruned.
@@ -360,14 +401,11 @@ impl Notifier {
             }
         }
         let mut ready = Vec::with_capacity(keys.len());
-        for key in keys {
-            match self.objects.head(&self.bucket, &key).await {
-                Ok(Some(meta)) => ready.push(meta),
-                Ok(None) => {
-                    // A folder renamed in, or a file gone already: the scan sorts it out.
-                    rescan |= self.objects.bucket_dir(&self.bucket).join(&key).is_dir();
-                }
-                Err(_) => {} // a key the store refuses (hidden, escaping): never an object
+        for (key, pinned) in keys.iter().zip(self.pin(keys.iter().cloned()).await) {
+            match pinned {
+                Some(meta) => ready.push(meta),
+                // A folder renamed in, or a file gone already: the scan sorts it out.
+                None => rescan |= self.objects.bucket_dir(&self.bucket).join(key).is_dir(),
             }
         }
         if ready.is_empty() {
@@ -661,7 +699,7 @@ mod tests {
         let sent = b.scan_once().await.unwrap().sent + again.scan_once().await.unwrap().sent;
         assert_eq!(sent, 1);
         // A deleted object's row is pruned.
-        b.objects().delete(&input, "k.csv").await.unwrap();
+        b.objects().delete(&input, "k.csv", None).await.unwrap();
         b.scan_once().await.unwrap();
         let rows: i64 = b
             .db_blocking(|c| {

@@ -5,14 +5,22 @@
 //! the new one, never a part. A write into the input bucket is announced at once, as S3 sends its
 //! event notification when an upload completes (see `notifier.rs`). An object's version is a
 //! stamp of its modification time (ns) and size: a rewrite is a new version, as a new upload is in S3.
+//!
+//! Versions: the input bucket's files are written by other programs, in place or by rename, so the
+//! store keeps the bytes the pipeline registered itself. Before a file is announced, its inode is
+//! hard-linked under `data_dir/versions/<bucket>/` by key and version ([`LocalObjectStore::pin_sync`]);
+//! a pinned read, copy or delete finds it there, so a rewrite of the key (a new file) never changes or
+//! removes the one in flight. A link costs no space while the key still holds the same bytes.
 //! Keys are relative paths with `/` separators; a key that could escape its bucket (`..`, an absolute
 //! path, an empty segment) is refused. Names starting with `.` are hidden: listings skip them, as they
 //! are most often another program's temporary files.
 
 use crate::notifier::Announcer;
 use async_trait::async_trait;
+use choreo_domain::Pin;
 use choreo_ports::{ErrorKind, ObjectMeta, ObjectReader, ObjectStore, PortError};
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -24,6 +32,8 @@ use std::time::UNIX_EPOCH;
 pub struct LocalObjectStore {
     buckets: PathBuf,
     tmp: PathBuf,
+    /// Pinned versions: `<bucket>/<hash of key and version>`, hard links to registered bytes.
+    versions: PathBuf,
     /// Whether a write is synced to disk before it returns (durability `power`); a rename is atomic
     /// either way, so a killed process never leaves half an object.
     sync: bool,
@@ -84,10 +94,12 @@ fn meta_of(key: String, md: &fs::Metadata) -> ObjectMeta {
     let mtime = md.modified().unwrap_or(UNIX_EPOCH);
     let since = mtime.duration_since(UNIX_EPOCH).unwrap_or_default();
     let ns = since.as_nanos();
+    let version = format!("{ns:x}-{:x}", md.len());
     ObjectMeta {
         key,
         size: md.len(),
-        version: format!("{ns:x}-{:x}", md.len()),
+        pin: Some(Pin::VersionId(version.clone())),
+        version,
         last_modified: DateTime::<Utc>::from(mtime),
     }
 }
@@ -102,11 +114,13 @@ impl LocalObjectStore {
         let store = LocalObjectStore {
             buckets: data_dir.join("buckets"),
             tmp: data_dir.join("tmp"),
+            versions: data_dir.join("versions"),
             sync: true,
             announcer: None,
         };
         fs::create_dir_all(&store.buckets)?;
         fs::create_dir_all(&store.tmp)?;
+        fs::create_dir_all(&store.versions)?;
         Ok(store)
     }
 
@@ -125,7 +139,7 @@ impl LocalObjectStore {
     /// After a write: the notification, when the bucket is the announced one.
     fn written(&self, bucket: &str, key: &str) -> Result<(), PortError> {
         if let Some(a) = self.announcer.as_ref().filter(|a| a.bucket() == bucket)
-            && let Some(meta) = self.head_sync(bucket, key)?
+            && let Some(meta) = self.pin_sync(bucket, key)?
         {
             a.announce(&meta)?;
         }
@@ -238,10 +252,147 @@ impl LocalObjectStore {
         }
     }
 
-    fn delete_sync(&self, bucket: &str, key: &str) -> Result<(), PortError> {
+    /// Where the bytes of `key` at `version` are pinned.
+    fn version_path(&self, bucket: &str, key: &str, version: &str) -> PathBuf {
+        let mut h = Sha256::new();
+        h.update(key.as_bytes());
+        h.update([0u8]);
+        h.update(version.as_bytes());
+        self.versions
+            .join(bucket)
+            .join(hex::encode(&h.finalize()[..16]))
+    }
+
+    /// Pins the bytes `key` holds now (a hard link under their version) and returns their metadata,
+    /// `None` if the key holds no regular file. The version is read off the linked inode itself, so
+    /// it names exactly the bytes pinned even if the key is being replaced meanwhile. Where links
+    /// cannot be made (another file system), the file is not pinned: a pinned read then still
+    /// refuses any other version, it just cannot find this one once the key is rewritten.
+    pub(crate) fn pin_sync(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectMeta>, PortError> {
+        let target = format!("{bucket}/{key}");
+        let path = self.existing_bucket("pin", bucket)?.join(key);
+        check_key("pin", bucket, key)?;
+        let dir = self.versions.join(bucket);
+        fs::create_dir_all(&dir).map_err(|e| io_error("pin", &target, e))?;
+        let tmp = dir.join(format!(".pin-{}", uuid::Uuid::new_v4().simple()));
+        // link(2) does not follow a symlink: a link to one is seen below and refused.
+        match fs::hard_link(&path, &tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+                return self.head_sync(bucket, key);
+            }
+            Err(e) => return Err(io_error("pin", &target, e)),
+        }
+        let pinned = (|| {
+            let md = fs::symlink_metadata(&tmp)?;
+            if !md.is_file() {
+                return Ok(None);
+            }
+            let meta = meta_of(key.to_string(), &md);
+            fs::rename(&tmp, self.version_path(bucket, key, &meta.version))?;
+            Ok(Some(meta))
+        })();
+        let _ = fs::remove_file(&tmp); // gone after the rename; else not a file, or failed
+        pinned.map_err(|e| io_error("pin", &target, e))
+    }
+
+    /// The path holding the bytes `pin` names (see [`Self::open_sync`]), for readers that open files
+    /// by path (the built-in transform); without a pin, the key's path.
+    pub fn path_of_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        pin: Option<&Pin>,
+    ) -> Result<PathBuf, PortError> {
+        let path = self.path_of(bucket, key)?;
+        let Some(Pin::VersionId(version) | Pin::ETag(version)) = pin else {
+            return Ok(path);
+        };
+        for p in [self.version_path(bucket, key, version), path] {
+            if fs::metadata(&p)
+                .is_ok_and(|md| md.is_file() && meta_of(key.to_string(), &md).version == *version)
+            {
+                return Ok(p);
+            }
+        }
+        Err(PortError::new(
+            ErrorKind::NotFound,
+            "path",
+            format!("{bucket}/{key}"),
+            format!("version {version} is gone: the key was rewritten or deleted since"),
+        ))
+    }
+
+    /// Opens the bytes an operation means: with a pin, that version (from its pinned link, or the key
+    /// while it still holds it), else `NotFound`; without, whatever the key holds.
+    fn open_sync(
+        &self,
+        op: &'static str,
+        bucket: &str,
+        key: &str,
+        pin: Option<&Pin>,
+    ) -> Result<fs::File, PortError> {
+        let target = format!("{bucket}/{key}");
+        let path = self.existing_bucket(op, bucket)?.join(key);
+        check_key(op, bucket, key)?;
+        let open = |p: &Path| -> Result<Option<(fs::File, ObjectMeta)>, PortError> {
+            match fs::File::open(p) {
+                Ok(f) => {
+                    let md = f.metadata().map_err(|e| io_error(op, &target, e))?;
+                    Ok(md.is_file().then(|| (f, meta_of(key.to_string(), &md))))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io_error(op, &target, e)),
+            }
+        };
+        // Locally a version and an ETag are the same stamp.
+        let Some(version) = pin.map(|p| match p {
+            Pin::VersionId(v) | Pin::ETag(v) => v.as_str(),
+        }) else {
+            return open(&path)?
+                .map(|(f, _)| f)
+                .ok_or_else(|| PortError::not_found(op, target.clone()));
+        };
+        for p in [self.version_path(bucket, key, version), path] {
+            if let Some((f, meta)) = open(&p)?
+                && meta.version == version
+            {
+                return Ok(f);
+            }
+        }
+        Err(PortError::new(
+            ErrorKind::NotFound,
+            op,
+            target,
+            format!("version {version} is gone: the key was rewritten or deleted since"),
+        ))
+    }
+
+    fn delete_sync(&self, bucket: &str, key: &str, pin: Option<&Pin>) -> Result<(), PortError> {
         let dir = self.existing_bucket("delete", bucket)?;
         check_key("delete", bucket, key)?;
         let path = dir.join(key);
+        if let Some(Pin::VersionId(version) | Pin::ETag(version)) = pin {
+            let target = format!("{bucket}/{key}");
+            match fs::remove_file(self.version_path(bucket, key, version)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_error("delete", &target, e));
+                }
+                _ => {}
+            }
+            // The key itself only while it still holds this version: a newer upload stays.
+            match fs::symlink_metadata(&path) {
+                Ok(md) if md.is_file() && meta_of(key.to_string(), &md).version == *version => {}
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io_error("delete", &target, e)),
+            }
+        }
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -326,22 +477,20 @@ impl ObjectStore for LocalObjectStore {
             .head_sync(&b, &k))
     }
 
-    async fn get(&self, bucket: &str, key: &str) -> Result<ObjectReader, PortError> {
-        let target = format!("{bucket}/{key}");
-        let dir = self.existing_bucket("get", bucket)?;
-        check_key("get", bucket, key)?;
-        let path = dir.join(key);
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| io_error("get", &target, e))?;
-        let md = file
-            .metadata()
-            .await
-            .map_err(|e| io_error("get", &target, e))?;
-        if !md.is_file() {
-            return Err(PortError::not_found("get", target));
-        }
-        Ok(Box::pin(file))
+    async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        pin: Option<&Pin>,
+    ) -> Result<ObjectReader, PortError> {
+        let (b, k, p) = (bucket.to_string(), key.to_string(), pin.cloned());
+        let file = on_store!(self, "get", format!("{bucket}/{key}"), |s| s.open_sync(
+            "get",
+            &b,
+            &k,
+            p.as_ref()
+        ))?;
+        Ok(Box::pin(tokio::fs::File::from_std(file)))
     }
 
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), PortError> {
@@ -366,28 +515,24 @@ impl ObjectStore for LocalObjectStore {
         &self,
         from_bucket: &str,
         from_key: &str,
+        pin: Option<&Pin>,
         to_bucket: &str,
         to_key: &str,
     ) -> Result<(), PortError> {
         let from = format!("{from_bucket}/{from_key}");
-        let src = self.existing_bucket("copy", from_bucket)?;
-        check_key("copy", from_bucket, from_key)?;
-        let src = src.join(from_key);
+        let (fb, fk, p) = (from_bucket.to_string(), from_key.to_string(), pin.cloned());
         let (b, k) = (to_bucket.to_string(), to_key.to_string());
-        on_store!(self, "copy", from.clone(), |s| {
-            let mut file = fs::File::open(&src).map_err(|e| io_error("copy", &from, e))?;
-            if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
-                return Err(PortError::not_found("copy", from));
-            }
+        on_store!(self, "copy", from, |s| {
+            let mut file = s.open_sync("copy", &fb, &fk, p.as_ref())?;
             s.write_atomically("copy", &b, &k, |f| io::copy(&mut file, f).map(|_| ()))?;
             s.written(&b, &k)
         })
     }
 
-    async fn delete(&self, bucket: &str, key: &str) -> Result<(), PortError> {
-        let (b, k) = (bucket.to_string(), key.to_string());
+    async fn delete(&self, bucket: &str, key: &str, pin: Option<&Pin>) -> Result<(), PortError> {
+        let (b, k, p) = (bucket.to_string(), key.to_string(), pin.cloned());
         on_store!(self, "delete", format!("{bucket}/{key}"), |s| s
-            .delete_sync(&b, &k))
+            .delete_sync(&b, &k, p.as_ref()))
     }
 
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, PortError> {
@@ -405,13 +550,112 @@ mod tests {
     async fn read(store: &dyn ObjectStore, bucket: &str, key: &str) -> String {
         let mut s = String::new();
         store
-            .get(bucket, key)
+            .get(bucket, key, None)
             .await
             .unwrap()
             .read_to_string(&mut s)
             .await
             .unwrap();
         s
+    }
+
+    async fn read_pinned(
+        store: &dyn ObjectStore,
+        bucket: &str,
+        key: &str,
+        pin: &choreo_domain::Pin,
+    ) -> Result<String, choreo_ports::PortError> {
+        let mut s = String::new();
+        store
+            .get(bucket, key, Some(pin))
+            .await?
+            .read_to_string(&mut s)
+            .await
+            .unwrap();
+        Ok(s)
+    }
+
+    #[tokio::test]
+    async fn a_pinned_version_outlives_a_rewrite_of_its_key_and_its_delete_spares_the_newer() {
+        let (_dir, b) = backend();
+        let s = b.objects();
+        let input = b.config().buckets.input.clone();
+        let failed = b.config().buckets.failed.clone();
+        s.put(&input, "daily/race.csv", b"valid".to_vec())
+            .await
+            .unwrap();
+        let first = s.pin_sync(&input, "daily/race.csv").unwrap().unwrap();
+        let pin1 = first.pin.clone().unwrap();
+        // A writer replaces the key in place of the pipeline (not through the store).
+        let path = s.path_of(&input, "daily/race.csv").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::fs::write(path.with_extension("tmp"), b"invalid!!").unwrap();
+        std::fs::rename(path.with_extension("tmp"), &path).unwrap();
+        let second = s.pin_sync(&input, "daily/race.csv").unwrap().unwrap();
+        let pin2 = second.pin.clone().unwrap();
+        assert_ne!(pin1, pin2);
+
+        assert_eq!(
+            read_pinned(&*s, &input, "daily/race.csv", &pin1)
+                .await
+                .unwrap(),
+            "valid"
+        );
+        assert_eq!(read(&*s, &input, "daily/race.csv").await, "invalid!!");
+        let by_path = s
+            .path_of_version(&input, "daily/race.csv", Some(&pin1))
+            .unwrap();
+        assert_eq!(std::fs::read(by_path).unwrap(), b"valid");
+
+        // Quarantining the second version: its copy has its bytes, its delete leaves the first.
+        s.copy(
+            &input,
+            "daily/race.csv",
+            Some(&pin2),
+            &failed,
+            "f2/daily/race.csv",
+        )
+        .await
+        .unwrap();
+        assert_eq!(read(&*s, &failed, "f2/daily/race.csv").await, "invalid!!");
+        s.delete(&input, "daily/race.csv", Some(&pin2))
+            .await
+            .unwrap();
+        assert!(s.head(&input, "daily/race.csv").await.unwrap().is_none());
+        assert_eq!(
+            read_pinned(&*s, &input, "daily/race.csv", &pin1)
+                .await
+                .unwrap(),
+            "valid"
+        );
+        let err = read_pinned(&*s, &input, "daily/race.csv", &pin2)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+
+        // A pinned delete of a version the key no longer holds leaves the key's newer bytes.
+        s.put(&input, "daily/race.csv", b"third".to_vec())
+            .await
+            .unwrap();
+        s.delete(&input, "daily/race.csv", Some(&pin1))
+            .await
+            .unwrap();
+        assert_eq!(read(&*s, &input, "daily/race.csv").await, "third");
+        let err = read_pinned(&*s, &input, "daily/race.csv", &pin1)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+
+        // An unpinned version (say, backfilled) rewritten in place: gone, never the new bytes.
+        let unpinned = s.head(&input, "daily/race.csv").await.unwrap().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::fs::write(s.path_of(&input, "daily/race.csv").unwrap(), b"fourth!").unwrap();
+        let stale = choreo_domain::Pin::VersionId(unpinned.version.clone() + "x");
+        assert!(
+            read_pinned(&*s, &input, "daily/race.csv", &stale)
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
@@ -459,10 +703,10 @@ mod tests {
             .collect();
         assert_eq!(partial, ["daily/sub/b.csv"]);
 
-        s.copy(&input, "daily/a.csv", &failed, "q/a.csv")
+        s.copy(&input, "daily/a.csv", None, &failed, "q/a.csv")
             .await
             .unwrap();
-        s.copy(&input, "daily/a.csv", &failed, "q/a.csv")
+        s.copy(&input, "daily/a.csv", None, &failed, "q/a.csv")
             .await
             .unwrap();
         assert_eq!(read(&*s, &failed, "q/a.csv").await, "a,b\n1,2\n");
@@ -474,17 +718,17 @@ mod tests {
         let newer = s.head(&input, "daily/a.csv").await.unwrap().unwrap();
         assert_ne!(newer.version, meta.version);
 
-        s.delete(&input, "daily/sub/b.csv").await.unwrap();
-        s.delete(&input, "daily/sub/b.csv").await.unwrap();
+        s.delete(&input, "daily/sub/b.csv", None).await.unwrap();
+        s.delete(&input, "daily/sub/b.csv", None).await.unwrap();
         assert!(!s.bucket_dir(&input).join("daily/sub").exists());
         assert!(s.bucket_dir(&input).join("daily").exists());
-        let err = match s.get(&input, "daily/sub/b.csv").await {
+        let err = match s.get(&input, "daily/sub/b.csv", None).await {
             Err(e) => e,
             Ok(_) => panic!("deleted object still readable"),
         };
         assert_eq!(err.kind, ErrorKind::NotFound);
         let err = s
-            .copy(&input, "nope.csv", &failed, "nope.csv")
+            .copy(&input, "nope.csv", None, &failed, "nope.csv")
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound);

@@ -26,7 +26,8 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
 
 const FILE_COLUMNS: &str = "id, dataset, bucket, key, size, version, state, reason, trace_id, \
-                            traceparent, batch_id, validation, created_at, updated_at, history, sweep";
+                            traceparent, batch_id, validation, created_at, updated_at, history, sweep, \
+                            pin";
 
 /// The state store of the local backend.
 pub struct LocalStateStore {
@@ -51,6 +52,7 @@ struct FileRow {
     updated_at: String,
     history: String,
     sweep: Option<String>,
+    pin: Option<String>,
 }
 
 impl FileRow {
@@ -72,6 +74,7 @@ impl FileRow {
             updated_at: r.get(13)?,
             history: r.get(14)?,
             sweep: r.get(15)?,
+            pin: r.get(16)?,
         })
     }
 
@@ -87,6 +90,7 @@ impl FileRow {
             key: self.key,
             size: self.size.max(0) as u64,
             version: self.version,
+            pin: self.pin.as_deref().map(serde_json::from_str).transpose()?,
             reason: self.reason,
             trace_id: self.trace_id,
             traceparent: self.traceparent,
@@ -173,7 +177,7 @@ impl StateStore for LocalStateStore {
                 let rec = file.into_record(Utc::now());
                 tx.prepare_cached(&format!(
                     "INSERT INTO files ({FILE_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, NULL)"
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, NULL, ?16)"
                 ))?
                 .execute(params![
                         rec.id.as_str(),
@@ -191,6 +195,7 @@ impl StateStore for LocalStateStore {
                         ts(rec.created_at),
                         ts(rec.updated_at),
                         serde_json::to_string(&rec.history)?,
+                        rec.pin.as_ref().map(serde_json::to_string).transpose()?,
                     ],
                 )?;
                 Ok(Registered::Created(rec))
@@ -485,6 +490,7 @@ mod tests {
             key: format!("{dataset}/{id}.csv"),
             size: 42,
             version: "v1".into(),
+            pin: None,
             reason: None,
             trace_id: Some("trace-1".into()),
             traceparent: Some("00-trace-span-01".into()),

@@ -525,7 +525,7 @@ pub(crate) async fn read_manifest(
         .ok_or_else(|| format!("--manifest {location:?} is not <bucket>/<key>"))?;
     let mut body = Vec::new();
     objects
-        .get(bucket, key)
+        .get(bucket, key, None)
         .await
         .map_err(|e| format!("reading the manifest: {e}"))?
         .read_to_end(&mut body)
@@ -588,7 +588,7 @@ pub async fn run_builtin(
     let mut inputs = Vec::new();
     for f in &manifest.files {
         let path = objects
-            .path_of(&f.bucket, &f.key)
+            .path_of_version(&f.bucket, &f.key, f.pin.as_ref())
             .map_err(|e| e.to_string())?;
         inputs.push((path, format!("{}/{}", f.bucket, f.key)));
     }
