@@ -3,7 +3,8 @@
 //! Starting a run records it RUNNING (its `--batch_id` argument in a column of its own, which is how
 //! `find_run` finds it again). Polling a RUNNING run executes it there and then and records the end:
 //! `builtin` is the built-in transform ([`crate::transform`]); `command:<shell>` runs `sh -c <shell>`
-//! with `CHOREO_BATCH_ID`, `CHOREO_MANIFEST` (a local copy of the manifest), `CHOREO_DATA_DIR` and
+//! with `CHOREO_BATCH_ID`, `CHOREO_MANIFEST` (a local copy of the manifest, each file with the `path`
+//! of the bytes its pin names — read those, not the key's current file), `CHOREO_DATA_DIR` and
 //! `CHOREO_ARGUMENTS` (all arguments, as JSON) in its environment, and fails with the end of its
 //! stderr; any other name fails with state ERROR. A poller claims the run first (a claim that expires
 //! unless its holder's heartbeat renews it), so two pollers — in two processes — never execute one
@@ -130,7 +131,13 @@ impl LocalJobRunner {
                     .objects
                     .tmp_dir()
                     .join(format!("manifest-{run_id}.json"));
-                if let Err(e) = tokio::fs::copy(&src, &copy).await {
+                let written = match with_paths(&self.objects, &src) {
+                    Ok(body) => tokio::fs::write(&copy, body)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
                     return (
                         "FAILED",
                         Some(format!("reading the manifest {location}: {e}")),
@@ -182,6 +189,30 @@ impl LocalJobRunner {
             Err(e) => ("FAILED", Some(format!("could not run sh: {e}"))),
         }
     }
+}
+
+/// The manifest at `src` with each file's `path`: where the bytes its pin names are on disk (the
+/// pinned link when the key was rewritten since), so a command reads the validated version, never
+/// whatever the key holds now. A file whose version is gone gets no path and a `gone` reason.
+fn with_paths(objects: &LocalObjectStore, src: &std::path::Path) -> Result<Vec<u8>, String> {
+    let body = std::fs::read(src).map_err(|e| e.to_string())?;
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    if let Some(files) = manifest.get_mut("files").and_then(|f| f.as_array_mut()) {
+        for file in files {
+            let entry: choreo_domain::ManifestFile =
+                serde_json::from_value(file.clone()).map_err(|e| e.to_string())?;
+            let resolved = objects.path_of_version(&entry.bucket, &entry.key, entry.pin.as_ref());
+            let slot = match resolved {
+                Ok(path) => ("path", serde_json::json!(path)),
+                Err(e) => ("gone", serde_json::json!(e.message)),
+            };
+            if let Some(obj) = file.as_object_mut() {
+                obj.insert(slot.0.to_string(), slot.1);
+            }
+        }
+    }
+    serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())
 }
 
 #[async_trait]
@@ -504,21 +535,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_command_sees_its_batch_and_manifest() {
+    async fn a_command_sees_its_batch_and_manifest_with_the_pinned_bytes_paths() {
         let (dir, b) = backend();
         let c = b.config().clone();
-        b.objects()
-            .put(
-                &c.buckets.work,
-                "m/b-3.json",
-                br#"{"batch_id":"b-3"}"#.to_vec(),
-            )
+        let s = b.objects();
+        s.put(&c.buckets.input, "daily/a.csv", b"validated".to_vec())
             .await
             .unwrap();
+        let pinned = s
+            .pin_sync(&c.buckets.input, "daily/a.csv")
+            .unwrap()
+            .unwrap();
+        // Rewritten since: the command must still be shown the validated bytes.
+        let path = s.path_of(&c.buckets.input, "daily/a.csv").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::fs::write(path.with_extension("new"), b"rewritten").unwrap();
+        std::fs::rename(path.with_extension("new"), &path).unwrap();
+        let manifest = serde_json::json!({"batch_id": "b-3", "files": [
+            {"file_id": "f-1", "bucket": c.buckets.input, "key": "daily/a.csv", "pin": pinned.pin},
+            {"file_id": "f-2", "bucket": c.buckets.input, "key": "daily/gone.csv",
+             "pin": {"version_id": "0-0"}}]});
+        s.put(
+            &c.buckets.work,
+            "m/b-3.json",
+            manifest.to_string().into_bytes(),
+        )
+        .await
+        .unwrap();
         let out = dir.path().join("seen.txt");
+        let seen = dir.path().join("manifest.json");
         let cmd = format!(
-            "command:printf '%s|' \"$CHOREO_BATCH_ID\" > {out} && cat \"$CHOREO_MANIFEST\" >> {out} && test -d \"$CHOREO_DATA_DIR\"",
-            out = out.display()
+            "command:printf '%s' \"$CHOREO_BATCH_ID\" > {out} && cat \"$CHOREO_MANIFEST\" > {seen} && test -d \"$CHOREO_DATA_DIR\"",
+            out = out.display(),
+            seen = seen.display()
         );
         let jobs = b.ports().jobs;
         let run = start(
@@ -531,10 +580,13 @@ mod tests {
             jobs.run_status(&cmd, &run).await.unwrap(),
             JobStatus::Succeeded
         );
-        assert_eq!(
-            std::fs::read_to_string(out).unwrap(),
-            r#"b-3|{"batch_id":"b-3"}"#
-        );
+        assert_eq!(std::fs::read_to_string(out).unwrap(), "b-3");
+        let seen: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(seen).unwrap()).unwrap();
+        let first = seen["files"][0]["path"].as_str().unwrap();
+        assert_eq!(std::fs::read(first).unwrap(), b"validated");
+        assert!(seen["files"][1]["path"].is_null());
+        assert!(seen["files"][1]["gone"].as_str().unwrap().contains("gone"));
     }
 
     #[test]

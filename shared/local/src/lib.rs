@@ -245,9 +245,30 @@ impl LocalBackend {
     /// S3-shaped notification to the ingest queue for each object not yet notified, once its size and
     /// modification time are unchanged across two scans. Runs until `shutdown` is cancelled; a failed
     /// scan is logged and the next one tried.
+    /// Pinned versions no key holds any more are pruned beside it, hourly, once a week old.
     pub async fn run_notifier(&self, shutdown: CancellationToken) {
         let interval = Duration::from_millis(self.config.runtime.scan_interval_ms.max(1));
-        self.notifier.run(interval, shutdown).await
+        tokio::join!(
+            self.notifier.run(interval, shutdown.clone()),
+            self.prune_versions(shutdown)
+        );
+    }
+
+    async fn prune_versions(&self, shutdown: CancellationToken) {
+        const EVERY: Duration = Duration::from_secs(3600);
+        const AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(EVERY) => {}
+            }
+            let objects = Arc::clone(&self.objects);
+            match tokio::task::spawn_blocking(move || objects.prune_versions(AGE)).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "VersionsPruned"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "VersionsPruneFailed"),
+                _ => {}
+            }
+        }
     }
 
     /// One scan of the input bucket: how many notifications were sent, and how many objects were

@@ -328,6 +328,34 @@ impl LocalObjectStore {
         ))
     }
 
+    /// Removes pinned versions that no key holds any more (link count 1) and that have not changed
+    /// for `age`: the bytes of files rewritten or deleted long ago, as a lifecycle rule expires S3's
+    /// noncurrent versions. A pin the key still holds costs nothing and stays. Returns how many went.
+    pub(crate) fn prune_versions(&self, age: std::time::Duration) -> io::Result<usize> {
+        use std::os::unix::fs::MetadataExt;
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(age)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut removed = 0;
+        for bucket in fs::read_dir(&self.versions)? {
+            let bucket = bucket?;
+            if !bucket.file_type()?.is_dir() {
+                continue;
+            }
+            for pin in fs::read_dir(bucket.path())? {
+                let pin = pin?;
+                let Ok(md) = pin.metadata() else { continue };
+                // ctime moves when the link count does: the age counts from the key's rewrite.
+                if md.is_file() && md.nlink() == 1 && md.ctime() <= cutoff {
+                    fs::remove_file(pin.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Opens the bytes an operation means: with a pin, that version (from its pinned link, or the key
     /// while it still holds it), else `NotFound`; without, whatever the key holds.
     fn open_sync(
@@ -645,6 +673,33 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+
+        // Pins no key holds any more go once old enough; the one the key still holds stays.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        std::fs::write(path.with_extension("tmp"), b"fourth").unwrap();
+        std::fs::rename(path.with_extension("tmp"), &path).unwrap();
+        let pinned_now = s.pin_sync(&input, "daily/race.csv").unwrap().unwrap();
+        assert_eq!(
+            s.prune_versions(std::time::Duration::from_secs(3600))
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            s.prune_versions(std::time::Duration::ZERO).unwrap(),
+            1,
+            "the third upload's pin, which the key no longer holds"
+        );
+        assert_eq!(
+            read_pinned(
+                &*s,
+                &input,
+                "daily/race.csv",
+                pinned_now.pin.as_ref().unwrap()
+            )
+            .await
+            .unwrap(),
+            "fourth"
+        );
 
         // An unpinned version (say, backfilled) rewritten in place: gone, never the new bytes.
         let unpinned = s.head(&input, "daily/race.csv").await.unwrap().unwrap();
