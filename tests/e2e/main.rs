@@ -12,6 +12,8 @@ mod demo;
 mod dlq;
 mod duplicates;
 mod failures;
+mod fault_proxy;
+mod faults;
 mod helpers;
 mod http;
 mod operations;

@@ -31,7 +31,7 @@ const DEADLINE: Duration = Duration::from_secs(420);
 
 /// The configuration: two datasets sharing one crawler, batches of at most 100 files closing 2 s
 /// after their first file, polls every second, and local crawls taking `crawl_min_secs`.
-fn write_config(dir: &Path, crawl_min_secs: u64) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, crawl_min_secs: u64) -> PathBuf {
     std::fs::create_dir_all(dir.join("schemas")).unwrap();
     std::fs::write(
         dir.join("schemas/orders.json"),
@@ -57,7 +57,7 @@ fn write_config(dir: &Path, crawl_min_secs: u64) -> PathBuf {
 }
 
 /// The `i`-th file: its key (alternating between the datasets) and a small valid body.
-fn file(i: usize) -> (String, Vec<u8>) {
+pub(crate) fn file(i: usize) -> (String, Vec<u8>) {
     let prefix = if i.is_multiple_of(2) { "a" } else { "b" };
     (
         format!("{prefix}/part-{i:04}.csv"),
@@ -66,7 +66,7 @@ fn file(i: usize) -> (String, Vec<u8>) {
 }
 
 /// `choreo` on the data directory, logging the crawler's and launcher's steps.
-fn choreo(dir: &Path) -> Command {
+pub(crate) fn choreo(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_choreo"));
     cmd.arg("--data-dir")
         .arg(dir)
@@ -82,13 +82,13 @@ fn choreo(dir: &Path) -> Command {
 }
 
 /// Running `choreo up` processes, each with its own log file.
-struct Replicas {
+pub(crate) struct Replicas {
     children: Vec<Option<Child>>,
-    logs: Vec<PathBuf>,
+    pub(crate) logs: Vec<PathBuf>,
 }
 
 impl Replicas {
-    fn start(dir: &Path, command: impl Fn() -> Command) -> Replicas {
+    pub(crate) fn start(dir: &Path, command: impl Fn() -> Command) -> Replicas {
         let mut children = Vec::new();
         let mut logs = Vec::new();
         for i in 0..REPLICAS {
@@ -106,7 +106,7 @@ impl Replicas {
     }
 
     /// The last lines of every replica's log.
-    fn tails(&self) -> String {
+    pub(crate) fn tails(&self) -> String {
         let mut out = String::new();
         for (i, log) in self.logs.iter().enumerate() {
             let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -144,7 +144,7 @@ impl Replicas {
     }
 
     /// How often the replicas met each other, from their logs.
-    fn encounters(&self) -> String {
+    pub(crate) fn encounters(&self) -> String {
         [
             "CrawlDeferred",
             "CrawlerBusy",
@@ -159,14 +159,14 @@ impl Replicas {
     }
 
     /// SIGKILL: no drain, no cleanup.
-    fn kill(&mut self, i: usize) {
+    pub(crate) fn kill(&mut self, i: usize) {
         let mut child = self.children[i].take().expect("a live replica");
         child.kill().unwrap();
         child.wait().unwrap();
     }
 
     /// SIGTERM to every live replica; each must drain and exit cleanly.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         for child in self.children.iter().flatten() {
             let status = Command::new("kill")
                 .arg("-TERM")
@@ -194,7 +194,7 @@ impl Drop for Replicas {
 }
 
 /// Every file record, following pages.
-async fn all_files(state: &Arc<dyn StateStore>) -> Vec<FileRecord> {
+pub(crate) async fn all_files(state: &Arc<dyn StateStore>) -> Vec<FileRecord> {
     let query = FileQuery {
         dataset: None,
         state: None,
@@ -204,7 +204,7 @@ async fn all_files(state: &Arc<dyn StateStore>) -> Vec<FileRecord> {
     state.list_all(query).await.unwrap()
 }
 
-async fn all_batches(state: &Arc<dyn StateStore>) -> Vec<Batch> {
+pub(crate) async fn all_batches(state: &Arc<dyn StateStore>) -> Vec<Batch> {
     let mut out = Vec::new();
     for s in [
         BatchState::Crawling,
@@ -249,14 +249,14 @@ async fn wait_ingested(
 
 /// What a run made.
 #[derive(Debug)]
-struct Figures {
+pub(crate) struct Figures {
     batches: usize,
     crawls: usize,
     job_runs: usize,
     /// Each dataset's batch sizes, in order of creation.
     sizes: BTreeMap<String, Vec<usize>>,
     /// Counts of the log lines where replicas met (deferred windows, busy crawler...).
-    encounters: String,
+    pub(crate) encounters: String,
 }
 
 /// A crawl's interval, from the batch that ran it or from the crawler's history.
@@ -277,7 +277,7 @@ fn assert_no_overlap(what: &str, mut intervals: Vec<Interval>) {
 
 /// Checks the guarantees on what the store holds, given the job runs as (run id, batch id) and, on
 /// the local backend, the crawler's history; returns the figures.
-fn check(
+pub(crate) fn check(
     files: &[FileRecord],
     expected_files: usize,
     batches: &[Batch],
@@ -506,7 +506,7 @@ async fn run_local(files: usize, crawl_min_secs: u64, kill_mid_crawl: bool) -> (
     (figures, wall)
 }
 
-fn report(backend: &str, files: usize, f: &Figures, wall: f64) -> String {
+pub(crate) fn report(backend: &str, files: usize, f: &Figures, wall: f64) -> String {
     format!(
         "replicas({backend}): {files} files, {} batches, {} crawls, {} job runs, {wall:.1} s\n  \
          batch sizes {:?}\n  {}",
@@ -542,7 +542,7 @@ fn choreo_aws(moto: &Moto, dir: &Path) -> Command {
 }
 
 /// The Glue job's runs, as (run id, batch id).
-async fn glue_job_runs(clients: &AwsClients, job: &str) -> Vec<(String, String)> {
+pub(crate) async fn glue_job_runs(clients: &AwsClients, job: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut token = None;
     loop {

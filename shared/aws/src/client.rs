@@ -1,13 +1,24 @@
 //! The SDK clients, built once from the standard chain (region, credentials, `AWS_ENDPOINT_URL`),
-//! with S3 path-style addressing when an endpoint is given (emulators serve no virtual hosts), and a
-//! counter of API calls per service and operation on every client.
+//! with S3 path-style addressing when an endpoint is given (emulators serve no virtual hosts), a
+//! counter of API calls per service and operation, and a log line for every retry, on every client.
+//!
+//! Retries are the SDK's standard mode: throttling, 5xx, timeouts and dropped connections are
+//! tried again with exponential backoff and jitter, at most `AWS_MAX_ATTEMPTS` attempts in all
+//! (3 by default; `AWS_RETRY_MODE` and `AWS_MAX_ATTEMPTS` are the SDK's standard variables), and a
+//! client-side quota stops retrying while most calls fail. A retry is only safe for a call that
+//! can be repeated: calls that start something (a crawl, a job run) opt out (`glue.rs`), and
+//! conditional writes recognise their own earlier attempt (`dynamo.rs`).
 
 use aws_sdk_sqs::config::{Credentials, Intercept};
 use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+use aws_smithy_types::retry::RetryConfig;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -46,6 +57,74 @@ impl Intercept for CallCounter {
                 .expect("counter lock")
                 .entry(key)
                 .or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Logs `AwsCallRetried` before every retry of an SDK call — service, operation, attempt, the
+/// attempts allowed, and what failed the attempt before — so that retries show in the logs and
+/// their bound can be checked there.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetryLog;
+
+/// What failed an attempt, kept in the call's config bag for the next attempt's log line.
+#[derive(Debug, Clone)]
+struct AttemptFailed(String);
+
+impl Storable for AttemptFailed {
+    type Storer = StoreReplace<Self>;
+}
+
+/// The longest failure text a retry line carries.
+const FAILURE_CHARS: usize = 200;
+
+impl Intercept for RetryLog {
+    fn name(&self) -> &'static str {
+        "ChoreoRetryLog"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(Err(e)) = context.output_or_error() {
+            let mut what = aws_smithy_types::error::display::DisplayErrorContext(e).to_string();
+            if let Some(r) = context.response() {
+                what = format!("HTTP {}: {what}", r.status().as_u16());
+            }
+            if let Some((cut, _)) = what.char_indices().nth(FAILURE_CHARS) {
+                what.truncate(cut);
+            }
+            cfg.interceptor_state().store_put(AttemptFailed(what));
+        }
+        Ok(())
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let attempt = cfg.load::<RequestAttempts>().map_or(1, |a| a.attempts());
+        if attempt > 1 {
+            let (service, operation) = cfg
+                .load::<Metadata>()
+                .map(|m| (m.service().to_string(), m.name().to_string()))
+                .unwrap_or_default();
+            let max_attempts = cfg.load::<RetryConfig>().map(|r| r.max_attempts());
+            let after = cfg.load::<AttemptFailed>().map(|f| f.0.as_str());
+            tracing::warn!(
+                service,
+                operation,
+                attempt,
+                max_attempts,
+                after,
+                "AwsCallRetried"
+            );
         }
         Ok(())
     }
@@ -96,18 +175,23 @@ impl AwsClients {
         let s3 = aws_sdk_s3::config::Builder::from(sdk)
             .force_path_style(endpoint.is_some())
             .interceptor(calls.clone())
+            .interceptor(RetryLog)
             .build();
         let sqs = aws_sdk_sqs::config::Builder::from(sdk)
             .interceptor(calls.clone())
+            .interceptor(RetryLog)
             .build();
         let sns = aws_sdk_sns::config::Builder::from(sdk)
             .interceptor(calls.clone())
+            .interceptor(RetryLog)
             .build();
         let dynamodb = aws_sdk_dynamodb::config::Builder::from(sdk)
             .interceptor(calls.clone())
+            .interceptor(RetryLog)
             .build();
         let glue = aws_sdk_glue::config::Builder::from(sdk)
             .interceptor(calls.clone())
+            .interceptor(RetryLog)
             .build();
         AwsClients {
             s3: aws_sdk_s3::Client::from_conf(s3),

@@ -9,7 +9,7 @@
 //! | item | `pk` | attributes | `gsi1pk` / `gsi1sk` |
 //! |---|---|---|---|
 //! | file | `F#<file id>` | one per [`FileRecord`] field: `state` (NEW…), `size` (N), timestamps as RFC 3339, `history` as a list of maps | `F#<STATE>#<shard>` / `<dataset>#<file id>` |
-//! | batch | `B#<batch id>` | `state`, `created_at`, the whole [`Batch`] as JSON in `body` | `B#<STATE>` / `<created_at>#<batch id>` |
+//! | batch | `B#<batch id>` | `state`, `created_at`, the whole [`Batch`] as JSON in `body`, `write_token` (the last update's) | `B#<STATE>` / `<created_at>#<batch id>` |
 //! | lease | `L#<name>` | `holder`, `expires_at` (ms, N) | none (not indexed) |
 //!
 //! The global secondary index `by_dataset_state` (projection ALL) answers "files of dataset D in
@@ -413,6 +413,10 @@ impl TryFrom<BatchItem> for Batch {
             .map_err(|e| a.malformed("body", &format!("is not a batch: {e}")))
     }
 }
+
+/// The attribute naming the write that put a batch item: a fresh token per [`StateStore::update_batch`]
+/// call, the same over the SDK's retries of that call.
+const WRITE_TOKEN: &str = "write_token";
 
 /// A lease as stored.
 struct Lease {
@@ -884,17 +888,23 @@ impl StateStore for DynamoStateStore {
             .transpose()
     }
 
+    /// A put conditional on the stored state, carrying a token of its own ([`WRITE_TOKEN`]): when
+    /// the condition fails against an item bearing that token, this very write was applied by an
+    /// earlier attempt whose answer was lost, and the outcome is `Applied`.
     async fn update_batch(
         &self,
         batch: &Batch,
         expected: BatchState,
     ) -> Result<BatchOutcome, PortError> {
         let pk = batch_pk(&batch.id);
+        let token = uuid::Uuid::new_v4().to_string();
+        let mut item = BatchItem::try_from(batch)?.0;
+        item.insert(WRITE_TOKEN.to_string(), s(&token));
         let put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(BatchItem::try_from(batch)?.0))
+            .set_item(Some(item))
             .condition_expression(BATCH_STATE_IS)
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":expected", s(expected.as_str()))
@@ -909,9 +919,18 @@ impl StateStore for DynamoStateStore {
                     _ => None,
                 };
                 let current = match old {
-                    Some(item) => Some(Batch::try_from(BatchItem(item))?),
-                    None => self.get_batch(&batch.id).await?,
+                    Some(item) => Some(item),
+                    None => self.get_item("update_batch", pk.clone()).await?,
                 };
+                if current
+                    .as_ref()
+                    .and_then(|item| item.get(WRITE_TOKEN))
+                    .is_some_and(|t| *t == s(&token))
+                {
+                    tracing::info!(batch_id = %batch.id, "BatchWriteAnswerLost: applied by an earlier attempt");
+                    return Ok(BatchOutcome::Applied);
+                }
+                let current = current.map(|i| Batch::try_from(BatchItem(i))).transpose()?;
                 Ok(BatchOutcome::Conflict(current.map(Box::new)))
             }
             Err(e) => Err(port_error("update_batch", pk, e)),

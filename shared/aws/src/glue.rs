@@ -4,6 +4,12 @@
 //! crawler's `LastCrawl`, a run's is its `JobRunState`. A run is found again by its `--batch_id`
 //! argument (GetJobRuns returns each run's arguments), which is what lets a launcher that died
 //! between starting a run and recording it pick the run up instead of starting a second one.
+//!
+//! Starts are never retried by the SDK ([`once`]): a start whose answer was lost (the connection
+//! dropped after Glue took it) may have started, and a blind retry would start a second crawl or a
+//! second run. The failure goes to the caller as transient, and the caller's own next try first
+//! looks for what the lost one started: the launcher's `find_run`, the crawler poller's attempt
+//! mark on the batch (a crawler found running after an attempt is that attempt's crawl).
 
 use crate::client::AwsClients;
 use crate::error::{code, port_error};
@@ -39,6 +45,12 @@ const WORKERS: i32 = 2;
 const MAX_CONCURRENT_RUNS: i32 = 4;
 const JOB_TIMEOUT_MINUTES: i32 = 120;
 
+/// An SDK configuration override for a call that must be made at most once: no SDK retry.
+fn once() -> aws_sdk_glue::config::Builder {
+    aws_sdk_glue::config::Builder::default()
+        .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+}
+
 /// The [`Crawler`] on Glue crawlers.
 #[derive(Debug, Clone)]
 pub struct GlueCrawler {
@@ -54,9 +66,11 @@ impl GlueCrawler {
 
 #[async_trait]
 impl Crawler for GlueCrawler {
-    /// StartCrawler; a crawler already running (`CrawlerRunningException`) is `AlreadyRunning`.
+    /// StartCrawler, without SDK retries (see the module documentation); a crawler already running
+    /// (`CrawlerRunningException`) is `AlreadyRunning`.
     async fn start_crawl(&self, crawler: &str) -> Result<CrawlStart, PortError> {
-        match self.client.start_crawler().name(crawler).send().await {
+        let start = self.client.start_crawler().name(crawler).customize();
+        match start.config_override(once()).send().await {
             Ok(_) => Ok(CrawlStart::Started),
             Err(e) if code(&e) == Some("CrawlerRunningException") => Ok(CrawlStart::AlreadyRunning),
             Err(e) => Err(port_error("start_crawl", crawler, e)),
@@ -200,7 +214,7 @@ impl JobRunner for GlueJobRunner {
         }
     }
 
-    /// StartJobRun. Too many runs at once (`ConcurrentRunsExceededException`, or the account's
+    /// StartJobRun, without SDK retries (see the module documentation). Too many runs at once (`ConcurrentRunsExceededException`, or the account's
     /// `ResourceNumberLimitExceededException` on concurrent runs) is `Throttled`; a job that does
     /// not exist is a permanent error, so its batch fails with that reason.
     async fn start_run(
@@ -225,6 +239,8 @@ impl JobRunner for GlueJobRunner {
             .start_job_run()
             .job_name(glue_job)
             .set_arguments(Some(args))
+            .customize()
+            .config_override(once())
             .send()
             .await;
         match started {

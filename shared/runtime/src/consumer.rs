@@ -215,7 +215,8 @@ impl Running {
                         .with_jitter(),
                 )
                 .when(HandlerError::is_transient)
-                .notify(|e, after| tracing::debug!(error = %e, ?after, "HandlerRetry"))
+                // Logged, as every retry is: a steady stream of these is a dependency in trouble.
+                .notify(|e, after| tracing::info!(error = %e, ?after, "HandlerRetry"))
                 .await;
             heartbeat.abort();
             match result {
