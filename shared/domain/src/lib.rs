@@ -6,12 +6,14 @@
 //! (`event.rs`, the message contracts). Files are catalogued and transformed in batches, whose
 //! lifecycle — windows, cuts, shared crawls, job runs — is the pure decision table of `lifecycle.rs`. Datasets — which keys they own, their format and schema, their
 //! crawler and job — are described by [`config`]; a directly catalogued dataset's table, by [`catalog`].
+//! Which keys the pipeline takes at all is one predicate, [`key::check`].
 
 pub mod alert;
 pub mod batch;
 pub mod catalog;
 pub mod config;
 pub mod event;
+pub mod key;
 pub mod lifecycle;
 pub mod record;
 pub mod state;
@@ -20,6 +22,7 @@ pub use alert::Alert;
 pub use batch::{Batch, BatchId, BatchState, Manifest, ManifestFile};
 pub use config::{Config, DatasetConfig};
 pub use event::{CONTRACT_VERSION, Envelope, Event, EventKind};
+pub use key::KeyRefusal;
 pub use record::{FileId, FileRecord, HistoryEntry, NewFile, Pin, SweepMark, Transition};
 pub use state::{FileState, IllegalTransition, Progress, Stage};
 
