@@ -11,10 +11,14 @@
 //! hard-linked under `data_dir/versions/<bucket>/` by key and version ([`LocalObjectStore::pin_sync`]);
 //! a pinned read, copy or delete finds it there, so a rewrite of the key (a new file) never changes or
 //! removes the one in flight. A link costs no space while the key still holds the same bytes.
-//! Keys are relative paths with `/` separators; a key that could escape its bucket (`..`, an absolute
-//! path, an empty segment) is refused. Names starting with `.` are hidden: listings skip them, as they
-//! are most often another program's temporary files.
+//! Keys are relative paths with `/` separators, and only those the pipeline takes
+//! ([`choreo_domain::key::check`]): a key that could escape its bucket (`..`, an absolute path, an
+//! empty segment) is refused, and so is a hidden name (another program's temporary file), a
+//! backslash or a control character, so a listing never offers a key a read would refuse. Buckets
+//! hold regular files only: a key is resolved without following a symbolic link (`bucketfs.rs`), and
+//! a listing reports links, FIFOs, devices and refused names apart, with the reason ([`Refused`]).
 
+use crate::bucketfs;
 use crate::notifier::Announcer;
 use async_trait::async_trait;
 use choreo_domain::Pin;
@@ -69,24 +73,27 @@ fn check_bucket(op: &'static str, bucket: &str) -> Result<(), PortError> {
     }
 }
 
-/// Checks that `key` is a safe relative path.
+/// Checks that `key` is one the pipeline takes (which makes it a safe relative path).
 pub(crate) fn check_key(op: &'static str, bucket: &str, key: &str) -> Result<(), PortError> {
-    let bad = key.is_empty()
-        || key.starts_with('/')
-        || key.contains('\0')
-        || key.contains('\\')
-        || key
-            .split('/')
-            .any(|s| s.is_empty() || s == "." || s == "..");
-    if bad {
-        Err(PortError::permanent(
+    choreo_domain::key::check(key).map_err(|why| {
+        PortError::permanent(
             op,
-            format!("{bucket}/{key}"),
-            "invalid key: keys are relative paths with no empty, '.' or '..' segments",
-        ))
-    } else {
-        Ok(())
-    }
+            format!("{bucket}/{key:?}"),
+            format!("invalid key: {why}"),
+        )
+    })
+}
+
+/// An entry of a bucket's directory that is not an object, and why: the listing's by-product, for
+/// the notifier to report.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Refused {
+    /// The entry's key (a folder's ends with `/`; a name that is not UTF-8 is shown lossily).
+    pub key: String,
+    /// The entry's own stamp (never its target's), so that a change is reported again.
+    pub version: String,
+    pub last_modified: DateTime<Utc>,
+    pub reason: String,
 }
 
 /// The stamp naming one version of a file: modification time in nanoseconds and size, in hex.
@@ -102,10 +109,6 @@ fn meta_of(key: String, md: &fs::Metadata) -> ObjectMeta {
         version,
         last_modified: DateTime::<Utc>::from(mtime),
     }
-}
-
-fn is_hidden(name: &str) -> bool {
-    name.starts_with('.')
 }
 
 impl LocalObjectStore {
@@ -158,11 +161,25 @@ impl LocalObjectStore {
         self.buckets.join(bucket)
     }
 
-    /// Where the object lives on disk (it may not exist). The key is checked first.
+    /// Where the object lives on disk (it may not exist), for readers that open it themselves. The
+    /// key is checked first, and refused if a symbolic link is on its way; open the path with
+    /// `O_NOFOLLOW`, as [`ObjectStore::get`] does, to refuse one put there after this look.
     pub fn path_of(&self, bucket: &str, key: &str) -> Result<PathBuf, PortError> {
         check_bucket("path", bucket)?;
         check_key("path", bucket, key)?;
-        Ok(self.buckets.join(bucket).join(key))
+        let dir = self.buckets.join(bucket);
+        let mut path = dir.clone();
+        for name in key.split('/') {
+            path.push(name);
+            if fs::symlink_metadata(&path).is_ok_and(|md| md.file_type().is_symlink()) {
+                return Err(PortError::permanent(
+                    "path",
+                    format!("{bucket}/{key:?}"),
+                    bucketfs::LINK_REFUSED,
+                ));
+            }
+        }
+        Ok(path)
     }
 
     /// The directory for temporary files, on the same file system as the buckets.
@@ -202,9 +219,6 @@ impl LocalObjectStore {
         let target = format!("{bucket}/{key}");
         let dir = self.existing_bucket(op, bucket)?;
         check_key(op, bucket, key)?;
-        let path = dir.join(key);
-        let parent = path.parent().unwrap_or(&dir).to_path_buf();
-        fs::create_dir_all(&parent).map_err(|e| io_error(op, &target, e))?;
         let tmp = self.tmp_path("put");
         let sync = self.sync;
         let result = (|| {
@@ -215,23 +229,18 @@ impl LocalObjectStore {
                 file.sync_all()?;
             }
             drop(file);
-            match fs::rename(&tmp, &path) {
+            // The key's folders are made, and the file renamed in, without following a link.
+            match bucketfs::rename_into(&dir, key, &tmp) {
                 Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
                     // The bucket is on another file system: stage beside the target instead.
-                    let near =
-                        parent.join(format!(".choreo-tmp-{}", uuid::Uuid::new_v4().simple()));
-                    fs::copy(&tmp, &near)?;
-                    if sync {
-                        fs::File::open(&near)?.sync_all()?;
-                    }
-                    fs::remove_file(&tmp)?;
-                    fs::rename(&near, &path)
+                    bucketfs::copy_into(&dir, key, &tmp, sync)?;
+                    fs::remove_file(&tmp)
                 }
                 other => other,
             }?;
             // Make the rename itself durable.
-            if sync && let Ok(d) = fs::File::open(&parent) {
-                let _ = d.sync_all();
+            if sync {
+                let _ = bucketfs::sync_parent(&dir, key);
             }
             Ok(())
         })();
@@ -244,11 +253,18 @@ impl LocalObjectStore {
     fn head_sync(&self, bucket: &str, key: &str) -> Result<Option<ObjectMeta>, PortError> {
         let dir = self.existing_bucket("head", bucket)?;
         check_key("head", bucket, key)?;
-        match fs::metadata(dir.join(key)) {
-            Ok(md) if md.is_file() => Ok(Some(meta_of(key.to_string(), &md))),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error("head", &format!("{bucket}/{key}"), e)),
+        let target = || format!("{bucket}/{key}");
+        match bucketfs::lstat(&dir, key) {
+            Ok(Some(md)) if md.is_file() => Ok(Some(meta_of(key.to_string(), &md))),
+            // A folder: no object of that key.
+            Ok(Some(md)) if md.is_dir() => Ok(None),
+            Ok(Some(_)) => Err(PortError::permanent(
+                "head",
+                target(),
+                bucketfs::NOT_REGULAR,
+            )),
+            Ok(None) => Ok(None),
+            Err(e) => Err(io_error("head", &target(), e)),
         }
     }
 
@@ -274,13 +290,13 @@ impl LocalObjectStore {
         key: &str,
     ) -> Result<Option<ObjectMeta>, PortError> {
         let target = format!("{bucket}/{key}");
-        let path = self.existing_bucket("pin", bucket)?.join(key);
+        let bucket_dir = self.existing_bucket("pin", bucket)?;
         check_key("pin", bucket, key)?;
         let dir = self.versions.join(bucket);
         fs::create_dir_all(&dir).map_err(|e| io_error("pin", &target, e))?;
         let tmp = dir.join(format!(".pin-{}", uuid::Uuid::new_v4().simple()));
-        // link(2) does not follow a symlink: a link to one is seen below and refused.
-        match fs::hard_link(&path, &tmp) {
+        // Neither the key's folders nor its name are followed: a link there is seen below, refused.
+        match bucketfs::link_to(&bucket_dir, key, &tmp) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
@@ -366,15 +382,23 @@ impl LocalObjectStore {
         pin: Option<&Pin>,
     ) -> Result<fs::File, PortError> {
         let target = format!("{bucket}/{key}");
-        let path = self.existing_bucket(op, bucket)?.join(key);
+        let dir = self.existing_bucket(op, bucket)?;
         check_key(op, bucket, key)?;
-        let open = |p: &Path| -> Result<Option<(fs::File, ObjectMeta)>, PortError> {
-            match fs::File::open(p) {
+        // The pinned link (`None`: under the versions, which only the store writes) or the key,
+        // resolved without following a link.
+        let open = |p: Option<&Path>| -> Result<Option<(fs::File, ObjectMeta)>, PortError> {
+            let opened = match p {
+                Some(p) => fs::File::open(p),
+                None => bucketfs::open_file(&dir, key),
+            };
+            match opened {
                 Ok(f) => {
                     let md = f.metadata().map_err(|e| io_error(op, &target, e))?;
                     Ok(md.is_file().then(|| (f, meta_of(key.to_string(), &md))))
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::IsADirectory) => {
+                    Ok(None)
+                }
                 Err(e) => Err(io_error(op, &target, e)),
             }
         };
@@ -382,12 +406,13 @@ impl LocalObjectStore {
         let Some(version) = pin.map(|p| match p {
             Pin::VersionId(v) | Pin::ETag(v) => v.as_str(),
         }) else {
-            return open(&path)?
+            return open(None)?
                 .map(|(f, _)| f)
                 .ok_or_else(|| PortError::not_found(op, target.clone()));
         };
-        for p in [self.version_path(bucket, key, version), path] {
-            if let Some((f, meta)) = open(&p)?
+        let pinned = self.version_path(bucket, key, version);
+        for p in [Some(pinned.as_path()), None] {
+            if let Some((f, meta)) = open(p)?
                 && meta.version == version
             {
                 return Ok(f);
@@ -404,7 +429,6 @@ impl LocalObjectStore {
     fn delete_sync(&self, bucket: &str, key: &str, pin: Option<&Pin>) -> Result<(), PortError> {
         let dir = self.existing_bucket("delete", bucket)?;
         check_key("delete", bucket, key)?;
-        let path = dir.join(key);
         if let Some(Pin::VersionId(version) | Pin::ETag(version)) = pin {
             let target = format!("{bucket}/{key}");
             match fs::remove_file(self.version_path(bucket, key, version)) {
@@ -414,32 +438,31 @@ impl LocalObjectStore {
                 _ => {}
             }
             // The key itself only while it still holds this version: a newer upload stays.
-            match fs::symlink_metadata(&path) {
-                Ok(md) if md.is_file() && meta_of(key.to_string(), &md).version == *version => {}
+            match bucketfs::lstat(&dir, key) {
+                Ok(Some(md)) if md.is_file() && meta_of(key.to_string(), &md).version == *version => {}
                 Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                 Err(e) => return Err(io_error("delete", &target, e)),
             }
         }
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io_error("delete", &format!("{bucket}/{key}"), e)),
-        }
-        // Remove the directories the object leaves empty, as S3 has no directories to leave behind.
-        let mut parent = path.parent();
-        while let Some(p) = parent {
-            if p == dir || fs::remove_dir(p).is_err() {
-                break;
-            }
-            parent = p.parent();
-        }
-        Ok(())
+        // Also removes the folders the object leaves empty, as S3 has no folders to leave behind.
+        bucketfs::remove(&dir, key).map_err(|e| io_error("delete", &format!("{bucket}/{key}"), e))
     }
 
     fn list_sync(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, PortError> {
+        Ok(self.walk(bucket, prefix)?.0)
+    }
+
+    /// Every object under `prefix` in key order, and, apart, every entry that is not one: a link
+    /// (to a file or a folder: never followed), a FIFO, socket or device, a name the pipeline does
+    /// not take (hidden, a backslash, a control character, not UTF-8). A refused folder is one entry;
+    /// nothing beneath it is looked at.
+    pub(crate) fn walk(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<(Vec<ObjectMeta>, Vec<Refused>), PortError> {
         let dir = self.existing_bucket("list", bucket)?;
-        let mut out = Vec::new();
+        let (mut out, mut refused) = (Vec::new(), Vec::new());
         let mut stack = vec![(dir, String::new())];
         while let Some((path, key_prefix)) = stack.pop() {
             let entries = match fs::read_dir(&path) {
@@ -449,33 +472,50 @@ impl LocalObjectStore {
             };
             for entry in entries {
                 let entry = entry.map_err(|e| io_error("list", bucket, e))?;
-                let Ok(name) = entry.file_name().into_string() else {
-                    continue; // not UTF-8: cannot be a key
-                };
-                if is_hidden(&name) {
+                // The entry itself, never a link's target; an entry gone since is skipped.
+                let Ok(md) = entry.metadata() else { continue };
+                let name = entry.file_name();
+                let mut key = format!("{key_prefix}{}", name.to_string_lossy());
+                if md.is_dir() {
+                    key.push('/');
+                }
+                if !(key.starts_with(prefix) || (md.is_dir() && prefix.starts_with(&key))) {
                     continue;
                 }
-                let key = format!("{key_prefix}{name}");
-                let ft = match entry.file_type() {
-                    Ok(ft) => ft,
-                    Err(_) => continue,
+                let why = if name.to_str().is_none() {
+                    Some("the name is not UTF-8".to_string())
+                } else if md.file_type().is_symlink() {
+                    Some(bucketfs::LINK_REFUSED.to_string())
+                } else if !md.is_dir() && !md.is_file() {
+                    Some(bucketfs::NOT_REGULAR.to_string())
+                } else {
+                    let checked = if md.is_dir() {
+                        &key[..key.len() - 1]
+                    } else {
+                        &key
+                    };
+                    choreo_domain::key::check(checked)
+                        .err()
+                        .map(|why| why.to_string())
                 };
-                if ft.is_dir() {
-                    let sub = format!("{key}/");
-                    if sub.starts_with(prefix) || prefix.starts_with(&sub) {
-                        stack.push((entry.path(), sub));
+                match why {
+                    Some(reason) => {
+                        let stamp = meta_of(key, &md);
+                        refused.push(Refused {
+                            key: stamp.key,
+                            version: stamp.version,
+                            last_modified: stamp.last_modified,
+                            reason,
+                        });
                     }
-                } else if key.starts_with(prefix) {
-                    // Follows symlinks to files; a file gone since the listing is skipped.
-                    match fs::metadata(entry.path()) {
-                        Ok(md) if md.is_file() => out.push(meta_of(key, &md)),
-                        _ => {}
-                    }
+                    None if md.is_dir() => stack.push((entry.path(), key)),
+                    None => out.push(meta_of(key, &md)),
                 }
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        refused.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok((out, refused))
     }
 }
 
@@ -834,6 +874,95 @@ mod tests {
         assert!(s.put("../etc", "x", b"x".to_vec()).await.is_err());
         let err = s.list("no-such-bucket", "").await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound);
+    }
+
+    /// Issue 12, finding 2: a bucket holds regular files only; a link is never followed.
+    #[tokio::test]
+    async fn links_in_a_bucket_are_refused_never_followed() {
+        use std::os::unix::fs::symlink;
+        let (dir, b) = backend();
+        let s = b.objects();
+        let (input, failed) = (
+            b.config().buckets.input.clone(),
+            b.config().buckets.failed.clone(),
+        );
+        let root = s.bucket_dir(&input);
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret.csv"), "TOP-SECRET").unwrap();
+        std::fs::create_dir_all(root.join("daily")).unwrap();
+        symlink("/proc/self/environ", root.join("daily/env.csv")).unwrap();
+        symlink(outside.join("secret.csv"), root.join("daily/file.csv")).unwrap();
+        symlink(&outside, root.join("daily/folder")).unwrap();
+        s.put(&input, "daily/real.csv", b"real".to_vec())
+            .await
+            .unwrap();
+
+        let (objects, refused) = s.walk(&input, "").unwrap();
+        let keys: Vec<_> = objects.iter().map(|m| m.key.as_str()).collect();
+        assert_eq!(keys, ["daily/real.csv"]);
+        let refused: Vec<_> = refused
+            .iter()
+            .map(|r| (r.key.as_str(), r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                ("daily/env.csv", crate::bucketfs::LINK_REFUSED),
+                ("daily/file.csv", crate::bucketfs::LINK_REFUSED),
+                ("daily/folder", crate::bucketfs::LINK_REFUSED),
+            ]
+        );
+        for key in ["daily/env.csv", "daily/file.csv", "daily/folder/secret.csv"] {
+            let Err(e) = s.get(&input, key, None).await else {
+                panic!("{key} was read through a link")
+            };
+            assert_eq!(e.kind, ErrorKind::Permanent, "{key}");
+            assert!(e.message.contains("symbolic link"), "{e}");
+            assert!(!e.to_string().contains("TOP-SECRET"), "{e}");
+            assert_eq!(
+                s.head(&input, key).await.unwrap_err().kind,
+                ErrorKind::Permanent
+            );
+            let e = s
+                .copy(&input, key, &failed, "copied.csv")
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Permanent, "{key}");
+            assert!(s.path_of(&input, key).is_err(), "{key}");
+        }
+        // Nothing is written through a linked folder; deleting a link leaves its target.
+        let e = s
+            .put(&input, "daily/folder/new.csv", b"x".to_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Permanent);
+        assert!(!outside.join("new.csv").exists());
+        assert!(s.head(&failed, "copied.csv").await.unwrap().is_none());
+        s.delete(&input, "daily/file.csv", None).await.unwrap();
+        assert!(outside.join("secret.csv").exists());
+    }
+
+    #[tokio::test]
+    async fn keys_the_pipeline_does_not_take_are_refused_and_listed_apart() {
+        let (_dir, b) = backend();
+        let s = b.objects();
+        let input = b.config().buckets.input.clone();
+        let root = s.bucket_dir(&input);
+        for key in ["daily/.hidden.csv", "daily/a\\b.csv", "daily/new\nline.csv"] {
+            let e = s.put(&input, key, b"x".to_vec()).await.unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Permanent, "{key:?}");
+        }
+        std::fs::create_dir_all(root.join("daily/.partial")).unwrap();
+        std::fs::write(root.join("daily/.partial/x.csv"), "x").unwrap();
+        std::fs::write(root.join("daily/a\\b.csv"), "x").unwrap();
+        std::fs::write(root.join("daily/ok.csv"), "x").unwrap();
+        let (objects, refused) = s.walk(&input, "").unwrap();
+        assert_eq!(objects.len(), 1);
+        assert_eq!(objects[0].key, "daily/ok.csv");
+        let refused: Vec<_> = refused.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(refused, ["daily/.partial/", "daily/a\\b.csv"]);
+        assert_eq!(s.list(&input, "").await.unwrap(), objects);
     }
 
     #[tokio::test]
