@@ -169,7 +169,7 @@ impl Default for AwsSettings {
 }
 
 /// Settings of the local backend's stand-ins for AWS services.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LocalSettings {
     /// Seconds a local crawl takes at least, from its start to the poll that may complete it; 0 (the
@@ -183,6 +183,24 @@ pub struct LocalSettings {
     /// `power`: every commit is synced to disk before it returns (`synchronous = FULL`), a few
     /// hundred commits a second on an ordinary disk.
     pub durability: Durability,
+    /// Seconds a file found by a scan of the input bucket's directory must have gone unchanged, and
+    /// (where the kernel can tell, through a read lease) no process may hold it open for writing,
+    /// before it counts as complete. Files whose writers close them or rename them in are complete
+    /// at once (file events); this covers the rest: files already there at start, and what events
+    /// missed. 5 (the default) rides out a writer's ordinary pauses — a stalled network copy, a
+    /// buffered writer between flushes — and costs a scanned file 5 s; 0 takes a file as soon as no
+    /// one has it open for writing.
+    pub quiet_secs: u64,
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        LocalSettings {
+            crawl_min_secs: 0,
+            durability: Durability::default(),
+            quiet_secs: 5,
+        }
+    }
 }
 
 /// What a commit of the local backend survives: see [`LocalSettings::durability`].
@@ -245,9 +263,9 @@ pub struct RuntimeSettings {
     /// Tries at starting a batch's job run (throttled, or a transient error), one per poll, before
     /// the batch's files move to FAILED.
     pub job_start_attempts: u32,
-    /// Local backend: milliseconds between the two scans of the input bucket's directory that
-    /// notify the files already there at the start (and between all scans where the directory's
-    /// file events cannot be watched). Files written later are notified as their writers close them.
+    /// Local backend: milliseconds between scans of the input bucket's directory where its file
+    /// events cannot be watched, and before the scan that follows lost events. Files are notified
+    /// as their writers close them (events), or once quiet for `[local] quiet_secs` (scans).
     pub scan_interval_ms: u64,
 }
 

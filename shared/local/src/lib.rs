@@ -15,7 +15,8 @@
 //! the queues to the topic (`bus.rs`). [`LocalBackend::ports`] hands the services the same traits the
 //! AWS backend implements. Around them:
 //!
-//! - `objects.rs` — buckets as directories; writes are temp file + fsync + rename.
+//! - `objects.rs` — buckets as directories; writes are temp file + fsync + rename;
+//!   `bucketfs.rs` resolves keys without following links (buckets hold regular files only).
 //! - `notifier.rs` — S3-shaped notifications to the ingest queue, as S3 event notifications would:
 //!   at once for objects written through the object store, and by scanning the input bucket for
 //!   files other programs write; run the scan with [`LocalBackend::run_notifier`].
@@ -31,6 +32,7 @@
 //! seen within 100 ms.
 
 mod audit;
+mod bucketfs;
 mod bus;
 mod catalog;
 mod crawler;
@@ -141,6 +143,7 @@ impl LocalBackend {
             Arc::clone(&objects),
             &config.buckets.input,
             &config.queues.ingest,
+            Duration::from_secs(config.local.quiet_secs),
         )?;
         let crawler = LocalCrawler::new(Arc::clone(&db), Arc::clone(&objects), config)?
             .with_min_duration(Duration::from_secs(config.local.crawl_min_secs));
@@ -241,10 +244,10 @@ impl LocalBackend {
         Arc::clone(&self.audit)
     }
 
-    /// Scans the input bucket's directory every `config.runtime.scan_interval_ms` and sends an
-    /// S3-shaped notification to the ingest queue for each object not yet notified, once its size and
-    /// modification time are unchanged across two scans. Runs until `shutdown` is cancelled; a failed
-    /// scan is logged and the next one tried.
+    /// Sends an S3-shaped notification to the ingest queue for each file of the input bucket's
+    /// directory not yet notified: as its writer closes it or renames it in, or, found by a scan,
+    /// once unchanged for `config.local.quiet_secs` and open for writing nowhere (see
+    /// `notifier.rs`). Runs until `shutdown` is cancelled; a failed scan is logged and tried again.
     /// Pinned versions no key holds any more are pruned beside it, hourly, once a week old.
     pub async fn run_notifier(&self, shutdown: CancellationToken) {
         let interval = Duration::from_millis(self.config.runtime.scan_interval_ms.max(1));
@@ -271,8 +274,8 @@ impl LocalBackend {
         }
     }
 
-    /// One scan of the input bucket: how many notifications were sent, and how many objects were
-    /// seen but are not yet known to be stable.
+    /// One scan of the input bucket: how many notifications were sent, how many entries are not
+    /// settled yet (quiet period, open for writing), and how many were refused.
     pub async fn scan_once(&self) -> Result<ScanResult, PortError> {
         self.notifier.scan_once().await
     }

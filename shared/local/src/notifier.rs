@@ -1,9 +1,13 @@
 //! S3 event notifications for the input bucket's directory.
 //!
 //! Objects written through the object store are notified as the write completes ([`Announcer`]),
-//! as S3 notifies an upload. Files written into the directory by other programs are found by a scan. A file is
-//! notified once its size and modification time were the same in two scans in a row (a file still
-//! being copied in keeps changing), with the body S3 sends to SQS. Which `(key, version)` pairs were
+//! as S3 notifies an upload. Files written into the directory by other programs are notified as
+//! their writers close them or rename them in (file events), or, found by a scan, once *quiet*: not
+//! changed for `[local] quiet_secs` and — where the kernel can tell, through a read lease — open
+//! for writing nowhere. A writer that pauses mid-row is still writing, so its partial file is never
+//! taken. Each notification has the body S3 sends to SQS. An entry that is not an object (a
+//! symbolic link, a FIFO, a name the pipeline does not take) is refused, once per version, with a
+//! `KeyRefused` warning giving the reason, and never read. Which `(key, version)` pairs were
 //! notified is recorded in the `notified` table in the same transaction as the ingest-queue message,
 //! so a crash never loses or doubles a notification, and two processes scanning the same directory
 //! never both send one. An in-memory copy of the table spares a query per file per scan. Rows of
@@ -11,6 +15,7 @@
 
 use crate::db::{Db, DbError, now_ms};
 use crate::objects::LocalObjectStore;
+use crate::objects::Refused;
 use crate::queue::{Wakers, insert_message};
 use choreo_ports::{ObjectMeta, ObjectStore, OutgoingMessage, PortError};
 use chrono::SecondsFormat;
@@ -18,7 +23,7 @@ use rusqlite::params;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 /// What one scan did.
@@ -26,16 +31,21 @@ use tokio_util::sync::CancellationToken;
 pub struct ScanResult {
     /// Notifications sent.
     pub sent: usize,
-    /// Objects seen but not yet stable (changed since the previous scan, or seen for the first time).
+    /// Entries seen but not settled yet: objects changed within the quiet period or open for
+    /// writing, and refused entries not yet quiet (so not yet reported).
     pub pending: usize,
+    /// Entries refused (reported) by this scan: links, FIFOs, names the pipeline does not take.
+    pub refused: usize,
 }
 
 #[derive(Default)]
 struct ScanState {
     /// Key → versions notified (by any process, as of the last look).
     notified: HashMap<String, HashSet<String>>,
-    /// Key → version seen by the previous scan, for objects not notified yet.
-    seen: HashMap<String, String>,
+    /// Key → the version scans last saw and since when, for entries not notified or refused yet.
+    seen: HashMap<String, (String, Instant)>,
+    /// Key → the version refused and reported, so that each is reported once.
+    refused: HashMap<String, String>,
 }
 
 impl ScanState {
@@ -49,6 +59,51 @@ impl ScanState {
                 .insert(meta.version);
         }
     }
+
+    /// Whether the entry `key` at `version`, last modified at `modified`, has been quiet for
+    /// `quiet`: by its modification time, or, should that be in the future, by what scans saw.
+    fn is_quiet(
+        &mut self,
+        key: &str,
+        version: &str,
+        modified: SystemTime,
+        quiet: Duration,
+    ) -> bool {
+        let now = Instant::now();
+        let since = match self.seen.get(key) {
+            Some((v, since)) if v == version => *since,
+            _ => {
+                self.seen
+                    .insert(key.to_string(), (version.to_string(), now));
+                now
+            }
+        };
+        let unchanged = SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or_default();
+        unchanged.max(now - since) >= quiet
+    }
+
+    /// Reports `refused` (a `KeyRefused` warning with the reason) unless this version was already:
+    /// `true` when it was reported now.
+    fn refuse(&mut self, bucket: &str, refused: &Refused) -> bool {
+        if self.refused.get(&refused.key) == Some(&refused.version) {
+            return false;
+        }
+        tracing::warn!(bucket, key = ?refused.key, reason = %refused.reason, "KeyRefused");
+        self.seen.remove(&refused.key);
+        self.refused
+            .insert(refused.key.clone(), refused.version.clone());
+        true
+    }
+}
+
+/// Quiet files, sorted by [`Notifier::not_being_written`].
+#[derive(Default)]
+struct Sorted {
+    ready: Vec<ObjectMeta>,
+    writing: usize,
+    unreadable: Vec<Refused>,
 }
 
 pub(crate) struct Notifier {
@@ -57,6 +112,8 @@ pub(crate) struct Notifier {
     objects: Arc<LocalObjectStore>,
     bucket: String,
     queue: String,
+    /// How long a file found by a scan must be unchanged (and not open for writing) to be complete.
+    quiet: Duration,
     state: tokio::sync::Mutex<ScanState>,
 }
 
@@ -180,6 +237,7 @@ impl Notifier {
         objects: Arc<LocalObjectStore>,
         bucket: &str,
         queue: &str,
+        quiet: Duration,
     ) -> Result<Notifier, PortError> {
         let mut notified: HashMap<String, HashSet<String>> = HashMap::new();
         let b = bucket.to_string();
@@ -201,31 +259,29 @@ impl Notifier {
             objects,
             bucket: bucket.to_string(),
             queue: queue.to_string(),
+            quiet,
             state: tokio::sync::Mutex::new(ScanState {
                 notified,
-                seen: HashMap::new(),
+                ..Default::default()
             }),
         })
     }
 
     /// Pins the bytes each key holds now (see [`LocalObjectStore::pin_sync`]): a notification names
     /// the pinned version, so the bytes a record is about are kept whatever happens to the key.
-    /// `None` for a key that holds no file now, or that the store refuses (hidden, escaping).
-    async fn pin(&self, keys: impl Iterator<Item = String>) -> Vec<Option<ObjectMeta>> {
+    /// `None` for a key that holds no file now; an error for one the store refuses (a link, a key
+    /// the pipeline does not take) or cannot pin.
+    async fn pin(
+        &self,
+        keys: impl Iterator<Item = String>,
+    ) -> Vec<Result<Option<ObjectMeta>, PortError>> {
         let keys: Vec<String> = keys.collect();
         if keys.is_empty() {
             return Vec::new();
         }
         let (objects, bucket) = (self.objects.clone(), self.bucket.clone());
         tokio::task::spawn_blocking(move || {
-            keys.iter()
-                .map(|k| {
-                    objects.pin_sync(&bucket, k).unwrap_or_else(|e| {
-                        tracing::warn!(bucket = %bucket, key = %k, error = %e, "PinFailed: not notified");
-                        None
-                    })
-                })
-                .collect()
+            keys.iter().map(|k| objects.pin_sync(&bucket, k)).collect()
         })
         .await
         .unwrap_or_default()
@@ -233,11 +289,18 @@ impl Notifier {
 
     pub(crate) async fn scan_once(&self) -> Result<ScanResult, PortError> {
         let mut state = self.state.lock().await;
-        let listing = self.objects.list(&self.bucket, "").await?;
-        let present: HashSet<&str> = listing.iter().map(|m| m.key.as_str()).collect();
+        let (objects, bucket) = (Arc::clone(&self.objects), self.bucket.clone());
+        let (listing, refused) = tokio::task::spawn_blocking(move || objects.walk(&bucket, ""))
+            .await
+            .map_err(|e| PortError::transient("scan", &self.bucket, e))??;
+        let present: HashSet<&str> = listing
+            .iter()
+            .map(|m| m.key.as_str())
+            .chain(refused.iter().map(|r| r.key.as_str()))
+            .collect();
 
         let mut result = ScanResult::default();
-        let mut ready = Vec::new();
+        let mut quiet = Vec::new();
         for meta in &listing {
             let already = state
                 .notified
@@ -245,16 +308,40 @@ impl Notifier {
                 .is_some_and(|v| v.contains(&meta.version));
             if already {
                 state.seen.remove(&meta.key);
+            } else if state.is_quiet(
+                &meta.key,
+                &meta.version,
+                meta.last_modified.into(),
+                self.quiet,
+            ) {
+                quiet.push(meta.clone());
+            } else {
+                result.pending += 1;
+            }
+        }
+        for r in &refused {
+            // Reported once quiet, as an object would be notified: a hidden file renamed in at
+            // once, as write-then-rename does, is never reported. Pending until then.
+            if state.refused.get(&r.key) == Some(&r.version) {
                 continue;
             }
-            if state.seen.get(&meta.key) == Some(&meta.version) {
-                ready.push(meta.clone());
+            if state.is_quiet(&r.key, &r.version, r.last_modified.into(), self.quiet) {
+                result.refused += usize::from(state.refuse(&self.bucket, r));
             } else {
-                state.seen.insert(meta.key.clone(), meta.version.clone());
                 result.pending += 1;
             }
         }
         state.seen.retain(|k, _| present.contains(k.as_str()));
+        state.refused.retain(|k, _| present.contains(k.as_str()));
+        let Sorted {
+            ready,
+            writing,
+            unreadable,
+        } = self.not_being_written(quiet).await?;
+        result.pending += writing;
+        for r in &unreadable {
+            result.refused += usize::from(state.refuse(&self.bucket, r));
+        }
         // Pin what is about to be notified; a file that changed since the listing waits for the next
         // scan under its new version.
         let mut pinned = Vec::with_capacity(ready.len());
@@ -263,12 +350,15 @@ impl Notifier {
             .zip(self.pin(ready.iter().map(|m| m.key.clone())).await)
         {
             match now {
-                Some(now) if now.version == meta.version => pinned.push(now),
-                Some(now) => {
-                    state.seen.insert(now.key, now.version);
+                Ok(Some(now)) if now.version == meta.version => pinned.push(now),
+                Ok(Some(now)) => {
+                    state.is_quiet(&now.key, &now.version, now.last_modified.into(), self.quiet);
                     result.pending += 1;
                 }
-                None => {}
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(bucket = %self.bucket, key = ?meta.key, error = %e, "PinFailed: not notified");
+                }
             }
         }
         let ready = pinned;
@@ -321,13 +411,41 @@ impl Notifier {
         Ok(result)
     }
 
+    /// Sorts files quiet long enough: those no process holds open for writing (ready), how many
+    /// one does, and those that cannot be read (refused: no stage could read them either).
+    async fn not_being_written(&self, quiet: Vec<ObjectMeta>) -> Result<Sorted, PortError> {
+        let dir = self.objects.bucket_dir(&self.bucket);
+        tokio::task::spawn_blocking(move || {
+            let mut sorted = Sorted::default();
+            for meta in quiet {
+                match crate::bucketfs::open_file(&dir, &meta.key) {
+                    Ok(file) if crate::bucketfs::open_for_writing(&file) == Some(true) => {
+                        sorted.writing += 1
+                    }
+                    Ok(_) => sorted.ready.push(meta),
+                    // Gone since the listing: nothing to notify.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => sorted.unreadable.push(Refused {
+                        reason: format!("cannot be read: {e}"),
+                        key: meta.key,
+                        version: meta.version,
+                        last_modified: meta.last_modified,
+                    }),
+                }
+            }
+            sorted
+        })
+        .await
+        .map_err(|e| PortError::transient("scan", &self.bucket, e))
+    }
+
     /// Runs until `shutdown`: notifies each file as its writer closes it or renames it into the
-    /// bucket (the operating system's file events), and scans for what events cannot show. Two
-    /// scans an `interval` apart at the start notify the files already there (stable across both);
-    /// after that, with events, a scan every [`SAFETY_SCAN`] catches what events missed (a file
-    /// written through a mount that sends none, events lost to an overflow — these then need to look
-    /// the same across two such scans), and a new folder or an overflow brings two quick scans
-    /// again. Without events (no inotify), a scan every `interval`, as before there were any.
+    /// bucket (the operating system's file events), and scans for what events cannot show. A scan
+    /// at the start notifies the files already there that are quiet; while files are pending, a
+    /// scan every quiet period (at least `interval`) takes them as they become quiet; after that,
+    /// with events, a scan every [`SAFETY_SCAN`] catches what events missed (a file written through
+    /// a mount that sends none, events lost to an overflow), and a new folder or an overflow brings
+    /// a scan after `interval`. Without events (no inotify), a scan every `interval`.
     pub(crate) async fn run(&self, interval: Duration, shutdown: CancellationToken) {
         let dir = self.objects.bucket_dir(&self.bucket);
         let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
@@ -341,17 +459,19 @@ impl Notifier {
         } else {
             interval
         };
-        let mut quick_scans = 2u32;
         let mut next_scan = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep_until(next_scan) => {
-                    if let Err(e) = self.scan_once().await {
-                        tracing::warn!(bucket = %self.bucket, error = %e, "scanning the input bucket failed");
-                    }
-                    quick_scans = quick_scans.saturating_sub(1);
-                    let wait = if quick_scans > 0 { interval } else { calm };
+                    let pending = match self.scan_once().await {
+                        Ok(r) => r.pending,
+                        Err(e) => {
+                            tracing::warn!(bucket = %self.bucket, error = %e, "scanning the input bucket failed");
+                            1 // look again soon
+                        }
+                    };
+                    let wait = if pending > 0 { self.quiet.clamp(interval, calm) } else { calm };
                     next_scan = tokio::time::Instant::now() + wait;
                 }
                 Some(first) = events.recv() => {
@@ -364,7 +484,6 @@ impl Notifier {
                         true
                     });
                     if rescan {
-                        quick_scans = 2;
                         next_scan = next_scan.min(tokio::time::Instant::now() + interval);
                     }
                 }
@@ -390,6 +509,13 @@ impl Notifier {
                 continue;
             };
             rescan |= event.need_rescan();
+            if let EventKind::Create(_) = event.kind
+                && let Some(path) = event.paths.first()
+                && std::fs::symlink_metadata(path).is_ok_and(|md| md.file_type().is_symlink())
+            {
+                // A link made in the bucket: refused now rather than at the next scan.
+                rescan = true;
+            }
             let complete = match event.kind {
                 EventKind::Access(AccessKind::Close(AccessMode::Write)) => event.paths.first(),
                 EventKind::Modify(ModifyKind::Name(RenameMode::To)) => event.paths.first(),
@@ -403,9 +529,12 @@ impl Notifier {
         let mut ready = Vec::with_capacity(keys.len());
         for (key, pinned) in keys.iter().zip(self.pin(keys.iter().cloned()).await) {
             match pinned {
-                Some(meta) => ready.push(meta),
+                Ok(Some(meta)) => ready.push(meta),
                 // A folder renamed in, or a file gone already: the scan sorts it out.
-                None => rescan |= self.objects.bucket_dir(&self.bucket).join(key).is_dir(),
+                Ok(None) => rescan |= self.objects.bucket_dir(&self.bucket).join(key).is_dir(),
+                // Not an object (a link, a FIFO, a key the pipeline does not take): the scan
+                // reports it with its reason.
+                Err(_) => rescan = true,
             }
         }
         if ready.is_empty() {
@@ -497,8 +626,15 @@ mod tests {
         assert_eq!(s3_key_encode("d/x=1&y+z.csv"), "d/x%3D1%26y%2Bz.csv");
     }
 
+    /// Makes `path` look last written `secs` ago, as a file that has been quiet that long.
+    fn backdate(path: &std::path::Path, secs: u64) {
+        let file = std::fs::File::options().append(true).open(path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - Duration::from_secs(secs))
+            .unwrap();
+    }
+
     #[tokio::test]
-    async fn a_new_file_is_notified_once_when_stable() {
+    async fn a_file_found_by_a_scan_is_notified_once_quiet() {
         let (_dir, b) = backend();
         let input = b.config().buckets.input.clone();
         let dir = b.objects().bucket_dir(&input);
@@ -508,14 +644,16 @@ mod tests {
 
         let first = b.scan_once().await.unwrap();
         assert_eq!(
-            (first.sent, first.pending),
-            (0, 1),
-            "not yet known to be stable"
+            (first.sent, first.pending, first.refused),
+            (0, 2, 0),
+            "written just now: within the quiet period"
         );
+        backdate(&dir.join("a b/ü.csv"), 5);
+        backdate(&dir.join(".hidden.csv"), 5);
         let second = b.scan_once().await.unwrap();
-        assert_eq!((second.sent, second.pending), (1, 0));
+        assert_eq!((second.sent, second.pending, second.refused), (1, 0, 1));
         let third = b.scan_once().await.unwrap();
-        assert_eq!((third.sent, third.pending), (0, 0), "notified once");
+        assert_eq!(third, Default::default(), "notified once, refused once");
 
         let got = bodies(&b).await;
         assert_eq!(got.len(), 1);
@@ -542,25 +680,79 @@ mod tests {
         let input = b.config().buckets.input.clone();
         let path = b.objects().bucket_dir(&input).join("f.csv");
         std::fs::write(&path, "a").unwrap();
-        b.scan_once().await.unwrap();
+        backdate(&path, 60);
+        assert_eq!(b.scan_once().await.unwrap().sent, 1, "quiet for a minute");
         std::fs::write(&path, "ab").unwrap();
-        assert_eq!(
-            b.scan_once().await.unwrap().sent,
-            0,
-            "changed since last scan"
-        );
-        assert_eq!(b.scan_once().await.unwrap().sent, 1);
-        std::thread::sleep(Duration::from_millis(20));
-        std::fs::write(&path, "abc").unwrap();
-        assert_eq!(b.scan_once().await.unwrap().sent, 0);
+        let changed = b.scan_once().await.unwrap();
+        assert_eq!((changed.sent, changed.pending), (0, 1), "changed just now");
+        backdate(&path, 5);
         assert_eq!(b.scan_once().await.unwrap().sent, 1, "a new version");
         let got = bodies(&b).await;
         let sizes: Vec<_> = got
             .iter()
             .map(|g| g["Records"][0]["s3"]["object"]["size"].as_u64().unwrap())
             .collect();
-        assert_eq!(sizes.len(), 2);
-        assert!(sizes.contains(&2) && sizes.contains(&3), "{sizes:?}");
+        assert_eq!(sizes, [1, 2]);
+    }
+
+    /// Issue 12, finding 3: a writer that pauses longer than the quiet period is still writing.
+    #[tokio::test]
+    async fn a_quiet_file_still_open_for_writing_is_not_complete() {
+        use std::io::Write;
+        let (_dir, b) = backend();
+        let input = b.config().buckets.input.clone();
+        let path = b.objects().bucket_dir(&input).join("slow.csv");
+        let mut writer = std::fs::File::create(&path).unwrap();
+        writer.write_all(b"x,y\n1,").unwrap();
+        writer
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+            .unwrap();
+        for _ in 0..3 {
+            let r = b.scan_once().await.unwrap();
+            assert_eq!((r.sent, r.pending), (0, 1), "open for writing");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        writer.write_all(b"2\n").unwrap();
+        drop(writer);
+        backdate(&path, 60);
+        assert_eq!(b.scan_once().await.unwrap().sent, 1);
+        let got = bodies(&b).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0]["Records"][0]["s3"]["object"]["size"], 8,
+            "the whole file"
+        );
+    }
+
+    /// Issue 12, finding 3: a writer that pauses 1.5 s mid-row while the notifier starts (its
+    /// scans see the same partial file over and over) has its file notified once, whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_pausing_mid_row_is_notified_once_whole() {
+        use std::io::Write;
+        let (_dir, b) = backend();
+        let input = b.config().buckets.input.clone();
+        let path = b.objects().bucket_dir(&input).join("paused.csv");
+        let mut writer = std::fs::File::create(&path).unwrap();
+        writer.write_all(b"x,y\n1,").unwrap();
+        let writing = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            writer.write_all(b"2\n3,4\n").unwrap();
+        });
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let running = tokio::spawn({
+            let (b, s) = (b.clone(), shutdown.clone());
+            async move { b.run_notifier(s).await }
+        });
+        writing.join().unwrap();
+        let mut sizes = Vec::new();
+        for _ in 0..4 {
+            for got in bodies_within(&b, Duration::from_millis(500)).await {
+                sizes.push(got["Records"][0]["s3"]["object"]["size"].as_u64().unwrap());
+            }
+        }
+        shutdown.cancel();
+        running.await.unwrap();
+        assert_eq!(sizes, [12], "only the whole file, once");
     }
 
     /// Notifications on the ingest queue, waiting up to `wait` for the first.
@@ -623,11 +815,14 @@ mod tests {
                 .is_empty()
         );
 
-        // A folder moved in whole: its files had no events here; the quick scans find them.
+        // A folder of finished files moved in whole: its files had no events here; the scan that
+        // follows finds them.
         let folder = b.objects().tmp_path("folder");
         std::fs::create_dir_all(&folder).unwrap();
         std::fs::write(folder.join("a.csv"), "a\n1\n").unwrap();
         std::fs::write(folder.join("b.csv"), "a\n2\n").unwrap();
+        backdate(&folder.join("a.csv"), 10);
+        backdate(&folder.join("b.csv"), 10);
         std::fs::rename(&folder, dir.join("batch")).unwrap();
         let mut keys = Vec::new();
         for _ in 0..3 {
@@ -687,15 +882,14 @@ mod tests {
         let input = b.config().buckets.input.clone();
         let dir = b.objects().bucket_dir(&input);
         std::fs::write(dir.join("k.csv"), "1").unwrap();
-        b.scan_once().await.unwrap();
+        backdate(&dir.join("k.csv"), 10);
         assert_eq!(b.scan_once().await.unwrap().sent, 1);
         let again = crate::LocalBackend::open(b.config()).unwrap();
         assert_eq!(again.scan_once().await.unwrap(), Default::default());
         assert_eq!(again.scan_once().await.unwrap().sent, 0);
-        // Two notifiers that have both seen a file stable send it only once between them.
+        // Two notifiers that both find a file quiet send it only once between them.
         std::fs::write(dir.join("k2.csv"), "2").unwrap();
-        b.scan_once().await.unwrap();
-        again.scan_once().await.unwrap();
+        backdate(&dir.join("k2.csv"), 10);
         let sent = b.scan_once().await.unwrap().sent + again.scan_once().await.unwrap().sent;
         assert_eq!(sent, 1);
         // A deleted object's row is pruned.

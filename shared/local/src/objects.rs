@@ -396,7 +396,12 @@ impl LocalObjectStore {
                     let md = f.metadata().map_err(|e| io_error(op, &target, e))?;
                     Ok(md.is_file().then(|| (f, meta_of(key.to_string(), &md))))
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::IsADirectory) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::IsADirectory
+                    ) =>
+                {
                     Ok(None)
                 }
                 Err(e) => Err(io_error(op, &target, e)),
@@ -439,7 +444,8 @@ impl LocalObjectStore {
             }
             // The key itself only while it still holds this version: a newer upload stays.
             match bucketfs::lstat(&dir, key) {
-                Ok(Some(md)) if md.is_file() && meta_of(key.to_string(), &md).version == *version => {}
+                Ok(Some(md))
+                    if md.is_file() && meta_of(key.to_string(), &md).version == *version => {}
                 Ok(_) => return Ok(()),
                 Err(e) => return Err(io_error("delete", &target, e)),
             }
