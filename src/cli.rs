@@ -405,8 +405,8 @@ async fn backfill(global: &Global, prefix: &str) -> anyhow::Result<i32> {
     bar.finish_and_clear();
     let report = report?;
     println!(
-        "{} object(s) under {:?}: {} registered, {} already recorded",
-        report.listed, prefix, report.registered, report.recorded
+        "{} object(s) under {:?}: {} registered, {} already recorded, {} refused (KeyRefused in the log)",
+        report.listed, prefix, report.registered, report.recorded, report.refused
     );
     Ok(0)
 }
@@ -549,15 +549,24 @@ async fn put(global: &Global, args: PutArgs) -> anyhow::Result<i32> {
     if args.key.is_some() && args.files.len() != 1 {
         bail!("--key names one object: give exactly one file");
     }
-    let settings = settings(global)?;
-    let pipeline = Pipeline::open(settings).await?;
-    let objects = pipeline.monitor.ports().objects;
-    let bucket = &pipeline.settings.config.buckets.input;
+    // Every key is checked before anything is uploaded: the pipeline would never register an
+    // object under a key it does not take, so saying yes to one would lose the file quietly.
+    let mut uploads = Vec::with_capacity(args.files.len());
     for path in &args.files {
         let key = match &args.key {
             Some(k) => k.clone(),
             None => format!("{}{}", args.prefix, file_name(path)?),
         };
+        if let Err(why) = choreo_domain::key::check(&key) {
+            bail!("key {key:?} refused, nothing uploaded: {why}");
+        }
+        uploads.push((path, key));
+    }
+    let settings = settings(global)?;
+    let pipeline = Pipeline::open(settings).await?;
+    let objects = pipeline.monitor.ports().objects;
+    let bucket = &pipeline.settings.config.buckets.input;
+    for (path, key) in uploads {
         objects
             .put_file(bucket, &key, path)
             .await

@@ -47,6 +47,8 @@ pub struct BackfillReport {
     pub registered: u64,
     /// Objects that had a record already, left untouched.
     pub recorded: u64,
+    /// Objects whose keys the pipeline does not take, left untouched (each logged as `KeyRefused`).
+    pub refused: u64,
 }
 
 /// A record's version and creation time, what [`is_recorded`] compares an object with.
@@ -101,6 +103,7 @@ pub async fn backfill(
             };
             match register(ctx, created).await? {
                 Registration::Created => report.registered += 1,
+                Registration::Refused => report.refused += 1,
                 // Registered under this version meanwhile (by a notification, or a backfill
                 // running beside this one).
                 Registration::Republished | Registration::Exists | Registration::Foreign => {

@@ -4,7 +4,9 @@
 //! registers the file NEW with a put-if-absent, then publishes `FileRegistered`. Every file starts its
 //! own trace here. A key that matches no dataset is registered too (dataset `_unmatched`), so that the
 //! validator rejects it and the quarantine mover takes it out of the input bucket with a reason: no file
-//! goes unaccounted for.
+//! goes unaccounted for. A key the pipeline does not take ([`choreo_domain::key::check`]: hidden
+//! names, backslashes, control characters, `..`) is refused instead, with a `KeyRefused` warning
+//! giving the reason: registering it would leave a file no stage can read, NEW for ever.
 //!
 //! [`backfill`] registers, through the same path, objects that are in the input bucket without a
 //! notification ever having reached the ingestor.
@@ -76,6 +78,8 @@ pub enum Registration {
     Exists,
     /// Not in the input bucket: ignored.
     Foreign,
+    /// A key the pipeline does not take: not registered, a `KeyRefused` warning says why.
+    Refused,
 }
 
 /// Registers one created object (put-if-absent on the id derived from bucket, key and version) and
@@ -85,6 +89,11 @@ pub async fn register(
     ctx: &ServiceContext,
     object: ObjectCreated,
 ) -> Result<Registration, PortError> {
+    if let Err(why) = choreo_domain::key::check(&object.key) {
+        // The key is shown escaped: it may hold what a terminal or a log reader would act on.
+        tracing::warn!(bucket = %object.bucket, key = ?object.key, reason = %why, "KeyRefused");
+        return Ok(Registration::Refused);
+    }
     // One trace per file: the span has no parent.
     let span = tracing::info_span!(parent: None, "ingest", key = %object.key, file_id = tracing::field::Empty);
     register_in_span(ctx, object).instrument(span).await
