@@ -16,6 +16,7 @@ mod fault_proxy;
 mod faults;
 mod helpers;
 mod http;
+mod intake;
 mod operations;
 mod operator_api;
 mod replicas;
