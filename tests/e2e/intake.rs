@@ -322,3 +322,49 @@ async fn slow_writers_are_ingested_once_and_whole() {
         assert_eq!(r.size, (whole.0.len() + whole.1.len()) as u64, "{key}");
     }
 }
+
+/// The ingestor asks the same predicate of every notification, as on AWS, where S3 notifies any
+/// key: a notified key the pipeline does not take is refused, registers nothing, and the pipeline
+/// still settles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notified_key_the_pipeline_does_not_take_is_not_registered() {
+    let mut app = TestApp::new(|_| {}).await;
+    app.start();
+    let c = app.pipeline.settings.config.clone();
+    let ingest = app.pipeline.backend.queue(&c.queues.ingest);
+    for key in [
+        "daily/.hidden.csv",
+        "daily/back\\slash.csv",
+        "daily/new\nline.csv",
+    ] {
+        let meta = choreo_ports::ObjectMeta {
+            key: key.to_string(),
+            size: 10,
+            version: "v1".to_string(),
+            last_modified: chrono::Utc::now(),
+        };
+        let message = choreo_ports::OutgoingMessage {
+            body: choreo_local::s3_notification(&c.buckets.input, &meta),
+            ..Default::default()
+        };
+        ingest.send(message, Duration::ZERO).await.unwrap();
+    }
+    app.put("daily/good.csv", format!("{HEADER}{}", row(1)).as_bytes())
+        .await;
+    app.settle().await;
+    let records = app.by_key().await;
+    let dead = app
+        .pipeline
+        .backend
+        .depths(&c)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, d)| d.total())
+        .sum::<u64>();
+    app.stop().await;
+    let keys: Vec<_> = records.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["daily/good.csv"]);
+    assert_eq!(records["daily/good.csv"].state, FileState::Ingested);
+    assert_eq!(dead, 0, "nothing dead-lettered, nothing waiting");
+}
