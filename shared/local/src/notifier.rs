@@ -571,9 +571,13 @@ fn watch(
     tx: tokio::sync::mpsc::UnboundedSender<notify::Result<notify::Event>>,
 ) -> notify::Result<notify::RecommendedWatcher> {
     use notify::{EventKindMask, RecursiveMode, Watcher};
-    let config = notify::Config::default().with_event_kinds(
-        EventKindMask::CREATE | EventKindMask::MODIFY_NAME | EventKindMask::ACCESS_CLOSE,
-    );
+    // A linked folder in the bucket is not watched: its target is not the bucket's (`ln -s /`
+    // would otherwise watch the whole file system), and its files are refused anyway.
+    let config = notify::Config::default()
+        .with_event_kinds(
+            EventKindMask::CREATE | EventKindMask::MODIFY_NAME | EventKindMask::ACCESS_CLOSE,
+        )
+        .with_follow_symlinks(false);
     let mut watcher = notify::RecommendedWatcher::new(
         move |event| {
             let _ = tx.send(event);
