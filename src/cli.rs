@@ -148,7 +148,8 @@ pub struct PutArgs {
     /// Files to upload.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Object key (one file only). Default: <prefix><file name>.
+    /// Object key (one file only). Default: <prefix><file name>. A key the pipeline does not take
+    /// (a hidden name, a backslash, a control character, `..`) is refused: exit 2, nothing uploaded.
     #[arg(long)]
     pub key: Option<String>,
     /// Prefix for keys made from file names, such as `daily/`.
