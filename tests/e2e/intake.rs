@@ -341,6 +341,7 @@ async fn a_notified_key_the_pipeline_does_not_take_is_not_registered() {
             key: key.to_string(),
             size: 10,
             version: "v1".to_string(),
+            pin: None,
             last_modified: chrono::Utc::now(),
         };
         let message = choreo_ports::OutgoingMessage {

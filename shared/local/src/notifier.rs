@@ -14,10 +14,9 @@
 //! objects that are gone are pruned, so the table holds what the bucket holds.
 
 use crate::db::{Db, DbError, now_ms};
-use crate::objects::LocalObjectStore;
-use crate::objects::Refused;
+use crate::objects::{LocalObjectStore, Refused};
 use crate::queue::{Wakers, insert_message};
-use choreo_ports::{ObjectMeta, ObjectStore, OutgoingMessage, PortError};
+use choreo_ports::{ObjectMeta, OutgoingMessage, PortError};
 use chrono::SecondsFormat;
 use rusqlite::params;
 use std::collections::{HashMap, HashSet};

@@ -931,7 +931,7 @@ mod tests {
                 ErrorKind::Permanent
             );
             let e = s
-                .copy(&input, key, &failed, "copied.csv")
+                .copy(&input, key, None, &failed, "copied.csv")
                 .await
                 .unwrap_err();
             assert_eq!(e.kind, ErrorKind::Permanent, "{key}");
