@@ -169,7 +169,7 @@ impl Default for AwsSettings {
 }
 
 /// Settings of the local backend's stand-ins for AWS services.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LocalSettings {
     /// Seconds a local crawl takes at least, from its start to the poll that may complete it; 0 (the
@@ -183,6 +183,26 @@ pub struct LocalSettings {
     /// `power`: every commit is synced to disk before it returns (`synchronous = FULL`), a few
     /// hundred commits a second on an ordinary disk.
     pub durability: Durability,
+    /// MiB of memory (heap and private mappings: `RLIMIT_DATA`) each local job may use: the built-in
+    /// transform and `command:` jobs run as child processes with this limit, so a job that needs
+    /// more fails its batch with "ran out of memory" instead of taking the pipeline down. 0: no
+    /// limit. Default 1024; the built-in transform runs in about 100 MiB whatever the batch's size.
+    pub job_memory_mb: u64,
+    /// The program that runs the built-in transform, as `<program> job-worker`. Default: the running
+    /// program itself (`choreo` and every service binary answer `job-worker`); set it when the
+    /// pipeline is embedded in another program (a test harness) to a `choreo` binary.
+    pub job_worker: Option<std::path::PathBuf>,
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        LocalSettings {
+            crawl_min_secs: 0,
+            durability: Durability::default(),
+            job_memory_mb: 1024,
+            job_worker: None,
+        }
+    }
 }
 
 /// What a commit of the local backend survives: see [`LocalSettings::durability`].
