@@ -42,7 +42,14 @@ fn a_small_transform_bench_writes_every_distinct_row_in_bounded_memory() {
     let dir = keep.path().join("bench");
     let out = ok(Command::new(env!("CARGO_BIN_EXE_choreo"))
         .args(["bench", "transform", "--mb", "8", "--files", "3"])
-        .args(["--key-index-mb", "1", "--max-rss-mb", "200", "--json", "--keep"])
+        .args([
+            "--key-index-mb",
+            "1",
+            "--max-rss-mb",
+            "200",
+            "--json",
+            "--keep",
+        ])
         .arg(&dir)
         .output()
         .unwrap());
@@ -60,10 +67,17 @@ fn a_small_transform_bench_writes_every_distinct_row_in_bounded_memory() {
         "{report:#}"
     );
     let summary = &report["summary"];
-    let (rows, distinct) = (report["rows"].as_u64().unwrap(), report["distinct"].as_u64().unwrap());
+    let (rows, distinct) = (
+        report["rows"].as_u64().unwrap(),
+        report["distinct"].as_u64().unwrap(),
+    );
     assert!(distinct < rows && rows > 100_000, "{report:#}");
     assert_eq!(summary["written"].as_u64(), Some(distinct), "{report:#}");
-    assert_eq!(summary["duplicates"].as_u64(), Some(rows - distinct), "{report:#}");
+    assert_eq!(
+        summary["duplicates"].as_u64(),
+        Some(rows - distinct),
+        "{report:#}"
+    );
     assert!(summary["key_runs"].as_u64().unwrap() >= 2, "{report:#}");
     let peak = report["peak_rss_mib"].as_f64().unwrap();
     assert!(peak > 0.0 && peak < 200.0, "{report:#}");

@@ -391,8 +391,11 @@ fn manifest(batch: &str, dataset: &str, files: &[(&str, &str)], schema: Option<&
 async fn the_job_runner_runs_the_builtin_transform_in_a_worker() {
     let app = TestApp::new(|_| {}).await;
     let c = app.pipeline.settings.config.clone();
-    app.put("daily/1.csv", b"\xEF\xBB\xBFid,name\n1,\"a, b\"\n2,\xC3\xA9\n")
-        .await;
+    app.put(
+        "daily/1.csv",
+        b"\xEF\xBB\xBFid,name\n1,\"a, b\"\n2,\xC3\xA9\n",
+    )
+    .await;
     let gz = {
         use std::io::Write;
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -424,9 +427,10 @@ async fn the_job_runner_runs_the_builtin_transform_in_a_worker() {
         .join("buckets")
         .join(&c.buckets.curated)
         .join(&key);
-    let reader =
-        parquet::file::serialized_reader::SerializedFileReader::new(std::fs::File::open(path).unwrap())
-            .unwrap();
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+        std::fs::File::open(path).unwrap(),
+    )
+    .unwrap();
     let rows = parquet::file::reader::FileReader::metadata(&reader)
         .file_metadata()
         .num_rows();

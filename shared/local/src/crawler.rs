@@ -90,10 +90,9 @@ fn read_columns(path: &PathBuf, dataset: &DatasetConfig, key: &str) -> Result<Ve
             let mut reader = csv_reader(dataset, input);
             let mut record = csv::StringRecord::new();
             match reader.read_record(&mut record) {
-                Ok(true) if reader.position().byte() >= HEAD_BYTES => Err(format!(
-                    "no header in the first {} KiB",
-                    HEAD_BYTES >> 10
-                )),
+                Ok(true) if reader.position().byte() >= HEAD_BYTES => {
+                    Err(format!("no header in the first {} KiB", HEAD_BYTES >> 10))
+                }
                 Ok(true) => Ok(column_names(dataset, &record)),
                 Ok(false) => Err("empty file".into()),
                 Err(e) => Err(e.to_string()),

@@ -15,8 +15,8 @@
 
 use crate::db::{Db, ms, now_ms};
 use crate::objects::LocalObjectStore;
-use crate::transform::{BuiltinJob, split_location};
 use crate::transform::KEY_INDEX_BYTES;
+use crate::transform::{BuiltinJob, split_location};
 use crate::worker::{
     STDERR_TAIL, WorkerAnswer, WorkerRequest, crash_reason, limit_memory, run_in_worker, tail,
 };
@@ -68,7 +68,6 @@ fn status_of(state: &str, error: Option<String>) -> JobStatus {
     }
 }
 
-
 impl LocalJobRunner {
     pub(crate) fn new(
         db: Arc<Db>,
@@ -92,7 +91,6 @@ impl LocalJobRunner {
             memory_mib,
         }
     }
-
 
     /// Executes a run. Never an error: every failure is the run's.
     async fn execute(&self, job: &str, run_id: &str, args: &BTreeMap<String, String>) -> Ending {
@@ -217,7 +215,11 @@ impl LocalJobRunner {
                 let reason = crash_reason("the command", out.status, &stderr, self.memory_mib);
                 // A plain failure reads as the command's own words.
                 let plain = out.status.code().is_some() && !reason.contains("out of memory");
-                let reason = if plain && !stderr.is_empty() { stderr } else { reason };
+                let reason = if plain && !stderr.is_empty() {
+                    stderr
+                } else {
+                    reason
+                };
                 ("FAILED", Some(reason))
             }
             Err(e) => ("FAILED", Some(format!("could not run sh: {e}"))),

@@ -370,13 +370,16 @@ pub(crate) mod testutil {
 
     /// A decompression bomb: `mib` MiB of `fill` as `mib` gzip members or zstd frames of one MiB
     /// each, a file about a thousandth of that (gzip) or far less (zstd).
-    pub(crate) fn bomb(compression: choreo_validation::Compression, fill: u8, mib: usize) -> Vec<u8> {
+    pub(crate) fn bomb(
+        compression: choreo_validation::Compression,
+        fill: u8,
+        mib: usize,
+    ) -> Vec<u8> {
         use std::io::Write;
         let zeros = vec![fill; 1 << 20];
         let one = match compression {
             choreo_validation::Compression::Gzip => {
-                let mut e =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
                 e.write_all(&zeros).unwrap();
                 e.finish().unwrap()
             }

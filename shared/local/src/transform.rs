@@ -547,7 +547,9 @@ struct RowWriter {
 
 impl RowWriter {
     fn new(rules: &Rules, file_ids: Vec<String>, out: File) -> Result<RowWriter, String> {
-        let types: Vec<DataType> = (0..rules.names.len()).map(|i| rules.arrow_type(i)).collect();
+        let types: Vec<DataType> = (0..rules.names.len())
+            .map(|i| rules.arrow_type(i))
+            .collect();
         let mut fields: Vec<ArrowField> = rules
             .names
             .iter()
@@ -906,19 +908,36 @@ mod tests {
         let out = dir.path().join("out.parquet");
         let run_with = |bound: usize| {
             let file = File::create(&out).unwrap();
-            let (_, summary) =
-                transform(rules, dataset, &inputs, ids.clone(), file, dir.path(), bound).unwrap();
+            let (_, summary) = transform(
+                rules,
+                dataset,
+                &inputs,
+                ids.clone(),
+                file,
+                dir.path(),
+                bound,
+            )
+            .unwrap();
             let (columns, rows) = read_parquet(&out);
             (columns, rows, summary)
         };
         let (columns, rows, summary) = run_with(KEY_INDEX_BYTES);
         assert_eq!(summary.key_runs, 0);
         let (columns_spilled, rows_spilled, spilled) = run_with(1);
-        assert_eq!((columns_spilled, rows_spilled), (columns.clone(), rows.clone()));
+        assert_eq!(
+            (columns_spilled, rows_spilled),
+            (columns.clone(), rows.clone())
+        );
         if !rules.key.is_empty() && summary.read > summary.dropped {
             assert!(spilled.key_runs > 0, "{spilled:?}");
         }
-        assert_eq!(BuiltinSummary { key_runs: 0, ..spilled }, summary);
+        assert_eq!(
+            BuiltinSummary {
+                key_runs: 0,
+                ..spilled
+            },
+            summary
+        );
         (columns, rows, summary)
     }
 
@@ -1104,7 +1123,13 @@ mod tests {
             ("csv", "b.csv.zst", Compression::Zstd, 0, long),
             ("jsonl", "b.jsonl.gz", Compression::Gzip, 0, long),
             // Empty lines: stopped by the ratio, once 10 MiB are out.
-            ("csv", "n.csv.zst", Compression::Zstd, b'\n', "decompression bomb"),
+            (
+                "csv",
+                "n.csv.zst",
+                Compression::Zstd,
+                b'\n',
+                "decompression bomb",
+            ),
         ] {
             let path = dir.path().join(name);
             std::fs::write(&path, crate::testutil::bomb(c, fill, 64)).unwrap();
@@ -1114,9 +1139,17 @@ mod tests {
             };
             let out = File::create(dir.path().join("out.parquet")).unwrap();
             let d = dataset(format, true);
-            let err = transform(&rules, &d, &[input], vec!["f".into()], out, dir.path(), 1 << 20)
-                .err()
-                .unwrap_or_else(|| panic!("{name}: the bomb was read to the end"));
+            let err = transform(
+                &rules,
+                &d,
+                &[input],
+                vec!["f".into()],
+                out,
+                dir.path(),
+                1 << 20,
+            )
+            .err()
+            .unwrap_or_else(|| panic!("{name}: the bomb was read to the end"));
             assert!(err.starts_with(&format!("{name}: ")), "{err}");
             assert!(err.contains(why), "{name}: {err}");
         }
