@@ -1,12 +1,13 @@
 //! `choreo bench transform`: the built-in transform on one large batch, run as the local job runner
 //! runs it — a `job-worker` child under the memory limit — with its throughput and peak memory.
 //!
-//! It writes `--mb` MiB of valid `sales_daily` CSV in `--files` files straight into a fresh data
-//! directory's input bucket, `--duplicate-percent` of the rows repeating an earlier row's order id,
-//! and a manifest naming them; runs the worker on it; and checks what the transform reports against
-//! what was generated (rows read, duplicates replaced, rows written). It prints the input size, the
-//! worker's wall time and MiB/s, and its peak resident memory (VmHWM, which the worker reports as it
-//! ends). Exit 0 when the counts agree and the peak is within `--max-rss-mb`, 1 when not.
+//! It writes `--mb` MiB of `sales_daily` CSV in `--files` files straight into a fresh data
+//! directory's input bucket (valid: every file passes the schema), `--duplicate-percent` of the rows
+//! repeating the order id of a row in an earlier file, and a manifest naming them; runs the worker
+//! on it; and checks what the transform reports against what was generated (rows read, duplicates
+//! replaced, rows written). It prints the input size, the worker's wall time and MiB/s, and its peak
+//! resident memory (VmHWM, which the worker reports as it ends). Exit 0 when the counts agree and
+//! the peak is within `--max-rss-mb`, 1 when not.
 
 use crate::bench::work_root;
 use crate::demo;
@@ -38,7 +39,7 @@ pub struct TransformBenchArgs {
     /// Files the batch's input is split into.
     #[arg(long, default_value_t = 8)]
     pub files: usize,
-    /// Percent of rows repeating an earlier row's order id (the transform keeps the last).
+    /// Percent of rows repeating the order id of an earlier file's row (the transform keeps the last).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=100))]
     pub duplicate_percent: u64,
     /// The worker's memory limit in MiB, as `[local] job_memory_mb`; 0: none.
@@ -83,10 +84,13 @@ struct Report<'a> {
     kept: Option<PathBuf>,
 }
 
-/// Order ids for generated rows: a new one, or (`percent` of the time) an earlier one again.
+/// Order ids for generated rows: a new one, or (`percent` of the time) one of an earlier file
+/// again — never of the same file, whose ids the schema says are unique, so every file is valid.
 struct Ids {
     rows: u64,
     distinct: u64,
+    /// Distinct ids in the files before this one.
+    earlier: u64,
     percent: u64,
 }
 
@@ -94,9 +98,9 @@ impl Ids {
     fn next(&mut self) -> u64 {
         self.rows += 1;
         // A fixed scramble of the row number, so repeats spread evenly through the input.
-        let repeat = self.distinct > 0 && (self.rows * 37) % 100 < self.percent;
+        let repeat = self.earlier > 0 && (self.rows * 37) % 100 < self.percent;
         if repeat {
-            (self.rows * 7919) % self.distinct + 1
+            (self.rows * 7919) % self.earlier + 1
         } else {
             self.distinct += 1;
             self.distinct
@@ -164,6 +168,7 @@ async fn measure<'a>(args: &'a TransformBenchArgs, root: &Path) -> anyhow::Resul
     let mut ids = Ids {
         rows: 0,
         distinct: 0,
+        earlier: 0,
         percent: args.duplicate_percent,
     };
     let per_file = (args.mb << 20).div_ceil(args.files as u64);
@@ -172,6 +177,7 @@ async fn measure<'a>(args: &'a TransformBenchArgs, root: &Path) -> anyhow::Resul
     for n in 1..=args.files {
         let key = format!("daily/bench-transform-{n:03}.csv");
         let path = objects.path_of(input, &key)?;
+        ids.earlier = ids.distinct;
         write_csv(&path, per_file, &mut ids)?;
         input_bytes += fs::metadata(&path)?.len();
         files.push(ManifestFile {

@@ -81,6 +81,16 @@ fn a_small_transform_bench_writes_every_distinct_row_in_bounded_memory() {
     assert!(summary["key_runs"].as_u64().unwrap() >= 2, "{report:#}");
     let peak = report["peak_rss_mib"].as_f64().unwrap();
     assert!(peak > 0.0 && peak < 200.0, "{report:#}");
+    // The input is valid: order ids repeat across files, never within one.
+    for file in ["bench-transform-001.csv", "bench-transform-003.csv"] {
+        ok(Command::new(env!("CARGO_BIN_EXE_choreo"))
+            .arg("validate")
+            .arg(dir.join("buckets/choreo-input/daily").join(file))
+            .arg("--schema")
+            .arg(dir.join("schemas/sales_daily.json"))
+            .output()
+            .unwrap());
+    }
     let parquet = dir
         .join("buckets/choreo-curated")
         .join(summary["key"].as_str().unwrap());
