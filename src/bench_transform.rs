@@ -184,6 +184,7 @@ async fn measure<'a>(args: &'a TransformBenchArgs, root: &Path) -> anyhow::Resul
             file_id: FileId(format!("f-{n:03}")),
             bucket: input.clone(),
             key,
+            pin: None,
         });
     }
     let manifest = Manifest {

@@ -378,6 +378,7 @@ fn manifest(batch: &str, dataset: &str, files: &[(&str, &str)], schema: Option<&
                 file_id: (*id).into(),
                 bucket: "choreo-input".into(),
                 key: (*key).into(),
+                pin: None,
             })
             .collect(),
         schema: schema.map(|s| choreo_validation::TableSchema::from_json(s).unwrap()),
