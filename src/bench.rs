@@ -22,7 +22,7 @@ use choreo_domain::config::BackendKind;
 use choreo_domain::{FileRecord, FileState};
 use choreo_runtime::Settings;
 use chrono::{DateTime, TimeDelta, Utc};
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -51,6 +51,10 @@ const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Args, Serialize)]
 pub struct BenchArgs {
+    /// Another benchmark than the pipeline's.
+    #[command(subcommand)]
+    #[serde(skip)]
+    pub what: Option<BenchWhat>,
     /// Files to put through the pipeline.
     #[arg(long, default_value_t = 2000)]
     pub files: usize,
@@ -93,6 +97,13 @@ pub struct BenchArgs {
     #[arg(long)]
     #[serde(skip)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// The built-in transform on one large batch, in a job worker as the local runner runs it:
+    /// MiB/s and peak memory (docs/benchmarks.md).
+    Transform(crate::bench_transform::TransformBenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -181,7 +192,10 @@ struct StepFunctions {
     ratio: f64,
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<i32> {
+    if let Some(BenchWhat::Transform(t)) = args.what.take() {
+        return crate::bench_transform::run(t).await;
+    }
     check(&args)?;
     let root = work_root(args.keep.as_deref())?;
     let mut report = measure(&args, &root)
@@ -215,7 +229,7 @@ fn check(args: &BenchArgs) -> anyhow::Result<()> {
 
 /// A fresh directory for the run's data directories: `keep`, or a new one in the temporary
 /// directory. Absolute, since `up` is handed paths in it.
-fn work_root(keep: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(crate) fn work_root(keep: Option<&Path>) -> anyhow::Result<PathBuf> {
     let root = match keep {
         Some(dir) => dir.to_path_buf(),
         None => std::env::temp_dir().join(format!(

@@ -70,6 +70,10 @@ pub enum Command {
     /// idle `up`'s cost. Exit 0 if every file was INGESTED and no timer was lost, 1 if not. It makes
     /// its own data directories: --config and --data-dir do not apply.
     Bench(crate::bench::BenchArgs),
+    /// Run one built-in transform for the local job runner, which starts it as a child process:
+    /// the request on stdin, the answer on stdout (`choreo_local::worker`).
+    #[command(name = "job-worker", hide = true)]
+    JobWorker,
 }
 
 #[derive(Debug, Subcommand)]
@@ -233,6 +237,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Dlq(cmd) => dlq(&cli.global, cmd).await,
         Command::Backfill { prefix } => backfill(&cli.global, &prefix).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::JobWorker => Ok(choreo_local::worker::serve_worker().await),
     }
 }
 

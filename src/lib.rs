@@ -18,5 +18,6 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_transform;
 pub mod cli;
 pub mod demo;

@@ -38,6 +38,8 @@ pub fn demo_settings(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Settings {
         d.batch_window_secs = 1;
     }
     c.operations.listen = None; // tests that want the dashboard ask for it, on port 0
+    // The test binary cannot run a job worker; the workspace's choreo binary can.
+    c.local.job_worker = Some(env!("CARGO_BIN_EXE_choreo").into());
     tweak(c);
     settings
 }

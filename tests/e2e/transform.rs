@@ -340,3 +340,182 @@ async fn the_builtin_job_drops_rows_that_fail_the_schema() {
     ];
     assert_eq!(v["rows"], Value::Array(expected), "{v:#}");
 }
+
+/// Writes `manifest` to the work bucket, starts the builtin job on it and polls the run once: the
+/// local runner runs it there and then, in its `job-worker` child.
+async fn run_builtin(app: &TestApp, manifest: &Manifest) -> (String, JobStatus) {
+    let c = &app.pipeline.settings.config;
+    let jobs = app.pipeline.backend.ports().jobs;
+    let key = format!("manifests/{}.json", manifest.batch_id);
+    app.pipeline
+        .backend
+        .ports()
+        .objects
+        .put(&c.buckets.work, &key, serde_json::to_vec(manifest).unwrap())
+        .await
+        .unwrap();
+    let args = BTreeMap::from([
+        ("--batch_id".to_string(), manifest.batch_id.to_string()),
+        (
+            "--manifest".to_string(),
+            format!("{}/{key}", c.buckets.work),
+        ),
+    ]);
+    let JobStart::Started { run_id } = jobs.start_run("builtin", &args).await.unwrap() else {
+        panic!("the local runner does not throttle");
+    };
+    let status = jobs.run_status("builtin", &run_id).await.unwrap();
+    (run_id, status)
+}
+
+fn manifest(batch: &str, dataset: &str, files: &[(&str, &str)], schema: Option<&str>) -> Manifest {
+    Manifest {
+        batch_id: batch.into(),
+        dataset: dataset.into(),
+        files: files
+            .iter()
+            .map(|(id, key)| ManifestFile {
+                file_id: (*id).into(),
+                bucket: "choreo-input".into(),
+                key: (*key).into(),
+                pin: None,
+            })
+            .collect(),
+        schema: schema.map(|s| choreo_validation::TableSchema::from_json(s).unwrap()),
+        personal_data: Vec::new(),
+        format: None,
+        csv: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_runner_runs_the_builtin_transform_in_a_worker() {
+    let app = TestApp::new(|_| {}).await;
+    let c = app.pipeline.settings.config.clone();
+    app.put(
+        "daily/1.csv",
+        b"\xEF\xBB\xBFid,name\n1,\"a, b\"\n2,\xC3\xA9\n",
+    )
+    .await;
+    let gz = {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b"id,name\n3,c\n").unwrap();
+        e.finish().unwrap()
+    };
+    app.put("daily/2.csv.gz", &gz).await;
+    let m = manifest(
+        "b-1",
+        "sales_daily",
+        &[("f-1", "daily/1.csv"), ("f-2", "daily/2.csv.gz")],
+        Some(r#"{"fields": [{"name": "id", "type": "integer"}, {"name": "name"}]}"#),
+    );
+    let (run, status) = run_builtin(&app, &m).await;
+    assert_eq!(status, JobStatus::Succeeded);
+    let jobs = app.pipeline.backend.ports().jobs;
+    assert_eq!(
+        jobs.find_run("builtin", "b-1").await.unwrap(),
+        Some(run.clone())
+    );
+    assert_eq!(
+        jobs.run_status("builtin", &run).await.unwrap(),
+        JobStatus::Succeeded,
+        "a finished run is not run again"
+    );
+    let key = choreo_local::transform::output_key("sales_daily", "b-1");
+    let path = c
+        .data_dir
+        .join("buckets")
+        .join(&c.buckets.curated)
+        .join(&key);
+    let reader = parquet::file::serialized_reader::SerializedFileReader::new(
+        std::fs::File::open(path).unwrap(),
+    )
+    .unwrap();
+    let rows = parquet::file::reader::FileReader::metadata(&reader)
+        .file_metadata()
+        .num_rows();
+    assert_eq!(rows, 3);
+    // Neither the output's staging file nor a spilled key run is left behind.
+    let tmp = std::fs::read_dir(c.data_dir.join("tmp")).unwrap().count();
+    assert_eq!(tmp, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_run_that_cannot_transform_fails_with_the_reason() {
+    let app = TestApp::new(|_| {}).await;
+    // The demo datasets' schemas are files: a manifest without a schema cannot be transformed.
+    let (_, status) = run_builtin(&app, &manifest("b-2", "inventory_monthly", &[], None)).await;
+    match status {
+        JobStatus::Failed { state, reason } => {
+            assert_eq!(state, "FAILED");
+            assert!(reason.contains("has no schema"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let m = manifest(
+        "b-3",
+        "sales_daily",
+        &[("f-1", "daily/missing.csv")],
+        Some(r#"{"fields": [{"name": "id", "type": "integer"}]}"#),
+    );
+    match run_builtin(&app, &m).await.1 {
+        JobStatus::Failed { reason, .. } => {
+            assert!(reason.contains("daily/missing.csv"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A job that needs more memory than `[local] job_memory_mb` fails its batch with that reason; the
+/// process, and every stage in it, carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_out_of_memory_fails_its_batch_not_the_pipeline() {
+    const LIMIT_MIB: u64 = 16;
+    let mut app = TestApp::new(|c| {
+        c.transform.mask_salt = SALT.into();
+        c.local.job_memory_mb = LIMIT_MIB;
+        for d in &mut c.datasets {
+            if d.name == "inventory_monthly" {
+                d.job = "command:true".into();
+            }
+        }
+    })
+    .await;
+    app.start();
+    // 50,000 orders, 3.5 MB: the transform needs about 30 MiB of heap for them (the bench runs
+    // 1 GiB in about 100), more than this test's limit.
+    let mut big = String::from(HEADER);
+    for id in 1..=50_000 {
+        big.push_str(&format!(
+            "{id},2026-11-01,Customer {id},a{id}@example.com,1.5,EUR,1\n"
+        ));
+    }
+    app.put("daily/big.csv", big.as_bytes()).await;
+    app.settle().await;
+    let records = app.by_key().await;
+    let r = &records["daily/big.csv"];
+    assert_eq!(r.state, FileState::Failed, "{r:#?}");
+    let reason = r.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains(&format!(
+            "the built-in transform ran out of memory (limit {LIMIT_MIB} MiB, [local] job_memory_mb)"
+        )),
+        "{reason}"
+    );
+    assert!(reason.contains("memory allocation of"), "{reason}");
+
+    // Every stage is still up: a valid file goes through its dataset's job, an invalid one to
+    // quarantine.
+    let sample = choreo::demo::samples()
+        .into_iter()
+        .find(|s| s.key.starts_with("monthly/") && s.defect.is_none())
+        .unwrap();
+    app.put(&sample.key, &sample.body).await;
+    app.put("daily/bad.csv", b"not,the,header\n1,2,3\n").await;
+    app.settle().await;
+    let records = app.by_key().await;
+    app.stop().await;
+    assert_eq!(records[&sample.key].state, FileState::Ingested);
+    assert_eq!(records["daily/bad.csv"].state, FileState::Quarantined);
+}

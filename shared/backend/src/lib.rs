@@ -98,8 +98,12 @@ impl Backend {
 }
 
 /// The whole `main` of a service binary. The configuration file comes from `CHOREO_CONFIG` (optional;
-/// `CHOREO_*` variables override it).
+/// `CHOREO_*` variables override it). Run as `<binary> job-worker`, it is instead the child in which
+/// the local job runner runs a built-in transform (`choreo_local::worker`).
 pub async fn serve(spec: ServiceSpec) -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some(choreo_local::worker::WORKER_COMMAND) {
+        std::process::exit(choreo_local::worker::serve_worker().await);
+    }
     choreo_telemetry::init(
         &format!("choreo-{}", spec.stage),
         choreo_telemetry::LogFormat::from_env(),

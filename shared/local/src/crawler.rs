@@ -16,21 +16,23 @@
 use crate::catalog::{CatalogTable, tables};
 use crate::db::{Db, DbError, from_ms, ms, now_ms, ts};
 use crate::objects::LocalObjectStore;
-use crate::transform::{column_names, csv_reader, decoded, is_gzip, object_keys};
+use crate::transform::{column_names, csv_reader, object_keys};
 use async_trait::async_trait;
 use choreo_domain::Config;
 use choreo_domain::config::{DatasetConfig, FileFormat, KeyRouter};
 use choreo_ports::{CrawlStart, CrawlStatus, Crawler, ErrorKind, ObjectStore, PortError};
+use choreo_validation::{Decoded, Limits};
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How much of an object a crawl reads (before decompression).
+/// How much of an object a crawl reads, before decompression and after: a header must be in its
+/// first MiB, and a decompression bomb expands to no more than that.
 const HEAD_BYTES: u64 = 1 << 20;
 
 /// One crawl, as the history keeps it.
@@ -80,12 +82,17 @@ fn crawl_row(conn: &rusqlite::Connection, crawler: &str) -> Result<Option<CrawlR
 /// The columns an object declares, reading only its start.
 fn read_columns(path: &PathBuf, dataset: &DatasetConfig, key: &str) -> Result<Vec<String>, String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
-    let input = decoded(file.take(HEAD_BYTES), is_gzip(dataset, key));
+    let compression = dataset.compression_for(key);
+    let decoded = Decoded::new(file.take(HEAD_BYTES), compression, &Limits::default());
+    let input = Box::new(BufReader::new(decoded.take(HEAD_BYTES)));
     match dataset.format {
         FileFormat::Csv => {
             let mut reader = csv_reader(dataset, input);
             let mut record = csv::StringRecord::new();
             match reader.read_record(&mut record) {
+                Ok(true) if reader.position().byte() >= HEAD_BYTES => {
+                    Err(format!("no header in the first {} KiB", HEAD_BYTES >> 10))
+                }
                 Ok(true) => Ok(column_names(dataset, &record)),
                 Ok(false) => Err("empty file".into()),
                 Err(e) => Err(e.to_string()),
@@ -490,6 +497,40 @@ mod tests {
 
         let err = c.start_crawl("nope").await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound);
+    }
+
+    #[tokio::test]
+    async fn a_crawl_reads_zstd_and_skips_decompression_bombs() {
+        use choreo_validation::Compression;
+        let (_dir, b) = backend();
+        let s = b.objects();
+        let input = b.config().buckets.input.clone();
+        s.put(&input, "daily/1.csv", b"id,name\n1,a\n".to_vec())
+            .await
+            .unwrap();
+        let z = zstd::encode_all(&b"id,amount\n2,3.5\n"[..], 3).unwrap();
+        s.put(&input, "daily/2.csv.zst", z).await.unwrap();
+        // 64 MiB of zeros in 64 KiB of gzip, and in a few KiB of zstd: neither has a line end.
+        for (key, c) in [
+            ("daily/bomb.csv.gz", Compression::Gzip),
+            ("daily/bomb.csv.zst", Compression::Zstd),
+        ] {
+            let bomb = crate::testutil::bomb(c, 0, 64);
+            assert!(bomb.len() < 128 << 10, "{key}: {}", bomb.len());
+            s.put(&input, key, bomb).await.unwrap();
+        }
+        let c = b.crawler();
+        c.start_crawl("daily-crawler").await.unwrap();
+        assert_eq!(
+            c.crawl_status("daily-crawler").await.unwrap(),
+            CrawlStatus::Succeeded
+        );
+        let t = c.catalog_table("daily").unwrap().unwrap();
+        assert_eq!(t.columns, ["id", "name", "amount"]);
+        let path = s.path_of(&input, "daily/bomb.csv.gz").unwrap();
+        let ds = &b.config().datasets[0];
+        let err = super::read_columns(&path, ds, "daily/bomb.csv.gz").unwrap_err();
+        assert_eq!(err, "no header in the first 1024 KiB");
     }
 
     #[tokio::test]

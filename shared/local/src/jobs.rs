@@ -2,17 +2,24 @@
 //!
 //! Starting a run records it RUNNING (its `--batch_id` argument in a column of its own, which is how
 //! `find_run` finds it again). Polling a RUNNING run executes it there and then and records the end:
-//! `builtin` is the built-in transform ([`crate::transform`]); `command:<shell>` runs `sh -c <shell>`
-//! with `CHOREO_BATCH_ID`, `CHOREO_MANIFEST` (a local copy of the manifest, each file with the `path`
-//! of the bytes its pin names — read those, not the key's current file), `CHOREO_DATA_DIR` and
-//! `CHOREO_ARGUMENTS` (all arguments, as JSON) in its environment, and fails with the end of its
-//! stderr; any other name fails with state ERROR. A poller claims the run first (a claim that expires
+//! `builtin` is the built-in transform ([`crate::transform`]) in a child process (`worker.rs`);
+//! `command:<shell>` runs `sh -c <shell>` with `CHOREO_BATCH_ID`, `CHOREO_MANIFEST` (a local copy of
+//! the manifest, each file with the `path` of the bytes its pin names — read those, not the key's
+//! current file), `CHOREO_DATA_DIR` and `CHOREO_ARGUMENTS` (all arguments, as JSON) in its
+//! environment, and fails with the end of its stderr; any other name fails with state ERROR. Both
+//! kinds of child start with `[local] job_memory_mb` as their memory limit: a job that runs out of
+//! memory fails its run (and so its batch) with that reason, and the pipeline goes on. A poller
+//! claims the run first (a claim that expires
 //! unless its holder's heartbeat renews it), so two pollers — in two processes — never execute one
 //! run at once; the other sees `Running`, and a claim left by a dead process lapses within a minute.
 
 use crate::db::{Db, ms, now_ms};
 use crate::objects::LocalObjectStore;
-use crate::transform::{run_builtin, split_location};
+use crate::transform::KEY_INDEX_BYTES;
+use crate::transform::{BuiltinJob, split_location};
+use crate::worker::{
+    STDERR_TAIL, WorkerAnswer, WorkerRequest, crash_reason, limit_memory, run_in_worker, tail,
+};
 use async_trait::async_trait;
 use choreo_domain::Config;
 use choreo_ports::{ErrorKind, JobRunner, JobStart, JobStatus, PortError};
@@ -25,8 +32,6 @@ use std::time::Duration;
 
 /// How long a claim on a run lasts without a heartbeat.
 const CLAIM_TTL: Duration = Duration::from_secs(60);
-/// How much of a failed command's stderr becomes the failure reason.
-const STDERR_TAIL: usize = 500;
 
 /// The job runner of the local backend.
 pub struct LocalJobRunner {
@@ -34,6 +39,10 @@ pub struct LocalJobRunner {
     objects: Arc<LocalObjectStore>,
     config: Arc<Config>,
     data_dir: PathBuf,
+    /// The program that runs the built-in transform as `<it> job-worker`.
+    worker: PathBuf,
+    /// Every job's memory limit, MiB (`[local] job_memory_mb`; none when 0).
+    memory_mib: Option<u64>,
 }
 
 /// How a run ended: (state, error).
@@ -59,13 +68,6 @@ fn status_of(state: &str, error: Option<String>) -> JobStatus {
     }
 }
 
-/// The last `n` bytes of `bytes` as text, starting on a character boundary.
-fn tail(bytes: &[u8], n: usize) -> String {
-    let start = bytes.len().saturating_sub(n);
-    let text = String::from_utf8_lossy(&bytes[start..]);
-    text.trim_start_matches('\u{fffd}').trim().to_string()
-}
-
 impl LocalJobRunner {
     pub(crate) fn new(
         db: Arc<Db>,
@@ -73,40 +75,70 @@ impl LocalJobRunner {
         config: Arc<Config>,
         data_dir: PathBuf,
     ) -> Self {
+        let worker = config
+            .local
+            .job_worker
+            .clone()
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_else(|| PathBuf::from("choreo"));
+        let memory_mib = Some(config.local.job_memory_mb).filter(|&m| m > 0);
         LocalJobRunner {
             db,
             objects,
             config,
             data_dir,
+            worker,
+            memory_mib,
         }
     }
 
     /// Executes a run. Never an error: every failure is the run's.
     async fn execute(&self, job: &str, run_id: &str, args: &BTreeMap<String, String>) -> Ending {
         if job == "builtin" {
-            return match run_builtin(&self.objects, &self.config, args).await {
-                Ok(s) => {
-                    tracing::info!(
-                        run_id,
-                        read = s.read,
-                        dropped = s.dropped,
-                        duplicates = s.duplicates,
-                        written = s.written,
-                        key = %s.key,
-                        "BuiltinTransformWritten"
-                    );
-                    if let Some(why) = &s.first_drop {
-                        tracing::warn!(run_id, dropped = s.dropped, first = %why, "BuiltinTransformDroppedRows");
-                    }
-                    ("SUCCEEDED", None)
-                }
-                Err(reason) => ("FAILED", Some(reason)),
-            };
+            return self.run_builtin(run_id, args).await;
         }
         if let Some(command) = job.strip_prefix("command:") {
             return self.run_command(command, run_id, args).await;
         }
         ("ERROR", Some(format!("no such job: {job}")))
+    }
+
+    /// Runs the built-in transform in a worker child (see `worker.rs`).
+    async fn run_builtin(&self, run_id: &str, args: &BTreeMap<String, String>) -> Ending {
+        let request = WorkerRequest {
+            data_dir: std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone()),
+            sync: self.config.local.durability == choreo_domain::config::Durability::Power,
+            job: BuiltinJob::of(&self.config),
+            arguments: args.clone(),
+            key_index_bytes: KEY_INDEX_BYTES,
+        };
+        match run_in_worker(&self.worker, self.memory_mib, &request).await {
+            Ok(WorkerAnswer {
+                result: Ok(s),
+                peak_rss_kib,
+            }) => {
+                tracing::info!(
+                    run_id,
+                    read = s.read,
+                    dropped = s.dropped,
+                    duplicates = s.duplicates,
+                    written = s.written,
+                    key_runs = s.key_runs,
+                    peak_rss_mib = peak_rss_kib.unwrap_or(0) >> 10,
+                    key = %s.key,
+                    "BuiltinTransformWritten"
+                );
+                if let Some(why) = &s.first_drop {
+                    tracing::warn!(run_id, dropped = s.dropped, first = %why, "BuiltinTransformDroppedRows");
+                }
+                ("SUCCEEDED", None)
+            }
+            Ok(WorkerAnswer {
+                result: Err(reason),
+                ..
+            })
+            | Err(reason) => ("FAILED", Some(reason)),
+        }
     }
 
     async fn run_command(
@@ -165,6 +197,7 @@ impl LocalJobRunner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        limit_memory(&mut cmd, self.memory_mib.map(|m| m << 20));
         if let Some(m) = &manifest {
             cmd.env("CHOREO_MANIFEST", m);
         }
@@ -179,10 +212,13 @@ impl LocalJobRunner {
             }
             Ok(out) => {
                 let stderr = tail(&out.stderr, STDERR_TAIL);
-                let reason = if stderr.is_empty() {
-                    format!("command exited with {}", out.status)
-                } else {
+                let reason = crash_reason("the command", out.status, &stderr, self.memory_mib);
+                // A plain failure reads as the command's own words.
+                let plain = out.status.code().is_some() && !reason.contains("out of memory");
+                let reason = if plain && !stderr.is_empty() {
                     stderr
+                } else {
+                    reason
                 };
                 ("FAILED", Some(reason))
             }
@@ -367,7 +403,6 @@ mod tests {
     use crate::testutil::backend;
     use choreo_ports::{ErrorKind, JobRunner, JobStart, JobStatus, ObjectStore};
     use std::collections::BTreeMap;
-    use tokio::io::AsyncReadExt;
 
     fn args(batch: &str, manifest: Option<&str>) -> BTreeMap<String, String> {
         let mut a = BTreeMap::new();
@@ -381,110 +416,6 @@ mod tests {
     async fn start(jobs: &dyn JobRunner, job: &str, a: &BTreeMap<String, String>) -> String {
         match jobs.start_run(job, a).await.unwrap() {
             JobStart::Started { run_id } => run_id,
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn the_builtin_job_writes_parquet() {
-        let (_dir, b) = backend();
-        let s = b.objects();
-        let c = b.config().clone();
-        s.put(
-            &c.buckets.input,
-            "daily/1.csv",
-            b"\xEF\xBB\xBFid,name\n1,\"a, b\"\n2,\xC3\xA9\n".to_vec(),
-        )
-        .await
-        .unwrap();
-        let gz = {
-            use std::io::Write;
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            e.write_all(b"id,name\n3,c\n").unwrap();
-            e.finish().unwrap()
-        };
-        s.put(&c.buckets.input, "daily/2.csv.gz", gz).await.unwrap();
-        let manifest = serde_json::json!({
-            "batch_id": "b-1",
-            "dataset": "daily",
-            "files": [
-                {"file_id": "f-1", "bucket": c.buckets.input, "key": "daily/1.csv"},
-                {"file_id": "f-2", "bucket": c.buckets.input, "key": "daily/2.csv.gz"},
-            ],
-            "schema": {"fields": [{"name": "id", "type": "integer"}, {"name": "name"}]},
-        });
-        s.put(
-            &c.buckets.work,
-            "manifests/b-1.json",
-            manifest.to_string().into_bytes(),
-        )
-        .await
-        .unwrap();
-        let jobs = b.ports().jobs;
-        let a = args(
-            "b-1",
-            Some(&format!("{}/manifests/b-1.json", c.buckets.work)),
-        );
-        let run = start(&*jobs, "builtin", &a).await;
-        assert!(run.starts_with("jr-"));
-        assert_eq!(
-            jobs.find_run("builtin", "b-1").await.unwrap(),
-            Some(run.clone())
-        );
-        assert_eq!(jobs.find_run("builtin", "b-2").await.unwrap(), None);
-        assert_eq!(jobs.find_run("other", "b-1").await.unwrap(), None);
-        assert_eq!(
-            jobs.run_status("builtin", &run).await.unwrap(),
-            JobStatus::Succeeded
-        );
-        assert_eq!(
-            jobs.run_status("builtin", &run).await.unwrap(),
-            JobStatus::Succeeded
-        );
-
-        // The rows themselves are transform.rs's tests' (and the e2e test's, read by pyarrow).
-        let key = crate::transform::output_key("daily", "b-1");
-        assert!(key.starts_with("dataset=daily/ingest_date=") && key.ends_with("/b-1.parquet"));
-        let mut out = Vec::new();
-        s.get(&c.buckets.curated, &key, None)
-            .await
-            .unwrap()
-            .read_to_end(&mut out)
-            .await
-            .unwrap();
-        assert!(out.starts_with(b"PAR1") && out.ends_with(b"PAR1"));
-        let file = std::fs::File::open(s.path_of(&c.buckets.curated, &key).unwrap()).unwrap();
-        let reader = parquet::file::serialized_reader::SerializedFileReader::new(file).unwrap();
-        let rows = parquet::file::reader::FileReader::metadata(&reader)
-            .file_metadata()
-            .num_rows();
-        assert_eq!(rows, 3);
-        assert_eq!(s.list(&c.buckets.curated, "").await.unwrap().len(), 1);
-        assert_eq!(std::fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
-    }
-
-    #[tokio::test]
-    async fn a_manifest_without_a_usable_schema_fails_the_run() {
-        let (_dir, b) = backend();
-        let c = b.config().clone();
-        // The test datasets' inline schemas have no fields, which no Table Schema may.
-        let manifest = serde_json::json!({"batch_id": "b-2", "dataset": "events", "files": []});
-        b.objects()
-            .put(&c.buckets.work, "m.json", manifest.to_string().into_bytes())
-            .await
-            .unwrap();
-        let jobs = b.ports().jobs;
-        let run = start(
-            &*jobs,
-            "builtin",
-            &args("b-2", Some(&format!("{}/m.json", c.buckets.work))),
-        )
-        .await;
-        match jobs.run_status("builtin", &run).await.unwrap() {
-            JobStatus::Failed { state, reason } => {
-                assert_eq!(state, "FAILED");
-                assert!(reason.contains("schema"), "{reason}");
-            }
             other => panic!("{other:?}"),
         }
     }
@@ -514,17 +445,7 @@ mod tests {
         };
         assert_eq!(jobs.run_status("nightly-etl", &run).await.unwrap(), failed);
         assert_eq!(jobs.run_status("nightly-etl", &run).await.unwrap(), failed);
-        // A builtin run whose manifest is missing fails; it does not error.
-        let run = start(
-            &*jobs,
-            "builtin",
-            &args("b-1", Some("choreo-work/none.json")),
-        )
-        .await;
-        assert!(matches!(
-            jobs.run_status("builtin", &run).await.unwrap(),
-            JobStatus::Failed { .. }
-        ));
+        // The built-in transform runs in a choreo program's `job-worker`: tests/e2e/transform.rs.
         let err = jobs
             .start_run("builtin", &BTreeMap::new())
             .await
@@ -587,6 +508,40 @@ mod tests {
         assert_eq!(std::fs::read(first).unwrap(), b"validated");
         assert!(seen["files"][1]["path"].is_null());
         assert!(seen["files"][1]["gone"].as_str().unwrap().contains("gone"));
+    }
+
+    #[tokio::test]
+    async fn a_command_out_of_memory_fails_its_run_with_the_limit() {
+        let (_dir, b) = backend();
+        let mut config = b.config().clone();
+        config.local.job_memory_mb = 64;
+        let b = crate::LocalBackend::open(&config).unwrap();
+        let jobs = b.ports().jobs;
+        // 256 MiB in one allocation: Python raises MemoryError under the 64 MiB limit.
+        let cmd = "command:python3 -c 'b = bytearray(256 << 20); print(len(b))'";
+        let run = start(&*jobs, cmd, &args("b-9", None)).await;
+        match jobs.run_status(cmd, &run).await.unwrap() {
+            JobStatus::Failed { state, reason } => {
+                assert_eq!(state, "FAILED");
+                assert!(
+                    reason.starts_with(
+                        "the command ran out of memory (limit 64 MiB, [local] job_memory_mb) \
+                         and exited with code 1: "
+                    ) && reason.ends_with("MemoryError"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The same command without the limit succeeds.
+        config.local.job_memory_mb = 0;
+        let b = crate::LocalBackend::open(&config).unwrap();
+        let jobs = b.ports().jobs;
+        let run = start(&*jobs, cmd, &args("b-10", None)).await;
+        assert_eq!(
+            jobs.run_status(cmd, &run).await.unwrap(),
+            JobStatus::Succeeded
+        );
     }
 
     #[test]

@@ -38,12 +38,14 @@ mod catalog;
 mod crawler;
 mod db;
 mod jobs;
+mod keyindex;
 mod mail;
 mod notifier;
 mod objects;
 mod queue;
 mod state;
 pub mod transform;
+pub mod worker;
 
 pub use audit::LocalAuditLog;
 pub use bus::LocalTopic;
@@ -367,6 +369,27 @@ pub(crate) mod testutil {
         config.check().unwrap();
         let b = LocalBackend::open(&config).unwrap();
         (dir, b)
+    }
+
+    /// A decompression bomb: `mib` MiB of `fill` as `mib` gzip members or zstd frames of one MiB
+    /// each, a file about a thousandth of that (gzip) or far less (zstd).
+    pub(crate) fn bomb(
+        compression: choreo_validation::Compression,
+        fill: u8,
+        mib: usize,
+    ) -> Vec<u8> {
+        use std::io::Write;
+        let zeros = vec![fill; 1 << 20];
+        let one = match compression {
+            choreo_validation::Compression::Gzip => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                e.write_all(&zeros).unwrap();
+                e.finish().unwrap()
+            }
+            choreo_validation::Compression::Zstd => zstd::encode_all(&zeros[..], 19).unwrap(),
+            choreo_validation::Compression::None => zeros,
+        };
+        one.repeat(mib)
     }
 
     pub(crate) fn msg(body: &str) -> OutgoingMessage {

@@ -18,49 +18,53 @@
 //! Int64, number → Float64, boolean → Boolean, everything else and every masked column → Utf8; a
 //! missing value is null) and `_file_id`, to [`output_key`]:
 //! `dataset=<name>/ingest_date=<YYYY-MM-DD>/<batch_id>.parquet`, written from a temporary file so
-//! readers never see half of it. Running it twice on the same day writes the same object.
+//! readers never see half of it. Running it twice on the same day writes the same object. Rows come
+//! out in the order their key was last seen (arrival order without a primary key).
 //!
-//! Memory: deduplication needs the whole batch, so the kept rows are held until the end (a batch is
-//! at most `batch_max_files` files, a few hundred); files are streamed, and rows are written
-//! [`ROW_GROUP`] to a row group.
+//! Memory is bounded whatever the batch's size. Rows are streamed to the Parquet writer
+//! [`ARROW_BATCH`] at a time, in row groups of at most [`ROW_GROUP`] rows and [`ROW_GROUP_BYTES`].
+//! With a primary key the batch is read twice: the first pass checks every row and gives each kept
+//! row's key to a [`KeyIndex`] (which spills sorted runs to disk past [`KEY_INDEX_BYTES`]), which
+//! answers which rows a later one replaces; the second pass writes the others. Every object is read
+//! through the validator's decompression guard ([`Decoded`], default [`Limits`]): a decompression
+//! bomb fails the run with its reason instead of filling memory.
+//!
+//! The job runner runs all this in a child process with a memory limit (`jobs.rs`, `worker.rs`).
 
+use crate::keyindex::{KeyIndex, Replaced};
 use crate::objects::LocalObjectStore;
 use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field as ArrowField, Schema as ArrowSchema};
 use choreo_domain::config::{DatasetConfig, FileFormat, SchemaSource};
-use choreo_domain::{Config, Manifest};
+use choreo_domain::{Manifest, ManifestFile};
 use choreo_ports::ObjectStore;
-use choreo_validation::{Cast, Casts, Compression, FieldType, TableSchema};
+use choreo_validation::{Cast, Casts, Decoded, FieldType, Limits, TableSchema};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 
 /// The column naming each row's file.
 const FILE_ID: &str = "_file_id";
-/// Rows a Parquet row group holds (and that are turned into Arrow arrays at once).
+/// Most rows a Parquet row group holds.
 pub const ROW_GROUP: usize = 64 * 1024;
-
-/// A reader of an object's text, gunzipped if the dataset says the key is compressed.
-pub(crate) fn decoded(file: impl Read + Send + 'static, gzip: bool) -> Box<dyn BufRead + Send> {
-    if gzip {
-        Box::new(BufReader::new(flate2::read::MultiGzDecoder::new(file)))
-    } else {
-        Box::new(BufReader::new(file))
-    }
-}
-
-pub(crate) fn is_gzip(dataset: &DatasetConfig, key: &str) -> bool {
-    matches!(dataset.compression_for(key), Compression::Gzip)
-}
+/// Most bytes (encoded) a row group holds: wide rows make smaller groups, so the writer's buffer
+/// stays bounded whatever the rows' width.
+pub const ROW_GROUP_BYTES: usize = 32 << 20;
+/// Rows turned into Arrow arrays at once.
+pub const ARROW_BATCH: usize = 8 * 1024;
+/// Bytes of primary keys (and their bookkeeping) the key index holds before it spills a sorted run
+/// to the data directory's `tmp/`.
+pub const KEY_INDEX_BYTES: usize = 32 << 20;
 
 /// A CSV reader with the dataset's dialect that yields the header as a record of its own.
 pub(crate) fn csv_reader(
@@ -127,7 +131,7 @@ pub(crate) fn object_keys(text: &str) -> Result<Vec<String>, serde_json::Error> 
 }
 
 /// What a run of the built-in transform did, for the job runner's log.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuiltinSummary {
     /// Rows read from the batch's files.
     pub read: u64,
@@ -139,6 +143,9 @@ pub struct BuiltinSummary {
     pub written: u64,
     /// Why the first dropped row was dropped, for the log.
     pub first_drop: Option<String>,
+    /// Sorted runs of keys the deduplication spilled to disk (0: it fitted in memory).
+    #[serde(default)]
+    pub key_runs: usize,
     /// The object written in the curated bucket.
     pub key: String,
 }
@@ -151,38 +158,33 @@ enum Raw<'a> {
     Json(&'a serde_json::Value),
 }
 
-/// One part of a primary key, as cast, so that `01` and `1` in an integer field are one key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum KeyPart {
-    Null,
-    Int(i64),
-    /// The bits of a float, -0 as 0.
-    Num(u64),
-    Bool(bool),
-    Text(String),
+/// Appends one part of a primary key, as cast (so that `01` and `1` in an integer field are one
+/// key), to `out`: a tag byte, then the value; text is length-prefixed, so no two keys encode alike.
+fn encode_key_part(out: &mut Vec<u8>, value: &Cast<'_>) {
+    match value {
+        Cast::Null => out.push(0),
+        Cast::Int(v) => {
+            out.push(1);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        Cast::Num(v) => {
+            out.push(2);
+            let bits = if *v == 0.0 { 0 } else { v.to_bits() }; // -0 is 0
+            out.extend_from_slice(&bits.to_le_bytes());
+        }
+        Cast::Bool(v) => out.extend_from_slice(&[3, *v as u8]),
+        Cast::Text(t) => {
+            out.push(4);
+            out.extend_from_slice(&(t.len() as u64).to_le_bytes());
+            out.extend_from_slice(t.as_bytes());
+        }
+    }
 }
 
 /// A kept row: its file (an index in the manifest) and one value per schema field.
 struct Row {
     file: u32,
     values: Vec<Cast<'static>>,
-}
-
-/// The batch's rows, compiled once: the checks, the masked fields, the key, and the rows kept so
-/// far, deduplicated as they come.
-struct BatchRows {
-    casts: Casts,
-    names: Vec<String>,
-    /// Per field: masked (personal data).
-    masked: Vec<bool>,
-    /// The primary key's field indexes; empty when the schema has none.
-    key: Vec<usize>,
-    salt: String,
-    /// Kept rows in arrival order; a row replaced by a later one of the same key becomes `None`.
-    rows: Vec<Option<Row>>,
-    /// Primary key → its row's index in `rows`.
-    seen: HashMap<Vec<KeyPart>, usize>,
-    summary: BuiltinSummary,
 }
 
 /// Lowercase hex SHA-256 of the salt followed by the value (what the Glue script's
@@ -194,8 +196,19 @@ pub fn mask(salt: &str, value: &str) -> String {
     hex::encode(h.finalize())
 }
 
-impl BatchRows {
-    fn new(schema: &TableSchema, personal: &[String], salt: &str) -> Result<BatchRows, String> {
+/// The batch's rules, compiled once: the checks, the masked fields and the key.
+struct Rules {
+    casts: Casts,
+    names: Vec<String>,
+    /// Per field: masked (personal data).
+    masked: Vec<bool>,
+    /// The primary key's field indexes; empty when the schema has none.
+    key: Vec<usize>,
+    salt: String,
+}
+
+impl Rules {
+    fn new(schema: &TableSchema, personal: &[String], salt: &str) -> Result<Rules, String> {
         let casts = Casts::new(schema).map_err(|e| format!("bad Table Schema: {e}"))?;
         let names: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
         if names.iter().any(|n| n == FILE_ID) {
@@ -221,16 +234,78 @@ impl BatchRows {
                 .map(|n| casts.index(n).ok_or_else(|| format!("no key field {n:?}")))
                 .collect::<Result<_, _>>()?,
         };
-        Ok(BatchRows {
+        Ok(Rules {
             casts,
             names,
             masked,
             key,
             salt: salt.to_string(),
-            rows: Vec::new(),
-            seen: HashMap::new(),
-            summary: BuiltinSummary::default(),
         })
+    }
+
+    /// The Arrow type of field `i`: masked values are text whatever their type.
+    fn arrow_type(&self, i: usize) -> DataType {
+        if self.masked[i] {
+            return DataType::Utf8;
+        }
+        match self.casts.field_type(i) {
+            FieldType::Integer => DataType::Int64,
+            FieldType::Number => DataType::Float64,
+            FieldType::Boolean => DataType::Boolean,
+            _ => DataType::Utf8,
+        }
+    }
+}
+
+/// One input of the batch: where its bytes are, and its `bucket/key` for messages.
+pub(crate) struct Input {
+    path: PathBuf,
+    name: String,
+}
+
+/// Where the bytes of the manifest's file `f` are: the version its pin names. The one place the
+/// transform finds an input object's bytes.
+fn input_of(objects: &LocalObjectStore, f: &ManifestFile) -> Result<Input, String> {
+    let path = objects
+        .path_of_version(&f.bucket, &f.key, f.pin.as_ref())
+        .map_err(|e| e.to_string())?;
+    Ok(Input {
+        path,
+        name: format!("{}/{}", f.bucket, f.key),
+    })
+}
+
+/// What a pass does with the rows that pass the checks.
+enum Sink<'w> {
+    /// The first pass of a batch with a primary key: each row's key goes to the index.
+    Index(KeyIndex),
+    /// The (last) pass that writes: every row but those `replaced` goes to the writer.
+    Write {
+        out: &'w mut RowWriter,
+        replaced: &'w Replaced,
+    },
+}
+
+/// One pass over the batch's files.
+struct Pass<'a> {
+    rules: &'a Rules,
+    sink: Sink<'a>,
+    /// Rows that passed the checks so far: the next such row's ordinal.
+    passed: u64,
+    summary: BuiltinSummary,
+    /// The key being encoded, reused from row to row.
+    key: Vec<u8>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(rules: &'a Rules, sink: Sink<'a>) -> Self {
+        Pass {
+            rules,
+            sink,
+            passed: 0,
+            summary: BuiltinSummary::default(),
+            key: Vec::new(),
+        }
     }
 
     /// Notes a dropped row and why.
@@ -241,84 +316,98 @@ impl BatchRows {
         }
     }
 
-    /// Checks, masks and keeps one row, whose field `i` is `raw(i)`; a row that fails the schema
-    /// is dropped, and one repeating an earlier row's primary key replaces it.
-    fn push<'a>(&mut self, file: u32, place: impl Fn() -> String, raw: impl Fn(usize) -> Raw<'a>) {
+    /// Checks one row, whose field `i` is `raw(i)`: a row that fails the schema is dropped; one that
+    /// passes is indexed by its key, or masked and written unless a later row replaces it.
+    fn push<'r>(
+        &mut self,
+        file: u32,
+        place: impl Fn() -> String,
+        raw: impl Fn(usize) -> Raw<'r>,
+    ) -> Result<(), String> {
         self.summary.read += 1;
-        let mut values = Vec::with_capacity(self.names.len());
-        for i in 0..self.names.len() {
-            let r = raw(i);
-            let cast = match r {
-                Raw::Absent => self.casts.json(i, None),
-                Raw::Text(t) => self.casts.text(i, t),
-                Raw::Json(v) => self.casts.json(i, Some(v)),
+        let rules = self.rules;
+        let mut values = Vec::with_capacity(rules.names.len());
+        for i in 0..rules.names.len() {
+            let cast = match raw(i) {
+                Raw::Absent => rules.casts.json(i, None),
+                Raw::Text(t) => rules.casts.text(i, t),
+                Raw::Json(v) => rules.casts.json(i, Some(v)),
             };
-            let cast = match cast {
-                Ok(c) => c,
+            match cast {
+                Ok(c) => values.push(c),
                 Err(e) => {
-                    return self.drop_row(|| format!("{}: {}", place(), e.message));
+                    self.drop_row(|| format!("{}: {}", place(), e.message));
+                    return Ok(());
                 }
-            };
-            values.push(match cast {
-                Cast::Text(t) => Cast::Text(Cow::Owned(t.into_owned())),
-                Cast::Null => Cast::Null,
-                Cast::Int(v) => Cast::Int(v),
-                Cast::Num(v) => Cast::Num(v),
-                Cast::Bool(v) => Cast::Bool(v),
-            });
-        }
-        let key: Vec<KeyPart> = self
-            .key
-            .iter()
-            .map(|&i| match &values[i] {
-                Cast::Null => KeyPart::Null,
-                Cast::Int(v) => KeyPart::Int(*v),
-                Cast::Num(v) => KeyPart::Num(if *v == 0.0 { 0 } else { v.to_bits() }),
-                Cast::Bool(v) => KeyPart::Bool(*v),
-                Cast::Text(t) => KeyPart::Text(t.to_string()),
-            })
-            .collect();
-        // Masked after the key is taken: the hash is one-to-one, so the key is the same either way.
-        for (i, v) in values.iter_mut().enumerate() {
-            if self.masked[i] && *v != Cast::Null {
-                let text = match raw(i) {
-                    Raw::Text(t) => t.to_string(),
-                    Raw::Json(serde_json::Value::String(s)) => s.trim().to_string(),
-                    Raw::Json(other) => other.to_string(),
-                    Raw::Absent => continue,
-                };
-                *v = Cast::Text(Cow::Owned(mask(&self.salt, &text)));
             }
         }
-        let row = Row { file, values };
-        if !self.key.is_empty() {
-            // The last row of a key wins: later files in the manifest are newer.
-            if let Some(at) = self.seen.insert(key, self.rows.len()) {
-                self.rows[at] = None;
-                self.summary.duplicates += 1;
+        let ordinal = self.passed;
+        self.passed += 1;
+        match &mut self.sink {
+            Sink::Index(index) => {
+                self.key.clear();
+                for &i in &rules.key {
+                    encode_key_part(&mut self.key, &values[i]);
+                }
+                index
+                    .push(&self.key, ordinal)
+                    .map_err(|e| format!("deduplication index: {e}"))
+            }
+            Sink::Write { replaced, .. } if replaced.contains(ordinal) => Ok(()),
+            Sink::Write { out, .. } => {
+                let mut owned: Vec<Cast<'static>> = values
+                    .into_iter()
+                    .map(|v| match v {
+                        Cast::Text(t) => Cast::Text(Cow::Owned(t.into_owned())),
+                        Cast::Null => Cast::Null,
+                        Cast::Int(v) => Cast::Int(v),
+                        Cast::Num(v) => Cast::Num(v),
+                        Cast::Bool(v) => Cast::Bool(v),
+                    })
+                    .collect();
+                // Masked after the key is taken: the hash is one-to-one, so the key is the same
+                // either way.
+                for (i, v) in owned.iter_mut().enumerate() {
+                    if rules.masked[i] && *v != Cast::Null {
+                        let text = match raw(i) {
+                            Raw::Text(t) => t.to_string(),
+                            Raw::Json(serde_json::Value::String(s)) => s.trim().to_string(),
+                            Raw::Json(other) => other.to_string(),
+                            Raw::Absent => continue,
+                        };
+                        *v = Cast::Text(Cow::Owned(mask(&rules.salt, &text)));
+                    }
+                }
+                out.push(Row {
+                    file,
+                    values: owned,
+                })
             }
         }
-        self.rows.push(Some(row));
     }
 
-    /// One file's rows, streamed from `path` (`key` names it in messages).
+    /// One file's rows, streamed from `input`.
     fn read_file(
         &mut self,
         dataset: &DatasetConfig,
-        path: &Path,
-        key: &str,
+        input: &Input,
         file: u32,
     ) -> Result<(), String> {
-        let input = File::open(path).map_err(|e| format!("{key}: {e}"))?;
-        let input: Box<dyn BufRead + Send> = match dataset.compression_for(key) {
-            Compression::Zstd => Box::new(BufReader::new(
-                zstd::stream::read::Decoder::new(input).map_err(|e| format!("{key}: {e}"))?,
-            )),
-            c => decoded(input, c == Compression::Gzip),
-        };
+        let key = input.name.as_str();
+        let bytes = File::open(&input.path).map_err(|e| format!("{key}: {e}"))?;
+        let compression = dataset.compression_for(key);
+        let limits = Limits::default();
         match dataset.format {
-            FileFormat::Csv => self.read_csv(dataset, input, key, file),
-            FileFormat::Jsonl => self.read_jsonl(input, key, file),
+            // Lines bounded for CSV too: a record's line is never longer than the record, which the
+            // validator bounds by the same limit (the csv crate would buffer any record whole).
+            FileFormat::Csv => {
+                let text = Box::new(BufReader::new(Decoded::lines(bytes, compression, &limits)));
+                self.read_csv(dataset, text, key, file, limits.max_line_bytes)
+            }
+            FileFormat::Jsonl => {
+                let text = Box::new(BufReader::new(Decoded::lines(bytes, compression, &limits)));
+                self.read_jsonl(text, key, file)
+            }
         }
     }
 
@@ -328,6 +417,7 @@ impl BatchRows {
         input: Box<dyn BufRead + Send>,
         key: &str,
         file: u32,
+        max_record: usize,
     ) -> Result<(), String> {
         // Flexible: a record of the wrong width is the row's problem, not the file's.
         let mut reader = csv_builder(dataset).flexible(true).from_reader(input);
@@ -346,16 +436,24 @@ impl BatchRows {
                 }
                 Err(e) => return Err(format!("{key}: {e}")),
             }
+            let start = record.position().map_or(0, |p| p.byte());
+            if reader.position().byte() - start > max_record as u64 {
+                let line = record.position().map_or(0, |p| p.line());
+                return Err(format!(
+                    "{key}: the record at line {line} is longer than {max_record} bytes"
+                ));
+            }
             if columns.is_none() {
                 width = record.len();
                 let cols = if dataset.csv.header {
                     let header = column_names(dataset, &record);
-                    self.names
+                    self.rules
+                        .names
                         .iter()
                         .map(|n| header.iter().position(|h| h.trim() == n))
                         .collect()
                 } else {
-                    (0..self.names.len())
+                    (0..self.rules.names.len())
                         .map(|i| (i < width).then_some(i))
                         .collect()
                 };
@@ -380,7 +478,7 @@ impl BatchRows {
                     Some(c) => Raw::Text(rec.get(c).unwrap_or_default().trim()),
                     None => Raw::Absent,
                 },
-            );
+            )?;
         }
         Ok(())
     }
@@ -391,7 +489,7 @@ impl BatchRows {
         key: &str,
         file: u32,
     ) -> Result<(), String> {
-        let names = self.names.clone();
+        let names = &self.rules.names;
         let mut buf = Vec::new();
         let mut line = 0u64;
         loop {
@@ -431,61 +529,98 @@ impl BatchRows {
                     Some(serde_json::Value::String(s)) => Raw::Text(s.trim()),
                     Some(v) => Raw::Json(v),
                 },
-            );
+            )?;
         }
         Ok(())
     }
+}
 
-    /// The Arrow type of field `i`: masked values are text whatever their type.
-    fn arrow_type(&self, i: usize) -> DataType {
-        if self.masked[i] {
-            return DataType::Utf8;
-        }
-        match self.casts.field_type(i) {
-            FieldType::Integer => DataType::Int64,
-            FieldType::Number => DataType::Float64,
-            FieldType::Boolean => DataType::Boolean,
-            _ => DataType::Utf8,
-        }
-    }
+/// The Parquet output, a few thousand rows at a time.
+struct RowWriter {
+    writer: ArrowWriter<File>,
+    schema: Arc<ArrowSchema>,
+    types: Vec<DataType>,
+    file_ids: Vec<String>,
+    rows: Vec<Row>,
+    written: u64,
+}
 
-    /// Writes the kept rows to `out` as Parquet, `ROW_GROUP` rows a row group.
-    fn write(&mut self, file_ids: &[String], out: File) -> Result<File, String> {
-        let err = |e: parquet::errors::ParquetError| format!("writing Parquet: {e}");
-        let mut fields: Vec<ArrowField> = (0..self.names.len())
-            .map(|i| ArrowField::new(&self.names[i], self.arrow_type(i), true))
+impl RowWriter {
+    fn new(rules: &Rules, file_ids: Vec<String>, out: File) -> Result<RowWriter, String> {
+        let types: Vec<DataType> = (0..rules.names.len())
+            .map(|i| rules.arrow_type(i))
+            .collect();
+        let mut fields: Vec<ArrowField> = rules
+            .names
+            .iter()
+            .zip(&types)
+            .map(|(n, t)| ArrowField::new(n, t.clone(), true))
             .collect();
         fields.push(ArrowField::new(FILE_ID, DataType::Utf8, false));
         let schema = Arc::new(ArrowSchema::new(fields));
         let props = WriterProperties::builder()
             .set_compression(parquet::basic::Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP))
+            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
             .build();
-        let mut writer =
-            ArrowWriter::try_new(out, Arc::clone(&schema), Some(props)).map_err(err)?;
-        let rows = std::mem::take(&mut self.rows);
-        let mut chunk: Vec<Row> = Vec::with_capacity(ROW_GROUP.min(rows.len()));
-        let mut rows = rows.into_iter().flatten().peekable();
-        while rows.peek().is_some() {
-            chunk.clear();
-            chunk.extend(rows.by_ref().take(ROW_GROUP));
-            self.summary.written += chunk.len() as u64;
-            let mut columns: Vec<ArrayRef> = (0..self.names.len())
-                .map(|i| column(self.arrow_type(i), chunk.iter().map(|r| &r.values[i])))
-                .collect();
-            columns.push(Arc::new(StringArray::from_iter_values(
-                chunk.iter().map(|r| &file_ids[r.file as usize]),
-            )));
-            let batch = RecordBatch::try_new(Arc::clone(&schema), columns)
-                .map_err(|e| format!("building a record batch: {e}"))?;
-            writer.write(&batch).map_err(err)?;
+        let writer = ArrowWriter::try_new(out, Arc::clone(&schema), Some(props))
+            .map_err(|e| format!("writing Parquet: {e}"))?;
+        Ok(RowWriter {
+            writer,
+            schema,
+            types,
+            file_ids,
+            rows: Vec::with_capacity(ARROW_BATCH),
+            written: 0,
+        })
+    }
+
+    fn push(&mut self, row: Row) -> Result<(), String> {
+        self.rows.push(row);
+        if self.rows.len() >= ARROW_BATCH {
+            self.write_rows()?;
         }
-        writer.into_inner().map_err(err)
+        Ok(())
+    }
+
+    /// Hands the rows gathered so far to the Parquet writer, as one record batch.
+    fn write_rows(&mut self) -> Result<(), String> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let rows = &self.rows;
+        let mut columns: Vec<ArrayRef> = self
+            .types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| column(t, rows.iter().map(|r| &r.values[i])))
+            .collect();
+        columns.push(Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &self.file_ids[r.file as usize]),
+        )));
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)
+            .map_err(|e| format!("building a record batch: {e}"))?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| format!("writing Parquet: {e}"))?;
+        self.written += rows.len() as u64;
+        self.rows.clear();
+        Ok(())
+    }
+
+    /// Ends the file; returns it and the rows written.
+    fn finish(mut self) -> Result<(File, u64), String> {
+        self.write_rows()?;
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| format!("writing Parquet: {e}"))?;
+        Ok((file, self.written))
     }
 }
 
 /// One Arrow column of `ty` from the rows' values (which the checks have typed to match).
-fn column<'a>(ty: DataType, values: impl Iterator<Item = &'a Cast<'static>>) -> ArrayRef {
+fn column<'a>(ty: &DataType, values: impl Iterator<Item = &'a Cast<'static>>) -> ArrayRef {
     match ty {
         DataType::Int64 => Arc::new(Int64Array::from_iter(values.map(|v| match v {
             Cast::Int(x) => Some(*x),
@@ -509,6 +644,66 @@ fn column<'a>(ty: DataType, values: impl Iterator<Item = &'a Cast<'static>>) -> 
         }))),
     }
 }
+
+/// The batch, transformed: `inputs` (in manifest order, `file_ids` naming them) read, checked,
+/// masked and deduplicated into Parquet in `out`. With a primary key, a first pass indexes the keys
+/// (spilling past `index_bytes` to `tmp`), and the second writes.
+fn transform(
+    rules: &Rules,
+    dataset: &DatasetConfig,
+    inputs: &[Input],
+    file_ids: Vec<String>,
+    out: File,
+    tmp: &Path,
+    index_bytes: usize,
+) -> Result<(File, BuiltinSummary), String> {
+    let mut first = None;
+    let replaced = if rules.key.is_empty() {
+        Replaced::default()
+    } else {
+        let mut pass = Pass::new(rules, Sink::Index(KeyIndex::new(tmp, index_bytes)));
+        for (n, input) in inputs.iter().enumerate() {
+            pass.read_file(dataset, input, n as u32)?;
+        }
+        let Sink::Index(index) = pass.sink else {
+            unreachable!("an index pass")
+        };
+        let runs = index.runs();
+        let replaced = index
+            .finish()
+            .map_err(|e| format!("deduplication index: {e}"))?;
+        first = Some((pass.summary, pass.passed, runs));
+        replaced
+    };
+    let mut writer = RowWriter::new(rules, file_ids, out)?;
+    let mut pass = Pass::new(
+        rules,
+        Sink::Write {
+            out: &mut writer,
+            replaced: &replaced,
+        },
+    );
+    for (n, input) in inputs.iter().enumerate() {
+        pass.read_file(dataset, input, n as u32)?;
+    }
+    let (mut summary, passed) = (pass.summary, pass.passed);
+    if let Some((indexed, indexed_rows, runs)) = first {
+        if passed != indexed_rows {
+            return Err(format!(
+                "the batch's files changed while it was transformed ({indexed_rows} rows, then {passed})"
+            ));
+        }
+        summary = BuiltinSummary {
+            key_runs: runs,
+            ..indexed
+        };
+    }
+    summary.duplicates = replaced.count;
+    let (file, written) = writer.finish()?;
+    summary.written = written;
+    Ok((file, summary))
+}
+
 /// Splits `bucket/key`.
 pub(crate) fn split_location(location: &str) -> Option<(&str, &str)> {
     location
@@ -559,12 +754,42 @@ fn schema_of(manifest: &Manifest, dataset: &DatasetConfig) -> Result<TableSchema
     }
 }
 
+/// What the built-in transform needs of the configuration: the datasets (the manifest names one),
+/// the curated bucket and the mask salt.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct BuiltinJob {
+    pub datasets: Vec<DatasetConfig>,
+    pub curated: String,
+    pub mask_salt: String,
+}
+
+impl fmt::Debug for BuiltinJob {
+    // The salt is a secret: never in a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuiltinJob")
+            .field("datasets", &self.datasets.len())
+            .field("curated", &self.curated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BuiltinJob {
+    pub fn of(config: &choreo_domain::Config) -> Self {
+        BuiltinJob {
+            datasets: config.datasets.clone(),
+            curated: config.buckets.curated.clone(),
+            mask_salt: config.transform.mask_salt.clone(),
+        }
+    }
+}
+
 /// Runs the built-in transform with the job run's arguments. Returns what it did, or why the run
 /// failed.
 pub async fn run_builtin(
     objects: &LocalObjectStore,
-    config: &Config,
+    job: &BuiltinJob,
     arguments: &BTreeMap<String, String>,
+    key_index_bytes: usize,
 ) -> Result<BuiltinSummary, String> {
     let location = arguments
         .get("--manifest")
@@ -575,46 +800,47 @@ pub async fn run_builtin(
     {
         tracing::warn!(argument = %b, manifest = %manifest.batch_id, "the manifest names another batch");
     }
-    let dataset = config
-        .dataset(&manifest.dataset)
+    let dataset = job
+        .datasets
+        .iter()
+        .find(|d| d.name == manifest.dataset)
         .ok_or_else(|| format!("unknown dataset {:?}", manifest.dataset))?
         .clone();
     let schema = schema_of(&manifest, &dataset)?;
-    let mut batch = BatchRows::new(
-        &schema,
-        &manifest.personal_data,
-        &config.transform.mask_salt,
-    )?;
-    let mut inputs = Vec::new();
-    for f in &manifest.files {
-        let path = objects
-            .path_of_version(&f.bucket, &f.key, f.pin.as_ref())
-            .map_err(|e| e.to_string())?;
-        inputs.push((path, format!("{}/{}", f.bucket, f.key)));
-    }
+    let rules = Rules::new(&schema, &manifest.personal_data, &job.mask_salt)?;
+    let inputs = manifest
+        .files
+        .iter()
+        .map(|f| input_of(objects, f))
+        .collect::<Result<Vec<_>, _>>()?;
     let file_ids: Vec<String> = manifest.files.iter().map(|f| f.file_id.0.clone()).collect();
     let tmp = objects.tmp_path("transform");
-    let tmp_in_task = tmp.clone();
+    let (tmp_in_task, tmp_dir) = (tmp.clone(), objects.tmp_dir().to_path_buf());
     let written = tokio::task::spawn_blocking(move || -> Result<BuiltinSummary, String> {
-        for (n, (path, key)) in inputs.iter().enumerate() {
-            batch.read_file(&dataset, path, key, n as u32)?;
-        }
         let out = File::create(&tmp_in_task).map_err(|e| format!("temporary output: {e}"))?;
-        let out = batch.write(&file_ids, out)?;
+        let (out, summary) = transform(
+            &rules,
+            &dataset,
+            &inputs,
+            file_ids,
+            out,
+            &tmp_dir,
+            key_index_bytes,
+        )?;
         out.sync_all().map_err(|e| format!("writing output: {e}"))?;
-        Ok(batch.summary)
+        Ok(summary)
     })
     .await
     .map_err(|e| format!("transform task failed: {e}"));
     let result = match written.and_then(|r| r) {
         Ok(mut summary) => {
             let key = output_key(&manifest.dataset, &manifest.batch_id);
-            match objects.put_file(&config.buckets.curated, &key, &tmp).await {
+            match objects.put_file(&job.curated, &key, &tmp).await {
                 Ok(()) => {
                     summary.key = key;
                     Ok(summary)
                 }
-                Err(e) => Err(format!("writing {}/{key}: {e}", config.buckets.curated)),
+                Err(e) => Err(format!("writing {}/{key}: {e}", job.curated)),
             }
         }
         Err(e) => Err(e),
@@ -660,26 +886,66 @@ mod tests {
         .unwrap()
     }
 
-    /// Runs the batch over `files` (name, text) and reads the Parquet back: the column types, and
-    /// each row's values as text (`null` for none).
+    /// Runs the batch over `files` (name, text) and reads the Parquet back: the column types, each
+    /// row's values as text (`null` for none), and the summary. Runs it twice, the second time with
+    /// a key index that spills every key to a run of its own, and checks both write the same rows.
     fn run(
-        batch: &mut BatchRows,
+        rules: &Rules,
         dataset: &DatasetConfig,
         files: &[(&str, &[u8])],
-    ) -> (Vec<(String, DataType)>, Vec<Vec<String>>) {
-        use arrow_array::Array;
-        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    ) -> (Vec<(String, DataType)>, Vec<Vec<String>>, BuiltinSummary) {
         let dir = tempfile::tempdir().unwrap();
-        let mut ids = Vec::new();
-        for (n, (name, text)) in files.iter().enumerate() {
+        let mut inputs = Vec::new();
+        for (name, text) in files {
             let path = dir.path().join(name);
             std::fs::write(&path, text).unwrap();
-            batch.read_file(dataset, &path, name, n as u32).unwrap();
-            ids.push(format!("f-{n}"));
+            inputs.push(Input {
+                path,
+                name: name.to_string(),
+            });
         }
+        let ids: Vec<String> = (0..files.len()).map(|n| format!("f-{n}")).collect();
         let out = dir.path().join("out.parquet");
-        batch.write(&ids, File::create(&out).unwrap()).unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&out).unwrap())
+        let run_with = |bound: usize| {
+            let file = File::create(&out).unwrap();
+            let (_, summary) = transform(
+                rules,
+                dataset,
+                &inputs,
+                ids.clone(),
+                file,
+                dir.path(),
+                bound,
+            )
+            .unwrap();
+            let (columns, rows) = read_parquet(&out);
+            (columns, rows, summary)
+        };
+        let (columns, rows, summary) = run_with(KEY_INDEX_BYTES);
+        assert_eq!(summary.key_runs, 0);
+        let (columns_spilled, rows_spilled, spilled) = run_with(1);
+        assert_eq!(
+            (columns_spilled, rows_spilled),
+            (columns.clone(), rows.clone())
+        );
+        if !rules.key.is_empty() && summary.read > summary.dropped {
+            assert!(spilled.key_runs > 0, "{spilled:?}");
+        }
+        assert_eq!(
+            BuiltinSummary {
+                key_runs: 0,
+                ..spilled
+            },
+            summary
+        );
+        (columns, rows, summary)
+    }
+
+    /// A Parquet file's column types, and each row's values as text (`null` for none).
+    fn read_parquet(out: &Path) -> (Vec<(String, DataType)>, Vec<Vec<String>>) {
+        use arrow_array::Array;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(out).unwrap())
             .unwrap()
             .build()
             .unwrap();
@@ -725,7 +991,7 @@ mod tests {
     #[test]
     fn csv_rows_are_trimmed_checked_masked_and_deduplicated() {
         let d = dataset("csv", true);
-        let mut b = BatchRows::new(&schema(), &["email".into()], "salt").unwrap();
+        let b = Rules::new(&schema(), &["email".into()], "salt").unwrap();
         let first = b"\xEF\xBB\xBFid, email ,amount,vip,day\n\
             1, a@x.io ,1.5,true,2026-01-02\n\
             2,b@x.io,NA,,\n\
@@ -735,7 +1001,7 @@ mod tests {
             5,short@x.io,1\n\
             6,date@x.io,1,true,2026-13-01\n";
         let second = b"id,email,amount,vip,day\n 01 ,new@x.io,2,false,2026-01-03\n7,c@x.io,0,0,\n";
-        let (columns, rows) = run(&mut b, &d, &[("1.csv", first), ("2.csv", second)]);
+        let (columns, rows, s) = run(&b, &d, &[("1.csv", first), ("2.csv", second)]);
         assert_eq!(
             columns,
             [
@@ -779,7 +1045,6 @@ mod tests {
             ]
         );
         assert_eq!(m("a@x.io").len(), 64);
-        let s = &b.summary;
         assert_eq!((s.read, s.dropped, s.duplicates, s.written), (9, 5, 1, 3));
         assert!(
             s.first_drop.as_deref().unwrap().contains("1.csv: line 4"),
@@ -795,14 +1060,14 @@ mod tests {
                 {"name":"n","type":"number"},{"name":"name"}]}"#,
         )
         .unwrap();
-        let mut b = BatchRows::new(&schema, &["name".into()], "s").unwrap();
+        let b = Rules::new(&schema, &["name".into()], "s").unwrap();
         let text =
             b"{\"id\": 1, \"tags\": [1, 2], \"n\": 3, \"name\": \"  Ann \", \"extra\": true}\n\n\
             {\"id\": \" 2 \"}\n\
             {\"id\": 1.5}\n\
             [1]\n\
             {\"id\": 1, \"n\": 1e400}\n";
-        let (columns, rows) = run(&mut b, &d, &[("e.jsonl", text)]);
+        let (columns, rows, s) = run(&b, &d, &[("e.jsonl", text)]);
         let types: Vec<DataType> = columns.into_iter().map(|c| c.1).collect();
         assert_eq!(
             types,
@@ -834,23 +1099,67 @@ mod tests {
                 ],
             ]
         );
-        assert_eq!((b.summary.read, b.summary.dropped), (5, 3));
+        assert_eq!((s.read, s.dropped), (5, 3));
     }
 
     #[test]
     fn zstd_files_are_read() {
         let d = dataset("csv", false);
-        let mut b = BatchRows::new(&schema(), &[], "").unwrap();
+        let b = Rules::new(&schema(), &[], "").unwrap();
         let z = zstd::encode_all(&b"9,z@x.io,1,1,2026-01-01\n"[..], 3).unwrap();
-        let (_, rows) = run(&mut b, &d, &[("t.csv.zst", &z)]);
+        let (_, rows, _) = run(&b, &d, &[("t.csv.zst", &z)]);
         assert_eq!(rows, [["9", "z@x.io", "1", "true", "2026-01-01", "f-0"]]);
+    }
+
+    #[test]
+    fn decompression_bombs_fail_the_run() {
+        use choreo_validation::Compression;
+        let rules = Rules::new(&schema(), &[], "").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let long = "line 1 is longer than 1048576 bytes";
+        for (format, name, c, fill, why) in [
+            // Zeros, no line end: stopped as one overlong line (the csv crate would buffer it all).
+            ("csv", "b.csv.gz", Compression::Gzip, 0, long),
+            ("csv", "b.csv.zst", Compression::Zstd, 0, long),
+            ("jsonl", "b.jsonl.gz", Compression::Gzip, 0, long),
+            // Empty lines: stopped by the ratio, once 10 MiB are out.
+            (
+                "csv",
+                "n.csv.zst",
+                Compression::Zstd,
+                b'\n',
+                "decompression bomb",
+            ),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, crate::testutil::bomb(c, fill, 64)).unwrap();
+            let input = Input {
+                path,
+                name: name.into(),
+            };
+            let out = File::create(dir.path().join("out.parquet")).unwrap();
+            let d = dataset(format, true);
+            let err = transform(
+                &rules,
+                &d,
+                &[input],
+                vec!["f".into()],
+                out,
+                dir.path(),
+                1 << 20,
+            )
+            .err()
+            .unwrap_or_else(|| panic!("{name}: the bomb was read to the end"));
+            assert!(err.starts_with(&format!("{name}: ")), "{err}");
+            assert!(err.contains(why), "{name}: {err}");
+        }
     }
 
     #[test]
     fn headerless_csv_maps_fields_by_position() {
         let d = dataset("csv", false);
-        let mut b = BatchRows::new(&schema(), &[], "").unwrap();
-        let (_, rows) = run(&mut b, &d, &[("t.csv", b"9,z@x.io,1,1,2026-01-01\n")]);
+        let b = Rules::new(&schema(), &[], "").unwrap();
+        let (_, rows, _) = run(&b, &d, &[("t.csv", b"9,z@x.io,1,1,2026-01-01\n")]);
         assert_eq!(rows, [["9", "z@x.io", "1", "true", "2026-01-01", "f-0"]]);
     }
 
@@ -858,12 +1167,12 @@ mod tests {
     fn batches_refuse_what_they_cannot_do() {
         let err = |personal: &[&str], salt: &str| {
             let p: Vec<String> = personal.iter().map(|s| s.to_string()).collect();
-            BatchRows::new(&schema(), &p, salt).err().unwrap()
+            Rules::new(&schema(), &p, salt).err().unwrap()
         };
         assert!(err(&["phone"], "s").contains("phone"));
         assert!(err(&["email"], "").contains("mask_salt"));
         let s = TableSchema::from_json(r#"{"fields":[{"name":"_file_id"}]}"#).unwrap();
-        assert!(BatchRows::new(&s, &[], "").is_err());
+        assert!(Rules::new(&s, &[], "").is_err());
     }
 
     #[test]

@@ -76,7 +76,7 @@ use std::io::Read;
 use serde::{Deserialize, Serialize};
 
 pub use cast::{Cast, Casts};
-pub use reader::{RATIO_GRACE_BYTES, ZSTD_MAX_WINDOW_LOG};
+pub use reader::{Decoded, RATIO_GRACE_BYTES, ZSTD_MAX_WINDOW_LOG};
 pub use report::{ErrorKind, MAX_VALUE_CHARS, Report, RowError};
 pub use schema::{Constraints, Field, FieldType, PrimaryKey, SchemaError, TableSchema};
 

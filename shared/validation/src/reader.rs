@@ -9,10 +9,10 @@
 //! `read_until` would otherwise buffer an arbitrarily long line. The CSV
 //! parser bounds its records itself (it tracks quoting anyway).
 
-use std::cell::Cell;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
-use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::bufread::MultiGzDecoder;
 
@@ -83,13 +83,14 @@ impl<R: Read> Read for Tagged<R> {
 /// Buffers the compressed input and counts the bytes the decoder consumed.
 struct Counting<R> {
     inner: BufReader<Tagged<R>>,
-    consumed: Rc<Cell<u64>>,
+    // Shared with the guard; atomic only so that a guard can be sent to another thread.
+    consumed: Arc<AtomicU64>,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.consumed.set(self.consumed.get() + n as u64);
+        self.consumed.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -101,7 +102,7 @@ impl<R: Read> BufRead for Counting<R> {
 
     fn consume(&mut self, amt: usize) {
         self.inner.consume(amt);
-        self.consumed.set(self.consumed.get() + amt as u64);
+        self.consumed.fetch_add(amt as u64, Ordering::Relaxed);
     }
 }
 
@@ -140,7 +141,7 @@ pub(crate) enum Syntax {
 pub(crate) struct Guard<R> {
     src: Source<R>,
     compression: Compression,
-    compressed: Option<Rc<Cell<u64>>>,
+    compressed: Option<Arc<AtomicU64>>,
     max_line: usize,
     max_expanded: u64,
     max_ratio: u64,
@@ -162,7 +163,7 @@ impl<R: Read> Guard<R> {
         let (src, compressed) = match compression {
             Compression::None => (Source::Plain(Tagged(input)), None),
             Compression::Gzip | Compression::Zstd => {
-                let consumed = Rc::new(Cell::new(0));
+                let consumed = Arc::new(AtomicU64::new(0));
                 let mut counting = Counting {
                     inner: BufReader::with_capacity(COMPRESSED_BUFFER, Tagged(input)),
                     consumed: consumed.clone(),
@@ -250,7 +251,7 @@ impl<R: Read> Guard<R> {
         };
         self.bytes += n as u64;
         if let Some(compressed) = &self.compressed {
-            let compressed = compressed.get().max(1);
+            let compressed = compressed.load(Ordering::Relaxed).max(1);
             if self.bytes > self.max_expanded {
                 let msg = format!(
                     "decompression bomb: more than {} bytes after decompression",
@@ -339,6 +340,30 @@ impl<R: Read> Read for Guard<R> {
         let n = self.read_unbom(buf)?;
         self.scan(&buf[..n])?;
         Ok(n)
+    }
+}
+
+/// The guard for readers other than [`crate::validate`] (the built-in transform, the local
+/// crawler): `input` decompressed and BOM-stripped under the same bounds, so whatever reads an
+/// object stops a decompression bomb as the validator does. An error's message says why
+/// (`decompression bomb: ...`, `corrupt gzip stream: ...`, `line N is longer than ...`).
+pub struct Decoded<R>(Guard<R>);
+
+impl<R: Read> Decoded<R> {
+    /// For CSV, whose parser bounds its own records.
+    pub fn new(input: R, compression: Compression, limits: &Limits) -> Self {
+        Decoded(Guard::new(input, compression, Syntax::Raw, limits))
+    }
+
+    /// For JSON Lines: a line longer than [`Limits::max_line_bytes`] is an error too.
+    pub fn lines(input: R, compression: Compression, limits: &Limits) -> Self {
+        Decoded(Guard::new(input, compression, Syntax::Lines, limits))
+    }
+}
+
+impl<R: Read> Read for Decoded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
     }
 }
 
