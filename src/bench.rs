@@ -305,7 +305,8 @@ fn write_config(dir: &Path, args: &BenchArgs) -> anyhow::Result<PathBuf> {
         "# The demo configuration as `choreo bench` runs it.\n{}",
         toml::to_string(&config)?
     );
-    fs::write(&path, text)?;
+    // It holds the demo's API token and mask salt.
+    crate::demo::write_private(&path, text.as_bytes())?;
     Ok(path)
 }
 

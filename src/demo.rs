@@ -80,8 +80,24 @@ pub fn write_config(dir: &Path, file_name: &str) -> std::io::Result<std::path::P
     let config = CONFIG
         .replace("{API_TOKEN}", &api_token())
         .replace("{MASK_SALT}", &api_token());
-    std::fs::write(&path, config)?;
+    write_private(&path, config.as_bytes())?;
     Ok(path)
+}
+
+/// Writes a file only its owner can read or write (0600 on Unix): for files that hold secrets, such
+/// as a configuration with the API token and the mask salt. A file already there is truncated and
+/// its mode tightened before anything is written into it.
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    // `mode` applies to a file created now; one that existed keeps its own until told.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    file.write_all(contents)?;
+    file.sync_all()
 }
 
 /// 192 random bits, hex-encoded: what the demo's dashboard asks for, and its mask salt.

@@ -227,7 +227,7 @@ async fn every_rejected_file_is_e_mailed_once_and_a_burst_is_one_digest() {
     let port = smtp.port;
     let mut app = TestApp::new(move |c| {
         let a = &mut c.operations.alerts;
-        a.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+        a.smtp_url = Some(format!("smtp://127.0.0.1:{port}").into());
         a.smtp_to = vec!["oncall@example.com".into()];
         a.digest_threshold = 3;
         // Long enough for the demo's rejections to arrive within one or two deliveries.

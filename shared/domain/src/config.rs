@@ -2,6 +2,7 @@
 //! these types only describe and check. Every struct rejects unknown keys, so a typo is an error
 //! rather than a silently ignored setting. Durations are whole seconds and say so in their names.
 
+use crate::Secret;
 use choreo_validation::{Compression, CsvDialect, Format};
 use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
@@ -152,6 +153,9 @@ pub struct AwsSettings {
     pub glue_role: String,
     /// Glue job that runs the built-in transform (for datasets whose `job` is `builtin`).
     pub builtin_job: String,
+    /// Secrets Manager secret holding `transform.mask_salt` for the built-in Glue job: `choreo
+    /// bootstrap` creates it, and the job is given its name, never the salt.
+    pub mask_salt_secret: String,
 }
 
 impl Default for AwsSettings {
@@ -164,6 +168,7 @@ impl Default for AwsSettings {
             glue_database: "choreo".into(),
             glue_role: "arn:aws:iam::123456789012:role/choreo-glue".into(),
             builtin_job: "choreo-builtin".into(),
+            mask_salt_secret: "choreo-mask-salt".into(),
         }
     }
 }
@@ -224,7 +229,7 @@ pub enum Durability {
 }
 
 /// Settings of the built-in transform (the local job runner's and the Glue script's).
-#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransformSettings {
     /// Prepended to a value before it is hashed (lowercase hex SHA-256) in a dataset's
@@ -232,23 +237,7 @@ pub struct TransformSettings {
     /// address) is reversed by hashing guesses; keep it secret and give it from the environment
     /// (`CHOREO_TRANSFORM__MASK_SALT`). Changing it changes every masked value from then on, so joins
     /// across the change no longer match. Required when any dataset names `personal_data`.
-    pub mask_salt: String,
-}
-
-impl std::fmt::Debug for TransformSettings {
-    // The salt is a secret: never in a log line.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TransformSettings")
-            .field(
-                "mask_salt",
-                &if self.mask_salt.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
-            )
-            .finish()
-    }
+    pub mask_salt: Secret,
 }
 
 /// How each service's consumer loop behaves.
@@ -305,9 +294,18 @@ pub struct Operations {
     pub listen: Option<String>,
     /// The bearer token every route but `/health` requires. Without one, those routes answer 401:
     /// nothing is shown to anyone.
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
     /// The dashboard's address as the on-call engineer reaches it, for the links in alerts.
     pub dashboard_url: String,
+    /// Connections the API server holds at once; more wait in the system's accept queue. Each
+    /// costs a file descriptor and some buffers, so this bounds both, whatever clients do.
+    pub max_connections: usize,
+    /// Seconds a connection has to send a request's headers (the first request's, and each next
+    /// one's on a kept-alive connection); then it is closed. Keeps slow or silent clients from
+    /// holding connections.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request may take, reading its body included; then it is answered 503.
+    pub request_timeout_secs: u64,
     pub alerts: AlertSettings,
     pub sweep: SweepSettings,
 }
@@ -318,6 +316,9 @@ impl Default for Operations {
             listen: None,
             api_token: None,
             dashboard_url: "http://127.0.0.1:8080".into(),
+            max_connections: 256,
+            header_read_timeout_secs: 5,
+            request_timeout_secs: 30,
             alerts: AlertSettings::default(),
             sweep: SweepSettings::default(),
         }
@@ -337,7 +338,7 @@ pub struct AlertSettings {
     /// AWS: an address `choreo bootstrap` subscribes to the alerts topic.
     pub email: Option<String>,
     /// Local backend: the SMTP server to send through, e.g. `smtp://localhost:25`.
-    pub smtp_url: Option<String>,
+    pub smtp_url: Option<Secret>,
     /// Sender and recipient of alert e-mails sent by SMTP.
     pub smtp_from: String,
     pub smtp_to: Vec<String>,
@@ -626,6 +627,10 @@ pub enum ConfigError {
          (set it, e.g. with CHOREO_TRANSFORM__MASK_SALT)"
     )]
     NoMaskSalt(String),
+    #[error(
+        "operations.{0} must be at least 1: the API server would serve nobody, or give nobody time"
+    )]
+    BadServerLimit(&'static str),
 }
 
 impl Config {
@@ -637,6 +642,16 @@ impl Config {
         let (lease, poll) = (self.runtime.lease_secs, self.runtime.poll_interval_secs);
         if lease < 2 * poll.max(1) {
             return Err(ConfigError::BadLease { lease, poll });
+        }
+        let ops = &self.operations;
+        for (name, value) in [
+            ("max_connections", ops.max_connections as u64),
+            ("header_read_timeout_secs", ops.header_read_timeout_secs),
+            ("request_timeout_secs", ops.request_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::BadServerLimit(name));
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for d in &self.datasets {
@@ -821,7 +836,7 @@ mod tests {
         c.transform.mask_salt = "pepper".into();
         assert!(c.check().is_ok());
         assert!(!format!("{c:?}").contains("pepper"));
-        c.transform.mask_salt.clear();
+        c.transform.mask_salt = Secret::default();
         c.datasets[0].personal_data.clear();
         c.datasets[0].catalog = CatalogMode::Direct;
         assert!(c.check().is_ok());
@@ -832,6 +847,24 @@ mod tests {
         c.datasets[0].catalog = CatalogMode::Crawler;
         c.datasets[0].crawler = Some(String::new());
         assert!(matches!(c.check(), Err(ConfigError::EmptyCrawler(_))));
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let c: Config = serde_json::from_value(serde_json::json!({
+            "operations": {
+                "api_token": "tok-3141",
+                "alerts": {"smtp_url": "smtp://alerts:pw-2718@mail.example.com:587"}
+            },
+            "transform": {"mask_salt": "salt-1618"}
+        }))
+        .unwrap();
+        assert_eq!(c.operations.api_token.as_deref(), Some("tok-3141"));
+        let shown = format!("{c:?} {c:#?}");
+        for secret in ["tok-3141", "pw-2718", "salt-1618"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("api_token: Some(<redacted>)"), "{shown}");
     }
 
     #[test]

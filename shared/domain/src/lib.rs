@@ -16,6 +16,7 @@ pub mod event;
 pub mod key;
 pub mod lifecycle;
 pub mod record;
+pub mod secret;
 pub mod state;
 
 pub use alert::Alert;
@@ -24,6 +25,7 @@ pub use config::{Config, DatasetConfig};
 pub use event::{CONTRACT_VERSION, Envelope, Event, EventKind};
 pub use key::KeyRefusal;
 pub use record::{FileId, FileRecord, HistoryEntry, NewFile, Pin, SweepMark, Transition};
+pub use secret::Secret;
 pub use state::{FileState, IllegalTransition, Progress, Stage};
 
 /// Dataset name given to files whose key matches no configured dataset; the validator rejects them.

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use choreo_domain::alert::Message;
 use choreo_domain::config::AlertSettings;
+use choreo_domain::secret::redact_url;
 use choreo_ports::{Notifier, PortError};
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
@@ -16,7 +17,8 @@ struct Smtp {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     to: Vec<Mailbox>,
-    url: String,
+    /// The URL without its password: what errors (and so logs) name the server by.
+    shown: String,
 }
 
 impl MailNotifier {
@@ -26,9 +28,10 @@ impl MailNotifier {
             return Ok(MailNotifier { smtp: None });
         };
         let bad = |what: String| PortError::permanent("configure", "alerts.smtp_url", what);
+        let shown = redact_url(url);
         // `smtp://host:port` is plain (or STARTTLS when the server offers it), `smtps://` is TLS.
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| bad(format!("{url}: {e}")))?
+            .map_err(|e| bad(format!("{shown}: {e}")))?
             .build();
         let from = settings
             .smtp_from
@@ -47,7 +50,7 @@ impl MailNotifier {
                 transport,
                 from,
                 to,
-                url: url.clone(),
+                shown,
             }),
         })
     }
@@ -68,11 +71,58 @@ impl Notifier for MailNotifier {
         }
         let email = email
             .body(message.body.clone())
-            .map_err(|e| PortError::permanent("notify", &smtp.url, format!("e-mail: {e}")))?;
+            .map_err(|e| PortError::permanent("notify", &smtp.shown, format!("e-mail: {e}")))?;
         smtp.transport
             .send(email)
             .await
-            .map_err(|e| PortError::transient("notify", &smtp.url, format!("SMTP: {e}")))?;
+            .map_err(|e| PortError::transient("notify", &smtp.shown, format!("SMTP: {e}")))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str) -> AlertSettings {
+        AlertSettings {
+            smtp_url: Some(url.into()),
+            smtp_to: vec!["oncall@example.com".into()],
+            ..AlertSettings::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_delivery_names_the_server_without_its_password() {
+        // A port nobody listens on: the delivery fails at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let notifier = MailNotifier::new(&settings(&format!(
+            "smtp://alerts:hunter2@127.0.0.1:{port}"
+        )))
+        .unwrap();
+        let message = Message {
+            subject: "s".into(),
+            body: "b".into(),
+        };
+        let error = notifier.notify(&message).await.unwrap_err().to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+        assert!(
+            error.contains(&format!("alerts:***@127.0.0.1:{port}")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_without_its_password() {
+        let Err(error) = MailNotifier::new(&settings("smtp://alerts:hunter2@/?tls=maybe")) else {
+            panic!("accepted");
+        };
+        let error = error.to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+        assert!(error.contains("alerts.smtp_url"), "{error}");
     }
 }

@@ -178,7 +178,7 @@ batch_window_secs = 5
             std::env::remove_var("CHOREO_LOG_FORMAT");
         }
         assert_eq!(s.config.buckets.input, "from-env");
-        assert_eq!(s.config.transform.mask_salt, "salt-from-env");
+        assert_eq!(s.config.transform.mask_salt.expose(), "salt-from-env");
     }
 
     #[test]
@@ -217,7 +217,7 @@ batch_window_secs = 5
         let file = write(dir.path(), "ok.toml", &config("\"id\""));
         let s = Settings::load(Some(&file)).unwrap();
         assert_eq!(s.config.datasets[0].personal_data, ["id"]);
-        assert_eq!(s.config.transform.mask_salt, "s");
+        assert_eq!(s.config.transform.mask_salt.expose(), "s");
         let file = write(dir.path(), "bad.toml", &config("\"email\""));
         let err = Settings::load(Some(&file)).unwrap_err().to_string();
         assert!(err.contains("\"email\""), "{err}");
