@@ -4,16 +4,22 @@
 //! returned `Ok`, that is after its effects are durable. A worker that dies anywhere before the delete
 //! leaves the message to come back after its visibility timeout, and the handler's idempotence makes
 //! the second run harmless. We prefer a duplicate to a loss.
+//!
+//! A handler that panics is treated as one that failed permanently: the panic is caught and logged,
+//! the message is made visible again at once, and its receives run out into the dead-letter queue
+//! like any poison message's. Its visibility heartbeat ends with it whatever happens, so no message
+//! is kept invisible by a handler that is no longer running.
 
 use crate::{Handler, HandlerError};
 use backon::{ExponentialBuilder, Retryable};
 use choreo_domain::event::ATTR_TRACEPARENT;
 use choreo_ports::{Queue, ReceivedMessage};
+use futures_util::FutureExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use tracing::Instrument;
 
 /// How one consumer receives and runs messages.
@@ -207,7 +213,7 @@ impl Running {
         );
         async {
             let heartbeat = self.keep_invisible(message.receipt.clone());
-            let result = (|| self.handler.handle(&message))
+            let result = (|| self.handle_once(&message))
                 .retry(
                     ExponentialBuilder::default()
                         .with_min_delay(self.settings.retry_min_delay)
@@ -218,7 +224,7 @@ impl Running {
                 // Logged, as every retry is: a steady stream of these is a dependency in trouble.
                 .notify(|e, after| tracing::info!(error = %e, ?after, "HandlerRetry"))
                 .await;
-            heartbeat.abort();
+            drop(heartbeat);
             match result {
                 Ok(()) => self.acknowledge(&message).await,
                 Err(HandlerError::Transient(e)) => {
@@ -249,18 +255,42 @@ impl Running {
         .await
     }
 
-    /// Renews the message's visibility every half timeout while its handler runs.
-    fn keep_invisible(&self, receipt: String) -> tokio::task::JoinHandle<()> {
+    /// One run of the handler, a panic turned into a permanent error: it would panic again on the
+    /// same message, so it is not retried in process, and it must not take the consumer's task
+    /// (and the message's fate) down with it.
+    async fn handle_once(&self, message: &ReceivedMessage) -> Result<(), HandlerError> {
+        match std::panic::AssertUnwindSafe(self.handler.handle(message))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(payload) => {
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                tracing::error!(panic = %what, "HandlerPanicked");
+                Err(HandlerError::Permanent(format!(
+                    "the handler panicked: {what}"
+                )))
+            }
+        }
+    }
+
+    /// Renews the message's visibility every half timeout while its handler runs. Dropping the
+    /// handle ends it: the renewals stop with the work they cover, however that work ends.
+    fn keep_invisible(&self, receipt: String) -> AbortOnDropHandle<()> {
         let queue = self.queue.clone();
         let visibility = self.settings.visibility;
-        tokio::spawn(async move {
+        AbortOnDropHandle::new(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(visibility / 2).await;
                 if let Err(e) = queue.change_visibility(&receipt, visibility).await {
                     tracing::warn!(error = %e, "VisibilityExtendError");
                 }
             }
-        })
+        }))
     }
 
     async fn acknowledge(&self, message: &ReceivedMessage) {
@@ -451,6 +481,51 @@ mod tests {
             probe.calls.load(SeqCst),
             2,
             "handled max_receive_count times"
+        );
+    }
+
+    /// A handler that panics on every message.
+    #[derive(Default)]
+    struct Panics {
+        calls: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Handler for Panics {
+        async fn handle(&self, _: &ReceivedMessage) -> Result<(), HandlerError> {
+            self.calls.fetch_add(1, SeqCst);
+            panic!("index out of bounds");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_handler_releases_its_message_to_the_dead_letter_queue() {
+        let rig = rig(2);
+        send(rig.queue.as_ref(), 1).await;
+        let dlq = rig.backend.queue(&Queues::dlq_of(rig.queue.name()));
+        let handler = Arc::new(Panics::default());
+        let shutdown = CancellationToken::new();
+        let consumer = Consumer::new(
+            "test",
+            rig.queue.clone(),
+            handler.clone(),
+            rig.settings.clone(),
+        );
+        let task = tokio::spawn(consumer.run(shutdown.clone()));
+        // Visibility is 60 s: only a release, not a lapse, brings the message back within this.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while futures_depth(&dlq) == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shutdown.cancel();
+        task.await
+            .expect("the consumer survives its handler's panics");
+        assert_eq!(dlq.depth().await.unwrap().total(), 1, "dead-lettered");
+        assert_eq!(rig.queue.depth().await.unwrap().total(), 0);
+        assert_eq!(
+            handler.calls.load(SeqCst),
+            2,
+            "once per receive, no retries"
         );
     }
 
