@@ -303,7 +303,7 @@ async fn the_api_shows_datasets_files_histories_queues_and_failures() {
             Method::POST,
             &format!("{base}/api/dlq/validator/redrive"),
             Some(TOKEN),
-            None,
+            Some(&serde_json::json!({"all": true})),
         )
         .await;
     assert_eq!(redriven.status, StatusCode::OK, "{}", redriven.body);
@@ -333,6 +333,73 @@ async fn the_api_shows_datasets_files_histories_queues_and_failures() {
     // Shutdown stops the server and removes the address it advertised.
     app.stop().await;
     assert!(!addr_file(&app.pipeline.settings.config.data_dir).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_says_what_it_takes_or_is_refused() {
+    let (mut app, base) = app_with_api().await;
+    let http = Http::default();
+    // The crawler's dead letters: nothing in this pipeline sends the crawler anything meanwhile.
+    let dlq = app
+        .pipeline
+        .backend
+        .queue(&Queues::dlq_of(&app.pipeline.settings.config.queues.crawl));
+    for n in 0..2 {
+        let body = format!("dead letter {n}");
+        let m = OutgoingMessage {
+            body,
+            ..Default::default()
+        };
+        dlq.send(m, Duration::ZERO).await.unwrap();
+    }
+    let url = format!("{base}/api/dlq/crawler/redrive");
+    let ids = serde_json::json!(["x"]);
+    for (body, says) in [
+        // A typo of `ids` used to redrive everything.
+        (Some(serde_json::json!({"id": ids})), "unknown field `id`"),
+        (None, "the body is empty"),
+        (Some(serde_json::json!({})), "nothing is selected"),
+        (
+            Some(serde_json::json!({"all": false})),
+            "nothing is selected",
+        ),
+        (
+            Some(serde_json::json!({"all": true, "ids": ids})),
+            "exclude each other",
+        ),
+        (Some(serde_json::json!(["all"])), "not a redrive request"),
+    ] {
+        let res = http
+            .send(Method::POST, &url, Some(TOKEN), body.as_ref())
+            .await;
+        assert_eq!(
+            res.status,
+            StatusCode::BAD_REQUEST,
+            "{body:?}: {}",
+            res.body
+        );
+        let error = res.json()["error"].as_str().unwrap().to_string();
+        assert!(
+            error.contains(says) && error.contains(r#"{"all": true}"#),
+            "{body:?}: {error}"
+        );
+        assert_eq!(
+            dlq.depth().await.unwrap().total(),
+            2,
+            "{body:?} moved something"
+        );
+    }
+    let all = http
+        .send(
+            Method::POST,
+            &url,
+            Some(TOKEN),
+            Some(&serde_json::json!({"all": true})),
+        )
+        .await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+    assert_eq!(all.json()["moved"], 2, "{}", all.body);
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,10 +4,13 @@
 //! - `GET /dlq` — every stage's dead-letter queue: depth and oldest message's age.
 //! - `GET /dlq/{stage}?n=` — up to `n` (default 10, at most 100) dead letters, decoded, without
 //!   taking them.
-//! - `POST /dlq/{stage}/redrive` — back to the stage's queue, copy before delete; a JSON body
-//!   `{"ids": [...]}` picks messages, no body takes every one there when the redrive starts.
+//! - `POST /dlq/{stage}/redrive` — back to the stage's queue, copy before delete. The JSON body
+//!   says which: `{"ids": [...]}` picks messages, `{"all": true}` takes every one there when the
+//!   redrive starts. Any other body (none, an unknown field, both) is a 400 saying so: a typo must
+//!   never redrive everything.
 
 use crate::api::{Api, ApiError};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -60,21 +63,14 @@ async fn peek(
     ))
 }
 
-#[derive(Deserialize, Default)]
-struct RedriveBody {
-    ids: Option<Vec<String>>,
-}
-
 async fn redrive(
     State(api): State<Api>,
     Path(name): Path<String>,
-    body: Option<Json<RedriveBody>>,
+    body: Bytes,
 ) -> Result<Json<RedriveReport>, ApiError> {
     let stage = stage(&name)?;
-    let selection = match body.and_then(|Json(b)| b.ids) {
-        Some(ids) => Selection::Ids(ids),
-        None => Selection::All,
-    };
+    let selection =
+        Selection::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let report = dlq::redrive(
         &*api.ports.queues,
         &api.config,

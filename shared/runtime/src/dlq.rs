@@ -14,7 +14,7 @@ use choreo_domain::config::Queues as QueueNames;
 use choreo_domain::{Config, Envelope, Event, FileId, Stage};
 use choreo_ports::{OutgoingMessage, PeekedMessage, PortError, Queue, Queues, ReceivedMessage};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +88,46 @@ pub enum Selection {
     All,
     /// These message ids (as [`DeadLetter::message_id`]).
     Ids(Vec<String>),
+}
+
+impl Selection {
+    /// The selection a redrive request's JSON body makes: `{"all": true}` or `{"ids": ["...", ...]}`.
+    /// Anything else is refused with a message saying what is expected: an empty body, an unknown
+    /// field (`{"id": [...]}` must not fall back to everything), `all` and `ids` together, `"all":
+    /// false` alone, an empty list. Redriving everything is never a default.
+    pub fn from_json(body: &[u8]) -> Result<Selection, BadSelection> {
+        /// The body, field for field.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Request {
+            #[serde(default)]
+            all: bool,
+            ids: Option<Vec<String>>,
+        }
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(BadSelection::new("the body is empty"));
+        }
+        let request: Request = serde_json::from_slice(body)
+            .map_err(|e| BadSelection::new(format!("the body is not a redrive request: {e}")))?;
+        match (request.all, request.ids) {
+            (true, None) => Ok(Selection::All),
+            (false, Some(ids)) if !ids.is_empty() => Ok(Selection::Ids(ids)),
+            (false, Some(_)) => Err(BadSelection::new("\"ids\" is empty")),
+            (true, Some(_)) => Err(BadSelection::new("\"all\" and \"ids\" exclude each other")),
+            (false, None) => Err(BadSelection::new("nothing is selected")),
+        }
+    }
+}
+
+/// A redrive request that selects nothing clearly; its message says what is expected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}; send {{\"all\": true}} or {{\"ids\": [message ids]}}")]
+pub struct BadSelection(String);
+
+impl BadSelection {
+    fn new(what: impl Into<String>) -> BadSelection {
+        BadSelection(what.into())
+    }
 }
 
 /// What a redrive did.
@@ -358,6 +398,33 @@ mod tests {
                 return out;
             }
             out.extend(got);
+        }
+    }
+
+    #[test]
+    fn a_redrive_body_selects_all_or_ids_explicitly() {
+        assert_eq!(
+            Selection::from_json(br#"{"all": true}"#),
+            Ok(Selection::All)
+        );
+        assert_eq!(
+            Selection::from_json(br#"{"ids": ["a", "b"], "all": false}"#),
+            Ok(Selection::Ids(vec!["a".into(), "b".into()]))
+        );
+        for (body, says) in [
+            (&br#"{"id": ["a"]}"#[..], "unknown field `id`"),
+            (b"", "empty"),
+            (b"  \n", "empty"),
+            (b"{}", "nothing is selected"),
+            (br#"{"all": false}"#, "nothing is selected"),
+            (br#"{"ids": []}"#, "empty"),
+            (br#"{"all": true, "ids": ["a"]}"#, "exclude each other"),
+            (br#"{"all": "yes"}"#, "invalid type"),
+            (b"all", "not a redrive request"),
+        ] {
+            let e = Selection::from_json(body).unwrap_err().to_string();
+            assert!(e.contains(says), "{body:?}: {e}");
+            assert!(e.contains(r#"{"all": true}"#), "{e}");
         }
     }
 

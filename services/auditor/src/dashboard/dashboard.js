@@ -25,10 +25,14 @@ function takeTokenFromFragment() {
 
 class Unauthorized extends Error {}
 
-async function api(path, method = "GET") {
+// `payload`, when given, is sent as the JSON body.
+async function api(path, method = "GET", payload = undefined) {
+  const headers = { Authorization: "Bearer " + (sessionStorage.getItem(TOKEN_KEY) || "") };
+  if (payload !== undefined) headers["Content-Type"] = "application/json";
   const res = await fetch("/api" + path, {
     method,
-    headers: { Authorization: "Bearer " + (sessionStorage.getItem(TOKEN_KEY) || "") },
+    headers,
+    body: payload === undefined ? undefined : JSON.stringify(payload),
   });
   if (res.status === 401) throw new Unauthorized();
   const body = await res.json().catch(() => ({}));
@@ -179,7 +183,7 @@ async function drawDeadLetters() {
         button("Peek", () => dlqAction("/dlq/" + q.stage + "?n=10", "GET")),
         button("Redrive", () => {
           if (confirm("Move every dead letter of " + q.stage + " back to " + q.queue + "?")) {
-            dlqAction("/dlq/" + q.stage + "/redrive", "POST");
+            dlqAction("/dlq/" + q.stage + "/redrive", "POST", { all: true });
           }
         }),
       );
@@ -188,10 +192,10 @@ async function drawDeadLetters() {
   );
 }
 
-async function dlqAction(path, method) {
+async function dlqAction(path, method, payload) {
   const out = $("dlq-output");
   try {
-    out.textContent = JSON.stringify(await api(path, method), null, 2);
+    out.textContent = JSON.stringify(await api(path, method, payload), null, 2);
   } catch (e) {
     if (e instanceof Unauthorized) return askForToken("token refused");
     out.textContent = e.message;
