@@ -2,6 +2,7 @@
 
 use crate::app::{Pipeline, Summary};
 use crate::demo;
+use crate::terminal::escape;
 use anyhow::{Context, bail};
 use choreo_domain::config::BackendKind;
 use choreo_domain::{FileId, FileRecord, FileState, Stage};
@@ -315,7 +316,7 @@ async fn dlq(global: &Global, cmd: DlqCommand) -> anyhow::Result<i32> {
             let report = report?;
             println!("redrove {} message(s) from {dlq}", report.moved);
             for id in &report.missing {
-                eprintln!("not found in {dlq}: {id}");
+                eprintln!("not found in {dlq}: {}", escape(id));
             }
             Ok(if report.missing.is_empty() { 0 } else { 1 })
         }
@@ -359,7 +360,7 @@ fn age(secs: u64) -> String {
 fn print_dead_letter(d: &DeadLetter) {
     println!("message  {}", d.message_id);
     match (&d.file_id, &d.key) {
-        (Some(id), Some(key)) => println!("file     {id} ({key})"),
+        (Some(id), Some(key)) => println!("file     {id} ({})", escape(key)),
         (Some(id), None) => println!("file     {id}"),
         _ => {}
     }
@@ -368,13 +369,13 @@ fn print_dead_letter(d: &DeadLetter) {
             println!("event    {} (id {})", env.event.kind().as_str(), env.id);
             println!(
                 "body     {}",
-                serde_json::to_string(&env.event).unwrap_or_default()
+                escape(&serde_json::to_string(&env.event).unwrap_or_default())
             );
         }
         DeadBody::Raw(body) => {
             let shown: String = body.chars().take(300).collect();
             let more = if shown.len() < body.len() { " ..." } else { "" };
-            println!("raw      {shown}{more}");
+            println!("raw      {}{more}", escape(&shown));
         }
     }
     let first = d
@@ -387,7 +388,7 @@ fn print_dead_letter(d: &DeadLetter) {
         d.sent_at.format("%Y-%m-%dT%H:%M:%SZ")
     );
     if let Some(tp) = d.attributes.get(choreo_domain::event::ATTR_TRACEPARENT) {
-        println!("trace    {tp}");
+        println!("trace    {}", escape(tp));
     }
     println!();
 }
@@ -411,8 +412,12 @@ async fn backfill(global: &Global, prefix: &str) -> anyhow::Result<i32> {
     bar.finish_and_clear();
     let report = report?;
     println!(
-        "{} object(s) under {:?}: {} registered, {} already recorded, {} refused (KeyRefused in the log)",
-        report.listed, prefix, report.registered, report.recorded, report.refused
+        "{} object(s) under \"{}\": {} registered, {} already recorded, {} refused (KeyRefused in the log)",
+        report.listed,
+        escape(prefix),
+        report.registered,
+        report.recorded,
+        report.refused
     );
     Ok(0)
 }
@@ -546,7 +551,7 @@ fn print_summary(summary: &Summary) {
     println!("{:<24} {:<14} {:>6}", "DATASET", "STATE", "FILES");
     for (d, states) in by_dataset {
         for (s, n) in states {
-            println!("{d:<24} {:<14} {n:>6}", s.as_str());
+            println!("{:<24} {:<14} {n:>6}", escape(d), s.as_str());
         }
     }
 }
@@ -577,7 +582,12 @@ async fn put(global: &Global, args: PutArgs) -> anyhow::Result<i32> {
             .put_file(bucket, &key, path)
             .await
             .with_context(|| format!("uploading {}", path.display()))?;
-        println!("{} -> {bucket}/{key}", path.display());
+        println!(
+            "{} -> {}/{}",
+            escape(&path.display().to_string()),
+            escape(bucket),
+            escape(&key)
+        );
     }
     Ok(0)
 }
@@ -608,7 +618,7 @@ async fn files(global: &Global, cmd: FilesCommand) -> anyhow::Result<i32> {
         FilesCommand::Show { id, json } => {
             let store = pipeline.monitor.ports().state;
             let Some(record) = store.get(&FileId(id.clone())).await? else {
-                eprintln!("no file with id {id}");
+                eprintln!("no file with id {}", escape(&id));
                 return Ok(1);
             };
             if json {
@@ -651,7 +661,7 @@ fn print_retry(report: &RetryReport) {
         }
     }
     for (id, why) in &report.skipped {
-        println!("{id}  skipped: {why}");
+        println!("{id}  skipped: {}", escape(why));
     }
     println!(
         "{} file(s) retried, {} skipped",
@@ -669,11 +679,11 @@ fn print_list(records: &[FileRecord]) {
         println!(
             "{:<22} {:<18} {:<12} {:>10}  {:<32} {}",
             r.id,
-            r.dataset,
+            escape(&r.dataset),
             r.state.as_str(),
             r.size,
-            r.key,
-            r.reason.as_deref().unwrap_or("")
+            escape(&r.key),
+            escape(r.reason.as_deref().unwrap_or(""))
         );
     }
     println!("{} file(s)", records.len());
@@ -681,20 +691,23 @@ fn print_list(records: &[FileRecord]) {
 
 fn print_record(r: &FileRecord) {
     println!("id:         {}", r.id);
-    println!("dataset:    {}", r.dataset);
+    println!("dataset:    {}", escape(&r.dataset));
     println!(
         "object:     {}/{} ({} bytes, version {})",
-        r.bucket, r.key, r.size, r.version
+        escape(&r.bucket),
+        escape(&r.key),
+        r.size,
+        escape(&r.version)
     );
     println!("state:      {}", r.state);
     if let Some(reason) = &r.reason {
-        println!("reason:     {reason}");
+        println!("reason:     {}", escape(reason));
     }
     if let Some(v) = &r.validation {
-        println!("validation: {v}");
+        println!("validation: {}", escape(v));
     }
     if let Some(b) = &r.batch_id {
-        println!("batch:      {b}");
+        println!("batch:      {}", escape(b));
     }
     if let Some(t) = &r.trace_id {
         println!("trace:      {t}");
@@ -716,7 +729,7 @@ fn print_record(r: &FileRecord) {
             h.stage.as_str(),
             h.from.map(FileState::as_str).unwrap_or("-"),
             h.to.as_str(),
-            h.reason.as_deref().unwrap_or("")
+            escape(h.reason.as_deref().unwrap_or(""))
         );
     }
 }
@@ -767,14 +780,18 @@ fn validate(args: ValidateArgs) -> anyhow::Result<i32> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("{}: {}", args.file.display(), report.summary());
+        println!(
+            "{}: {}",
+            escape(&args.file.display().to_string()),
+            escape(&report.summary())
+        );
         for e in &report.errors {
             println!(
                 "  row {:>8}  {:<16} {:<20} {}",
                 e.row.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
-                e.field.as_deref().unwrap_or("-"),
+                escape(e.field.as_deref().unwrap_or("-")),
                 e.kind.as_str(),
-                e.message
+                escape(&e.message)
             );
         }
         let shown = report.errors.len() as u64;

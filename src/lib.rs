@@ -14,10 +14,11 @@
 //! - `shared/local`: the embedded backend (SQLite and directories); `shared/backend` picks one.
 //! - `services/*`: one crate per stage, each a handler and a thin binary.
 //! - this crate: [`app::Pipeline`] (all six services in one process), the `choreo` command line, and
-//!   [`bench`], the pipeline's end-to-end benchmark.
+//!   [`bench`], the pipeline's end-to-end benchmark; [`terminal::escape`] for what it prints.
 
 pub mod app;
 pub mod bench;
 pub mod bench_transform;
 pub mod cli;
 pub mod demo;
+pub mod terminal;
