@@ -8,6 +8,7 @@ async fn main() {
         choreo_telemetry::LogFormat::from_env(),
         "warn,choreo=info",
     );
+    choreo_runtime::limits::raise_fd_limit();
     match choreo::cli::run(cli).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {

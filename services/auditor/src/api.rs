@@ -17,8 +17,9 @@
 
 use crate::auth::{Token, require_bearer};
 use crate::{dashboard, dlq_routes, throughput};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What the API reads from.
 #[derive(Clone)]
@@ -37,8 +39,10 @@ pub struct Api {
     pub config: Arc<Config>,
 }
 
-/// The whole HTTP surface: `/health`, the dashboard, and the token-guarded `/api`.
+/// The whole HTTP surface: `/health`, the dashboard, and the token-guarded `/api`, each request
+/// answered within `operations.request_timeout_secs`.
 pub fn router(api: Api) -> Router {
+    let limit = Duration::from_secs(api.config.operations.request_timeout_secs.max(1));
     let token = Token::new(api.config.operations.api_token.as_deref());
     let guarded = Router::new()
         .route("/datasets", get(datasets))
@@ -56,6 +60,24 @@ pub fn router(api: Api) -> Router {
         .route("/health", get(|| async { "ok" }))
         .merge(dashboard::router())
         .nest("/api", guarded)
+        .layer(axum::middleware::from_fn_with_state(limit, time_limit))
+}
+
+/// Middleware: answers 503 if the request is not answered within `limit` (reading its body
+/// included), dropping the work. tower's `TimeoutLayer` does the same, but its `timeout` feature
+/// would rebuild the AWS SDK, which shares our tower.
+async fn time_limit(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(?limit, "ApiRequestTimeout");
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the request took longer than {} s", limit.as_secs()),
+            )
+            .into_response()
+        }
+    }
 }
 
 /// An error answered as `{"error": message}`.
@@ -340,4 +362,28 @@ async fn failures(
         .take(n)
         .collect();
     Ok(Json(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn a_request_that_takes_too_long_is_answered_503() {
+        let limit = Duration::from_millis(200);
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(|| tokio::time::sleep(Duration::from_secs(600))),
+            )
+            .route("/quick", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(limit, time_limit));
+        let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+        let slow = app.clone().oneshot(get("/slow")).await.unwrap();
+        assert_eq!(slow.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let quick = app.oneshot(get("/quick")).await.unwrap();
+        assert_eq!(quick.status(), StatusCode::OK);
+    }
 }

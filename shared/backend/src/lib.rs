@@ -109,6 +109,7 @@ pub async fn serve(spec: ServiceSpec) -> anyhow::Result<()> {
         choreo_telemetry::LogFormat::from_env(),
         "info",
     );
+    choreo_runtime::limits::raise_fd_limit();
     let file = std::env::var_os("CHOREO_CONFIG").map(PathBuf::from);
     let settings = Arc::new(Settings::load(file.as_deref())?);
     let backend = Backend::open(&settings.config).await?;
