@@ -6,8 +6,10 @@ Arguments (Glue passes them as --name value):
   --dataset         the dataset's name
   --manifest        s3 location "bucket/key" of the batch manifest (below)
   --curated_bucket  where the output goes (a default argument set by `choreo bootstrap`)
-  --mask_salt       prepended to personal-data values before hashing (a default argument set by
-                    `choreo bootstrap` from transform.mask_salt; needed only if personal_data is set)
+  --mask_salt_secret  the Secrets Manager secret (name or ARN) whose value is prepended to
+                    personal-data values before hashing (a default argument set by `choreo
+                    bootstrap`, which keeps transform.mask_salt there; needed only if personal_data
+                    is set). The salt itself is never an argument: GetJob and every run would show it.
 
 The manifest, written by the transform launcher, carries all the job needs of the dataset:
   {"batch_id", "dataset", "files": [{"file_id", "bucket", "key", "pin"}] (oldest first),
@@ -50,12 +52,15 @@ TRUE_VALUES = ["true", "True", "TRUE", "1"]
 FALSE_VALUES = ["false", "False", "FALSE", "0"]
 
 wanted = ["batch_id", "dataset", "manifest", "curated_bucket"]
-if "--mask_salt" in sys.argv:
-    wanted.append("mask_salt")
+if "--mask_salt_secret" in sys.argv:
+    wanted.append("mask_salt_secret")
 if "--max_input_bytes" in sys.argv:
     wanted.append("max_input_bytes")
 args = getResolvedOptions(sys.argv, wanted)
-salt = args.get("mask_salt", "")
+salt = ""
+if args.get("mask_salt_secret"):
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=args["mask_salt_secret"])
+    salt = secret["SecretString"]
 s3 = boto3.client("s3")
 manifest_bucket, manifest_key = args["manifest"].split("/", 1)
 manifest = json.loads(s3.get_object(Bucket=manifest_bucket, Key=manifest_key)["Body"].read())

@@ -18,7 +18,8 @@ pub struct Bootstrapped {
 }
 
 /// Creates (or confirms) queues and their dead-letter queues, topics and subscriptions, buckets and
-/// the input bucket's notifications, the tables, the Glue database, crawlers and built-in job.
+/// the input bucket's notifications, the tables, the mask salt's secret (when a salt is set), the
+/// Glue database, crawlers and built-in job.
 pub async fn bootstrap(clients: &AwsClients, config: &Config) -> Result<Bootstrapped, PortError> {
     let mut done = Bootstrapped::default();
     crate::messaging_setup::create_queues(clients, config).await?;
@@ -53,6 +54,13 @@ pub async fn bootstrap(clients: &AwsClients, config: &Config) -> Result<Bootstra
         .await
         .map_err(|e| crate::error::port_error("put_object", BUILTIN_SCRIPT_KEY, e))?;
     let script = format!("s3://{}/{BUILTIN_SCRIPT_KEY}", b.work);
+    let salt = crate::secrets::ensure_mask_salt(clients, config).await?;
+    if salt != crate::secrets::SaltSecret::NotNeeded {
+        done.steps.push(format!(
+            "secret: {} (the mask salt, {salt:?}; the Glue job gets its name only)",
+            config.aws.mask_salt_secret
+        ));
+    }
     crate::glue::create_glue(clients, config, &script).await?;
     done.steps.push(format!(
         "glue: database {}, {} crawler(s), job {} ({script})",
@@ -104,12 +112,73 @@ mod tests {
     }
 
     #[test]
-    fn the_job_gets_the_curated_bucket_and_a_salt_if_set() {
+    fn the_job_gets_the_curated_bucket_and_the_salt_secret_if_a_salt_is_set() {
         let mut c = Config::default();
         let args = crate::glue::job_arguments(&c);
         assert_eq!(args["--curated_bucket"], "choreo-curated");
-        assert!(!args.contains_key("--mask_salt"));
+        assert!(!args.contains_key("--mask_salt_secret"));
         c.transform.mask_salt = "pepper".into();
-        assert_eq!(crate::glue::job_arguments(&c)["--mask_salt"], "pepper");
+        let args = crate::glue::job_arguments(&c);
+        assert_eq!(args["--mask_salt_secret"], "choreo-mask-salt");
+        assert!(!args.values().any(|v| v.contains("pepper")), "{args:?}");
+    }
+
+    /// On moto: bootstrap keeps the salt in Secrets Manager, idempotently, and the job's arguments
+    /// name the secret without holding the salt.
+    #[tokio::test]
+    async fn bootstrap_keeps_the_salt_in_a_secret_and_out_of_the_job() {
+        use crate::secrets::{SaltSecret, ensure_mask_salt};
+        let moto = crate::moto::Moto::start();
+        let clients = crate::AwsClients::emulator(&moto.endpoint).await;
+        let mut c = Config::default();
+        c.transform.mask_salt = "pepper-5bd2".into();
+        let done = bootstrap(&clients, &c).await.unwrap();
+        assert!(
+            done.steps.iter().any(|s| s.contains("choreo-mask-salt")),
+            "{done:?}"
+        );
+        let secret = clients
+            .secrets
+            .get_secret_value()
+            .secret_id("choreo-mask-salt")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(secret.secret_string(), Some("pepper-5bd2"));
+        let job = clients
+            .glue
+            .get_job()
+            .job_name(&c.aws.builtin_job)
+            .send()
+            .await
+            .unwrap()
+            .job
+            .unwrap();
+        let args = job.default_arguments().unwrap();
+        assert_eq!(args["--mask_salt_secret"], "choreo-mask-salt");
+        assert!(!args.contains_key("--mask_salt"), "{args:?}");
+        assert!(
+            !args.values().any(|v| v.contains("pepper-5bd2")),
+            "{args:?}"
+        );
+
+        // Again: only read. A new salt in the configuration replaces the secret's value.
+        assert_eq!(
+            ensure_mask_salt(&clients, &c).await.unwrap(),
+            SaltSecret::Unchanged
+        );
+        c.transform.mask_salt = "pepper-2".into();
+        assert_eq!(
+            ensure_mask_salt(&clients, &c).await.unwrap(),
+            SaltSecret::Updated
+        );
+        let secret = clients
+            .secrets
+            .get_secret_value()
+            .secret_id("choreo-mask-salt")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(secret.secret_string(), Some("pepper-2"));
     }
 }

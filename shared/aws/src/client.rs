@@ -138,6 +138,8 @@ pub struct AwsClients {
     pub sns: aws_sdk_sns::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub glue: aws_sdk_glue::Client,
+    /// Bootstrap only: the secret holding the mask salt.
+    pub secrets: aws_sdk_secretsmanager::Client,
     pub calls: CallCounter,
     /// The endpoint override in force (config or `AWS_ENDPOINT_URL`), if any.
     pub endpoint: Option<String>,
@@ -193,12 +195,16 @@ impl AwsClients {
             .interceptor(calls.clone())
             .interceptor(RetryLog)
             .build();
+        let secrets = aws_sdk_secretsmanager::config::Builder::from(sdk)
+            .interceptor(calls.clone())
+            .build();
         AwsClients {
             s3: aws_sdk_s3::Client::from_conf(s3),
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
             sns: aws_sdk_sns::Client::from_conf(sns),
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
             glue: aws_sdk_glue::Client::from_conf(glue),
+            secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
             calls,
             endpoint,
         }

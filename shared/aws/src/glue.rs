@@ -333,15 +333,18 @@ pub async fn create_glue(
 }
 
 /// The built-in job's default arguments, which every run gets besides its own: where its output
-/// goes, and the mask salt (only when set: a salt is a secret, and one that is not needed is not
-/// put where `GetJob` shows it).
+/// goes, and, when a salt is configured, the name of the secret holding it
+/// ([`crate::secrets`]): never the salt, which `GetJob` would show to anyone allowed to call it.
 pub fn job_arguments(config: &Config) -> HashMap<String, String> {
     let mut args = HashMap::from([(
         "--curated_bucket".to_string(),
         config.buckets.curated.clone(),
     )]);
     if !config.transform.mask_salt.is_empty() {
-        args.insert("--mask_salt".into(), config.transform.mask_salt.clone());
+        args.insert(
+            "--mask_salt_secret".into(),
+            config.aws.mask_salt_secret.clone(),
+        );
     }
     args
 }

@@ -5,7 +5,8 @@
 //! - `sqs.rs` (Queue), `sns.rs` (EventBus), `s3.rs` (ObjectStore), `dynamo.rs` (StateStore and
 //!   AuditLog), `glue.rs` (Crawler and JobRunner), `catalog.rs` (Catalog, on the Glue Data
 //!   Catalog): one adapter per service.
-//! - `bootstrap.rs` creates every resource the pipeline needs, idempotently.
+//! - `bootstrap.rs` creates every resource the pipeline needs, idempotently; `secrets.rs` keeps the
+//!   mask salt in Secrets Manager for the Glue job.
 //! - `moto.rs` starts an emulator for tests.
 
 mod backend;
@@ -19,6 +20,7 @@ pub mod glue;
 pub mod messaging_setup;
 pub mod moto;
 pub mod s3;
+pub mod secrets;
 pub mod sns;
 pub mod sqs;
 
