@@ -21,6 +21,7 @@ mod operations;
 mod operator_api;
 mod replicas;
 mod stranded;
+mod surface;
 mod transform;
 mod versions;
 mod webdriver;
