@@ -88,6 +88,10 @@ async fn half_sent_requests_cannot_exhaust_the_server() {
     let dir = tempfile::tempdir().unwrap();
     demo::write_config(dir.path(), demo::CONFIG_FILE).unwrap();
     let log = dir.path().join("up.log");
+    // The folder the flood-time file lands in exists from the start, so the notifier watches it
+    // (a file in a folder created a moment before may wait for the 30 s safety scans).
+    let input = dir.path().join("buckets/choreo-input/daily");
+    std::fs::create_dir_all(&input).unwrap();
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg("ulimit -Sn 1024 && exec \"$0\" \"$@\"")
@@ -148,8 +152,6 @@ async fn half_sent_requests_cannot_exhaust_the_server() {
     let (fds_flood, rss_flood) = (open_fds(pid), rss_mb(pid));
 
     // Meanwhile a file lands in the input bucket, and someone opens the dashboard.
-    let input = dir.path().join("buckets/choreo-input/daily");
-    std::fs::create_dir_all(&input).unwrap();
     std::fs::write(
         input.join("during-flood.csv"),
         "order_id,order_date,customer,email,amount,currency,quantity\n1,2026-11-22,Ada,a@example.com,1.00,EUR,1\n",
