@@ -197,6 +197,7 @@ impl AwsClients {
             .build();
         let secrets = aws_sdk_secretsmanager::config::Builder::from(sdk)
             .interceptor(calls.clone())
+            .interceptor(RetryLog)
             .build();
         AwsClients {
             s3: aws_sdk_s3::Client::from_conf(s3),
