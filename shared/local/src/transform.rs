@@ -778,7 +778,7 @@ impl BuiltinJob {
         BuiltinJob {
             datasets: config.datasets.clone(),
             curated: config.buckets.curated.clone(),
-            mask_salt: config.transform.mask_salt.clone(),
+            mask_salt: config.transform.mask_salt.expose().to_string(),
         }
     }
 }
