@@ -80,7 +80,7 @@ unknown = [p for p in personal if p not in names]
 if unknown:
     raise SystemExit(f"personal_data names {unknown}, which are not fields")
 if personal and not salt:
-    raise SystemExit("personal_data needs transform.mask_salt (the --mask_salt argument)")
+    raise SystemExit("personal_data needs transform.mask_salt (the --mask_salt_secret argument)")
 fmt = manifest.get("format") or ("jsonl" if ".jsonl" in manifest["files"][0]["key"] else "csv")
 dialect = {"delimiter": ",", "quote": '"', "header": True, **(manifest.get("csv") or {})}
 

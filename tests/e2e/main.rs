@@ -6,6 +6,7 @@ mod bad_input;
 mod bench;
 mod catalog;
 mod cli;
+mod corpus;
 mod crash;
 mod dashboard;
 mod demo;

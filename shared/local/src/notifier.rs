@@ -491,8 +491,7 @@ impl Notifier {
     }
 
     /// Notifies the files that `events` show complete; `Ok(true)` when a scan should look soon (a
-    /// folder was moved in with its files, or events were lost). A folder made in place needs no
-    /// scan: the watch covers it as it appears, and its files are closed after that.
+    /// folder was made or moved in with its files, or events were lost).
     async fn on_events(
         &self,
         dir: &Path,
@@ -510,9 +509,12 @@ impl Notifier {
             rescan |= event.need_rescan();
             if let EventKind::Create(_) = event.kind
                 && let Some(path) = event.paths.first()
-                && std::fs::symlink_metadata(path).is_ok_and(|md| md.file_type().is_symlink())
+                && std::fs::symlink_metadata(path)
+                    .is_ok_and(|md| md.file_type().is_symlink() || md.is_dir())
             {
-                // A link made in the bucket: refused now rather than at the next scan.
+                // A link made in the bucket: refused now rather than at the next scan. A folder:
+                // its watch is added as it appears, but a file written and closed in it before
+                // that sends no event — a scan soon finds it, rather than the safety scan.
                 rescan = true;
             }
             let complete = match event.kind {
@@ -836,6 +838,24 @@ mod tests {
         }
         keys.sort();
         assert_eq!(keys, ["batch/a.csv", "batch/b.csv"]);
+
+        // A folder made in place and a file written into it at once, maybe before the folder's
+        // watch exists: found by the scan the folder's creation brings, once quiet — not left to
+        // the safety scan half a minute later.
+        std::fs::create_dir_all(dir.join("fresh/deeper")).unwrap();
+        std::fs::write(dir.join("fresh/deeper/c.csv"), "a\n3\n").unwrap();
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            got.extend(bodies_within(&b, Duration::from_millis(500)).await);
+            if !got.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(got.len(), 1, "within the quiet period and a scan");
+        assert_eq!(
+            got[0]["Records"][0]["s3"]["object"]["key"],
+            "fresh/deeper/c.csv"
+        );
         shutdown.cancel();
         running.await.unwrap();
     }
