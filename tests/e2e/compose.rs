@@ -33,7 +33,14 @@ fn compose_file() -> Value {
 /// build makes only `choreo`; `scripts/test` builds them first (`cargo build --workspace --bins`).
 fn binaries() -> PathBuf {
     let dir = Path::new(env!("CARGO_BIN_EXE_choreo")).parent().unwrap();
-    for stage in ["ingestor", "validator", "quarantine", "crawler", "transformer", "auditor"] {
+    for stage in [
+        "ingestor",
+        "validator",
+        "quarantine",
+        "crawler",
+        "transformer",
+        "auditor",
+    ] {
         let bin = dir.join(format!("choreo-{stage}"));
         assert!(
             bin.exists(),
@@ -103,7 +110,12 @@ fn the_compose_services_run_the_demo_as_local_processes() {
                 .is_some_and(|i| i.starts_with("motoserver/moto"))
         })
         .expect("an emulator service running moto's image");
-    let port = spec["ports"][0].as_str().unwrap().rsplit(':').next().unwrap();
+    let port = spec["ports"][0]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap();
     let address = format!("http://{emulator}:{port}");
 
     // The auditor's API on a free port of this machine instead of the container's 8080.
@@ -158,7 +170,6 @@ fn the_compose_services_run_the_demo_as_local_processes() {
         cmd
     };
 
-
     // The one-shot bootstrap first (the services depend on its success), then every long-running
     // service that runs a Choreo binary.
     let bootstrap = &services["bootstrap"];
@@ -183,7 +194,14 @@ fn the_compose_services_run_the_demo_as_local_processes() {
     let started: Vec<&str> = running.0.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         started,
-        ["auditor", "crawler", "ingestor", "quarantine", "transformer", "validator"],
+        [
+            "auditor",
+            "crawler",
+            "ingestor",
+            "quarantine",
+            "transformer",
+            "validator"
+        ],
         "one service per stage"
     );
 
@@ -192,10 +210,7 @@ fn the_compose_services_run_the_demo_as_local_processes() {
     for (i, s) in demo::samples().iter().enumerate() {
         let file = dir.path().join(format!("sample-{i}"));
         std::fs::write(&file, &s.body).unwrap();
-        ok(cli(&["put", "--key", &s.key])
-            .arg(&file)
-            .output()
-            .unwrap());
+        ok(cli(&["put", "--key", &s.key]).arg(&file).output().unwrap());
     }
     let files = || {
         let out = cli(&["files", "list", "--json"]).output().unwrap();
@@ -212,7 +227,10 @@ fn the_compose_services_run_the_demo_as_local_processes() {
         {
             break records;
         }
-        assert!(Instant::now() < deadline, "not settled in 180 s: {records:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "not settled in 180 s: {records:#?}"
+        );
         std::thread::sleep(Duration::from_secs(1));
     };
     assert_demo_outcome(&records);
@@ -231,7 +249,13 @@ fn the_compose_services_run_the_demo_as_local_processes() {
     // SIGTERM, as `docker compose stop` sends: every service drains and exits cleanly.
     for (name, child) in &mut running.0 {
         let pid = child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let deadline = Instant::now() + Duration::from_secs(60);
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {

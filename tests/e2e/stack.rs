@@ -14,8 +14,8 @@ use choreo::demo;
 use choreo_aws::moto::Moto;
 use choreo_aws::{AwsBackend, AwsClients};
 use choreo_domain::Config;
-use choreo_domain::config::{BackendKind, Queues};
 use choreo_domain::FileRecord;
+use choreo_domain::config::{BackendKind, Queues};
 use choreo_ports::{FileQuery, Ports};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,12 +60,7 @@ fn deploy_data_plane(moto: &Moto) {
         .expect("the aws command line from .venv (scripts/test installs it)");
     ok(out);
     let data_plane = template("data-plane.yaml");
-    let filled = cfn_moto(&[
-        "fill",
-        &moto.endpoint,
-        STACK,
-        data_plane.to_str().unwrap(),
-    ]);
+    let filled = cfn_moto(&["fill", &moto.endpoint, STACK, data_plane.to_str().unwrap()]);
     assert_eq!(
         filled["not_emulated"],
         json!(["AWS::CloudWatch::Alarm"]),
@@ -74,7 +69,12 @@ fn deploy_data_plane(moto: &Moto) {
     // Every bucket refuses requests without TLS; moto serves plain HTTP, so those statements stay out.
     assert_eq!(
         filled["tls_only"],
-        json!(["choreo-curated", "choreo-failed", "choreo-input", "choreo-work"]),
+        json!([
+            "choreo-curated",
+            "choreo-failed",
+            "choreo-input",
+            "choreo-work"
+        ]),
         "{filled}"
     );
     // Glue crawls and job runs take a second (moto's never end otherwise); bootstrap would set this.
@@ -201,7 +201,13 @@ async fn inventory(clients: &AwsClients, config: &Config) -> Value {
         if let Some(kinds) = filter["event_type"].as_array_mut() {
             kinds.sort_by_key(|k| k.to_string());
         }
-        let queue = s.endpoint().unwrap().rsplit(':').next().unwrap().to_string();
+        let queue = s
+            .endpoint()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string();
         routes.insert(
             queue,
             json!({
@@ -438,16 +444,52 @@ fn iam_actions(service: &str, op: &str) -> Vec<String> {
 const NOT_IN_THE_DEMO: &[(&str, &str, &str)] = &[
     // Implicit: SQS, SNS and S3 call KMS on the caller's behalf for the encrypted resources.
     ("*", "kms:Decrypt", "encrypted queues, topics and objects"),
-    ("*", "kms:GenerateDataKey", "encrypted queues, topics and objects"),
-    ("*", "sqs:ChangeMessageVisibility", "extends a message held longer than half its visibility"),
-    ("validator", "s3:GetObjectVersion", "reads pinned to the version a notification names"),
-    ("quarantine", "s3:GetObjectVersion", "reads pinned to the version a notification names"),
+    (
+        "*",
+        "kms:GenerateDataKey",
+        "encrypted queues, topics and objects",
+    ),
+    (
+        "*",
+        "sqs:ChangeMessageVisibility",
+        "extends a message held longer than half its visibility",
+    ),
+    (
+        "validator",
+        "s3:GetObjectVersion",
+        "reads pinned to the version a notification names",
+    ),
+    (
+        "quarantine",
+        "s3:GetObjectVersion",
+        "reads pinned to the version a notification names",
+    ),
     ("crawler", "glue:GetTable", "catalog = \"direct\" datasets"),
-    ("crawler", "glue:CreateTable", "catalog = \"direct\" datasets"),
-    ("crawler", "glue:UpdateTable", "catalog = \"direct\" datasets"),
-    ("crawler", "glue:BatchCreatePartition", "catalog = \"direct\" datasets"),
-    ("auditor", "sqs:GetQueueAttributes", "queue depths for the API and dashboard"),
-    ("auditor", "sqs:SendMessage", "dead-letter redrives, and the sweep's timers for stuck files"),
+    (
+        "crawler",
+        "glue:CreateTable",
+        "catalog = \"direct\" datasets",
+    ),
+    (
+        "crawler",
+        "glue:UpdateTable",
+        "catalog = \"direct\" datasets",
+    ),
+    (
+        "crawler",
+        "glue:BatchCreatePartition",
+        "catalog = \"direct\" datasets",
+    ),
+    (
+        "auditor",
+        "sqs:GetQueueAttributes",
+        "queue depths for the API and dashboard",
+    ),
+    (
+        "auditor",
+        "sqs:SendMessage",
+        "dead-letter redrives, and the sweep's timers for stuck files",
+    ),
 ];
 
 #[tokio::test(flavor = "multi_thread")]
@@ -513,15 +555,15 @@ async fn each_task_role_allows_what_its_stage_calls_and_no_more() {
                 .iter()
                 .any(|(s, action, _)| (*s == "*" || *s == stage) && *action == a)
         };
-        let unused: Vec<_> = policy
-            .difference(&used)
-            .filter(|a| !excused(a))
-            .collect();
+        let unused: Vec<_> = policy.difference(&used).filter(|a| !excused(a)).collect();
         report.push_str(&format!(
             "{stage}: calls {used:?}\n  missing from its role: {missing:?}\n  allowed, never called: {unused:?}\n"
         ));
         wrong |= !missing.is_empty() || !unused.is_empty();
     }
     println!("{report}");
-    assert!(!wrong, "task roles that do not match their stage's calls:\n{report}");
+    assert!(
+        !wrong,
+        "task roles that do not match their stage's calls:\n{report}"
+    );
 }
