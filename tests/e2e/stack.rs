@@ -250,6 +250,18 @@ async fn inventory(clients: &AwsClients, config: &Config) -> Value {
         })
         .collect();
     out.insert(format!("notifications of {}", b.input), json!(notified));
+    // Versioned: reads pin the version a notification names.
+    let versioning = clients
+        .s3
+        .get_bucket_versioning()
+        .bucket(&b.input)
+        .send()
+        .await
+        .unwrap();
+    out.insert(
+        format!("versioning of {}", b.input),
+        json!(versioning.status().map(|s| s.as_str())),
+    );
     for table in [&config.aws.state_table, &config.aws.audit_table] {
         let t = clients
             .dynamodb
@@ -454,15 +466,22 @@ const NOT_IN_THE_DEMO: &[(&str, &str, &str)] = &[
         "sqs:ChangeMessageVisibility",
         "extends a message held longer than half its visibility",
     ),
+    // The counter sees GetObject, CopyObject and DeleteObject whether or not they name a version;
+    // on the versioned input bucket every read, copy and delete of a file names its pinned version.
     (
         "validator",
         "s3:GetObjectVersion",
-        "reads pinned to the version a notification names",
+        "reads pinned to the registered version",
     ),
     (
         "quarantine",
         "s3:GetObjectVersion",
-        "reads pinned to the version a notification names",
+        "copies pinned to the registered version",
+    ),
+    (
+        "quarantine",
+        "s3:DeleteObjectVersion",
+        "deletes pinned to the registered version",
     ),
     ("crawler", "glue:GetTable", "catalog = \"direct\" datasets"),
     (
