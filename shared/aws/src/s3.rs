@@ -11,6 +11,7 @@
 
 use crate::error::port_error;
 use async_trait::async_trait;
+use aws_sdk_s3::operation::list_object_versions::ListObjectVersionsOutput;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
@@ -18,6 +19,7 @@ use choreo_domain::Pin;
 use choreo_ports::{ErrorKind, ObjectMeta, ObjectReader, ObjectStore, PortError};
 use chrono::{DateTime, Utc};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use std::ops::ControlFlow;
 use std::path::Path;
 
 /// What a copy source's key keeps as is: RFC 3986's unreserved characters and the `/` separator.
@@ -270,18 +272,7 @@ impl ObjectStore for S3Store {
     /// `s3:ListBucketVersions`.
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, PortError> {
         let mut out = Vec::new();
-        let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
-        loop {
-            let page = self
-                .client
-                .list_object_versions()
-                .bucket(bucket)
-                .prefix(prefix)
-                .set_key_marker(key_marker.take())
-                .set_version_id_marker(version_marker.take())
-                .send()
-                .await
-                .map_err(|e| port_error("list", target(bucket, prefix), e))?;
+        self.version_pages("list", bucket, prefix, |page| {
             for v in page.versions() {
                 let Some(key) = v.key() else { continue };
                 if v.is_latest() == Some(true) {
@@ -294,13 +285,9 @@ impl ObjectStore for S3Store {
                     });
                 }
             }
-            // The SDK has no paginator for this operation: pages continue from a key and a version.
-            if page.is_truncated() != Some(true) || page.next_key_marker().is_none() {
-                break;
-            }
-            key_marker = page.next_key_marker().map(str::to_string);
-            version_marker = page.next_version_id_marker().map(str::to_string);
-        }
+            ControlFlow::Continue(())
+        })
+        .await?;
         // S3 lists in UTF-8 byte order already; sorting makes the port's promise independent of it.
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -320,34 +307,59 @@ impl S3Store {
             Pin::VersionId(v) => return Ok(Some(v.clone())),
             Pin::ETag(e) => e.as_str(),
         };
+        let mut found = None;
+        self.version_pages("list_versions", bucket, key, |page| {
+            found = page
+                .versions()
+                .iter()
+                .find(|v| {
+                    v.key() == Some(key)
+                        && v.e_tag().map(|t| t.trim_matches('"')) == Some(etag)
+                        && v.version_id().is_some_and(|id| id != "null")
+                })
+                .and_then(|v| v.version_id().map(str::to_string));
+            // Versions come in key order: once past the key, there is none further on.
+            let past = page
+                .versions()
+                .last()
+                .and_then(|v| v.key())
+                .is_some_and(|k| k > key);
+            if found.is_some() || past {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// Every page of `ListObjectVersions` under `prefix`, in turn, until `visit` breaks: the SDK has
+    /// no paginator for this operation, so pages continue from a key and a version marker.
+    async fn version_pages(
+        &self,
+        op: &'static str,
+        bucket: &str,
+        prefix: &str,
+        mut visit: impl FnMut(&ListObjectVersionsOutput) -> ControlFlow<()>,
+    ) -> Result<(), PortError> {
         let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
         loop {
             let page = self
                 .client
                 .list_object_versions()
                 .bucket(bucket)
-                .prefix(key)
+                .prefix(prefix)
                 .set_key_marker(key_marker.take())
                 .set_version_id_marker(version_marker.take())
                 .send()
                 .await
-                .map_err(|e| port_error("list_versions", target(bucket, key), e))?;
-            let found = page.versions().iter().find(|v| {
-                v.key() == Some(key)
-                    && v.e_tag().map(|t| t.trim_matches('"')) == Some(etag)
-                    && v.version_id().is_some_and(|id| id != "null")
-            });
-            if let Some(v) = found {
-                return Ok(v.version_id().map(str::to_string));
-            }
-            // Versions come in key order: past the key, or out of pages, there is none.
-            let past = page
-                .versions()
-                .last()
-                .and_then(|v| v.key())
-                .is_some_and(|k| k > key);
-            if past || page.is_truncated() != Some(true) || page.next_key_marker().is_none() {
-                return Ok(None);
+                .map_err(|e| port_error(op, target(bucket, prefix), e))?;
+            if visit(&page).is_break()
+                || page.is_truncated() != Some(true)
+                || page.next_key_marker().is_none()
+            {
+                return Ok(());
             }
             key_marker = page.next_key_marker().map(str::to_string);
             version_marker = page.next_version_id_marker().map(str::to_string);

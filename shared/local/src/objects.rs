@@ -96,6 +96,23 @@ pub(crate) struct Refused {
     pub reason: String,
 }
 
+/// The local stamp a pin names: locally a version id and an ETag are the same stamp.
+fn stamp(pin: &Pin) -> &str {
+    match pin {
+        Pin::VersionId(v) | Pin::ETag(v) => v,
+    }
+}
+
+/// A pinned operation whose bytes no longer exist.
+fn version_gone(op: &'static str, bucket: &str, key: &str, version: &str) -> PortError {
+    PortError::new(
+        ErrorKind::NotFound,
+        op,
+        format!("{bucket}/{key}"),
+        format!("version {version} is gone: the key was rewritten or deleted since"),
+    )
+}
+
 /// The stamp naming one version of a file: modification time in nanoseconds and size, in hex.
 fn meta_of(key: String, md: &fs::Metadata) -> ObjectMeta {
     let mtime = md.modified().unwrap_or(UNIX_EPOCH);
@@ -326,7 +343,7 @@ impl LocalObjectStore {
         pin: Option<&Pin>,
     ) -> Result<PathBuf, PortError> {
         let path = self.path_of(bucket, key)?;
-        let Some(Pin::VersionId(version) | Pin::ETag(version)) = pin else {
+        let Some(version) = pin.map(stamp) else {
             return Ok(path);
         };
         for p in [self.version_path(bucket, key, version), path] {
@@ -336,12 +353,7 @@ impl LocalObjectStore {
                 return Ok(p);
             }
         }
-        Err(PortError::new(
-            ErrorKind::NotFound,
-            "path",
-            format!("{bucket}/{key}"),
-            format!("version {version} is gone: the key was rewritten or deleted since"),
-        ))
+        Err(version_gone("path", bucket, key, version))
     }
 
     /// Removes pinned versions that no key holds any more (link count 1) and that have not changed
@@ -407,10 +419,7 @@ impl LocalObjectStore {
                 Err(e) => Err(io_error(op, &target, e)),
             }
         };
-        // Locally a version and an ETag are the same stamp.
-        let Some(version) = pin.map(|p| match p {
-            Pin::VersionId(v) | Pin::ETag(v) => v.as_str(),
-        }) else {
+        let Some(version) = pin.map(stamp) else {
             return open(None)?
                 .map(|(f, _)| f)
                 .ok_or_else(|| PortError::not_found(op, target.clone()));
@@ -423,18 +432,13 @@ impl LocalObjectStore {
                 return Ok(f);
             }
         }
-        Err(PortError::new(
-            ErrorKind::NotFound,
-            op,
-            target,
-            format!("version {version} is gone: the key was rewritten or deleted since"),
-        ))
+        Err(version_gone(op, bucket, key, version))
     }
 
     fn delete_sync(&self, bucket: &str, key: &str, pin: Option<&Pin>) -> Result<(), PortError> {
         let dir = self.existing_bucket("delete", bucket)?;
         check_key("delete", bucket, key)?;
-        if let Some(Pin::VersionId(version) | Pin::ETag(version)) = pin {
+        if let Some(version) = pin.map(stamp) {
             let target = format!("{bucket}/{key}");
             match fs::remove_file(self.version_path(bucket, key, version)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
