@@ -3,17 +3,22 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let cli = choreo::cli::Cli::parse();
-    choreo_telemetry::init(
-        "choreo",
+    let stages = choreo_domain::Stage::SERVICES.map(choreo_domain::Stage::as_str);
+    let exporting = choreo_telemetry::init(
+        choreo_telemetry::Process::Pipeline(&stages),
         choreo_telemetry::LogFormat::from_env(),
         "warn,choreo=info",
     );
+    choreo_backend::log_exporting(&exporting);
     choreo_runtime::limits::raise_fd_limit();
-    match choreo::cli::run(cli).await {
-        Ok(code) => std::process::exit(code),
+    let code = match choreo::cli::run(cli).await {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::exit(2);
+            2
         }
-    }
+    };
+    // The spans of the last moments (a drain after SIGTERM) go out before the process does.
+    choreo_telemetry::shutdown();
+    std::process::exit(code);
 }

@@ -221,6 +221,10 @@ impl Queue for SqsQueue {
         &self.name
     }
 
+    fn messaging_system(&self) -> &'static str {
+        "aws_sqs"
+    }
+
     async fn receive(
         &self,
         max: usize,

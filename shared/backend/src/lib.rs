@@ -104,11 +104,12 @@ pub async fn serve(spec: ServiceSpec) -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some(choreo_local::worker::WORKER_COMMAND) {
         std::process::exit(choreo_local::worker::serve_worker().await);
     }
-    choreo_telemetry::init(
-        &format!("choreo-{}", spec.stage),
+    let exporting = choreo_telemetry::init(
+        choreo_telemetry::Process::Stage(spec.stage.as_str()),
         choreo_telemetry::LogFormat::from_env(),
         "info",
     );
+    log_exporting(&exporting);
     choreo_runtime::limits::raise_fd_limit();
     let file = std::env::var_os("CHOREO_CONFIG").map(PathBuf::from);
     let settings = Arc::new(Settings::load(file.as_deref())?);
@@ -120,5 +121,19 @@ pub async fn serve(spec: ServiceSpec) -> anyhow::Result<()> {
         tokio::spawn(async move { b.run_sources(s).await });
     }
     spec.run(settings, backend.ports(), queue, shutdown).await;
+    choreo_telemetry::shutdown();
     Ok(())
+}
+
+/// Says once, at start, where spans go.
+pub fn log_exporting(exporting: &choreo_telemetry::Exporting) {
+    match exporting {
+        choreo_telemetry::Exporting::Off => {}
+        choreo_telemetry::Exporting::To(endpoint) => {
+            tracing::info!(%endpoint, "TraceExportOn")
+        }
+        choreo_telemetry::Exporting::Refused(why) => {
+            tracing::error!(reason = %why, "TraceExportRefused: no spans leave this process")
+        }
+    }
 }

@@ -33,6 +33,8 @@ pub struct Config {
     #[serde(default)]
     pub operations: Operations,
     #[serde(default)]
+    pub telemetry: TelemetrySettings,
+    #[serde(default)]
     pub transform: TransformSettings,
     #[serde(default)]
     pub datasets: Vec<DatasetConfig>,
@@ -297,6 +299,10 @@ pub struct Operations {
     pub api_token: Option<Secret>,
     /// The dashboard's address as the on-call engineer reaches it, for the links in alerts.
     pub dashboard_url: String,
+    /// A trace viewer's address for one trace, with `{trace_id}` where the id goes (for Phoenix:
+    /// `http://127.0.0.1:6006/projects/default/traces/{trace_id}`); the dashboard links each file's
+    /// trace id through it. None shows the id alone.
+    pub trace_url: Option<String>,
     /// Connections the API server holds at once; more wait in the system's accept queue. Each
     /// costs a file descriptor and some buffers, so this bounds both, whatever clients do.
     pub max_connections: usize,
@@ -316,6 +322,7 @@ impl Default for Operations {
             listen: None,
             api_token: None,
             dashboard_url: "http://127.0.0.1:8080".into(),
+            trace_url: None,
             max_connections: 256,
             header_read_timeout_secs: 5,
             request_timeout_secs: 30,
@@ -323,6 +330,17 @@ impl Default for Operations {
             sweep: SweepSettings::default(),
         }
     }
+}
+
+/// What every service process serves for its platform: `/metrics` (Prometheus text), `/health`
+/// (alive) and `/ready` (its queue and state store answer). Traces are configured apart, by the
+/// standard `OTEL_*` variables only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    /// Where to serve them (`host:port`; port 0 picks a free one); none (the default) serves
+    /// nothing. `choreo up` serves its six services on one address, each metric with a `stage` label.
+    pub listen: Option<String>,
 }
 
 /// How failures reach people: always the log; on AWS the alerts topic (and its e-mail subscription);
@@ -584,6 +602,7 @@ impl Default for Config {
             aws: AwsSettings::default(),
             local: LocalSettings::default(),
             operations: Operations::default(),
+            telemetry: TelemetrySettings::default(),
             transform: TransformSettings::default(),
             datasets: Vec::new(),
         }

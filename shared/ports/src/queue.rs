@@ -103,6 +103,11 @@ impl QueueDepth {
 pub trait Queue: Send + Sync {
     fn name(&self) -> &str;
 
+    /// What carries the messages, as OpenTelemetry's `messaging.system` names it (`aws_sqs`).
+    fn messaging_system(&self) -> &'static str {
+        "choreo_local"
+    }
+
     /// Receives up to `max` messages (clamped to 1..=10), waiting up to `wait` for the first (long
     /// polling; an empty result is normal). Each received message stays invisible for `visibility`,
     /// then is delivered again unless deleted. A message already received `maxReceiveCount` times is

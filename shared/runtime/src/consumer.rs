@@ -12,7 +12,7 @@
 
 use crate::{Handler, HandlerError};
 use backon::{ExponentialBuilder, Retryable};
-use choreo_domain::event::ATTR_TRACEPARENT;
+use choreo_domain::event::{ATTR_AWS_TRACE_HEADER, ATTR_TRACEPARENT};
 use choreo_ports::{Queue, ReceivedMessage};
 use futures_util::FutureExt;
 use std::sync::Arc;
@@ -201,15 +201,26 @@ async fn acknowledge(
 
 impl Running {
     async fn process(&self, message: ReceivedMessage) {
+        // Named and attributed as OpenTelemetry's messaging conventions say for a consumer's
+        // processing of one message; `choreo.stage` also picks the service it is exported under.
         let span = tracing::info_span!(
-            "handle",
-            stage = self.stage,
-            message_id = %message.id,
-            receive_count = message.receive_count,
+            "process",
+            otel.name = format!("{} process", self.queue.name()),
+            otel.kind = "consumer",
+            choreo.stage = self.stage,
+            messaging.system = self.queue.messaging_system(),
+            messaging.operation.type = "process",
+            messaging.destination.name = self.queue.name(),
+            messaging.message.id = %message.id,
+            choreo.receive_count = message.receive_count,
         );
         choreo_telemetry::set_parent_from(
             &span,
             message.attributes.get(ATTR_TRACEPARENT).map(String::as_str),
+            message
+                .attributes
+                .get(ATTR_AWS_TRACE_HEADER)
+                .map(String::as_str),
         );
         async {
             let heartbeat = self.keep_invisible(message.receipt.clone());

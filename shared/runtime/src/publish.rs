@@ -1,7 +1,7 @@
 //! Events to messages and back.
 
 use crate::HandlerError;
-use choreo_domain::event::{ATTR_EVENT_TYPE, ATTR_TRACEPARENT};
+use choreo_domain::event::{ATTR_AWS_TRACE_HEADER, ATTR_EVENT_TYPE, ATTR_TRACEPARENT};
 use choreo_domain::{Envelope, Event};
 use choreo_ports::{EventBus, OutgoingMessage, PortError, Queue, ReceivedMessage};
 use std::sync::Arc;
@@ -78,6 +78,9 @@ fn message(envelope: Envelope, traceparent: Option<String>) -> OutgoingMessage {
         envelope.event.kind().as_str().to_string(),
     )]);
     if let Some(tp) = traceparent {
+        if let Some(xray) = choreo_telemetry::aws_trace_header_of(&tp) {
+            attributes.insert(ATTR_AWS_TRACE_HEADER.to_string(), xray);
+        }
         attributes.insert(ATTR_TRACEPARENT.to_string(), tp);
     }
     OutgoingMessage {
@@ -88,6 +91,34 @@ fn message(envelope: Envelope, traceparent: Option<String>) -> OutgoingMessage {
 
 /// Parses a received message's envelope. A body that is not a known envelope is permanent: it will not
 /// parse better next time, so it heads for the dead-letter queue.
+/// The facts it carries become attributes of the handler's span, so that a trace viewer finds the
+/// span by file, batch or dataset.
 pub fn decode(message: &ReceivedMessage) -> Result<Envelope, HandlerError> {
-    Envelope::from_json(&message.body).map_err(|e| HandlerError::Permanent(e.to_string()))
+    let envelope =
+        Envelope::from_json(&message.body).map_err(|e| HandlerError::Permanent(e.to_string()))?;
+    annotate(&envelope.event);
+    Ok(envelope)
+}
+
+fn annotate(event: &Event) {
+    use choreo_telemetry::annotate;
+    annotate("choreo.event", event.kind().as_str());
+    if !event.dataset().is_empty() {
+        annotate("choreo.dataset", event.dataset().to_string());
+    }
+    match event {
+        Event::FileRegistered { file_id, key, .. } => {
+            annotate("choreo.file_id", file_id.to_string());
+            annotate("choreo.key", key.clone());
+        }
+        Event::FileValidated { file_id, .. }
+        | Event::FileRejected { file_id, .. }
+        | Event::FileQuarantined { file_id, .. } => annotate("choreo.file_id", file_id.to_string()),
+        Event::BatchCataloged { batch_id, .. }
+        | Event::BatchIngested { batch_id, .. }
+        | Event::BatchFailed { batch_id, .. }
+        | Event::CrawlPoll { batch_id }
+        | Event::JobPoll { batch_id } => annotate("choreo.batch_id", batch_id.clone()),
+        Event::CrawlWindowClosed { .. } => {}
+    }
 }

@@ -1,0 +1,1 @@
+//! Metrics: the process-wide recorder and its Prometheus rendering for `/metrics`.
