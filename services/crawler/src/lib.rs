@@ -129,7 +129,6 @@ impl Handler for CrawlerPoller {
         let envelope = decode(message)?;
         match envelope.event {
             Event::FileValidated { file_id, dataset } => {
-                tracing::Span::current().record("file_id", file_id.as_str());
                 self.on_validated(&file_id, &dataset).await
             }
             Event::CrawlWindowClosed { dataset, window } => {
@@ -416,8 +415,13 @@ impl CrawlerPoller {
             return Ok(None);
         };
         // The batches get a trace of their own.
-        let span =
-            tracing::info_span!(parent: None, "batch", batch_id = %lead_id, dataset = %d.name);
+        let span = tracing::info_span!(
+            parent: None,
+            "batch",
+            choreo.stage = STAGE.as_str(),
+            choreo.batch_id = %lead_id,
+            choreo.dataset = %d.name,
+        );
         let traceparent = span.in_scope(choreo_telemetry::current_traceparent);
         let crawler = d.crawled_by().unwrap_or_default();
         let batch = |id: String, chunk: lifecycle::Chunk| {
@@ -458,7 +462,6 @@ impl CrawlerPoller {
             tracing::warn!(batch_id, "BatchUnknown: poll dropped");
             return Ok(());
         };
-        tracing::Span::current().record("batch_id", batch_id);
         self.drive(batch).await
     }
 
@@ -620,6 +623,12 @@ impl CrawlerPoller {
             t
         });
         let outcomes = fanout::transition_all(state, moves.collect()).await?;
+        let step = if batch.is_direct() {
+            "catalog"
+        } else {
+            "crawl"
+        };
+        choreo_runtime::trace::batch_step(step, STAGE, &batch, FileState::Valid, &outcomes);
         let mut kept = Vec::with_capacity(batch.files.len());
         for (file, outcome) in outcomes {
             match outcome {

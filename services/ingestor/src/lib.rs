@@ -94,8 +94,17 @@ pub async fn register(
         tracing::warn!(bucket = %object.bucket, key = ?object.key, reason = %why, "KeyRefused");
         return Ok(Registration::Refused);
     }
-    // One trace per file: the span has no parent.
-    let span = tracing::info_span!(parent: None, "ingest", key = %object.key, file_id = tracing::field::Empty);
+    // One trace per file: the span has no parent, and links to the notification that told of it.
+    let span = tracing::info_span!(
+        parent: None,
+        "ingest",
+        choreo.stage = STAGE.as_str(),
+        choreo.bucket = %object.bucket,
+        choreo.key = %object.key,
+        choreo.file_id = tracing::field::Empty,
+        choreo.dataset = tracing::field::Empty,
+    );
+    choreo_telemetry::add_link(&span, choreo_telemetry::current_traceparent().as_deref());
     register_in_span(ctx, object).instrument(span).await
 }
 
@@ -109,8 +118,10 @@ async fn register_in_span(
         return Ok(Registration::Foreign);
     }
     let id = FileId::derive(&object.bucket, &object.key, &object.version);
-    tracing::Span::current().record("file_id", id.as_str());
     let dataset = settings.router.route(&object.key);
+    let span = tracing::Span::current();
+    span.record("choreo.file_id", id.as_str());
+    span.record("choreo.dataset", dataset.unwrap_or(UNMATCHED_DATASET));
     let file = NewFile {
         id: id.clone(),
         dataset: dataset.unwrap_or(UNMATCHED_DATASET).to_string(),

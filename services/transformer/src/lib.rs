@@ -92,7 +92,6 @@ impl Handler for Launcher {
                 )));
             }
         };
-        tracing::Span::current().record("batch_id", batch_id.as_str());
         let Some(batch) = self.ctx.ports.state.get_batch(&batch_id).await? else {
             tracing::warn!(batch_id, "BatchUnknown: poll dropped");
             return Ok(());
@@ -214,6 +213,13 @@ impl Launcher {
         });
         let state = &ports.state;
         let outcomes = fanout::transition_all(state, moves.collect()).await?;
+        choreo_runtime::trace::batch_step(
+            "transform",
+            STAGE,
+            &batch,
+            FileState::Cataloged,
+            &outcomes,
+        );
         for (file, outcome) in outcomes {
             let record = match outcome {
                 TransitionOutcome::Applied(r) => r,
@@ -397,6 +403,13 @@ impl Launcher {
             }
         });
         let outcomes = fanout::transition_all(state, moves.collect()).await?;
+        choreo_runtime::trace::batch_step(
+            "job_end",
+            STAGE,
+            &batch,
+            FileState::Transforming,
+            &outcomes,
+        );
         for (file, outcome) in outcomes {
             if let TransitionOutcome::Conflict(r) = outcome
                 && r.state != to

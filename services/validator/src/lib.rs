@@ -47,7 +47,6 @@ impl Handler for Validator {
                 "validator expects FileRegistered".into(),
             ));
         };
-        tracing::Span::current().record("file_id", file_id.as_str());
         let Some(record) = self.ctx.ports.state.get(&file_id).await? else {
             return Err(HandlerError::Transient(format!(
                 "no record for {file_id} yet"

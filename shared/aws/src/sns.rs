@@ -6,7 +6,7 @@ use crate::error::port_error;
 use async_trait::async_trait;
 use aws_sdk_sns::types::MessageAttributeValue;
 use choreo_domain::alert::Message;
-use choreo_domain::event::ATTR_EVENT_TYPE;
+use choreo_domain::event::{ATTR_AWS_TRACE_HEADER, ATTR_EVENT_TYPE};
 use choreo_ports::{EventBus, Notifier, OutgoingMessage, PortError};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
@@ -88,6 +88,10 @@ impl EventBus for SnsBus {
         }
         message.check("publish", &self.topic)?;
         let arn = self.topic_arn().await?;
+        let mut message = message;
+        // SNS takes X-Ray's header on the request (and, with active tracing, hands it to the
+        // subscribed queues as their AWSTraceHeader); `traceparent` goes as an attribute.
+        let xray = message.attributes.remove(ATTR_AWS_TRACE_HEADER);
         let mut req = self.client.publish().topic_arn(arn).message(message.body);
         for (k, v) in message.attributes {
             let value = MessageAttributeValue::builder()
@@ -97,6 +101,11 @@ impl EventBus for SnsBus {
                 .map_err(|e| PortError::permanent("publish", &self.topic, e))?;
             req = req.message_attributes(k, value);
         }
+        let req = req.customize().mutate_request(move |r| {
+            if let Some(header) = &xray {
+                r.headers_mut().insert("X-Amzn-Trace-Id", header.clone());
+            }
+        });
         req.send()
             .await
             .map_err(|e| port_error("publish", &self.topic, e))?;

@@ -13,9 +13,10 @@ use crate::error::port_error;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
-    QueueAttributeName,
+    MessageSystemAttributeNameForSends, MessageSystemAttributeValue, QueueAttributeName,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use choreo_domain::event::ATTR_AWS_TRACE_HEADER;
 use choreo_ports::{
     ErrorKind, OutgoingMessage, PeekedMessage, PortError, Queue, QueueDepth, ReceivedMessage,
 };
@@ -180,13 +181,17 @@ fn to_received(queue: &str, m: Message) -> Result<ReceivedMessage, PortError> {
     let missing =
         |what: &str| PortError::permanent("receive", queue, format!("message without {what}"));
     let system = m.attributes.unwrap_or_default();
-    let attributes = m
+    let mut attributes = m
         .message_attributes
         .unwrap_or_default()
         .into_iter()
         .filter(|(_, v)| v.data_type.starts_with("String"))
         .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
         .collect::<BTreeMap<_, _>>();
+    // The X-Ray header is a system attribute on SQS; the port carries it as an ordinary one.
+    if let Some(header) = system.get(&MessageSystemAttributeName::AwsTraceHeader) {
+        attributes.insert(ATTR_AWS_TRACE_HEADER.to_string(), header.clone());
+    }
     let sent_at = system
         .get(&MessageSystemAttributeName::SentTimestamp)
         .and_then(|s| millis_to_time(s))
@@ -242,6 +247,7 @@ impl Queue for SqsQueue {
             .message_attribute_names("All")
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
             .message_system_attribute_names(
                 MessageSystemAttributeName::ApproximateFirstReceiveTimestamp,
             )
@@ -315,15 +321,27 @@ impl Queue for SqsQueue {
         }
     }
 
-    async fn send(&self, message: OutgoingMessage, delay: Duration) -> Result<(), PortError> {
+    async fn send(&self, mut message: OutgoingMessage, delay: Duration) -> Result<(), PortError> {
         message.check("send", &self.name)?;
         let url = self.url().await?;
         let mut req = self
             .client
             .send_message()
             .queue_url(url)
-            .message_body(message.body)
             .delay_seconds(secs_ceil(delay, MAX_DELAY_SECS));
+        // X-Ray's header travels as SQS's own system attribute, outside the ten-attribute limit.
+        if let Some(header) = message.attributes.remove(ATTR_AWS_TRACE_HEADER) {
+            let value = MessageSystemAttributeValue::builder()
+                .data_type("String")
+                .string_value(header)
+                .build()
+                .map_err(|e| PortError::permanent("send", &self.name, e))?;
+            req = req.message_system_attributes(
+                MessageSystemAttributeNameForSends::AwsTraceHeader,
+                value,
+            );
+        }
+        req = req.message_body(message.body);
         for (k, v) in message.attributes {
             req = req.message_attributes(k, string_attribute(v, &self.name)?);
         }
@@ -525,6 +543,45 @@ mod tests {
             Some(1),
             "the URL is looked up once"
         );
+    }
+
+    #[tokio::test]
+    async fn the_x_ray_header_travels_as_the_aws_trace_header_system_attribute() {
+        let (_moto, clients, config) = queues(10).await;
+        let q = SqsQueue::new(clients.sqs.clone(), &config.queues.validate);
+        let header = "Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=1";
+        let mut m = message("{}");
+        m.attributes
+            .insert(ATTR_AWS_TRACE_HEADER.to_string(), header.to_string());
+        q.send(m, Duration::ZERO).await.unwrap();
+
+        // Read raw: SQS has it as its own system attribute, not as one of the message's.
+        let url = q.url().await.unwrap();
+        let raw = clients
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+        let raw = &raw.messages.unwrap()[0];
+        assert_eq!(
+            raw.attributes.as_ref().unwrap()[&MessageSystemAttributeName::AwsTraceHeader],
+            header
+        );
+        assert!(
+            !raw.message_attributes
+                .as_ref()
+                .unwrap()
+                .contains_key(ATTR_AWS_TRACE_HEADER)
+        );
+        // Through the port, it is an attribute beside traceparent.
+        let got = q.receive(1, NO_WAIT, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(got[0].attributes[ATTR_AWS_TRACE_HEADER], header);
+        assert_eq!(got[0].attributes["traceparent"], TRACEPARENT);
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@
 //! - [`retry`] resumes FAILED files from before the step that failed (the operator's `files retry`).
 //! - [`limits`] raises the open-file limit at start (every binary).
 //! - [`shutdown`] turns SIGTERM and Ctrl-C into one cancellation signal.
+//! - [`trace`] leaves a span in each file's trace for the batch work that moved it.
 //! - [`watchdog`] finds long work whose poll timer was lost, by its lapsed lease, on one replica.
 
 pub mod consumer;
@@ -23,6 +24,7 @@ pub mod retry;
 pub mod service;
 pub mod settings;
 pub mod shutdown;
+pub mod trace;
 pub mod watchdog;
 
 pub use consumer::{Consumer, ConsumerSettings};

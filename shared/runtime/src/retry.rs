@@ -213,7 +213,12 @@ async fn rebatch(
     };
     let d = config.dataset(dataset);
     let seed = uuid::Uuid::new_v4().simple().to_string();
-    let span = tracing::info_span!(parent: None, "batch", dataset, retry_of = ?old_batch);
+    let span = tracing::info_span!(
+        parent: None,
+        "batch",
+        choreo.dataset = dataset,
+        choreo.retry_of = ?old_batch,
+    );
     let crawler = old
         .as_ref()
         .map(|b| b.crawler.clone())
