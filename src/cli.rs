@@ -624,7 +624,8 @@ async fn files(global: &Global, cmd: FilesCommand) -> anyhow::Result<i32> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&record)?);
             } else {
-                print_record(&record);
+                let ops = &pipeline.settings.config.operations;
+                print_record(&record, |t| ops.trace_link(t));
             }
             Ok(0)
         }
@@ -689,7 +690,7 @@ fn print_list(records: &[FileRecord]) {
     println!("{} file(s)", records.len());
 }
 
-fn print_record(r: &FileRecord) {
+fn print_record(r: &FileRecord, trace_link: impl Fn(&str) -> Option<String>) {
     println!("id:         {}", r.id);
     println!("dataset:    {}", escape(&r.dataset));
     println!(
@@ -711,6 +712,9 @@ fn print_record(r: &FileRecord) {
     }
     if let Some(t) = &r.trace_id {
         println!("trace:      {t}");
+        if let Some(url) = trace_link(t) {
+            println!("trace url:  {}", escape(&url));
+        }
     }
     if let Some(m) = &r.sweep {
         println!(

@@ -11,6 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The trace viewer the dashboard links trace ids to.
+const TRACE_URL: &str = "http://127.0.0.1:6006/projects/default/traces/{trace_id}";
+
 /// `choreo up --demo` in a temporary directory, its dashboard on a free port.
 struct Up {
     child: Child,
@@ -26,6 +29,7 @@ impl Up {
             .arg(dir.path())
             .args(["up", "--demo"])
             .env("CHOREO_OPERATIONS__LISTEN", "127.0.0.1:0")
+            .env("CHOREO_OPERATIONS__TRACE_URL", TRACE_URL)
             .env("CHOREO_RUNTIME__SCAN_INTERVAL_MS", "50")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -156,6 +160,14 @@ async fn the_dashboard_shows_the_overview_and_a_files_timeline() {
     browser
         .wait_for_text("#timeline-trace", |t| t == trace)
         .await;
+    // ...linked to the configured trace viewer.
+    let to_viewer = browser.find_all("#timeline-trace a").await;
+    assert_eq!(to_viewer.len(), 1, "the trace id is a link");
+    assert_eq!(
+        browser.attribute(&to_viewer[0], "href").await.as_deref(),
+        Some(TRACE_URL.replace("{trace_id}", trace).as_str())
+    );
+    assert_eq!(record["trace_url"], TRACE_URL.replace("{trace_id}", trace));
     let steps = browser
         .wait_for_text("#timeline-steps tbody", |t| t.contains("INGESTED"))
         .await;

@@ -25,6 +25,7 @@ mod replicas;
 mod stack;
 mod stranded;
 mod surface;
+mod traces;
 mod transform;
 mod versions;
 mod webdriver;

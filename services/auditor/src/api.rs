@@ -7,7 +7,7 @@
 //! | `GET /`, `/dashboard.js`, `/dashboard.css` | the dashboard's static page, with no token (it holds no data; it asks for the token and calls the routes below with it) |
 //! | `GET /api/datasets` | files per dataset and state, and throughput |
 //! | `GET /api/files?dataset=&state=&key=&limit=&after=` | file summaries, a page at a time |
-//! | `GET /api/files/{id}` | one file with its history and trace id |
+//! | `GET /api/files/{id}` | one file with its history, trace id and `trace_url` |
 //! | `GET /api/queues` | every work queue's depth, in-flight count and its dead-letter queue's depth |
 //! | `GET /api/failures?n=` | the latest rejections and batch failures |
 //! | `GET /api/dlq`, `GET /api/dlq/{stage}?n=`, `POST /api/dlq/{stage}/redrive` | dead letters, see [`crate::dlq_routes`] |
@@ -255,13 +255,23 @@ async fn files(State(api): State<Api>, Query(p): Query<FilesParams>) -> ApiResul
     }
 }
 
-/// One file with its whole history and trace id.
-async fn file(
-    State(api): State<Api>,
-    Path(id): Path<String>,
-) -> Result<Json<choreo_domain::FileRecord>, ApiError> {
+/// One file with its whole history, its trace id, and the trace's address in the configured viewer.
+#[derive(Serialize)]
+struct FileView {
+    #[serde(flatten)]
+    record: choreo_domain::FileRecord,
+    trace_url: Option<String>,
+}
+
+async fn file(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<FileView>, ApiError> {
     match api.ports.state.get(&FileId(id.clone())).await? {
-        Some(r) => Ok(Json(r)),
+        Some(record) => Ok(Json(FileView {
+            trace_url: record
+                .trace_id
+                .as_deref()
+                .and_then(|t| api.config.operations.trace_link(t)),
+            record,
+        })),
         None => Err(ApiError::not_found(format!("no file {id}"))),
     }
 }

@@ -316,6 +316,18 @@ pub struct Operations {
     pub sweep: SweepSettings,
 }
 
+/// What `operations.trace_url` replaces with a trace's id.
+pub const TRACE_ID_PLACEHOLDER: &str = "{trace_id}";
+
+impl Operations {
+    /// The trace viewer's address of one trace, when a viewer is configured.
+    pub fn trace_link(&self, trace_id: &str) -> Option<String> {
+        self.trace_url
+            .as_ref()
+            .map(|url| url.replace(TRACE_ID_PLACEHOLDER, trace_id))
+    }
+}
+
 impl Default for Operations {
     fn default() -> Self {
         Operations {
@@ -612,6 +624,8 @@ impl Default for Config {
 /// A configuration that is well-formed but makes no sense.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("operations.trace_url {0:?} must hold {{trace_id}} where a trace's id goes")]
+    BadTraceUrl(String),
     #[error("dataset name {0:?} must be non-empty lowercase letters, digits, '_' or '-'")]
     BadName(String),
     #[error("dataset {0:?} is configured twice")]
@@ -671,6 +685,11 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::BadServerLimit(name));
             }
+        }
+        if let Some(url) = &ops.trace_url
+            && !url.contains(TRACE_ID_PLACEHOLDER)
+        {
+            return Err(ConfigError::BadTraceUrl(url.clone()));
         }
         let mut seen = std::collections::HashSet::new();
         for d in &self.datasets {
@@ -866,6 +885,22 @@ mod tests {
         c.datasets[0].catalog = CatalogMode::Crawler;
         c.datasets[0].crawler = Some(String::new());
         assert!(matches!(c.check(), Err(ConfigError::EmptyCrawler(_))));
+    }
+
+    #[test]
+    fn a_trace_url_says_where_the_trace_id_goes() {
+        let mut c = Config::default();
+        assert_eq!(c.operations.trace_link("abc"), None);
+        c.operations.trace_url = Some("http://127.0.0.1:6006/projects/default/traces".into());
+        let err = c.check().unwrap_err();
+        assert!(matches!(err, ConfigError::BadTraceUrl(_)), "{err}");
+        c.operations.trace_url =
+            Some("http://127.0.0.1:6006/projects/default/traces/{trace_id}".into());
+        c.check().unwrap();
+        assert_eq!(
+            c.operations.trace_link("abc").as_deref(),
+            Some("http://127.0.0.1:6006/projects/default/traces/abc")
+        );
     }
 
     #[test]

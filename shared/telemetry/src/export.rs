@@ -204,3 +204,126 @@ impl<E: SpanExporter> SpanExporter for ByStage<E> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{Span as _, Tracer as _};
+    use std::sync::{Arc, Mutex};
+
+    /// Records what it is given: its resource's service name, and the names of the spans exported.
+    #[derive(Debug, Clone, Default)]
+    struct Recorder {
+        service: Arc<Mutex<String>>,
+        spans: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl SpanExporter for Recorder {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            let names = batch.iter().map(|s| s.name.to_string());
+            self.spans.lock().unwrap().extend(names);
+            Ok(())
+        }
+
+        fn set_resource(&mut self, resource: &Resource) {
+            let name = resource.get(&"service.name".into()).unwrap();
+            *self.service.lock().unwrap() = name.to_string();
+        }
+    }
+
+    #[test]
+    fn each_stage_s_spans_go_out_under_the_stage_s_service_name() {
+        let stages = ["ingestor", "validator"];
+        let recorders: Vec<Recorder> = (0..3).map(|_| Recorder::default()).collect();
+        let router = ByStage {
+            by_stage: stages
+                .iter()
+                .zip(&recorders)
+                .map(|(s, r)| (s.to_string(), format!("acme-{s}"), r.clone()))
+                .collect(),
+            rest: recorders[2].clone(),
+        };
+        let provider = SdkTracerProvider::builder()
+            .with_resource(
+                Resource::builder_empty()
+                    .with_service_name("acme")
+                    .with_attribute(KeyValue::new("deployment.environment", "test"))
+                    .build(),
+            )
+            .with_simple_exporter(router)
+            .build();
+        let tracer = provider.tracer("test");
+        for (name, stage) in [
+            ("validate", Some("validator")),
+            ("ingest", Some("ingestor")),
+            ("cli", None),
+            ("odd", Some("nobody")),
+        ] {
+            let mut builder = tracer.span_builder(name);
+            if let Some(stage) = stage {
+                builder = builder.with_attributes([KeyValue::new(STAGE_ATTRIBUTE, stage)]);
+            }
+            builder.start(&tracer).end();
+        }
+        provider.force_flush().unwrap();
+
+        let seen = |r: &Recorder| {
+            (
+                r.service.lock().unwrap().clone(),
+                r.spans.lock().unwrap().clone(),
+            )
+        };
+        assert_eq!(
+            seen(&recorders[0]),
+            ("acme-ingestor".into(), vec!["ingest".into()])
+        );
+        assert_eq!(
+            seen(&recorders[1]),
+            ("acme-validator".into(), vec!["validate".into()])
+        );
+        assert_eq!(
+            seen(&recorders[2]),
+            ("acme".into(), vec!["cli".into(), "odd".into()])
+        );
+    }
+
+    #[test]
+    fn only_the_standard_variables_turn_export_on() {
+        // One test for all cases: the variables are the process's.
+        let clear = || {
+            for v in [
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                "OTEL_SDK_DISABLED",
+                "OTEL_TRACES_EXPORTER",
+            ] {
+                // SAFETY: this test is the only one in its binary touching the environment.
+                unsafe { std::env::remove_var(v) };
+            }
+        };
+        let set = |k: &str, v: &str| unsafe { std::env::set_var(k, v) };
+        clear();
+        assert_eq!(decide(), Exporting::Off);
+        set("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+        assert_eq!(decide(), Exporting::To("http://127.0.0.1:4318".into()));
+        set("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
+        assert_eq!(decide(), Exporting::To("http://127.0.0.1:4318".into()));
+        set("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+        assert!(matches!(decide(), Exporting::Refused(why) if why.contains("grpc")));
+        set("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
+        set("OTEL_TRACES_EXPORTER", "none");
+        assert_eq!(decide(), Exporting::Off);
+        clear();
+        set(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://collector:4318/v1/traces",
+        );
+        assert_eq!(
+            decide(),
+            Exporting::To("http://collector:4318/v1/traces".into())
+        );
+        clear();
+    }
+}

@@ -160,7 +160,19 @@ async function drawTimeline() {
   $("timeline-key").textContent = r.bucket + "/" + r.key;
   $("timeline-dataset").textContent = r.dataset;
   $("timeline-state").textContent = r.state;
-  $("timeline-trace").textContent = r.trace_id || "(none)";
+  // The trace id, linked to the trace viewer when one is configured (operations.trace_url).
+  const trace = $("timeline-trace");
+  trace.textContent = "";
+  if (r.trace_id && r.trace_url) {
+    const a = document.createElement("a");
+    a.href = r.trace_url;
+    a.target = "_blank";
+    a.rel = "noopener";
+    a.textContent = r.trace_id;
+    trace.appendChild(a);
+  } else {
+    trace.textContent = r.trace_id || "(none)";
+  }
   $("timeline-reason").textContent = r.reason || "";
   fillRows(
     $("timeline-steps").tBodies[0],
