@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The trace viewer the dashboard links trace ids to.
-const TRACE_URL: &str = "http://127.0.0.1:6006/projects/default/traces/{trace_id}";
+const TRACE_URL: &str = "http://127.0.0.1:6006/redirects/traces/{trace_id}";
 
 /// `choreo up --demo` in a temporary directory, its dashboard on a free port.
 struct Up {

@@ -300,7 +300,7 @@ pub struct Operations {
     /// The dashboard's address as the on-call engineer reaches it, for the links in alerts.
     pub dashboard_url: String,
     /// A trace viewer's address for one trace, with `{trace_id}` where the id goes (for Phoenix:
-    /// `http://127.0.0.1:6006/projects/default/traces/{trace_id}`); the dashboard links each file's
+    /// `http://127.0.0.1:6006/redirects/traces/{trace_id}`); the dashboard links each file's
     /// trace id through it. None shows the id alone.
     pub trace_url: Option<String>,
     /// Connections the API server holds at once; more wait in the system's accept queue. Each
@@ -895,11 +895,11 @@ mod tests {
         let err = c.check().unwrap_err();
         assert!(matches!(err, ConfigError::BadTraceUrl(_)), "{err}");
         c.operations.trace_url =
-            Some("http://127.0.0.1:6006/projects/default/traces/{trace_id}".into());
+            Some("http://127.0.0.1:6006/redirects/traces/{trace_id}".into());
         c.check().unwrap();
         assert_eq!(
             c.operations.trace_link("abc").as_deref(),
-            Some("http://127.0.0.1:6006/projects/default/traces/abc")
+            Some("http://127.0.0.1:6006/redirects/traces/abc")
         );
     }
 
