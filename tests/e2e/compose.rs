@@ -118,12 +118,20 @@ fn the_compose_services_run_the_demo_as_local_processes() {
         .unwrap();
     let address = format!("http://{emulator}:{port}");
 
-    // The auditor's API on a free port of this machine instead of the container's 8080.
-    let api_port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
-        .to_string();
+    // The auditor's API on a free port of this machine instead of the container's 8080, and each
+    // service's ops endpoint on one of its own instead of every container's 9464.
+    let free_port = || {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port()
+            .to_string()
+    };
+    let api_port = free_port();
+    let ops_ports: BTreeMap<&str, String> = services
+        .keys()
+        .map(|name| (name.as_str(), free_port()))
+        .collect();
 
     // How a compose service becomes a process here: its command from `bin`, its environment with
     // the emulator's address and the container's paths replaced by this machine's.
@@ -146,6 +154,7 @@ fn the_compose_services_run_the_demo_as_local_processes() {
                 value
                     .replace(&address, &moto.endpoint)
                     .replace("0.0.0.0:8080", &format!("127.0.0.1:{api_port}"))
+                    .replace("0.0.0.0:9464", &format!("127.0.0.1:{}", ops_ports[name]))
             };
             cmd.env(key, value);
         }
@@ -235,16 +244,30 @@ fn the_compose_services_run_the_demo_as_local_processes() {
     };
     assert_demo_outcome(&records);
 
-    // The auditor's health check, as compose runs it, against where the auditor listens here.
-    let check: Vec<String> = services["auditor"]["healthcheck"]["test"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .skip(1) // "CMD"
-        .map(|a| a.as_str().unwrap().replace("8080", &api_port))
-        .collect();
-    let health = Command::new(&check[0]).args(&check[1..]).output().unwrap();
-    assert!(health.status.success(), "{check:?}: {health:?}");
+    // Every service's health check, as compose runs it, against where that service listens here;
+    // and its readiness, which the check leaves out (see the compose file).
+    for (name, _) in &running.0 {
+        let check: Vec<String> = services[name]["healthcheck"]["test"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} has no health check"))
+            .iter()
+            .skip(1) // "CMD"
+            .map(|a| {
+                a.as_str()
+                    .unwrap()
+                    .replace("9464", &ops_ports[name.as_str()])
+            })
+            .collect();
+        assert!(check.iter().any(|a| a.ends_with("/health")), "{check:?}");
+        let health = Command::new(&check[0]).args(&check[1..]).output().unwrap();
+        assert!(health.status.success(), "{name}: {check:?}: {health:?}");
+        let ready_url = format!("http://127.0.0.1:{}/ready", ops_ports[name.as_str()]);
+        let ready = Command::new("curl")
+            .args(["-fsS", &ready_url])
+            .output()
+            .unwrap();
+        assert!(ready.status.success(), "{name}: {ready_url}: {ready:?}");
+    }
 
     // SIGTERM, as `docker compose stop` sends: every service drains and exits cleanly.
     for (name, child) in &mut running.0 {
