@@ -527,6 +527,9 @@ async fn each_task_role_allows_what_its_stage_calls_and_no_more() {
     settings.config.runtime.lease_secs = 6;
     settings.config.operations.sweep.interval_secs = 1;
     settings.config.operations.alerts.flush_interval_secs = 1;
+    // With an ops endpoint configured the auditor keeps its gauges (every queue's depth, a Scan for
+    // the files per state), whose calls its role must allow.
+    settings.config.telemetry.listen = Some("127.0.0.1:0".into());
     let settings = Arc::new(settings);
     let config = &settings.config;
 
@@ -538,6 +541,15 @@ async fn each_task_role_allows_what_its_stage_calls_and_no_more() {
         let backend = AwsBackend::with_clients(AwsClients::emulator(&moto.endpoint).await, config);
         counters.push((spec.stage.as_str().to_string(), backend.calls().clone()));
         let queue = backend.queue((spec.queue)(config));
+        // What each task's /ready asks, on the task's own clients.
+        let readiness = choreo_runtime::ops::Readiness {
+            queues: vec![queue.clone()],
+            state: backend.ports().state,
+        };
+        readiness
+            .check()
+            .await
+            .unwrap_or_else(|e| panic!("{}: not ready: {e}", spec.stage));
         tasks.spawn(spec.run(settings.clone(), backend.ports(), queue, shutdown.clone()));
     }
     tasks.close();
