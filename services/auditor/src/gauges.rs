@@ -45,7 +45,7 @@ pub async fn run(ctx: ServiceContext, shutdown: CancellationToken) {
         if let Err(error) = set_queue_gauges(config, ctx.ports.queues.as_ref()).await {
             tracing::warn!(%error, "QueueGaugesError");
         }
-        if round % files_every == 0
+        if round.is_multiple_of(files_every)
             && let Err(error) = set_file_gauges(config, ctx.ports.state.as_ref()).await
         {
             tracing::warn!(%error, "FileGaugesError");
