@@ -20,10 +20,14 @@ fn repo() -> &'static Path {
 /// docker-compose.yml as JSON: anchors and merge keys resolved by PyYAML (it comes with the aws
 /// command line in .venv).
 fn compose_file() -> Value {
+    yaml_file(&repo().join("docker-compose.yml"))
+}
+
+fn yaml_file(path: &Path) -> Value {
     let script = "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)";
     let out = Command::new(venv_bin("python"))
         .args(["-c", script])
-        .arg(repo().join("docker-compose.yml"))
+        .arg(path)
         .output()
         .expect("python from .venv (scripts/test installs it)");
     serde_json::from_str(&ok(out)).unwrap()
@@ -78,8 +82,14 @@ fn host_path(service: &Value, path: &str) -> Option<PathBuf> {
     service["volumes"].as_array()?.iter().find_map(|v| {
         let mut parts = v.as_str()?.split(':');
         let (host, container) = (parts.next()?, parts.next()?);
-        let rest = path.strip_prefix(container)?;
-        Some(repo().join(host).join(rest.trim_start_matches('/')))
+        let rest = path.strip_prefix(container)?.trim_start_matches('/');
+        // A file mounted as itself has no rest: joining "" would add a trailing slash.
+        let host = repo().join(host);
+        Some(if rest.is_empty() {
+            host
+        } else {
+            host.join(rest)
+        })
     })
 }
 
@@ -316,4 +326,44 @@ fn the_image_configuration_has_the_demo_datasets() {
     let mut config: choreo_domain::Config = shipped.try_into().unwrap();
     config.transform.mask_salt = "from the environment".into();
     choreo_runtime::Settings::from_config(config, &shipped_dir, None).unwrap();
+}
+
+/// The observability profile's Prometheus scrapes every service that serves `/metrics`, on the port
+/// it serves them: its configuration (mounted from deploy/prometheus) is one Prometheus accepts
+/// (`promtool`, from the package `scripts/test` installs), and its discovery names exactly the
+/// long-running services with `CHOREO_TELEMETRY__LISTEN`. Grafana's mounts exist.
+#[test]
+fn the_observability_profile_scrapes_every_service() {
+    let compose = compose_file();
+    let services = compose["services"].as_object().unwrap();
+    let config = host_path(&services["prometheus"], "/etc/prometheus/prometheus.yml")
+        .expect("the Prometheus configuration is mounted from the repository");
+    ok(Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&config)
+        .output()
+        .expect("promtool (Debian's prometheus package, which scripts/test installs)"));
+    let mut serving = BTreeMap::new();
+    for (name, service) in services {
+        let long_running = service["restart"].as_str() != Some("no");
+        if let Some(listen) = environment(service).get("CHOREO_TELEMETRY__LISTEN")
+            && long_running
+        {
+            serving.insert(name.clone(), listen.rsplit(':').next().unwrap().to_string());
+        }
+    }
+    assert_eq!(serving.len(), 6, "{serving:?}");
+    let scrape = &yaml_file(&config)["scrape_configs"][0]["dns_sd_configs"][0];
+    let names: BTreeMap<String, String> = scrape["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n.as_str().unwrap().to_string(), scrape["port"].to_string()))
+        .collect();
+    assert_eq!(names, serving);
+
+    for volume in services["grafana"]["volumes"].as_array().unwrap() {
+        let host = volume.as_str().unwrap().split(':').next().unwrap();
+        assert!(repo().join(host).exists(), "{host}");
+    }
 }
