@@ -488,7 +488,8 @@ async fn up(global: &Global, args: UpArgs) -> anyhow::Result<i32> {
     // Before the services start, so that the recorder counts from their first message. The
     // monitor's connection answers `/ready`: on AWS the services' own API calls stay countable.
     let queues = c.all_queues();
-    if let Some(addr) = choreo_backend::start_ops(c, &pipeline.monitor, &queues, &shutdown).await {
+    let ops_stop = CancellationToken::new();
+    if let Some(addr) = choreo_backend::start_ops(c, &pipeline.monitor, &queues, &ops_stop).await {
         eprintln!("metrics: http://{addr}/metrics");
     }
     let tasks = pipeline.start(&shutdown);
@@ -500,6 +501,7 @@ async fn up(global: &Global, args: UpArgs) -> anyhow::Result<i32> {
         shutdown.cancel();
     }
     tasks.wait().await;
+    ops_stop.cancel();
     let summary = pipeline.summary().await?;
     print_summary(&summary);
     if let Some(calls) = pipeline.backend.api_calls() {

@@ -117,26 +117,30 @@ pub async fn serve(spec: ServiceSpec) -> anyhow::Result<()> {
     let backend = Backend::open(&settings.config).await?;
     let shutdown = choreo_runtime::shutdown::on_signals();
     let queue_name = (spec.queue)(&settings.config);
-    start_ops(&settings.config, &backend, &[queue_name], &shutdown).await;
+    let ops_stop = CancellationToken::new();
+    start_ops(&settings.config, &backend, &[queue_name], &ops_stop).await;
     let queue = backend.queue(queue_name);
     if spec.stage == Stage::Ingestor {
         let (b, s) = (backend.clone(), shutdown.clone());
         tokio::spawn(async move { b.run_sources(s).await });
     }
     spec.run(settings, backend.ports(), queue, shutdown).await;
+    ops_stop.cancel();
     choreo_telemetry::shutdown();
     Ok(())
 }
 
 /// Serves `/metrics`, `/health` and `/ready` at `[telemetry] listen` when it is set
 /// ([`choreo_runtime::ops`]), ready when the `queues` named and the state store answer, until
-/// `shutdown`. Installs the metrics recorder first, so call it before the services start. Returns
-/// the bound address; `None` when not configured or not bound (logged).
+/// `stop` fires: callers fire it once the drain after SIGTERM is over, so that `/health` and
+/// `/metrics` answer while the last messages finish. Installs the metrics recorder first, so call
+/// it before the services start. Returns the bound address; `None` when not configured or not
+/// bound (logged).
 pub async fn start_ops(
     config: &Config,
     backend: &Backend,
     queues: &[&str],
-    shutdown: &CancellationToken,
+    stop: &CancellationToken,
 ) -> Option<std::net::SocketAddr> {
     let listen = config.telemetry.listen.as_deref()?;
     let readiness = ops::Readiness {
@@ -144,7 +148,7 @@ pub async fn start_ops(
         state: backend.ports().state,
     };
     let limits = choreo_runtime::http::Limits::from_config(&config.operations);
-    ops::start(listen, readiness, limits, shutdown.clone()).await
+    ops::start(listen, readiness, limits, stop.clone()).await
 }
 
 /// Says once, at start, where spans go.
