@@ -1,11 +1,11 @@
-//! Serving HTTP within limits, for the operations endpoint ([`crate::ops`]).
+//! Serving HTTP within limits: the operations endpoint ([`crate::ops`]) and the auditor's dashboard.
 //!
 //! A port reachable by anyone must not let a client hold unbounded resources: at most
 //! `max_connections` connections are served at once (the rest wait in the system's accept queue,
 //! costing this process nothing), and a connection that has not sent a request's headers within
 //! `header_read_timeout` is closed. hyper's HTTP/1 builder is used directly, as `axum::serve` does
-//! inside, because `axum::serve` offers neither limit. The auditor's dashboard server
-//! (`choreo_auditor::server`) serves the same way.
+//! inside, because `axum::serve` offers neither limit. The auditor's dashboard
+//! (`choreo_auditor::server`) is served by the same loop.
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -91,7 +91,7 @@ pub async fn serve(
                 Ok((stream, _)) => stream,
                 Err(error) => {
                     // Out of descriptors, say: pause rather than spin, and try again.
-                    tracing::warn!(%error, "OpsAcceptError");
+                    tracing::warn!(%error, "HttpAcceptError");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
