@@ -104,6 +104,28 @@ impl Drop for Running {
     }
 }
 
+/// Sends SIGTERM, as `docker compose stop` and ECS do, and requires an exit with code 0 within
+/// 60 s: the service drained and stopped.
+pub fn stop_cleanly(name: &str, child: &mut Child) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{name} ignored SIGTERM for 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{name} exited with {status}");
+}
+
 #[test]
 fn the_compose_services_run_the_demo_as_local_processes() {
     let compose = compose_file();
@@ -281,23 +303,7 @@ fn the_compose_services_run_the_demo_as_local_processes() {
 
     // SIGTERM, as `docker compose stop` sends: every service drains and exits cleanly.
     for (name, child) in &mut running.0 {
-        let pid = child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "{name} ignored SIGTERM for 60 s");
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        assert!(status.success(), "{name} exited with {status}");
+        stop_cleanly(name, child);
     }
 }
 

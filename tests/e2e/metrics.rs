@@ -6,6 +6,7 @@
 use crate::helpers::TestApp;
 use crate::http::Http;
 use choreo::demo;
+use choreo_domain::Stage;
 use choreo_ports::OutgoingMessage;
 use hyper::StatusCode;
 use serde_json::Value;
@@ -161,14 +162,10 @@ fn labels(series: &[(Value, f64)], label: &str) -> BTreeSet<String> {
         .collect()
 }
 
-const STAGES: [&str; 6] = [
-    "ingestor",
-    "validator",
-    "quarantine",
-    "crawler",
-    "transformer",
-    "auditor",
-];
+/// The six stages' `stage` label values.
+fn stages() -> BTreeSet<String> {
+    Stage::SERVICES.map(|s| s.as_str().to_string()).into()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_demos_counters_and_gauges() {
@@ -206,22 +203,22 @@ async fn prometheus_scrapes_the_demos_counters_and_gauges() {
         &prom,
         "choreo_queue_messages{state=\"visible\"}",
         deadline,
-        |s| s.len() == STAGES.len() && s.iter().all(|(_, v)| *v == 0.0),
+        |s| s.len() == Stage::SERVICES.len() && s.iter().all(|(_, v)| *v == 0.0),
     )
     .await;
-    assert_eq!(labels(&backlog, "stage"), STAGES.map(String::from).into());
+    assert_eq!(labels(&backlog, "stage"), stages());
     let states = query(&http, &prom, "choreo_queue_messages").await;
-    assert_eq!(states.len(), STAGES.len() * 3, "{states:?}");
+    assert_eq!(states.len(), Stage::SERVICES.len() * 3, "{states:?}");
     assert_eq!(
         labels(&states, "state"),
         ["delayed", "in_flight", "visible"].map(String::from).into()
     );
     let dead = query(&http, &prom, "choreo_dlq_messages").await;
-    assert_eq!(labels(&dead, "stage"), STAGES.map(String::from).into());
+    assert_eq!(labels(&dead, "stage"), stages());
     let age = query(&http, &prom, "choreo_queue_oldest_message_age_seconds").await;
     assert_eq!(
         age.len(),
-        STAGES.len(),
+        Stage::SERVICES.len(),
         "the local queue tells its age: {age:?}"
     );
 
@@ -243,10 +240,10 @@ async fn prometheus_scrapes_the_demos_counters_and_gauges() {
         &prom,
         "sum by (stage) (choreo_messages_handled_total)",
         deadline,
-        |s| labels(s, "stage").len() == STAGES.len(),
+        |s| labels(s, "stage").len() == Stage::SERVICES.len(),
     )
     .await;
-    assert_eq!(labels(&handled, "stage"), STAGES.map(String::from).into());
+    assert_eq!(labels(&handled, "stage"), stages());
     assert!(handled.iter().all(|(_, v)| *v > 0.0), "{handled:?}");
 }
 

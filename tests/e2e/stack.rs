@@ -781,27 +781,7 @@ fn each_task_passes_its_health_check_on_the_data_plane() {
     }
 
     for t in &mut tasks.0 {
-        let pid = t.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = t.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} ignored SIGTERM for 60 s",
-                t.name
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        assert!(status.success(), "{} exited with {status}", t.name);
+        crate::compose::stop_cleanly(&t.name, &mut t.child);
     }
 }
 
