@@ -21,8 +21,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
           target/release/choreo-quarantine target/release/choreo-crawler \
           target/release/choreo-transformer target/release/choreo-auditor /out/
 
-# Run. curl is for the container health check (the auditor's /health today; every service's once
-# they serve one); ca-certificates for TLS to AWS.
+# Run. curl is for the container health checks (every service's /health on its ops port);
+# ca-certificates for TLS to AWS.
 FROM debian:bookworm-slim
 # Versions are not pinned: Debian's security updates reach the image when it is rebuilt.
 # hadolint ignore=DL3008

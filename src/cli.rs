@@ -485,6 +485,13 @@ async fn up(global: &Global, args: UpArgs) -> anyhow::Result<i32> {
     let shutdown = choreo_runtime::shutdown::on_signals();
     let addr_file = choreo_auditor::server::addr_file(&c.data_dir);
     let _ = std::fs::remove_file(&addr_file); // left by a run that was killed
+    // Before the services start, so that the recorder counts from their first message. The
+    // monitor's connection answers `/ready`: on AWS the services' own API calls stay countable.
+    let queues = c.all_queues();
+    let ops_stop = CancellationToken::new();
+    if let Some(addr) = choreo_backend::start_ops(c, &pipeline.monitor, &queues, &ops_stop).await {
+        eprintln!("metrics: http://{addr}/metrics");
+    }
     let tasks = pipeline.start(&shutdown);
     if let Some(link) = dashboard_link(c, &addr_file, &shutdown).await {
         eprintln!("dashboard: {link}");
@@ -494,6 +501,7 @@ async fn up(global: &Global, args: UpArgs) -> anyhow::Result<i32> {
         shutdown.cancel();
     }
     tasks.wait().await;
+    ops_stop.cancel();
     let summary = pipeline.summary().await?;
     print_summary(&summary);
     if let Some(calls) = pipeline.backend.api_calls() {

@@ -20,10 +20,14 @@ fn repo() -> &'static Path {
 /// docker-compose.yml as JSON: anchors and merge keys resolved by PyYAML (it comes with the aws
 /// command line in .venv).
 fn compose_file() -> Value {
+    yaml_file(&repo().join("docker-compose.yml"))
+}
+
+fn yaml_file(path: &Path) -> Value {
     let script = "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)";
     let out = Command::new(venv_bin("python"))
         .args(["-c", script])
-        .arg(repo().join("docker-compose.yml"))
+        .arg(path)
         .output()
         .expect("python from .venv (scripts/test installs it)");
     serde_json::from_str(&ok(out)).unwrap()
@@ -78,8 +82,14 @@ fn host_path(service: &Value, path: &str) -> Option<PathBuf> {
     service["volumes"].as_array()?.iter().find_map(|v| {
         let mut parts = v.as_str()?.split(':');
         let (host, container) = (parts.next()?, parts.next()?);
-        let rest = path.strip_prefix(container)?;
-        Some(repo().join(host).join(rest.trim_start_matches('/')))
+        let rest = path.strip_prefix(container)?.trim_start_matches('/');
+        // A file mounted as itself has no rest: joining "" would add a trailing slash.
+        let host = repo().join(host);
+        Some(if rest.is_empty() {
+            host
+        } else {
+            host.join(rest)
+        })
     })
 }
 
@@ -92,6 +102,28 @@ impl Drop for Running {
             let _ = child.wait();
         }
     }
+}
+
+/// Sends SIGTERM, as `docker compose stop` and ECS do, and requires an exit with code 0 within
+/// 60 s: the service drained and stopped.
+pub fn stop_cleanly(name: &str, child: &mut Child) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{name} ignored SIGTERM for 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{name} exited with {status}");
 }
 
 #[test]
@@ -118,12 +150,20 @@ fn the_compose_services_run_the_demo_as_local_processes() {
         .unwrap();
     let address = format!("http://{emulator}:{port}");
 
-    // The auditor's API on a free port of this machine instead of the container's 8080.
-    let api_port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
-        .to_string();
+    // The auditor's API on a free port of this machine instead of the container's 8080, and each
+    // service's ops endpoint on one of its own instead of every container's 9464.
+    let free_port = || {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port()
+            .to_string()
+    };
+    let api_port = free_port();
+    let ops_ports: BTreeMap<&str, String> = services
+        .keys()
+        .map(|name| (name.as_str(), free_port()))
+        .collect();
 
     // How a compose service becomes a process here: its command from `bin`, its environment with
     // the emulator's address and the container's paths replaced by this machine's.
@@ -146,6 +186,7 @@ fn the_compose_services_run_the_demo_as_local_processes() {
                 value
                     .replace(&address, &moto.endpoint)
                     .replace("0.0.0.0:8080", &format!("127.0.0.1:{api_port}"))
+                    .replace("0.0.0.0:9464", &format!("127.0.0.1:{}", ops_ports[name]))
             };
             cmd.env(key, value);
         }
@@ -235,36 +276,34 @@ fn the_compose_services_run_the_demo_as_local_processes() {
     };
     assert_demo_outcome(&records);
 
-    // The auditor's health check, as compose runs it, against where the auditor listens here.
-    let check: Vec<String> = services["auditor"]["healthcheck"]["test"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .skip(1) // "CMD"
-        .map(|a| a.as_str().unwrap().replace("8080", &api_port))
-        .collect();
-    let health = Command::new(&check[0]).args(&check[1..]).output().unwrap();
-    assert!(health.status.success(), "{check:?}: {health:?}");
+    // Every service's health check, as compose runs it, against where that service listens here;
+    // and its readiness, which the check leaves out (see the compose file).
+    for (name, _) in &running.0 {
+        let check: Vec<String> = services[name]["healthcheck"]["test"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} has no health check"))
+            .iter()
+            .skip(1) // "CMD"
+            .map(|a| {
+                a.as_str()
+                    .unwrap()
+                    .replace("9464", &ops_ports[name.as_str()])
+            })
+            .collect();
+        assert!(check.iter().any(|a| a.ends_with("/health")), "{check:?}");
+        let health = Command::new(&check[0]).args(&check[1..]).output().unwrap();
+        assert!(health.status.success(), "{name}: {check:?}: {health:?}");
+        let ready_url = format!("http://127.0.0.1:{}/ready", ops_ports[name.as_str()]);
+        let ready = Command::new("curl")
+            .args(["-fsS", &ready_url])
+            .output()
+            .unwrap();
+        assert!(ready.status.success(), "{name}: {ready_url}: {ready:?}");
+    }
 
     // SIGTERM, as `docker compose stop` sends: every service drains and exits cleanly.
     for (name, child) in &mut running.0 {
-        let pid = child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "{name} ignored SIGTERM for 60 s");
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        assert!(status.success(), "{name} exited with {status}");
+        stop_cleanly(name, child);
     }
 }
 
@@ -293,4 +332,44 @@ fn the_image_configuration_has_the_demo_datasets() {
     let mut config: choreo_domain::Config = shipped.try_into().unwrap();
     config.transform.mask_salt = "from the environment".into();
     choreo_runtime::Settings::from_config(config, &shipped_dir, None).unwrap();
+}
+
+/// The observability profile's Prometheus scrapes every service that serves `/metrics`, on the port
+/// it serves them: its configuration (mounted from deploy/prometheus) is one Prometheus accepts
+/// (`promtool`, from the package `scripts/test` installs), and its discovery names exactly the
+/// long-running services with `CHOREO_TELEMETRY__LISTEN`. Grafana's mounts exist.
+#[test]
+fn the_observability_profile_scrapes_every_service() {
+    let compose = compose_file();
+    let services = compose["services"].as_object().unwrap();
+    let config = host_path(&services["prometheus"], "/etc/prometheus/prometheus.yml")
+        .expect("the Prometheus configuration is mounted from the repository");
+    ok(Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&config)
+        .output()
+        .expect("promtool (Debian's prometheus package, which scripts/test installs)"));
+    let mut serving = BTreeMap::new();
+    for (name, service) in services {
+        let long_running = service["restart"].as_str() != Some("no");
+        if let Some(listen) = environment(service).get("CHOREO_TELEMETRY__LISTEN")
+            && long_running
+        {
+            serving.insert(name.clone(), listen.rsplit(':').next().unwrap().to_string());
+        }
+    }
+    assert_eq!(serving.len(), 6, "{serving:?}");
+    let scrape = &yaml_file(&config)["scrape_configs"][0]["dns_sd_configs"][0];
+    let names: BTreeMap<String, String> = scrape["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n.as_str().unwrap().to_string(), scrape["port"].to_string()))
+        .collect();
+    assert_eq!(names, serving);
+
+    for volume in services["grafana"]["volumes"].as_array().unwrap() {
+        let host = volume.as_str().unwrap().split(':').next().unwrap();
+        assert!(repo().join(host).exists(), "{host}");
+    }
 }

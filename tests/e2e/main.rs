@@ -19,6 +19,7 @@ mod faults;
 mod helpers;
 mod http;
 mod intake;
+mod metrics;
 mod operations;
 mod operator_api;
 mod replicas;

@@ -527,6 +527,9 @@ async fn each_task_role_allows_what_its_stage_calls_and_no_more() {
     settings.config.runtime.lease_secs = 6;
     settings.config.operations.sweep.interval_secs = 1;
     settings.config.operations.alerts.flush_interval_secs = 1;
+    // With an ops endpoint configured the auditor keeps its gauges (every queue's depth, a Scan for
+    // the files per state), whose calls its role must allow.
+    settings.config.telemetry.listen = Some("127.0.0.1:0".into());
     let settings = Arc::new(settings);
     let config = &settings.config;
 
@@ -538,6 +541,15 @@ async fn each_task_role_allows_what_its_stage_calls_and_no_more() {
         let backend = AwsBackend::with_clients(AwsClients::emulator(&moto.endpoint).await, config);
         counters.push((spec.stage.as_str().to_string(), backend.calls().clone()));
         let queue = backend.queue((spec.queue)(config));
+        // What each task's /ready asks, on the task's own clients.
+        let readiness = choreo_runtime::ops::Readiness {
+            queues: vec![queue.clone()],
+            state: backend.ports().state,
+        };
+        readiness
+            .check()
+            .await
+            .unwrap_or_else(|e| panic!("{}: not ready: {e}", spec.stage));
         tasks.spawn(spec.run(settings.clone(), backend.ports(), queue, shutdown.clone()));
     }
     tasks.close();
@@ -585,4 +597,199 @@ async fn each_task_role_allows_what_its_stage_calls_and_no_more() {
         !wrong,
         "task roles that do not match their stage's calls:\n{report}"
     );
+}
+
+/// Each task definition's container, with the template's defaults for its parameters: its command,
+/// environment and health check. Read with cfn_moto.py's loader (CloudFormation's short tags).
+fn containers() -> Vec<Value> {
+    let script = r#"
+import json, re, sys
+sys.path.insert(0, sys.argv[1])
+import cfn_moto
+t = cfn_moto.load_template(sys.argv[2])
+params = {k: str(v.get("Default", "")) for k, v in t["Parameters"].items()}
+params["AWS::Region"] = cfn_moto.REGION
+def value(v):
+    if isinstance(v, dict) and "Ref" in v:
+        return params[v["Ref"]]
+    if isinstance(v, dict) and "Fn::Sub" in v:
+        return re.sub(r"\$\{([^}]+)\}", lambda m: params[m.group(1)], v["Fn::Sub"])
+    return v
+out = []
+for r in t["Resources"].values():
+    if r["Type"] == "AWS::ECS::TaskDefinition":
+        (c,) = r["Properties"]["ContainerDefinitions"]
+        out.append({
+            "command": c["Command"],
+            "environment": {e["Name"]: value(e["Value"]) for e in c.get("Environment", [])},
+            "secrets": [s["Name"] for s in c.get("Secrets", [])],
+            "ports": [p["ContainerPort"] for p in c.get("PortMappings", [])],
+            "health": c.get("HealthCheck", {}).get("Command"),
+        })
+json.dump(out, sys.stdout)
+"#;
+    let out = Command::new(venv_bin("python"))
+        .args(["-c", script])
+        .arg(repo().join("tests/e2e"))
+        .arg(template("services.yaml"))
+        .output()
+        .expect("python from .venv (scripts/test installs it)");
+    serde_json::from_str(&ok(out)).unwrap()
+}
+
+/// A free loopback port, for what the containers each serve on the same port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port()
+}
+
+/// Every task of services.yaml serves its ops endpoint and passes its container health check: each
+/// task's command runs here as a local process with the task's environment (the image's paths and
+/// ports mapped to this machine's), against the data plane deployed into moto; its `HealthCheck`
+/// command, as ECS runs it, succeeds, and `/ready` answers 200 (its queue and the state table
+/// exist). SIGTERM then stops each cleanly.
+#[test]
+fn each_task_passes_its_health_check_on_the_data_plane() {
+    let moto = Moto::start();
+    deploy_data_plane(&moto);
+    let bin = Path::new(env!("CARGO_BIN_EXE_choreo")).parent().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    struct Task {
+        name: String,
+        child: std::process::Child,
+        health: Vec<String>,
+        ops: u16,
+    }
+    struct Tasks(Vec<Task>);
+    impl Drop for Tasks {
+        fn drop(&mut self) {
+            for t in &mut self.0 {
+                let _ = t.child.kill();
+                let _ = t.child.wait();
+            }
+        }
+    }
+    let mut tasks = Tasks(Vec::new());
+    for c in containers() {
+        let program = c["command"][0].as_str().unwrap().to_string();
+        let env = c["environment"].as_object().unwrap();
+        let listen = env
+            .get("CHOREO_TELEMETRY__LISTEN")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{program}: no CHOREO_TELEMETRY__LISTEN"));
+        let port = listen.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        let ports: Vec<u64> = serde_json::from_value(c["ports"].clone()).unwrap();
+        assert!(
+            ports.contains(&u64::from(port)),
+            "{program}: {port} is not mapped"
+        );
+        let health: Vec<String> = serde_json::from_value(c["health"].clone())
+            .unwrap_or_else(|_| panic!("{program}: no health check"));
+        assert_eq!(health[0], "CMD", "{program}: {health:?}");
+        assert!(
+            health.last().unwrap().ends_with(&format!(":{port}/health")),
+            "{program}: {health:?}"
+        );
+
+        let ops = free_port();
+        let mut cmd = Command::new(bin.join(&program));
+        cmd.current_dir(work.path()).env_clear();
+        for key in ["PATH", "HOME"] {
+            if let Ok(v) = std::env::var(key) {
+                cmd.env(key, v);
+            }
+        }
+        for (key, value) in env {
+            let value = value.as_str().unwrap();
+            let value = match key.as_str() {
+                // The image's configuration is deploy/config (the Dockerfile copies it there).
+                "CHOREO_CONFIG" => repo()
+                    .join("deploy/config")
+                    .join(value.strip_prefix("/etc/choreo/").unwrap())
+                    .display()
+                    .to_string(),
+                "CHOREO_TELEMETRY__LISTEN" => format!("127.0.0.1:{ops}"),
+                "CHOREO_OPERATIONS__LISTEN" => format!("127.0.0.1:{}", free_port()),
+                _ => value.to_string(),
+            };
+            cmd.env(key, value);
+        }
+        // What ECS hands over from Secrets Manager, and the task role's credentials.
+        for secret in c["secrets"].as_array().unwrap() {
+            cmd.env(secret.as_str().unwrap(), "from-secrets-manager");
+        }
+        cmd.env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("{program}: {e} (run scripts/test, or cargo build --workspace --bins first)")
+        });
+        let health = health[1..]
+            .iter()
+            .map(|a| a.replace(&format!(":{port}/"), &format!(":{ops}/")))
+            .collect();
+        tasks.0.push(Task {
+            name: program,
+            child,
+            health,
+            ops,
+        });
+    }
+    let names: BTreeSet<String> = tasks.0.iter().map(|t| t.name.clone()).collect();
+    let stages: BTreeSet<String> = SERVICES
+        .iter()
+        .map(|s| format!("choreo-{}", s.stage.as_str()))
+        .collect();
+    assert_eq!(names, stages, "one task per stage");
+
+    for t in &mut tasks.0 {
+        // As the health check's start period allows: a few seconds to start listening.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let check = Command::new(&t.health[0])
+                .args(&t.health[1..])
+                .output()
+                .unwrap();
+            if check.status.success() {
+                break;
+            }
+            assert!(
+                t.child.try_wait().unwrap().is_none(),
+                "{} exited before answering its health check",
+                t.name
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: {:?}: {check:?}",
+                t.name,
+                t.health
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let ready_url = format!("http://127.0.0.1:{}/ready", t.ops);
+        let ready = Command::new("curl")
+            .args(["-sS", "-w", "%{http_code}", &ready_url])
+            .output()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&ready.stdout);
+        assert!(answer.ends_with("200"), "{}: {ready_url}: {answer}", t.name);
+    }
+
+    for t in &mut tasks.0 {
+        crate::compose::stop_cleanly(&t.name, &mut t.child);
+    }
+}
+
+/// `aws cloudformation deploy --template-file` passes a template inline up to CloudFormation's
+/// 51,200 bytes; beyond, it needs an S3 bucket, which docs/deploy.md promises the services stack
+/// does not.
+#[test]
+fn the_services_template_deploys_inline() {
+    let bytes = std::fs::metadata(template("services.yaml")).unwrap().len();
+    assert!(bytes <= 51_200, "services.yaml is {bytes} bytes");
 }

@@ -6,13 +6,15 @@
 //! sends ([`alerts`]). Beside its consumer the auditor runs that loop and the stuck-file sweep
 //! ([`sweep`]), each on one replica at a time, and serves the operators' HTTP surface when
 //! `operations.listen` is set ([`server`]): the JSON API ([`api`], guarded by [`auth`]; dead letters
-//! in [`dlq_routes`]) and the dashboard that reads it ([`dashboard`]).
+//! in [`dlq_routes`]) and the dashboard that reads it ([`dashboard`]). With `[telemetry] listen` set,
+//! it also keeps the backlog gauges that `/metrics` shows ([`gauges`]).
 
 pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod dlq_routes;
+pub mod gauges;
 pub mod server;
 pub mod sweep;
 pub mod throughput;
@@ -34,7 +36,8 @@ pub const SPEC: choreo_runtime::ServiceSpec = choreo_runtime::ServiceSpec {
     background: Some(background),
 };
 
-/// The HTTP surface, the alert delivery loop and the stuck-file sweep, until `shutdown`.
+/// The HTTP surface, the alert delivery loop, the stuck-file sweep and the backlog gauges, until
+/// `shutdown`.
 fn background(ctx: ServiceContext, shutdown: CancellationToken) -> Background {
     // Names this replica in the leases that keep the loops to one replica at a time.
     let holder = format!("auditor-{}", uuid::Uuid::new_v4());
@@ -42,7 +45,8 @@ fn background(ctx: ServiceContext, shutdown: CancellationToken) -> Background {
         tokio::join!(
             server::background(ctx.clone(), shutdown.clone()),
             alerts::deliver(ctx.clone(), holder.clone(), shutdown.clone()),
-            sweep::run(ctx, holder, shutdown),
+            sweep::run(ctx.clone(), holder, shutdown.clone()),
+            gauges::run(ctx, shutdown),
         );
     })
 }

@@ -2,14 +2,15 @@
 //!
 //! [`Backend::open`] turns the configuration's `backend` into the ports the services use. [`serve`] is
 //! what a service's `main` calls: load the configuration, open the backend, run the one consumer until
-//! SIGTERM or Ctrl-C, drain, exit.
+//! SIGTERM or Ctrl-C, drain, exit; with `[telemetry] listen` set, it also serves `/metrics`,
+//! `/health` and `/ready` ([`start_ops`]).
 
 use choreo_aws::AwsBackend;
 use choreo_domain::config::BackendKind;
 use choreo_domain::{Config, Stage};
 use choreo_local::LocalBackend;
 use choreo_ports::{PortError, Ports, Queue, QueueDepth};
-use choreo_runtime::{ServiceSpec, Settings};
+use choreo_runtime::{ServiceSpec, Settings, ops};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -115,14 +116,39 @@ pub async fn serve(spec: ServiceSpec) -> anyhow::Result<()> {
     let settings = Arc::new(Settings::load(file.as_deref())?);
     let backend = Backend::open(&settings.config).await?;
     let shutdown = choreo_runtime::shutdown::on_signals();
-    let queue = backend.queue((spec.queue)(&settings.config));
+    let queue_name = (spec.queue)(&settings.config);
+    let ops_stop = CancellationToken::new();
+    start_ops(&settings.config, &backend, &[queue_name], &ops_stop).await;
+    let queue = backend.queue(queue_name);
     if spec.stage == Stage::Ingestor {
         let (b, s) = (backend.clone(), shutdown.clone());
         tokio::spawn(async move { b.run_sources(s).await });
     }
     spec.run(settings, backend.ports(), queue, shutdown).await;
+    ops_stop.cancel();
     choreo_telemetry::shutdown();
     Ok(())
+}
+
+/// Serves `/metrics`, `/health` and `/ready` at `[telemetry] listen` when it is set
+/// ([`choreo_runtime::ops`]), ready when the `queues` named and the state store answer, until
+/// `stop` fires: callers fire it once the drain after SIGTERM is over, so that `/health` and
+/// `/metrics` answer while the last messages finish. Installs the metrics recorder first, so call
+/// it before the services start. Returns the bound address; `None` when not configured or not
+/// bound (logged).
+pub async fn start_ops(
+    config: &Config,
+    backend: &Backend,
+    queues: &[&str],
+    stop: &CancellationToken,
+) -> Option<std::net::SocketAddr> {
+    let listen = config.telemetry.listen.as_deref()?;
+    let readiness = ops::Readiness {
+        queues: queues.iter().map(|name| backend.queue(name)).collect(),
+        state: backend.ports().state,
+    };
+    let limits = choreo_runtime::http::Limits::from_config(&config.operations);
+    ops::start(listen, readiness, limits, stop.clone()).await
 }
 
 /// Says once, at start, where spans go.

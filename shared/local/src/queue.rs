@@ -335,6 +335,25 @@ impl Queue for LocalQueue {
             .await
     }
 
+    /// From the oldest `sent_at` of the messages that are not still delayed: one never received
+    /// with its `visible_at` ahead is a timer waiting, not backlog.
+    async fn oldest_message_age(&self) -> Result<Option<Duration>, PortError> {
+        let queue = self.name.clone();
+        self.db
+            .call("oldest_message_age", &self.name, move |conn| {
+                let now = now_ms();
+                let oldest: Option<i64> = conn
+                    .prepare_cached(
+                        "SELECT MIN(sent_at) FROM messages
+                         WHERE queue = ?1 AND (visible_at <= ?2 OR receive_count > 0)",
+                    )?
+                    .query_row(params![queue, now], |r| r.get(0))?;
+                let age_ms = oldest.map_or(0, |sent| (now - sent).max(0));
+                Ok(Some(Duration::from_millis(age_ms as u64)))
+            })
+            .await
+    }
+
     /// As the port says: in delivery order, visible or in flight, and without counting a receive.
     async fn peek(&self, max: usize) -> Result<Vec<PeekedMessage>, PortError> {
         let queue = self.name.clone();
@@ -504,6 +523,31 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(got.len(), 1, "the long poll sees the message once due");
+    }
+
+    #[tokio::test]
+    async fn oldest_message_age_counts_backlog_not_timers() {
+        let (_dir, b) = backend();
+        let q = b.queue(&b.config().queues.crawl);
+        assert_eq!(q.oldest_message_age().await.unwrap(), Some(Duration::ZERO));
+        q.send(msg("timer"), Duration::from_secs(60)).await.unwrap();
+        assert_eq!(
+            q.oldest_message_age().await.unwrap(),
+            Some(Duration::ZERO),
+            "a delayed message is not backlog"
+        );
+        q.send(msg("work"), NO_WAIT).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let age = q.oldest_message_age().await.unwrap().unwrap();
+        assert!(age >= Duration::from_millis(100), "{age:?}");
+        // In flight still counts: it has not been dealt with.
+        let got = q
+            .receive(1, NO_WAIT, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(q.oldest_message_age().await.unwrap().unwrap() >= age);
+        q.delete(&got[0].receipt).await.unwrap();
+        assert_eq!(q.oldest_message_age().await.unwrap(), Some(Duration::ZERO));
     }
 
     #[tokio::test]

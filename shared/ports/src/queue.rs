@@ -151,6 +151,14 @@ pub trait Queue: Send + Sync {
     /// Approximate counts, as SQS's `ApproximateNumberOfMessages*` attributes.
     async fn depth(&self) -> Result<QueueDepth, PortError>;
 
+    /// How long the oldest message that is visible or in flight (not one still delayed) has been in
+    /// the queue, as CloudWatch's `ApproximateAgeOfOldestMessage`: zero for a queue that holds none.
+    /// `None` where the backend cannot tell: SQS has no API for it (CloudWatch has the metric), so
+    /// nothing invents a number.
+    async fn oldest_message_age(&self) -> Result<Option<Duration>, PortError> {
+        Ok(None)
+    }
+
     /// Up to `max` messages, oldest first where the backend can tell, each once, without taking them:
     /// for inspecting a dead-letter queue. Messages in flight may be left out, so fewer than `max`
     /// does not prove the queue holds no more.

@@ -9,6 +9,8 @@
 //! - [`dlq`] lists, reads, redrives and purges the stages' dead-letter queues (the CLI and the
 //!   auditor's API share it).
 //! - [`retry`] resumes FAILED files from before the step that failed (the operator's `files retry`).
+//! - [`ops`] serves `/metrics`, `/health` and `/ready` at `[telemetry] listen` (every binary and
+//!   `choreo up`), within the limits of [`http`].
 //! - [`limits`] raises the open-file limit at start (every binary).
 //! - [`shutdown`] turns SIGTERM and Ctrl-C into one cancellation signal.
 //! - [`trace`] leaves a span in each file's trace for the batch work that moved it.
@@ -18,7 +20,9 @@ pub mod consumer;
 pub mod dlq;
 pub mod fanout;
 pub mod handler;
+pub mod http;
 pub mod limits;
+pub mod ops;
 pub mod publish;
 pub mod retry;
 pub mod service;
