@@ -11,10 +11,13 @@
 //! - [`retry`] resumes FAILED files from before the step that failed (the operator's `files retry`).
 //! - [`limits`] raises the open-file limit at start (every binary).
 //! - [`shutdown`] turns SIGTERM and Ctrl-C into one cancellation signal.
+//! - [`transition`] applies a file transition and emits its event.
+//! - [`events`] names what the runtime logs and counts.
 //! - [`watchdog`] finds long work whose poll timer was lost, by its lapsed lease, on one replica.
 
 pub mod consumer;
 pub mod dlq;
+pub mod events;
 pub mod fanout;
 pub mod handler;
 pub mod limits;
@@ -23,6 +26,7 @@ pub mod retry;
 pub mod service;
 pub mod settings;
 pub mod shutdown;
+pub mod transition;
 pub mod watchdog;
 
 pub use consumer::{Consumer, ConsumerSettings};
