@@ -13,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod dlq_routes;
+pub mod events;
 pub mod server;
 pub mod sweep;
 pub mod throughput;
@@ -69,11 +70,10 @@ impl Handler for Auditor {
         }
         let fresh = self.ctx.ports.audit.record(&envelope).await?;
         if fresh {
-            tracing::debug!(
-                event_type = envelope.event.kind().as_str(),
-                dataset = envelope.event.dataset(),
-                "EventAudited"
-            );
+            choreo_telemetry::events::emit(events::EventAudited {
+                event_type: envelope.event.kind().as_str(),
+                dataset: envelope.event.dataset(),
+            });
         }
         Ok(())
     }

@@ -229,12 +229,13 @@ pub async fn redrive(
         }
     }
     result?;
+    let mut missing: Vec<String> = run.wanted.unwrap_or_default().into_iter().collect();
+    missing.sort();
     emit(DeadLettersRedriven {
         stage,
         moved: run.moved,
+        missing: missing.len(),
     });
-    let mut missing: Vec<String> = run.wanted.unwrap_or_default().into_iter().collect();
-    missing.sort();
     Ok(RedriveReport {
         moved: run.moved,
         missing,

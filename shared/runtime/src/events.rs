@@ -262,6 +262,45 @@ impl InternalEvent for FileTransitioned<'_> {
     }
 }
 
+/// A poll timer named a batch that has no record: dropped.
+pub struct BatchUnknown<'a> {
+    pub stage: Stage,
+    pub batch_id: &'a str,
+}
+
+impl InternalEvent for BatchUnknown<'_> {
+    fn emit(self) {
+        tracing::warn!(
+            stage = self.stage.as_str(),
+            batch_id = self.batch_id,
+            "BatchUnknown"
+        );
+        counted("BatchUnknown");
+    }
+}
+
+/// A batch's file was not where the batch's move expected it (`state`, or no record at all): it
+/// moved elsewhere meanwhile, and the batch goes on without it.
+pub struct FileLeftBatch<'a> {
+    pub stage: Stage,
+    pub batch_id: &'a str,
+    pub file_id: &'a FileId,
+    pub state: Option<FileState>,
+}
+
+impl InternalEvent for FileLeftBatch<'_> {
+    fn emit(self) {
+        tracing::warn!(
+            stage = self.stage.as_str(),
+            batch_id = self.batch_id,
+            file_id = %self.file_id,
+            state = self.state.map(FileState::as_str),
+            "FileLeftBatch"
+        );
+        counted("FileLeftBatch");
+    }
+}
+
 /// An event was published to the bus.
 pub struct EventPublished<'a> {
     pub event_type: &'static str,
@@ -341,10 +380,12 @@ impl InternalEvent for DeadLetterHandBackError<'_> {
     }
 }
 
-/// An operator moved a stage's dead letters back to its queue.
+/// An operator moved a stage's dead letters back to its queue; `missing` of the ids asked for
+/// were not found.
 pub struct DeadLettersRedriven {
     pub stage: Stage,
     pub moved: u64,
+    pub missing: usize,
 }
 
 impl InternalEvent for DeadLettersRedriven {
@@ -352,6 +393,7 @@ impl InternalEvent for DeadLettersRedriven {
         tracing::info!(
             stage = self.stage.as_str(),
             moved = self.moved,
+            missing = self.missing,
             "DeadLettersRedriven"
         );
         counted("DeadLettersRedriven");
