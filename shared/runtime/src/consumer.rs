@@ -11,8 +11,9 @@
 //! is kept invisible by a handler that is no longer running.
 
 use crate::events::{
-    ConsumerStarted, ConsumerStopped, Handled, HandlerPanicked, HandlerRetry, MessageDeadLettered,
-    MessageDeleteError, MessageHandled, MessageReceived, QueueReceiveError, VisibilityExtendError,
+    ConsumerStarted, ConsumerStopped, HandlerPanicked, HandlerRetry, MessageDeadLettered,
+    MessageDeleteError, MessageHandled, MessageReceived, MessageRejected, MessageRetryLater,
+    QueueReceiveError, VisibilityExtendError,
 };
 use crate::{Handler, HandlerError};
 use backon::{ExponentialBuilder, Retryable};
@@ -262,13 +263,29 @@ impl Running {
                 })
                 .await;
             drop(heartbeat);
-            let (outcome, give_back) = match &result {
-                Ok(()) => (Handled::Ok, None),
+            let (stage, message_id, duration) =
+                (self.stage, message.id.as_str(), started.elapsed());
+            let give_back = match &result {
+                Ok(()) => {
+                    emit(MessageHandled {
+                        stage,
+                        message_id,
+                        duration,
+                    });
+                    None
+                }
                 // Given back after a pause that grows with each delivery.
                 Err(HandlerError::Transient(error)) => {
                     let pause = Duration::from_secs(2u64.pow(message.receive_count.min(6)))
                         .min(self.settings.visibility);
-                    (Handled::RetryLater { error, pause }, Some(pause))
+                    emit(MessageRetryLater {
+                        stage,
+                        message_id,
+                        duration,
+                        error,
+                        pause,
+                    });
+                    Some(pause)
                 }
                 // Given back at once: its receives run out into the dead-letter queue.
                 Err(HandlerError::Permanent(error)) => {
@@ -276,19 +293,16 @@ impl Running {
                         .settings
                         .max_receive_count
                         .saturating_sub(message.receive_count);
-                    let rejected = Handled::Rejected {
+                    emit(MessageRejected {
+                        stage,
+                        message_id,
+                        duration,
                         error,
                         receives_before_dead_letter: left,
-                    };
-                    (rejected, Some(Duration::ZERO))
+                    });
+                    Some(Duration::ZERO)
                 }
             };
-            emit(MessageHandled {
-                stage: self.stage,
-                message_id: &message.id,
-                outcome,
-                duration: started.elapsed(),
-            });
             match give_back {
                 None => self.acknowledge(&message).await,
                 Some(pause) => {

@@ -88,75 +88,84 @@ impl InternalEvent for HandlerRetry<'_> {
     }
 }
 
-/// How a message's handling ended.
-pub enum Handled<'a> {
-    /// Done: the message is acknowledged.
-    Ok,
-    /// Transient errors outlasted the in-process retries: the message is given back after `pause`.
-    RetryLater { error: &'a str, pause: Duration },
-    /// A permanent error: the message is given back at once, and goes to the dead-letter queue
-    /// once its receives run out.
-    Rejected {
-        error: &'a str,
-        receives_before_dead_letter: u32,
-    },
+/// A message's handling ended: one of [`MessageHandled`], [`MessageRetryLater`] or
+/// [`MessageRejected`], each counted in `choreo_messages_handled_total` under its outcome and timed
+/// (in-process retries included) in `choreo_handler_duration_seconds`. Three events rather than one
+/// with an outcome field, so that the two an operator acts on keep their own names and levels.
+fn handled(stage: &'static str, outcome: &'static str, duration: Duration) {
+    metrics::counter!("choreo_messages_handled_total", "stage" => stage, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("choreo_handler_duration_seconds", "stage" => stage, "outcome" => outcome)
+        .record(duration.as_secs_f64());
 }
 
-impl Handled<'_> {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Handled::Ok => "ok",
-            Handled::RetryLater { .. } => "retry_later",
-            Handled::Rejected { .. } => "rejected",
-        }
-    }
-}
-
-/// A message's handling ended, in-process retries included, after `duration`.
+/// A message was handled: it is acknowledged (outcome `ok`).
 pub struct MessageHandled<'a> {
     pub stage: &'static str,
     pub message_id: &'a str,
-    pub outcome: Handled<'a>,
     pub duration: Duration,
 }
 
 impl InternalEvent for MessageHandled<'_> {
     fn emit(self) {
-        let outcome = self.outcome.as_str();
-        let (stage, message_id, duration) = (self.stage, self.message_id, self.duration);
-        match self.outcome {
-            Handled::Ok => {
-                tracing::debug!(stage, message_id, outcome, ?duration, "MessageHandled")
-            }
-            Handled::RetryLater { error, pause } => {
-                tracing::warn!(
-                    stage,
-                    message_id,
-                    outcome,
-                    ?duration,
-                    error,
-                    ?pause,
-                    "MessageHandled"
-                )
-            }
-            Handled::Rejected {
-                error,
-                receives_before_dead_letter,
-            } => tracing::error!(
-                stage,
-                message_id,
-                outcome,
-                ?duration,
-                error,
-                receives_before_dead_letter,
-                "MessageHandled"
-            ),
-        }
+        tracing::debug!(
+            stage = self.stage,
+            message_id = self.message_id,
+            duration = ?self.duration,
+            "MessageHandled"
+        );
         counted("MessageHandled");
-        metrics::counter!("choreo_messages_handled_total", "stage" => stage, "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("choreo_handler_duration_seconds", "stage" => stage, "outcome" => outcome)
-            .record(duration.as_secs_f64());
+        handled(self.stage, "ok", self.duration);
+    }
+}
+
+/// Transient errors outlasted the in-process retries: the message is given back to its queue
+/// after `pause` (outcome `retry_later`).
+pub struct MessageRetryLater<'a> {
+    pub stage: &'static str,
+    pub message_id: &'a str,
+    pub duration: Duration,
+    pub error: &'a str,
+    pub pause: Duration,
+}
+
+impl InternalEvent for MessageRetryLater<'_> {
+    fn emit(self) {
+        tracing::warn!(
+            stage = self.stage,
+            message_id = self.message_id,
+            duration = ?self.duration,
+            error = self.error,
+            pause = ?self.pause,
+            "MessageRetryLater"
+        );
+        counted("MessageRetryLater");
+        handled(self.stage, "retry_later", self.duration);
+    }
+}
+
+/// A permanent error: the message is given back at once, and goes to the dead-letter queue once
+/// its receives run out (outcome `rejected`).
+pub struct MessageRejected<'a> {
+    pub stage: &'static str,
+    pub message_id: &'a str,
+    pub duration: Duration,
+    pub error: &'a str,
+    pub receives_before_dead_letter: u32,
+}
+
+impl InternalEvent for MessageRejected<'_> {
+    fn emit(self) {
+        tracing::error!(
+            stage = self.stage,
+            message_id = self.message_id,
+            duration = ?self.duration,
+            error = self.error,
+            receives_before_dead_letter = self.receives_before_dead_letter,
+            "MessageRejected"
+        );
+        counted("MessageRejected");
+        handled(self.stage, "rejected", self.duration);
     }
 }
 
@@ -496,17 +505,14 @@ mod tests {
             emit(MessageHandled {
                 stage: "validator",
                 message_id: "m-1",
-                outcome: Handled::Ok,
                 duration: Duration::from_millis(5),
             });
-            emit(MessageHandled {
+            emit(MessageRejected {
                 stage: "validator",
                 message_id: "m-2",
-                outcome: Handled::Rejected {
-                    error: "poison",
-                    receives_before_dead_letter: 1,
-                },
                 duration: Duration::from_millis(7),
+                error: "poison",
+                receives_before_dead_letter: 1,
             });
         });
         let handled = |outcome| {
