@@ -598,8 +598,9 @@ mod tests {
         );
     }
 
-    /// Fails a message whose body is `poison` permanently; fails the others transiently
-    /// `flaky_failures` times in all, then succeeds.
+    /// Fails a message whose body is `poison` permanently and one whose body is `busy`
+    /// transiently, always; fails the others transiently `flaky_failures` times in all, then
+    /// succeeds.
     #[derive(Default)]
     struct ByBody {
         flaky_failures: AtomicU32,
@@ -611,6 +612,9 @@ mod tests {
         async fn handle(&self, message: &ReceivedMessage) -> Result<(), HandlerError> {
             if message.body == "poison" {
                 return Err(HandlerError::Permanent("poison".into()));
+            }
+            if message.body == "busy" {
+                return Err(HandlerError::Transient("busy for ever".into()));
             }
             let left = self.flaky_failures.load(SeqCst);
             if left > 0 {
@@ -629,7 +633,9 @@ mod tests {
         let _guard = recorded.install();
         let mut rig = rig(2);
         rig.settings.retry_attempts = 1;
-        for body in ["flaky", "poison"] {
+        // Caps the pause before a given-back message comes again.
+        rig.settings.visibility = Duration::from_secs(1);
+        for body in ["flaky", "poison", "busy"] {
             let m = OutgoingMessage {
                 body: body.into(),
                 ..Default::default()
@@ -652,7 +658,7 @@ mod tests {
         );
         let task = tokio::spawn(consumer.run(shutdown.clone()));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while (handler.done.load(SeqCst) == 0 || futures_depth(&dlq) == 0)
+        while (handler.done.load(SeqCst) == 0 || futures_depth(&dlq) < 2)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -660,7 +666,11 @@ mod tests {
         shutdown.cancel();
         task.await.unwrap();
         assert_eq!(handler.done.load(SeqCst), 1);
-        assert_eq!(dlq.depth().await.unwrap().total(), 1);
+        assert_eq!(
+            dlq.depth().await.unwrap().total(),
+            2,
+            "the poison and the busy one"
+        );
 
         let stage = ("stage", "test");
         let value = |name, labels: &[(&str, &str)]| recorded.value(name, labels);
@@ -670,23 +680,27 @@ mod tests {
                 &[stage, ("outcome", outcome)],
             )
         };
-        assert_eq!(value("choreo_messages_received_total", &[stage]), 4.0);
+        assert_eq!(value("choreo_messages_received_total", &[stage]), 6.0);
         assert_eq!(handled("ok"), 1.0, "the flaky one, on its second receive");
-        assert_eq!(handled("retry_later"), 1.0, "the flaky one's first receive");
+        assert_eq!(
+            handled("retry_later"),
+            3.0,
+            "the flaky one's first receive, both of the busy one's"
+        );
         assert_eq!(handled("rejected"), 2.0, "the poison, once per receive");
         assert_eq!(
             value("choreo_handler_retries_total", &[stage]),
-            2.0,
-            "one in-process retry per receive of the flaky one; none of the poison"
+            4.0,
+            "one in-process retry per receive of the flaky and busy ones; none of the poison"
         );
         assert_eq!(
             value("choreo_messages_dead_lettered_total", &[stage]),
-            1.0,
-            "the poison, on its last receive"
+            2.0,
+            "the poison and the busy one, each on its last receive"
         );
         assert_eq!(
             value("choreo_handler_duration_seconds_count", &[stage]),
-            4.0
+            6.0
         );
         assert_eq!(
             value("choreo_events_total", &[("event", "ConsumerStopped")]),
