@@ -25,3 +25,74 @@ pub(crate) fn observe(t: &Transition, outcome: &TransitionOutcome) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout;
+    use choreo_domain::{Config, FileId, FileState, NewFile, Stage};
+    use choreo_local::LocalBackend;
+    use choreo_telemetry::events::Recorded;
+    use std::sync::Arc;
+
+    fn new_file(id: &str) -> NewFile {
+        NewFile {
+            id: FileId::from(id),
+            dataset: "orders".into(),
+            bucket: "in".into(),
+            key: format!("{id}.csv"),
+            size: 1,
+            version: "v1".into(),
+            pin: None,
+            reason: None,
+            trace_id: None,
+            traceparent: None,
+        }
+    }
+
+    fn validate(id: &str) -> Transition {
+        Transition::new(
+            FileId::from(id),
+            Stage::Validator,
+            FileState::New,
+            FileState::Valid,
+        )
+        .unwrap()
+    }
+
+    // Current-thread, so the store's awaits resume on the thread the recorder is installed on.
+    #[tokio::test(flavor = "current_thread")]
+    async fn only_applied_moves_are_counted_one_at_a_time_or_by_batch() {
+        let recorded = Recorded::new();
+        let _guard = recorded.install();
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let backend = LocalBackend::open(&config).unwrap();
+        let state: Arc<dyn StateStore> = backend.ports().state;
+        for id in ["f-1", "f-2", "f-3"] {
+            state.register(new_file(id)).await.unwrap();
+        }
+        assert!(matches!(
+            apply(state.as_ref(), &validate("f-1")).await.unwrap(),
+            TransitionOutcome::Applied(_)
+        ));
+        // A duplicate: a conflict, not a second move.
+        assert!(matches!(
+            apply(state.as_ref(), &validate("f-1")).await.unwrap(),
+            TransitionOutcome::Conflict(_)
+        ));
+        let ts = ["f-1", "f-2", "f-3", "f-404"].map(validate).to_vec();
+        fanout::transition_all(&state, ts).await.unwrap();
+        assert_eq!(
+            recorded.value(
+                "choreo_file_transitions_total",
+                &[("stage", "validator"), ("from", "NEW"), ("to", "VALID")]
+            ),
+            3.0,
+            "f-1 once, f-2 and f-3 by batch; neither conflicts nor missing records count"
+        );
+    }
+}
