@@ -238,12 +238,12 @@ impl Running {
                 .get(ATTR_AWS_TRACE_HEADER)
                 .map(String::as_str),
         );
-        emit(MessageReceived {
-            stage: self.stage,
-            message_id: &message.id,
-            receive_count: message.receive_count,
-        });
         async {
+            emit(MessageReceived {
+                stage: self.stage,
+                message_id: &message.id,
+                receive_count: message.receive_count,
+            });
             let started = std::time::Instant::now();
             let heartbeat = self.keep_invisible(message.receipt.clone());
             let result = (|| self.handle_once(&message))
