@@ -9,9 +9,11 @@
 //! marked sent after the notifier accepted it; a crash in between can send it twice (at least once
 //! to the outside world, as any notifier), never lose it.
 
+use crate::events::{AlertDeliveryError, AlertDigestSent, AlertSent};
 use choreo_domain::{Alert, Envelope, Event, FileId};
 use choreo_ports::PortError;
 use choreo_runtime::ServiceContext;
+use choreo_telemetry::events::emit;
 use chrono::Utc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -113,7 +115,7 @@ pub async fn deliver(ctx: ServiceContext, holder: String, shutdown: Cancellation
             _ = tokio::time::sleep(every) => {}
         }
         if let Err(e) = deliver_once(&ctx, &holder, every, settings.digest_threshold).await {
-            tracing::warn!(error = %e, "alert delivery failed; the alerts wait for the next one");
+            emit(AlertDeliveryError { error: &e });
         }
     }
 }
@@ -146,7 +148,9 @@ pub async fn deliver_once(
         ports.notifier.notify(&Alert::digest(&pending)).await?;
         let ids: Vec<String> = pending.iter().map(|a| a.id.clone()).collect();
         ports.audit.mark_alerts_sent(&ids, Utc::now()).await?;
-        tracing::info!(alerts = pending.len(), "AlertDigestSent");
+        emit(AlertDigestSent {
+            alerts: pending.len(),
+        });
     } else {
         for alert in &pending {
             ports.notifier.notify(&alert.message()).await?;
@@ -154,7 +158,7 @@ pub async fn deliver_once(
                 .audit
                 .mark_alerts_sent(std::slice::from_ref(&alert.id), Utc::now())
                 .await?;
-            tracing::info!(alert = %alert.id, "AlertSent");
+            emit(AlertSent { alert: &alert.id });
         }
     }
     Ok(pending.len())

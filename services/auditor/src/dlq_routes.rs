@@ -79,6 +79,5 @@ async fn redrive(
         &mut |_| {},
     )
     .await?;
-    tracing::info!(%stage, moved = report.moved, missing = report.missing.len(), "DeadLettersRedriven");
     Ok(Json(report))
 }

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod dlq_routes;
 pub mod gauges;
+pub mod events;
 pub mod server;
 pub mod sweep;
 pub mod throughput;
@@ -73,11 +74,10 @@ impl Handler for Auditor {
         }
         let fresh = self.ctx.ports.audit.record(&envelope).await?;
         if fresh {
-            tracing::debug!(
-                event_type = envelope.event.kind().as_str(),
-                dataset = envelope.event.dataset(),
-                "EventAudited"
-            );
+            choreo_telemetry::events::emit(events::EventAudited {
+                event_type: envelope.event.kind().as_str(),
+                dataset: envelope.event.dataset(),
+            });
         }
         Ok(())
     }

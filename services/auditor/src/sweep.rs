@@ -7,10 +7,12 @@
 //! poll timer of the batch it waits in. After `max_republish` attempts the file is flagged stuck on
 //! its record and one alert is raised. A move clears the note, so each stay is judged on its own.
 
+use crate::events::{FileStuck, StuckFileRepublished, SweepDone, SweepError};
 use choreo_domain::{Alert, BatchState, Event, FileRecord, FileState, SweepMark};
 use choreo_ports::{FileQuery, LeaseOutcome, PortError};
 use choreo_runtime::ServiceContext;
 use choreo_runtime::publish::{batch_event_id, file_event_id, send_timer};
+use choreo_telemetry::events::emit;
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -45,14 +47,13 @@ pub async fn run(ctx: ServiceContext, holder: String, shutdown: CancellationToke
         }
         match sweep_once(&ctx, &holder, every, Utc::now()).await {
             Ok(r) if r != SweepReport::default() => {
-                tracing::info!(
-                    republished = r.republished,
-                    flagged = r.flagged,
-                    "SweepDone"
-                );
+                emit(SweepDone {
+                    republished: r.republished,
+                    flagged: r.flagged,
+                });
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "sweep failed; the next one tries again"),
+            Err(e) => emit(SweepError { error: &e }),
         }
     }
 }
@@ -116,11 +117,18 @@ pub async fn sweep_once(
                 if give_up {
                     let alert = stuck_alert(ctx, &file, done, now);
                     ports.audit.add_alert(&alert).await?;
-                    tracing::error!(file_id = %file.id, state = %file.state, "FileStuck");
+                    emit(FileStuck {
+                        file_id: &file.id,
+                        state: file.state,
+                    });
                     report.flagged += 1;
                 } else {
                     republish(ctx, &file, &crawling, &mut poked).await?;
-                    tracing::warn!(file_id = %file.id, state = %file.state, attempt = done + 1, "StuckFileRepublished");
+                    emit(StuckFileRepublished {
+                        file_id: &file.id,
+                        state: file.state,
+                        attempt: done + 1,
+                    });
                     report.republished += 1;
                 }
             }

@@ -63,14 +63,13 @@ impl CrawlerPoller {
         let catalog = &ctx.ports.catalog;
         let outcome = catalog.ensure_table(&table).await?;
         let added = catalog.add_partitions(&table, &layout.partitions).await?;
-        tracing::info!(
-            batch_id = %batch.id,
-            table = %table.name,
-            ?outcome,
-            partitions = layout.partitions.len(),
+        choreo_telemetry::events::emit(crate::events::TableRegistered {
+            batch_id: &batch.id,
+            table: &table.name,
+            outcome: &outcome,
+            partitions: layout.partitions.len(),
             added,
-            "TableRegistered"
-        );
+        });
         Ok(())
     }
 

@@ -39,9 +39,11 @@ use choreo_ports::{
     BatchOutcome, CrawlStart, CrawlStatus, FileQuery, LeaseInfo, LeaseOutcome, PortError,
     ReceivedMessage, TransitionOutcome,
 };
+use choreo_runtime::events::{BatchUnknown, FileLeftBatch};
 use choreo_runtime::fanout;
 use choreo_runtime::publish::{batch_event_id, send_timer};
 use choreo_runtime::{Background, Handler, HandlerError, ServiceContext, decode};
+use choreo_telemetry::events::emit;
 use chrono::Utc;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -49,6 +51,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 mod direct;
+pub mod events;
+
+/// How a lead's crawl came to run: started by it, or an unrecorded start of its own taken over.
+enum Taken {
+    Started,
+    Over,
+}
 
 pub const STAGE: Stage = Stage::Crawler;
 
@@ -194,7 +203,10 @@ impl CrawlerPoller {
                 // lease time after its last write lost that message.
                 let idle = (Utc::now() - batch.updated_at).to_std().unwrap_or_default();
                 if idle >= self.lease_time() {
-                    tracing::warn!(batch_id = %batch.id, "LostCrawlPoll: cataloguing again");
+                    emit(events::LostCrawlPoll {
+                        batch_id: &batch.id,
+                        crawler: &batch.crawler,
+                    });
                     self.poll_after(&batch, Duration::ZERO)
                         .await
                         .map_err(|e| timer_error(&batch.id, e))?;
@@ -210,7 +222,10 @@ impl CrawlerPoller {
                 .acquire_lease(&lease, &batch.id, self.first_lease())
                 .await?
             {
-                tracing::warn!(batch_id = %batch.id, crawler = %batch.crawler, "LostCrawlPoll: polling again");
+                emit(events::LostCrawlPoll {
+                    batch_id: &batch.id,
+                    crawler: &batch.crawler,
+                });
                 self.poll_after(&batch, Duration::ZERO)
                     .await
                     .map_err(|e| timer_error(&batch.id, e))?;
@@ -225,7 +240,7 @@ impl CrawlerPoller {
                 .await
                 .map_err(|e| timer_error(&d.name, e))?
             {
-                tracing::warn!(dataset = %d.name, "LostWindowTimer: window opened again");
+                emit(events::LostWindowTimer { dataset: &d.name });
                 sent += 1;
             }
         }
@@ -248,7 +263,7 @@ impl CrawlerPoller {
                 self.kick(d, file_id.as_str(), delay).await.map(drop)
             }
             None => {
-                tracing::warn!(dataset, "DatasetUnknown: file left VALID");
+                emit(events::DatasetUnknown { dataset });
                 Ok(())
             }
         }
@@ -293,7 +308,10 @@ impl CrawlerPoller {
                     state.release_lease(&lease, &window).await?;
                     return Err(e.into());
                 }
-                tracing::info!(dataset = %d.name, ?delay, "BatchWindowOpened");
+                emit(events::BatchWindowOpened {
+                    dataset: &d.name,
+                    delay,
+                });
                 Ok(true)
             }
             LeaseOutcome::Held { .. } => Ok(false), // a timer is pending already
@@ -351,7 +369,10 @@ impl CrawlerPoller {
             .acquire_lease(&group, &lead_id, self.first_lease())
             .await?
         {
-            tracing::info!(dataset, running = %holder, "CrawlDeferred: the crawler is busy");
+            emit(events::CrawlDeferred {
+                dataset,
+                running: &holder,
+            });
             return self.window_done(d, window).await;
         }
         let Some((lead, keys)) = self.cut(d, &lead_id).await? else {
@@ -445,7 +466,13 @@ impl CrawlerPoller {
             let id = lifecycle::rider_id(lead_id, riders.len() + 1);
             let rider = batch(id.clone(), chunk);
             state.create_batch(&rider).await?;
-            tracing::info!(batch_id = %id, lead = lead_id, dataset = %rider.dataset, files = rider.files.len(), "BatchOpened");
+            emit(events::BatchOpened {
+                batch_id: &id,
+                dataset: &rider.dataset,
+                files: rider.files.len(),
+                lead: Some(lead_id),
+                riders: 0,
+            });
             riders.push(id);
         }
         let lead = Batch {
@@ -453,13 +480,22 @@ impl CrawlerPoller {
             ..batch(lead_id.to_string(), last)
         };
         state.create_batch(&lead).await?;
-        tracing::info!(batch_id = %lead.id, dataset = %lead.dataset, files = lead.files.len(), riders = lead.riders.len(), "BatchOpened");
+        emit(events::BatchOpened {
+            batch_id: &lead.id,
+            dataset: &lead.dataset,
+            files: lead.files.len(),
+            lead: None,
+            riders: lead.riders.len(),
+        });
         Ok(Some((lead, keys)))
     }
 
     async fn on_poll(&self, batch_id: &str) -> Result<(), HandlerError> {
         let Some(batch) = self.ctx.ports.state.get_batch(batch_id).await? else {
-            tracing::warn!(batch_id, "BatchUnknown: poll dropped");
+            emit(BatchUnknown {
+                stage: STAGE,
+                batch_id,
+            });
             return Ok(());
         };
         self.drive(batch).await
@@ -493,7 +529,11 @@ impl CrawlerPoller {
         {
             // Our lease lapsed (a lost timer) and another cut took the crawler: wait for it rather
             // than start a second crawl; its end frees the crawler.
-            tracing::info!(batch_id, %holder, "CrawlerBusy: another batch holds the crawler");
+            emit(events::CrawlerBusy {
+                batch_id: &batch_id,
+                crawler: &batch.crawler,
+                holder: Some(&holder),
+            });
             return self.poll_after(&batch, self.poll_interval()).await;
         }
         // The attempt is recorded before it is made: a poller that dies between starting the crawl
@@ -514,9 +554,9 @@ impl CrawlerPoller {
         let taken = match ports.crawler.start_crawl(&batch.crawler).await? {
             CrawlStart::Started => {
                 batch.crawl_started_at = Some(Utc::now());
-                Some("CrawlStarted")
+                Some(Taken::Started)
             }
-            CrawlStart::AlreadyRunning if attempted => Some("CrawlTakenOver"),
+            CrawlStart::AlreadyRunning if attempted => Some(Taken::Over),
             CrawlStart::AlreadyRunning => None,
         };
         batch.updated_at = Utc::now();
@@ -533,13 +573,23 @@ impl CrawlerPoller {
         {
             return Ok(());
         }
+        let (crawler, riders) = (&batch.crawler, batch.riders.len());
         match taken {
-            Some(event) => {
-                tracing::info!(batch_id, crawler = %batch.crawler, riders = batch.riders.len(), "{event}")
-            }
-            None => {
-                tracing::info!(batch_id, crawler = %batch.crawler, "CrawlerBusy: waiting to start")
-            }
+            Some(Taken::Started) => emit(events::CrawlStarted {
+                batch_id: &batch_id,
+                crawler,
+                riders,
+            }),
+            Some(Taken::Over) => emit(events::CrawlTakenOver {
+                batch_id: &batch_id,
+                crawler,
+                riders,
+            }),
+            None => emit(events::CrawlerBusy {
+                batch_id: &batch_id,
+                crawler,
+                holder: None,
+            }),
         }
         self.poll_after(&batch, self.poll_interval()).await
     }
@@ -553,7 +603,10 @@ impl CrawlerPoller {
             .acquire_lease(&lease, &batch.id, self.lease_time())
             .await?
         {
-            tracing::warn!(batch_id = %batch.id, %holder, "CrawlLeaseLost: another batch holds the crawler");
+            emit(events::CrawlLeaseLost {
+                batch_id: &batch.id,
+                holder: &holder,
+            });
         }
         match ports.crawler.crawl_status(&batch.crawler).await? {
             CrawlStatus::Running => self.poll_after(&batch, self.poll_interval()).await,
@@ -638,12 +691,18 @@ impl CrawlerPoller {
                 {
                     kept.push(file)
                 }
-                TransitionOutcome::Conflict(r) => {
-                    tracing::warn!(file_id = %file, state = %r.state, "FileLeftBatch: it moved elsewhere")
-                }
-                TransitionOutcome::NotFound => {
-                    tracing::warn!(file_id = %file, "FileLeftBatch: no record")
-                }
+                TransitionOutcome::Conflict(r) => emit(FileLeftBatch {
+                    stage: STAGE,
+                    batch_id: &batch.id,
+                    file_id: &file,
+                    state: Some(r.state),
+                }),
+                TransitionOutcome::NotFound => emit(FileLeftBatch {
+                    stage: STAGE,
+                    batch_id: &batch.id,
+                    file_id: &file,
+                    state: None,
+                }),
             }
         }
         batch.files = kept;
@@ -654,7 +713,13 @@ impl CrawlerPoller {
         batch.updated_at = Utc::now();
         match state.update_batch(&batch, BatchState::Crawling).await? {
             BatchOutcome::Applied => {
-                tracing::info!(batch_id = %batch.id, state = %batch.state, files = batch.files.len(), "CrawlEnded");
+                emit(events::CrawlEnded {
+                    batch_id: &batch.id,
+                    dataset: &batch.dataset,
+                    state: batch.state,
+                    files: batch.files.len(),
+                    crawl_lead: !batch.is_direct() && batch.crawl_lead.is_none(),
+                });
                 Ok(Some(batch))
             }
             BatchOutcome::Conflict(stored) => Ok(stored.map(|b| *b)),

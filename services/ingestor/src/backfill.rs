@@ -113,12 +113,11 @@ pub async fn backfill(
         }
         progress(BackfillProgress::Done(done as u64 + 1));
     }
-    tracing::info!(
+    choreo_telemetry::events::emit(crate::events::BackfillFinished {
         prefix,
-        listed = report.listed,
-        registered = report.registered,
-        "BackfillFinished"
-    );
+        listed: report.listed,
+        registered: report.registered,
+    });
     Ok(report)
 }
 

@@ -12,6 +12,7 @@
 //! notification ever having reached the ingestor.
 
 pub mod backfill;
+pub mod events;
 pub mod notification;
 
 use async_trait::async_trait;
@@ -19,6 +20,7 @@ use choreo_domain::{Event, FileId, FileState, NewFile, Stage, UNMATCHED_DATASET}
 use choreo_ports::{PortError, ReceivedMessage, Registered};
 use choreo_runtime::publish::file_event_id;
 use choreo_runtime::{Handler, HandlerError, ServiceContext};
+use choreo_telemetry::events::emit;
 use notification::{Notification, ObjectCreated};
 use std::sync::Arc;
 use tracing::Instrument;
@@ -50,7 +52,7 @@ impl Handler for Ingestor {
     async fn handle(&self, message: &ReceivedMessage) -> Result<(), HandlerError> {
         match notification::parse(&message.body) {
             Ok(Notification::Test) => {
-                tracing::info!("TestEventSkipped");
+                emit(events::TestEventSkipped);
                 Ok(())
             }
             Ok(Notification::Created(objects)) => {
@@ -60,7 +62,10 @@ impl Handler for Ingestor {
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, body = %truncate(&message.body, 200), "NotificationMalformed");
+                emit(events::NotificationMalformed {
+                    error: &e,
+                    body: truncate(&message.body, 200),
+                });
                 Err(HandlerError::Permanent(e.to_string()))
             }
         }
@@ -90,8 +95,11 @@ pub async fn register(
     object: ObjectCreated,
 ) -> Result<Registration, PortError> {
     if let Err(why) = choreo_domain::key::check(&object.key) {
-        // The key is shown escaped: it may hold what a terminal or a log reader would act on.
-        tracing::warn!(bucket = %object.bucket, key = ?object.key, reason = %why, "KeyRefused");
+        emit(events::KeyRefused {
+            bucket: &object.bucket,
+            key: &object.key,
+            reason: &why,
+        });
         return Ok(Registration::Refused);
     }
     // One trace per file: the span has no parent, and links to the notification that told of it.
@@ -114,7 +122,9 @@ async fn register_in_span(
 ) -> Result<Registration, PortError> {
     let settings = &ctx.settings;
     if object.bucket != settings.config.buckets.input {
-        tracing::warn!(bucket = %object.bucket, "NotificationForeignBucket: not the input bucket, ignored");
+        emit(events::NotificationForeignBucket {
+            bucket: &object.bucket,
+        });
         return Ok(Registration::Foreign);
     }
     let id = FileId::derive(&object.bucket, &object.key, &object.version);
@@ -138,7 +148,11 @@ async fn register_in_span(
     };
     let (record, outcome) = match ctx.ports.state.register(file).await? {
         Registered::Created(r) => {
-            tracing::info!(dataset = %r.dataset, size = r.size, "FileRegistered");
+            emit(events::FileRegistered {
+                file_id: &r.id,
+                dataset: &r.dataset,
+                size: r.size,
+            });
             (r, Registration::Created)
         }
         // A duplicate notification. If the file is still NEW, the first registration may have died

@@ -14,6 +14,8 @@ use choreo_runtime::publish::file_event_id;
 use choreo_runtime::{Handler, HandlerError, ServiceContext, decode};
 use std::sync::Arc;
 
+pub mod events;
+
 pub const STAGE: Stage = Stage::Quarantine;
 
 /// The service's wiring: its queue and its handler.
@@ -99,9 +101,14 @@ impl Quarantine {
         .expect("the quarantine's move is in the table")
         .reason(reason)
         .trace_id(choreo_telemetry::current_trace_id());
-        match self.ctx.ports.state.transition(&t).await? {
+        match choreo_runtime::transition::apply(self.ctx.ports.state.as_ref(), &t).await? {
             TransitionOutcome::Applied(r) => {
-                tracing::info!(key = %r.key, kept = %r.quarantine_key(), "FileQuarantined");
+                choreo_telemetry::events::emit(events::FileQuarantined {
+                    file_id: &r.id,
+                    dataset: &r.dataset,
+                    key: &r.key,
+                    kept: &r.quarantine_key(),
+                });
                 self.announce(&r).await
             }
             TransitionOutcome::Conflict(r) if r.state == FileState::Quarantined => {

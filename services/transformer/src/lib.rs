@@ -16,6 +16,8 @@
 //! the message dead-lettered) leaves the lease to lapse, and the watchdog ([`Launcher::recover`])
 //! sends the batch's poll again.
 
+pub mod events;
+
 use async_trait::async_trait;
 use choreo_domain::lifecycle::{self, NotStarted, Step};
 use choreo_domain::{
@@ -24,9 +26,11 @@ use choreo_domain::{
 use choreo_ports::{
     BatchOutcome, JobStart, JobStatus, LeaseOutcome, PortError, ReceivedMessage, TransitionOutcome,
 };
+use choreo_runtime::events::{BatchUnknown, FileLeftBatch};
 use choreo_runtime::fanout;
 use choreo_runtime::publish::{batch_event_id, send_timer};
 use choreo_runtime::{Background, Handler, HandlerError, ServiceContext, decode};
+use choreo_telemetry::events::emit;
 use chrono::Utc;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -93,7 +97,10 @@ impl Handler for Launcher {
             }
         };
         let Some(batch) = self.ctx.ports.state.get_batch(&batch_id).await? else {
-            tracing::warn!(batch_id, "BatchUnknown: poll dropped");
+            emit(BatchUnknown {
+                stage: STAGE,
+                batch_id: &batch_id,
+            });
             return Ok(());
         };
         if !batch.state.is_terminal() {
@@ -176,7 +183,10 @@ impl Launcher {
                     continue;
                 }
                 state.acquire_lease(&lease, &batch.id, lease_time).await?;
-                tracing::warn!(batch_id = %batch.id, state = %batch.state, "LostJobPoll: polling again");
+                emit(events::LostJobPoll {
+                    batch_id: &batch.id,
+                    state: batch.state,
+                });
                 self.poll_after(&batch, Duration::ZERO)
                     .await
                     .map_err(|e| PortError::transient("recover", &batch.id, e.to_string()))?;
@@ -230,7 +240,12 @@ impl Launcher {
                     r
                 }
                 TransitionOutcome::Conflict(r) => {
-                    tracing::warn!(file_id = %file, state = %r.state, "FileLeftBatch: it moved elsewhere");
+                    emit(FileLeftBatch {
+                        stage: STAGE,
+                        batch_id: &batch.id,
+                        file_id: &file,
+                        state: Some(r.state),
+                    });
                     continue;
                 }
                 TransitionOutcome::NotFound => continue,
@@ -328,7 +343,10 @@ impl Launcher {
         }
         let outcome = async {
             if let Some(id) = jobs.find_run(&batch.job, &batch.id).await? {
-                tracing::info!(run_id = %id, "JobRunFound: started before, not recorded");
+                emit(events::JobRunFound {
+                    batch_id: &batch.id,
+                    run_id: &id,
+                });
                 return Ok(Started::Run(id));
             }
             let args = BTreeMap::from([
@@ -341,18 +359,31 @@ impl Launcher {
             ]);
             match jobs.start_run(&batch.job, &args).await {
                 Ok(JobStart::Started { run_id }) => {
-                    tracing::info!(%run_id, job = %batch.job, "JobRunStarted");
+                    emit(events::JobRunStarted {
+                        batch_id: &batch.id,
+                        job: &batch.job,
+                        run_id: &run_id,
+                    });
                     Ok(Started::Run(run_id))
                 }
                 Ok(JobStart::Throttled) => {
-                    tracing::info!(job = %batch.job, "JobRunThrottled: trying again later");
-                    Ok(Started::NotYet("throttled (too many concurrent runs)".into()))
+                    emit(events::JobRunThrottled {
+                        batch_id: &batch.id,
+                        job: &batch.job,
+                    });
+                    Ok(Started::NotYet(
+                        "throttled (too many concurrent runs)".into(),
+                    ))
                 }
                 Err(e) if !e.is_retryable() => {
                     Ok(Started::Refused(format!("job could not start: {e}")))
                 }
                 Err(e) => {
-                    tracing::warn!(job = %batch.job, error = %e, "JobRunNotStarted: trying again later");
+                    emit(events::JobRunNotStarted {
+                        batch_id: &batch.id,
+                        job: &batch.job,
+                        error: &e,
+                    });
                     Ok(Started::NotYet(e.to_string()))
                 }
             }
@@ -414,7 +445,12 @@ impl Launcher {
             if let TransitionOutcome::Conflict(r) = outcome
                 && r.state != to
             {
-                tracing::warn!(file_id = %file, state = %r.state, "FileLeftBatch: it moved elsewhere");
+                emit(FileLeftBatch {
+                    stage: STAGE,
+                    batch_id: &batch.id,
+                    file_id: &file,
+                    state: Some(r.state),
+                });
             }
         }
         batch.state = ending.batch;
@@ -423,7 +459,12 @@ impl Launcher {
         batch.updated_at = Utc::now();
         match state.update_batch(&batch, BatchState::Transforming).await? {
             BatchOutcome::Applied => {
-                tracing::info!(batch_id = %batch.id, state = %batch.state, "JobRunEnded");
+                emit(events::JobRunEnded {
+                    batch_id: &batch.id,
+                    dataset: &batch.dataset,
+                    state: batch.state,
+                    run_id: batch.job_run_id.as_deref(),
+                });
                 self.announce(&batch).await
             }
             BatchOutcome::Conflict(Some(stored)) => self.announce(&stored).await,

@@ -12,6 +12,8 @@ use choreo_runtime::{Handler, HandlerError, ServiceContext, decode};
 use choreo_validation::{Limits, Report};
 use std::sync::Arc;
 
+pub mod events;
+
 pub const STAGE: Stage = Stage::Validator;
 
 /// The service's wiring: its queue and its handler.
@@ -87,9 +89,16 @@ impl Validator {
         if !report.valid {
             t = t.reason(summary.clone());
         }
-        match self.ctx.ports.state.transition(&t).await? {
+        match choreo_runtime::transition::apply(self.ctx.ports.state.as_ref(), &t).await? {
             TransitionOutcome::Applied(r) => {
-                tracing::info!(state = %r.state, rows = report.rows, %summary, "FileValidated");
+                choreo_telemetry::events::emit(events::FileValidated {
+                    file_id: &r.id,
+                    dataset: &r.dataset,
+                    state: r.state,
+                    rows: report.rows,
+                    bytes: report.bytes,
+                    summary: &summary,
+                });
                 self.announce(&r).await
             }
             // Another worker got there first: treat it as the duplicate it is.

@@ -217,7 +217,10 @@ impl Catalog for GlueCatalog {
                     .await;
                 match created {
                     Ok(_) => {
-                        tracing::info!(table = %table.name, database = %self.database, "GlueTableCreated");
+                        choreo_telemetry::events::emit(crate::events::GlueTableCreated {
+                            table: &table.name,
+                            database: &self.database,
+                        });
                         return Ok(TableOutcome::Created);
                     }
                     Err(e) if code(&e) == Some("AlreadyExistsException") => {
@@ -239,7 +242,10 @@ impl Catalog for GlueCatalog {
             .send()
             .await
             .map_err(|e| port_error("ensure_table", &table.name, e))?;
-        tracing::info!(table = %table.name, database = %self.database, "GlueTableUpdated");
+        choreo_telemetry::events::emit(crate::events::GlueTableUpdated {
+            table: &table.name,
+            database: &self.database,
+        });
         Ok(TableOutcome::Updated)
     }
 

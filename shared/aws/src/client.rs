@@ -117,14 +117,13 @@ impl Intercept for RetryLog {
                 .unwrap_or_default();
             let max_attempts = cfg.load::<RetryConfig>().map(|r| r.max_attempts());
             let after = cfg.load::<AttemptFailed>().map(|f| f.0.as_str());
-            tracing::warn!(
-                service,
-                operation,
+            choreo_telemetry::events::emit(crate::events::AwsCallRetried {
+                service: &service,
+                operation: &operation,
                 attempt,
                 max_attempts,
                 after,
-                "AwsCallRetried"
-            );
+            });
         }
         Ok(())
     }

@@ -927,7 +927,9 @@ impl StateStore for DynamoStateStore {
                     .and_then(|item| item.get(WRITE_TOKEN))
                     .is_some_and(|t| *t == s(&token))
                 {
-                    tracing::info!(batch_id = %batch.id, "BatchWriteAnswerLost: applied by an earlier attempt");
+                    choreo_telemetry::events::emit(crate::events::BatchWriteAnswerLost {
+                        batch_id: &batch.id,
+                    });
                     return Ok(BatchOutcome::Applied);
                 }
                 let current = current.map(|i| Batch::try_from(BatchItem(i))).transpose()?;
@@ -1517,7 +1519,7 @@ async fn create_table(client: &Client, table: &str, index: &str) -> Result<(), P
         .await;
     match created {
         Ok(_) => {
-            tracing::info!(table, "TableCreated");
+            choreo_telemetry::events::emit(crate::events::TableCreated { table });
             Ok(())
         }
         Err(e) if code(&e) == Some("ResourceInUseException") => {

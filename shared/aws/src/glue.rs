@@ -115,7 +115,10 @@ fn crawl_status_of(
         other => {
             // A state added to Glue after this build: keep polling; a crawl that never ends is
             // what the auditor's stuck sweeps are for.
-            tracing::warn!(crawler, state = ?other, "unexpected crawler state, taken as running");
+            choreo_telemetry::events::emit(crate::events::GlueCrawlerStateUnknown {
+                crawler,
+                state: other,
+            });
             return CrawlStatus::Running;
         }
     }
@@ -174,7 +177,7 @@ fn job_status(state: &str, error: Option<&str>) -> JobStatus {
         },
         other => {
             // A state added to Glue after this build: keep polling (see `crawl_status`).
-            tracing::warn!(state = other, "unexpected job run state, taken as running");
+            choreo_telemetry::events::emit(crate::events::GlueJobRunStateUnknown { state: other });
             JobStatus::Running
         }
     }
@@ -365,7 +368,7 @@ async fn create_database(glue: &Client, name: &str) -> Result<(), PortError> {
         .map_err(|e| PortError::permanent("create_glue", name, e))?;
     match glue.create_database().database_input(input).send().await {
         Ok(_) => {
-            tracing::info!(database = name, "GlueDatabaseCreated");
+            choreo_telemetry::events::emit(crate::events::GlueDatabaseCreated { database: name });
             Ok(())
         }
         Err(e) if code(&e) == Some("AlreadyExistsException") => Ok(()),
@@ -405,7 +408,10 @@ async fn ensure_crawler(
             .await;
         return match created {
             Ok(_) => {
-                tracing::info!(crawler = name, ?paths, "GlueCrawlerCreated");
+                choreo_telemetry::events::emit(crate::events::GlueCrawlerCreated {
+                    crawler: name,
+                    paths: &format!("{paths:?}"),
+                });
                 Ok(())
             }
             // Created by someone else meanwhile.
@@ -437,7 +443,10 @@ async fn ensure_crawler(
         .send()
         .await
         .map_err(|e| port_error("create_glue", name, e))?;
-    tracing::info!(crawler = name, ?paths, "GlueCrawlerUpdated");
+    choreo_telemetry::events::emit(crate::events::GlueCrawlerUpdated {
+        crawler: name,
+        paths: &format!("{paths:?}"),
+    });
     Ok(())
 }
 
@@ -490,7 +499,7 @@ async fn ensure_job(glue: &Client, spec: &JobSpec<'_>) -> Result<(), PortError> 
                 .await;
             match created {
                 Ok(_) => {
-                    tracing::info!(job = name, "GlueJobCreated");
+                    choreo_telemetry::events::emit(crate::events::GlueJobCreated { job: name });
                     Ok(())
                 }
                 Err(e) if code(&e) == Some("AlreadyExistsException") => Ok(()),
@@ -516,7 +525,7 @@ async fn ensure_job(glue: &Client, spec: &JobSpec<'_>) -> Result<(), PortError> 
                 .send()
                 .await
                 .map_err(|e| port_error("create_glue", name, e))?;
-            tracing::info!(job = name, "GlueJobUpdated");
+            choreo_telemetry::events::emit(crate::events::GlueJobUpdated { job: name });
             Ok(())
         }
     }

@@ -16,6 +16,7 @@ pub mod client;
 pub mod cost;
 pub mod dynamo;
 pub mod error;
+pub mod events;
 pub mod glue;
 pub mod messaging_setup;
 pub mod moto;

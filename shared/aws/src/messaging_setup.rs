@@ -183,7 +183,10 @@ pub async fn create_queues(clients: &AwsClients, config: &Config) -> Result<(), 
             ),
         ]);
         ensure_queue(sqs, name, attributes).await?;
-        tracing::info!(queue = name, dlq = %dlq, "queue ready");
+        choreo_telemetry::events::emit(crate::events::QueueReady {
+            queue: name,
+            dlq: &dlq,
+        });
     }
     Ok(())
 }
@@ -261,7 +264,10 @@ pub async fn ensure_subscription(
             .map_err(|e| port_error("set_subscription_attributes", keep, e))?;
     }
     for dup in duplicates {
-        tracing::warn!(subscription = %dup, queue = queue_arn, "removing a duplicate subscription");
+        choreo_telemetry::events::emit(crate::events::DuplicateSubscriptionRemoved {
+            subscription: dup,
+            queue: queue_arn,
+        });
         sns.unsubscribe()
             .subscription_arn(dup)
             .send()
@@ -289,12 +295,18 @@ pub async fn create_topics(clients: &AwsClients, config: &Config) -> Result<(), 
             .send()
             .await
             .map_err(|e| port_error("subscribe", &alerts, e))?;
-        tracing::info!(email = %email, topic = %config.topics.alerts, "alert e-mail subscribed");
+        choreo_telemetry::events::emit(crate::events::AlertEmailSubscribed {
+            email,
+            topic: &config.topics.alerts,
+        });
     }
     for (queue, kinds) in config.subscriptions() {
         let arn = queue_arn(&clients.sqs, &queue).await?;
         ensure_subscription(&clients.sns, &events, &arn, &filter_policy(&kinds)).await?;
-        tracing::info!(queue = %queue, topic = %config.topics.events, "subscription ready");
+        choreo_telemetry::events::emit(crate::events::SubscriptionReady {
+            queue: &queue,
+            topic: &config.topics.events,
+        });
     }
     Ok(())
 }
@@ -431,7 +443,10 @@ pub async fn create_buckets(clients: &AwsClients, config: &Config) -> Result<(),
         .map_err(|e| crate::error::port_error("put_bucket_versioning", &b.input, e))?;
     let ingest = queue_arn(&clients.sqs, &config.queues.ingest).await?;
     ensure_notification(&clients.s3, &b.input, &ingest).await?;
-    tracing::info!(bucket = %b.input, queue = %config.queues.ingest, "buckets ready");
+    choreo_telemetry::events::emit(crate::events::BucketsReady {
+        bucket: &b.input,
+        queue: &config.queues.ingest,
+    });
     Ok(())
 }
 

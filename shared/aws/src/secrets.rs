@@ -43,7 +43,7 @@ pub async fn ensure_mask_salt(
         .await;
     match created {
         Ok(_) => {
-            tracing::info!(secret = %name, "MaskSaltSecretCreated");
+            choreo_telemetry::events::emit(crate::events::MaskSaltSecretCreated { secret: name });
             return Ok(SaltSecret::Created);
         }
         Err(e) if code(&e) == Some("ResourceExistsException") => {}
@@ -64,6 +64,6 @@ pub async fn ensure_mask_salt(
         .send()
         .await
         .map_err(|e| port_error("put_secret_value", name, e))?;
-    tracing::warn!(secret = %name, "MaskSaltSecretUpdated: masked values change from now on");
+    choreo_telemetry::events::emit(crate::events::MaskSaltSecretUpdated { secret: name });
     Ok(SaltSecret::Updated)
 }

@@ -245,7 +245,11 @@ impl LocalCrawler {
                 PortError::permanent("crawl_status", crawler, format!("crawl failed: {e}"))
             })?;
             if skipped > 0 {
-                tracing::warn!(crawler, dataset = %dataset.name, skipped, "crawler skipped objects it could not read");
+                choreo_telemetry::events::emit(crate::events::CrawlerObjectsSkipped {
+                    crawler,
+                    dataset: &dataset.name,
+                    skipped,
+                });
             }
             let target = dataset
                 .key_match
@@ -397,7 +401,11 @@ impl Crawler for LocalCrawler {
             Err(e) => Err(e.to_string()),
         };
         let status = self.finish(crawler, started_at, outcome).await?;
-        tracing::info!(crawler, started = %from_ms(started_at), ?status, "crawl finished");
+        choreo_telemetry::events::emit(crate::events::LocalCrawlFinished {
+            crawler,
+            started: &from_ms(started_at),
+            status: &status,
+        });
         Ok(status)
     }
 }

@@ -14,6 +14,10 @@
 //! run at once; the other sees `Running`, and a claim left by a dead process lapses within a minute.
 
 use crate::db::{Db, ms, now_ms};
+use crate::events::{
+    BuiltinTransformDroppedRows, BuiltinTransformWritten, JobCommandSucceeded,
+    JobRunClaimRenewError,
+};
 use crate::objects::LocalObjectStore;
 use crate::transform::KEY_INDEX_BYTES;
 use crate::transform::{BuiltinJob, split_location};
@@ -23,6 +27,7 @@ use crate::worker::{
 use async_trait::async_trait;
 use choreo_domain::Config;
 use choreo_ports::{ErrorKind, JobRunner, JobStart, JobStatus, PortError};
+use choreo_telemetry::events::emit;
 use rusqlite::{OptionalExtension, params};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -117,19 +122,22 @@ impl LocalJobRunner {
                 result: Ok(s),
                 peak_rss_kib,
             }) => {
-                tracing::info!(
+                emit(BuiltinTransformWritten {
                     run_id,
-                    read = s.read,
-                    dropped = s.dropped,
-                    duplicates = s.duplicates,
-                    written = s.written,
-                    key_runs = s.key_runs,
-                    peak_rss_mib = peak_rss_kib.unwrap_or(0) >> 10,
-                    key = %s.key,
-                    "BuiltinTransformWritten"
-                );
+                    read: s.read,
+                    dropped: s.dropped,
+                    duplicates: s.duplicates,
+                    written: s.written,
+                    key_runs: s.key_runs,
+                    peak_rss_mib: peak_rss_kib.unwrap_or(0) >> 10,
+                    key: &s.key,
+                });
                 if let Some(why) = &s.first_drop {
-                    tracing::warn!(run_id, dropped = s.dropped, first = %why, "BuiltinTransformDroppedRows");
+                    emit(BuiltinTransformDroppedRows {
+                        run_id,
+                        dropped: s.dropped,
+                        first: why,
+                    });
                 }
                 ("SUCCEEDED", None)
             }
@@ -207,7 +215,11 @@ impl LocalJobRunner {
         }
         match output {
             Ok(out) if out.status.success() => {
-                tracing::info!(run_id, command, stdout = %tail(&out.stdout, STDERR_TAIL), "job command succeeded");
+                emit(JobCommandSucceeded {
+                    run_id,
+                    command,
+                    stdout: &tail(&out.stdout, STDERR_TAIL),
+                });
                 ("SUCCEEDED", None)
             }
             Ok(out) => {
@@ -359,7 +371,7 @@ impl JobRunner for LocalJobRunner {
                         })
                         .await;
                     if let Err(e) = renewed {
-                        tracing::warn!(error = %e, "renewing a job run's claim failed");
+                        emit(JobRunClaimRenewError { error: &e });
                     }
                 }
             }))

@@ -37,6 +37,7 @@ mod bus;
 mod catalog;
 mod crawler;
 mod db;
+pub mod events;
 mod jobs;
 mod keyindex;
 mod mail;
@@ -62,6 +63,7 @@ use choreo_domain::Config;
 use choreo_domain::config::Durability;
 use choreo_domain::config::Queues;
 use choreo_ports::{PortError, Ports, Queue};
+use choreo_telemetry::events::emit;
 use db::Db;
 use notifier::{Announcer, Notifier};
 use queue::Wakers;
@@ -269,8 +271,8 @@ impl LocalBackend {
             }
             let objects = Arc::clone(&self.objects);
             match tokio::task::spawn_blocking(move || objects.prune_versions(AGE)).await {
-                Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "VersionsPruned"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "VersionsPruneFailed"),
+                Ok(Ok(n)) if n > 0 => emit(events::VersionsPruned { removed: n }),
+                Ok(Err(e)) => emit(events::VersionsPruneError { error: &e }),
                 _ => {}
             }
         }

@@ -59,7 +59,10 @@ impl MailNotifier {
 #[async_trait]
 impl Notifier for MailNotifier {
     async fn notify(&self, message: &Message) -> Result<(), PortError> {
-        tracing::warn!(subject = %message.subject, "Alert\n{}", message.body);
+        choreo_telemetry::events::emit(crate::events::AlertNotified {
+            subject: &message.subject,
+            body: &message.body,
+        });
         let Some(smtp) = &self.smtp else {
             return Ok(());
         };

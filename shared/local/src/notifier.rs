@@ -14,9 +14,13 @@
 //! objects that are gone are pruned, so the table holds what the bucket holds.
 
 use crate::db::{Db, DbError, now_ms};
+use crate::events::{
+    KeyRefused, NotifierEventsError, NotifierScanError, NotifierWatchError, PinFailed,
+};
 use crate::objects::{LocalObjectStore, Refused};
 use crate::queue::{Wakers, insert_message};
 use choreo_ports::{ObjectMeta, OutgoingMessage, PortError};
+use choreo_telemetry::events::emit;
 use chrono::SecondsFormat;
 use rusqlite::params;
 use std::collections::{HashMap, HashSet};
@@ -89,7 +93,11 @@ impl ScanState {
         if self.refused.get(&refused.key) == Some(&refused.version) {
             return false;
         }
-        tracing::warn!(bucket, key = ?refused.key, reason = %refused.reason, "KeyRefused");
+        emit(KeyRefused {
+            bucket,
+            key: &refused.key,
+            reason: &refused.reason,
+        });
         self.seen.remove(&refused.key);
         self.refused
             .insert(refused.key.clone(), refused.version.clone());
@@ -356,7 +364,11 @@ impl Notifier {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(bucket = %self.bucket, key = ?meta.key, error = %e, "PinFailed: not notified");
+                    emit(PinFailed {
+                        bucket: &self.bucket,
+                        key: &meta.key,
+                        error: &e,
+                    });
                 }
             }
         }
@@ -450,7 +462,10 @@ impl Notifier {
         let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
         let watcher = watch(&dir, tx)
             .inspect_err(|e| {
-                tracing::warn!(bucket = %self.bucket, error = %e, "NotifierWatchError: scanning only")
+                emit(NotifierWatchError {
+                    bucket: &self.bucket,
+                    error: e,
+                })
             })
             .ok();
         let calm = if watcher.is_some() {
@@ -466,7 +481,7 @@ impl Notifier {
                     let pending = match self.scan_once().await {
                         Ok(r) => r.pending,
                         Err(e) => {
-                            tracing::warn!(bucket = %self.bucket, error = %e, "scanning the input bucket failed");
+                            emit(NotifierScanError { bucket: &self.bucket, error: &e });
                             1 // look again soon
                         }
                     };
@@ -479,7 +494,7 @@ impl Notifier {
                         batch.push(more);
                     }
                     let rescan = self.on_events(&dir, batch).await.unwrap_or_else(|e| {
-                        tracing::warn!(bucket = %self.bucket, error = %e, "notifying closed files failed; a scan will");
+                        emit(NotifierEventsError { bucket: &self.bucket, error: &e });
                         true
                     });
                     if rescan {

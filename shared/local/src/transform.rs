@@ -798,7 +798,10 @@ pub async fn run_builtin(
     if let Some(b) = arguments.get("--batch_id")
         && *b != manifest.batch_id
     {
-        tracing::warn!(argument = %b, manifest = %manifest.batch_id, "the manifest names another batch");
+        choreo_telemetry::events::emit(crate::events::ManifestBatchMismatch {
+            argument: b,
+            manifest: &manifest.batch_id,
+        });
     }
     let dataset = job
         .datasets

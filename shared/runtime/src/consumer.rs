@@ -10,10 +10,16 @@
 //! like any poison message's. Its visibility heartbeat ends with it whatever happens, so no message
 //! is kept invisible by a handler that is no longer running.
 
+use crate::events::{
+    ConsumerStarted, ConsumerStopped, HandlerPanicked, HandlerRetry, MessageDeadLettered,
+    MessageDeleteError, MessageHandled, MessageReceived, MessageRejected, MessageRetryLater,
+    QueueReceiveError, VisibilityExtendError,
+};
 use crate::{Handler, HandlerError};
 use backon::{ExponentialBuilder, Retryable};
 use choreo_domain::event::{ATTR_AWS_TRACE_HEADER, ATTR_TRACEPARENT};
 use choreo_ports::{Queue, ReceivedMessage};
+use choreo_telemetry::events::emit;
 use futures_util::FutureExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +43,7 @@ pub struct ConsumerSettings {
     pub retry_attempts: usize,
     /// First backoff delay between attempts (doubling, with jitter).
     pub retry_min_delay: Duration,
-    /// The queue's `maxReceiveCount`, for log lines that say how close a message is to its DLQ.
+    /// The queue's `maxReceiveCount`: a failure on this receive sends the message to its DLQ.
     pub max_receive_count: u32,
 }
 
@@ -82,7 +88,7 @@ impl Consumer {
     /// Runs until `shutdown` fires, then stops receiving and waits for the messages in hand.
     pub async fn run(self, shutdown: CancellationToken) {
         let (acks, pending) = tokio::sync::mpsc::unbounded_channel();
-        let acker = tokio::spawn(acknowledge(self.queue.clone(), pending));
+        let acker = tokio::spawn(acknowledge(self.stage, self.queue.clone(), pending));
         let this = Arc::new(Running {
             consumer: self,
             acks,
@@ -90,11 +96,10 @@ impl Consumer {
         let permits = Arc::new(Semaphore::new(this.settings.concurrency));
         let tasks = TaskTracker::new();
         let mut failures = 0u32;
-        tracing::info!(
-            stage = this.stage,
-            queue = this.queue.name(),
-            "ConsumerStarted"
-        );
+        emit(ConsumerStarted {
+            stage: this.stage,
+            queue: this.queue.name(),
+        });
         while !shutdown.is_cancelled() {
             // Never hold more messages than we can start: their visibility would tick away unused.
             let first = tokio::select! {
@@ -115,7 +120,11 @@ impl Consumer {
                 Err(e) => {
                     failures += 1;
                     let pause = Duration::from_millis(200 * 2u64.pow(failures.min(6)));
-                    tracing::warn!(stage = this.stage, error = %e, ?pause, "QueueReceiveError");
+                    emit(QueueReceiveError {
+                        stage: this.stage,
+                        error: &e,
+                        pause,
+                    });
                     drop(first);
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
@@ -146,7 +155,7 @@ impl Consumer {
         // The last sender goes with `this`: the acknowledger deletes what is left, then ends.
         drop(this);
         let _ = acker.await;
-        tracing::info!(stage, "ConsumerStopped");
+        emit(ConsumerStopped { stage });
     }
 }
 
@@ -167,6 +176,7 @@ impl std::ops::Deref for Running {
 /// `DeleteMessage`s on SQS), waiting a few milliseconds for a batch to fill. Ends when every sender is
 /// gone and everything sent has been deleted.
 async fn acknowledge(
+    stage: &'static str,
     queue: Arc<dyn Queue>,
     mut pending: tokio::sync::mpsc::UnboundedReceiver<String>,
 ) {
@@ -186,15 +196,21 @@ async fn acknowledge(
             .when(|e| e.is_retryable())
             .await
         {
+            // The effects are durable; the messages will come back and find their work done.
             Ok(failed) => {
                 for (_, e) in failed {
-                    // The effects are durable; the message will come back and find its work done.
-                    tracing::warn!(error = %e, "MessageDeleteError: expect one harmless duplicate");
+                    emit(MessageDeleteError {
+                        stage,
+                        error: &e,
+                        messages: 1,
+                    });
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, messages = batch.len(), "MessageDeleteError: expect harmless duplicates")
-            }
+            Err(e) => emit(MessageDeleteError {
+                stage,
+                error: &e,
+                messages: batch.len(),
+            }),
         }
     }
 }
@@ -223,6 +239,12 @@ impl Running {
                 .map(String::as_str),
         );
         async {
+            emit(MessageReceived {
+                stage: self.stage,
+                message_id: &message.id,
+                receive_count: message.receive_count,
+            });
+            let started = std::time::Instant::now();
             let heartbeat = self.keep_invisible(message.receipt.clone());
             let result = (|| self.handle_once(&message))
                 .retry(
@@ -232,33 +254,66 @@ impl Running {
                         .with_jitter(),
                 )
                 .when(HandlerError::is_transient)
-                // Logged, as every retry is: a steady stream of these is a dependency in trouble.
-                .notify(|e, after| tracing::info!(error = %e, ?after, "HandlerRetry"))
+                .notify(|e, after| {
+                    emit(HandlerRetry {
+                        stage: self.stage,
+                        error: e,
+                        after,
+                    })
+                })
                 .await;
             drop(heartbeat);
-            match result {
-                Ok(()) => self.acknowledge(&message).await,
-                Err(HandlerError::Transient(e)) => {
-                    // Give it back after a pause that grows with each delivery.
+            let (stage, message_id, duration) =
+                (self.stage, message.id.as_str(), started.elapsed());
+            let give_back = match &result {
+                Ok(()) => {
+                    emit(MessageHandled {
+                        stage,
+                        message_id,
+                        duration,
+                    });
+                    None
+                }
+                // Given back after a pause that grows with each delivery.
+                Err(HandlerError::Transient(error)) => {
                     let pause = Duration::from_secs(2u64.pow(message.receive_count.min(6)))
                         .min(self.settings.visibility);
-                    tracing::warn!(error = %e, ?pause, "MessageRetryLater");
-                    let _ = self.queue.change_visibility(&message.receipt, pause).await;
+                    emit(MessageRetryLater {
+                        stage,
+                        message_id,
+                        duration,
+                        error,
+                        pause,
+                    });
+                    Some(pause)
                 }
-                Err(HandlerError::Permanent(e)) => {
+                // Given back at once: its receives run out into the dead-letter queue.
+                Err(HandlerError::Permanent(error)) => {
                     let left = self
                         .settings
                         .max_receive_count
                         .saturating_sub(message.receive_count);
-                    tracing::error!(
-                        error = %e,
-                        receives_before_dead_letter = left,
-                        "MessageRejected: it goes to the dead-letter queue once its receives run out"
-                    );
-                    let _ = self
-                        .queue
-                        .change_visibility(&message.receipt, Duration::ZERO)
-                        .await;
+                    emit(MessageRejected {
+                        stage,
+                        message_id,
+                        duration,
+                        error,
+                        receives_before_dead_letter: left,
+                    });
+                    Some(Duration::ZERO)
+                }
+            };
+            match give_back {
+                None => self.acknowledge(&message).await,
+                Some(pause) => {
+                    if message.receive_count >= self.settings.max_receive_count {
+                        emit(MessageDeadLettered {
+                            stage: self.stage,
+                            message_id: &message.id,
+                            receive_count: message.receive_count,
+                        });
+                    }
+                    let _ = self.queue.change_visibility(&message.receipt, pause).await;
                 }
             }
         }
@@ -281,7 +336,10 @@ impl Running {
                     .map(|s| s.to_string())
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic".into());
-                tracing::error!(panic = %what, "HandlerPanicked");
+                emit(HandlerPanicked {
+                    stage: self.stage,
+                    panic: &what,
+                });
                 Err(HandlerError::Permanent(format!(
                     "the handler panicked: {what}"
                 )))
@@ -292,13 +350,13 @@ impl Running {
     /// Renews the message's visibility every half timeout while its handler runs. Dropping the
     /// handle ends it: the renewals stop with the work they cover, however that work ends.
     fn keep_invisible(&self, receipt: String) -> AbortOnDropHandle<()> {
-        let queue = self.queue.clone();
+        let (stage, queue) = (self.stage, self.queue.clone());
         let visibility = self.settings.visibility;
         AbortOnDropHandle::new(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(visibility / 2).await;
                 if let Err(e) = queue.change_visibility(&receipt, visibility).await {
-                    tracing::warn!(error = %e, "VisibilityExtendError");
+                    emit(VisibilityExtendError { stage, error: &e });
                 }
             }
         }))
@@ -537,6 +595,116 @@ mod tests {
             handler.calls.load(SeqCst),
             2,
             "once per receive, no retries"
+        );
+    }
+
+    /// Fails a message whose body is `poison` permanently and one whose body is `busy`
+    /// transiently, always; fails the others transiently `flaky_failures` times in all, then
+    /// succeeds.
+    #[derive(Default)]
+    struct ByBody {
+        flaky_failures: AtomicU32,
+        done: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Handler for ByBody {
+        async fn handle(&self, message: &ReceivedMessage) -> Result<(), HandlerError> {
+            if message.body == "poison" {
+                return Err(HandlerError::Permanent("poison".into()));
+            }
+            if message.body == "busy" {
+                return Err(HandlerError::Transient("busy for ever".into()));
+            }
+            let left = self.flaky_failures.load(SeqCst);
+            if left > 0 {
+                self.flaky_failures.store(left - 1, SeqCst);
+                return Err(HandlerError::Transient("busy".into()));
+            }
+            self.done.fetch_add(1, SeqCst);
+            Ok(())
+        }
+    }
+
+    // Current-thread, so the consumer's tasks all record into the test's recorder.
+    #[tokio::test(flavor = "current_thread")]
+    async fn counts_receives_outcomes_retries_and_dead_letters() {
+        let recorded = choreo_telemetry::events::Recorded::new();
+        let _guard = recorded.install();
+        let mut rig = rig(2);
+        rig.settings.retry_attempts = 1;
+        // Caps the pause before a given-back message comes again.
+        rig.settings.visibility = Duration::from_secs(1);
+        for body in ["flaky", "poison", "busy"] {
+            let m = OutgoingMessage {
+                body: body.into(),
+                ..Default::default()
+            };
+            rig.queue.send(m, Duration::ZERO).await.unwrap();
+        }
+        let dlq = rig.backend.queue(&Queues::dlq_of(rig.queue.name()));
+        // Two attempts on the first receive (one in-process retry) fail; it is given back, and
+        // the first attempt of its second receive fails, the retry succeeds.
+        let handler = Arc::new(ByBody {
+            flaky_failures: AtomicU32::new(3),
+            ..ByBody::default()
+        });
+        let shutdown = CancellationToken::new();
+        let consumer = Consumer::new(
+            "test",
+            rig.queue.clone(),
+            handler.clone(),
+            rig.settings.clone(),
+        );
+        let task = tokio::spawn(consumer.run(shutdown.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while (handler.done.load(SeqCst) == 0 || futures_depth(&dlq) < 2)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+        assert_eq!(handler.done.load(SeqCst), 1);
+        assert_eq!(
+            dlq.depth().await.unwrap().total(),
+            2,
+            "the poison and the busy one"
+        );
+
+        let stage = ("stage", "test");
+        let value = |name, labels: &[(&str, &str)]| recorded.value(name, labels);
+        let handled = |outcome| {
+            value(
+                "choreo_messages_handled_total",
+                &[stage, ("outcome", outcome)],
+            )
+        };
+        assert_eq!(value("choreo_messages_received_total", &[stage]), 6.0);
+        assert_eq!(handled("ok"), 1.0, "the flaky one, on its second receive");
+        assert_eq!(
+            handled("retry_later"),
+            3.0,
+            "the flaky one's first receive, both of the busy one's"
+        );
+        assert_eq!(handled("rejected"), 2.0, "the poison, once per receive");
+        assert_eq!(
+            value("choreo_handler_retries_total", &[stage]),
+            4.0,
+            "one in-process retry per receive of the flaky and busy ones; none of the poison"
+        );
+        assert_eq!(
+            value("choreo_messages_dead_lettered_total", &[stage]),
+            2.0,
+            "the poison and the busy one, each on its last receive"
+        );
+        assert_eq!(
+            value("choreo_handler_duration_seconds_count", &[stage]),
+            6.0
+        );
+        assert_eq!(
+            value("choreo_events_total", &[("event", "ConsumerStopped")]),
+            1.0
         );
     }
 

@@ -10,9 +10,11 @@
 //! dead-letter queue. A redrive interrupted between the two leaves the message in both queues: it is
 //! delivered twice, which the idempotent handlers absorb. We prefer a duplicate to a lost message.
 
+use crate::events::{DeadLetterHandBackError, DeadLettersPurged, DeadLettersRedriven};
 use choreo_domain::config::Queues as QueueNames;
 use choreo_domain::{Config, Envelope, Event, FileId, Stage};
 use choreo_ports::{OutgoingMessage, PeekedMessage, PortError, Queue, Queues, ReceivedMessage};
+use choreo_telemetry::events::emit;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -223,13 +225,17 @@ pub async fn redrive(
     // Failing that is harmless: it comes back by itself after REDRIVE_VISIBILITY.
     for receipt in &run.held {
         if let Err(e) = dlq.change_visibility(receipt, Duration::ZERO).await {
-            tracing::warn!(error = %e, "DeadLetterHandBackError");
+            emit(DeadLetterHandBackError { error: &e });
         }
     }
     result?;
-    tracing::info!(stage = %stage, moved = run.moved, "DeadLettersRedriven");
     let mut missing: Vec<String> = run.wanted.unwrap_or_default().into_iter().collect();
     missing.sort();
+    emit(DeadLettersRedriven {
+        stage,
+        moved: run.moved,
+        missing: missing.len(),
+    });
     Ok(RedriveReport {
         moved: run.moved,
         missing,
@@ -302,7 +308,7 @@ impl Redrive {
 pub async fn purge(queues: &dyn Queues, config: &Config, stage: Stage) -> Result<u64, DlqError> {
     let (_, dlq) = names(config, stage)?;
     let n = queues.queue(&dlq).purge().await?;
-    tracing::info!(stage = %stage, purged = n, "DeadLettersPurged");
+    emit(DeadLettersPurged { stage, purged: n });
     Ok(n)
 }
 

@@ -20,7 +20,8 @@ pub const CHUNK: usize = 64;
 pub const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// Moves a batch's files: `ts` in chunks through [`StateStore::transition_all`], a few chunks at
-/// once; the outcomes in `ts`'s order, each with its transition's file.
+/// once; the outcomes in `ts`'s order, each with its transition's file. Each applied move emits
+/// its `FileTransitioned`.
 pub async fn transition_all(
     state: &Arc<dyn StateStore>,
     ts: Vec<Transition>,
@@ -31,6 +32,9 @@ pub async fn transition_all(
         let store = Arc::clone(&store);
         async move {
             let outcomes = store.transition_all(&chunk).await?;
+            for (t, outcome) in chunk.iter().zip(&outcomes) {
+                crate::transition::observe(t, outcome);
+            }
             Ok::<_, PortError>(chunk.into_iter().map(|t| t.file).zip(outcomes))
         }
     })

@@ -14,10 +14,13 @@
 //! - [`limits`] raises the open-file limit at start (every binary).
 //! - [`shutdown`] turns SIGTERM and Ctrl-C into one cancellation signal.
 //! - [`trace`] leaves a span in each file's trace for the batch work that moved it.
+//! - [`transition`] applies a file transition and emits its event.
+//! - [`events`] names what the runtime logs and counts.
 //! - [`watchdog`] finds long work whose poll timer was lost, by its lapsed lease, on one replica.
 
 pub mod consumer;
 pub mod dlq;
+pub mod events;
 pub mod fanout;
 pub mod handler;
 pub mod http;
@@ -29,6 +32,7 @@ pub mod service;
 pub mod settings;
 pub mod shutdown;
 pub mod trace;
+pub mod transition;
 pub mod watchdog;
 
 pub use consumer::{Consumer, ConsumerSettings};

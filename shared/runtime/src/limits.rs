@@ -9,11 +9,11 @@
 pub fn raise_fd_limit() -> Option<u64> {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
-            tracing::debug!(limit, "FdLimitRaised");
+            choreo_telemetry::events::emit(crate::events::FdLimitRaised { limit });
             Some(limit)
         }
         Err(error) => {
-            tracing::warn!(%error, "FdLimitRaiseError");
+            choreo_telemetry::events::emit(crate::events::FdLimitRaiseError { error: &error });
             None
         }
     }

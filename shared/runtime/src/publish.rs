@@ -38,7 +38,10 @@ impl Publisher {
         event: Event,
         traceparent: Option<String>,
     ) -> Result<(), PortError> {
-        tracing::debug!(event_type = event.kind().as_str(), event_id = %id, "EventPublished");
+        choreo_telemetry::events::emit(crate::events::EventPublished {
+            event_type: event.kind().as_str(),
+            event_id: &id,
+        });
         let mut envelope = Envelope::new(event);
         envelope.id = id;
         self.bus.publish(message(envelope, traceparent)).await

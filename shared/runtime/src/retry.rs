@@ -175,7 +175,7 @@ async fn revalidate(
     report: &mut RetryReport,
 ) -> Result<(), RetryError> {
     let t = retry_transition(&record.id, FileState::Valid).trace_id(record.trace_id.clone());
-    match state.transition(&t).await? {
+    match crate::transition::apply(state, &t).await? {
         TransitionOutcome::Applied(moved) => {
             let event = Event::FileValidated {
                 file_id: moved.id.clone(),
@@ -250,7 +250,7 @@ async fn rebatch(
         let t = retry_transition(&record.id, FileState::Cataloged)
             .batch(batch.id.clone())
             .trace_id(trace_id.clone());
-        match state.transition(&t).await? {
+        match crate::transition::apply(state, &t).await? {
             TransitionOutcome::Applied(r) => moved.push(r.id),
             TransitionOutcome::Conflict(now) => report
                 .skipped
@@ -278,7 +278,11 @@ async fn rebatch(
             batch.traceparent.clone(),
         )
         .await?;
-    tracing::info!(batch_id = %batch.id, retry_of = ?old_batch, files = moved.len(), "BatchRetried");
+    choreo_telemetry::events::emit(crate::events::BatchRetried {
+        batch_id: &batch.id,
+        retry_of: old_batch.as_deref(),
+        files: moved.len(),
+    });
     report.rebatched.insert(batch.id, moved);
     Ok(())
 }

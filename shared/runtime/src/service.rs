@@ -46,7 +46,10 @@ impl ServiceSpec {
         if let Some(task) = background
             && let Err(e) = task.await
         {
-            tracing::error!(stage = %self.stage, error = %e, "background task panicked");
+            choreo_telemetry::events::emit(crate::events::BackgroundTaskPanicked {
+                stage: self.stage,
+                error: &e,
+            });
         }
     }
 }

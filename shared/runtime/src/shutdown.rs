@@ -9,7 +9,7 @@ pub fn on_signals() -> CancellationToken {
     let t = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("ShutdownRequested: draining in-flight messages");
+        choreo_telemetry::events::emit(crate::events::ShutdownRequested);
         t.cancel();
     });
     token

@@ -8,7 +8,9 @@
 //! lapsed gets its timer sent again (see each stage's `recover`).
 
 use crate::ServiceContext;
+use crate::events::{LostTimersRecovered, WatchdogLeaseError, WatchdogPassError};
 use choreo_ports::{LeaseOutcome, PortError};
+use choreo_telemetry::events::emit;
 use std::future::Future;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -48,16 +50,23 @@ pub async fn run<F, Fut>(
             Ok(LeaseOutcome::Acquired { .. }) => {}
             Ok(LeaseOutcome::Held { .. }) => continue,
             Err(e) => {
-                tracing::warn!(watchdog = name, error = %e, "watchdog could not take its lease");
+                emit(WatchdogLeaseError {
+                    watchdog: name,
+                    error: &e,
+                });
                 continue;
             }
         }
         match pass(ctx.clone()).await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(watchdog = name, timers = n, "LostTimersRecovered"),
-            Err(e) => {
-                tracing::warn!(watchdog = name, error = %e, "watchdog pass failed; trying again")
-            }
+            Ok(n) => emit(LostTimersRecovered {
+                watchdog: name,
+                timers: n,
+            }),
+            Err(e) => emit(WatchdogPassError {
+                watchdog: name,
+                error: &e,
+            }),
         }
     }
 }
