@@ -55,6 +55,19 @@ fn binaries() -> PathBuf {
     dir.to_path_buf()
 }
 
+/// A value as compose reads it: `${NAME:-default}` is the shell's `NAME`, else `default` (the one
+/// form of interpolation the file uses).
+fn interpolate(value: &str) -> String {
+    match value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .and_then(|v| v.split_once(":-"))
+    {
+        Some((name, default)) => std::env::var(name).unwrap_or_else(|_| default.to_string()),
+        None => value.to_string(),
+    }
+}
+
 /// A service's environment: its `environment` map (or list of `K=V`).
 fn environment(service: &Value) -> BTreeMap<String, String> {
     match &service["environment"] {
@@ -62,7 +75,7 @@ fn environment(service: &Value) -> BTreeMap<String, String> {
             .iter()
             .map(|(k, v)| {
                 let v = match v {
-                    Value::String(s) => s.clone(),
+                    Value::String(s) => interpolate(s),
                     other => other.to_string(),
                 };
                 (k.clone(), v)

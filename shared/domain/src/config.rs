@@ -894,8 +894,7 @@ mod tests {
         c.operations.trace_url = Some("http://127.0.0.1:6006/projects/default/traces".into());
         let err = c.check().unwrap_err();
         assert!(matches!(err, ConfigError::BadTraceUrl(_)), "{err}");
-        c.operations.trace_url =
-            Some("http://127.0.0.1:6006/redirects/traces/{trace_id}".into());
+        c.operations.trace_url = Some("http://127.0.0.1:6006/redirects/traces/{trace_id}".into());
         c.check().unwrap();
         assert_eq!(
             c.operations.trace_link("abc").as_deref(),
