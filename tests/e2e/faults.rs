@@ -286,8 +286,10 @@ async fn five_hundred_files_keep_the_guarantees_through_faults_and_a_killed_repl
     const FILES: usize = 500;
     const SEED: u64 = 12;
     const RATE: f64 = 0.05;
-    /// How long the files may take to become terminal.
-    const DEADLINE: Duration = Duration::from_secs(300);
+    /// How long the files may take to become terminal: a bound on waiting, not a performance
+    /// check. Alone here they take about 200-290 s, most of it moto's single Python process
+    /// answering 12,000 calls; a loaded CI machine needs the slack.
+    const DEADLINE: Duration = Duration::from_secs(540);
     let started = Instant::now();
     let rig = rig(RATE, SEED).await;
     rig.moto.set_transition_seconds("glue::crawl", 2);
