@@ -25,6 +25,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use choreo_domain::{Config, Envelope, Event, FileId, FileState, Stage};
 use choreo_ports::{FileQuery, PortError, Ports};
+use choreo_telemetry::events::emit;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -70,7 +71,7 @@ async fn time_limit(State(limit): State<Duration>, request: Request, next: Next)
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::warn!(?limit, "ApiRequestTimeout");
+            emit(crate::events::ApiRequestTimeout { limit });
             ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the request took longer than {} s", limit.as_secs()),
@@ -96,7 +97,7 @@ impl ApiError {
 
 impl From<PortError> for ApiError {
     fn from(e: PortError) -> Self {
-        tracing::error!(error = %e, "ApiStoreError");
+        emit(crate::events::ApiStoreError { error: &e });
         ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     }
 }

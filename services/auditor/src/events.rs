@@ -120,3 +120,88 @@ impl InternalEvent for StuckFileRepublished<'_> {
         counted("StuckFileRepublished");
     }
 }
+
+/// The dashboard and API could not bind their address: the pipeline runs on without them.
+pub struct DashboardBindError<'a, E: Display> {
+    pub listen: &'a str,
+    pub error: E,
+}
+
+impl<E: Display> InternalEvent for DashboardBindError<'_, E> {
+    fn emit(self) {
+        tracing::error!(listen = self.listen, error = %self.error, "DashboardBindError");
+        counted("DashboardBindError");
+    }
+}
+
+/// The dashboard and API are served at `addr`.
+pub struct DashboardListening<'a> {
+    pub addr: &'a str,
+}
+
+impl InternalEvent for DashboardListening<'_> {
+    fn emit(self) {
+        tracing::info!(addr = self.addr, "DashboardListening");
+        counted("DashboardListening");
+    }
+}
+
+/// No `operations.api_token`: every API route answers 401.
+pub struct ApiTokenMissing;
+
+impl InternalEvent for ApiTokenMissing {
+    fn emit(self) {
+        tracing::warn!("ApiTokenMissing: every API route answers 401");
+        counted("ApiTokenMissing");
+    }
+}
+
+/// The bound address could not be written for `choreo up` to read.
+pub struct DashboardAddrFileError<'a, E: Display> {
+    pub path: &'a std::path::Path,
+    pub error: E,
+}
+
+impl<E: Display> InternalEvent for DashboardAddrFileError<'_, E> {
+    fn emit(self) {
+        tracing::warn!(path = %self.path.display(), error = %self.error, "DashboardAddrFileError");
+        counted("DashboardAddrFileError");
+    }
+}
+
+/// A request took longer than `operations.request_timeout_secs` and was answered 503.
+pub struct ApiRequestTimeout {
+    pub limit: std::time::Duration,
+}
+
+impl InternalEvent for ApiRequestTimeout {
+    fn emit(self) {
+        tracing::warn!(limit = ?self.limit, "ApiRequestTimeout");
+        counted("ApiRequestTimeout");
+    }
+}
+
+/// A store or queue did not answer an API request (answered 503).
+pub struct ApiStoreError<'a, E: Display> {
+    pub error: &'a E,
+}
+
+impl<E: Display> InternalEvent for ApiStoreError<'_, E> {
+    fn emit(self) {
+        tracing::error!(error = %self.error, "ApiStoreError");
+        counted("ApiStoreError");
+    }
+}
+
+/// The queue (`what = "queues"`) or file (`"files"`) gauges could not be read this round.
+pub struct GaugesError<E: Display> {
+    pub what: &'static str,
+    pub error: E,
+}
+
+impl<E: Display> InternalEvent for GaugesError<E> {
+    fn emit(self) {
+        tracing::warn!(what = self.what, error = %self.error, "GaugesError");
+        counted("GaugesError");
+    }
+}

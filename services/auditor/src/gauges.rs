@@ -13,10 +13,12 @@
 //! - `choreo_files{dataset,state}`: files per dataset and state, zero included. On AWS this is a
 //!   Scan of the table, so it is refreshed every [`FILES_EVERY_AWS`] rounds rather than every one.
 
+use crate::events::GaugesError;
 use choreo_domain::config::{BackendKind, Queues as QueueNames};
 use choreo_domain::{Config, FileState, Stage};
 use choreo_ports::{PortError, Queues, StateStore};
 use choreo_runtime::ServiceContext;
+use choreo_telemetry::events::emit;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -43,12 +45,18 @@ pub async fn run(ctx: ServiceContext, shutdown: CancellationToken) {
     let mut round = 0u32;
     loop {
         if let Err(error) = set_queue_gauges(config, ctx.ports.queues.as_ref()).await {
-            tracing::warn!(%error, "QueueGaugesError");
+            emit(GaugesError {
+                what: "queues",
+                error,
+            });
         }
         if round.is_multiple_of(files_every)
             && let Err(error) = set_file_gauges(config, ctx.ports.state.as_ref()).await
         {
-            tracing::warn!(%error, "FileGaugesError");
+            emit(GaugesError {
+                what: "files",
+                error,
+            });
         }
         round = round.wrapping_add(1);
         tokio::select! {

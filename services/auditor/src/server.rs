@@ -11,10 +11,14 @@
 //! The serving loop is the one every service's ops endpoint uses ([`choreo_runtime::http`]).
 
 use crate::api::{Api, router};
+use crate::events::{
+    ApiTokenMissing, DashboardAddrFileError, DashboardBindError, DashboardListening,
+};
 use choreo_domain::config::BackendKind;
 use choreo_runtime::ServiceContext;
 use choreo_runtime::http::{bind, serve as serve_http};
 use choreo_runtime::service::Background;
+use choreo_telemetry::events::emit;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -45,7 +49,10 @@ async fn serve(ctx: ServiceContext, shutdown: CancellationToken) {
     let listener = match bind(&listen, config.operations.max_connections).await {
         Ok(l) => l,
         Err(error) => {
-            tracing::error!(listen, %error, "DashboardBindError");
+            emit(DashboardBindError {
+                listen: &listen,
+                error,
+            });
             return;
         }
     };
@@ -53,7 +60,7 @@ async fn serve(ctx: ServiceContext, shutdown: CancellationToken) {
         Ok(a) => a.to_string(),
         Err(_) => listen,
     };
-    tracing::info!(addr, "dashboard listening");
+    emit(DashboardListening { addr: &addr });
     if config
         .operations
         .api_token
@@ -61,13 +68,13 @@ async fn serve(ctx: ServiceContext, shutdown: CancellationToken) {
         .unwrap_or("")
         .is_empty()
     {
-        tracing::warn!("operations.api_token is not set: every API route answers 401");
+        emit(ApiTokenMissing);
     }
     let addr_file = (config.backend == BackendKind::Local).then(|| addr_file(&config.data_dir));
     if let Some(path) = &addr_file
         && let Err(error) = write_atomically(path, &addr)
     {
-        tracing::warn!(path = %path.display(), %error, "DashboardAddrFileError");
+        emit(DashboardAddrFileError { path, error });
     }
     let app = router(Api {
         ports: ctx.ports.clone(),

@@ -153,13 +153,5 @@ pub async fn start_ops(
 
 /// Says once, at start, where spans go.
 pub fn log_exporting(exporting: &choreo_telemetry::Exporting) {
-    match exporting {
-        choreo_telemetry::Exporting::Off => {}
-        choreo_telemetry::Exporting::To(endpoint) => {
-            tracing::info!(%endpoint, "TraceExportOn")
-        }
-        choreo_telemetry::Exporting::Refused(why) => {
-            tracing::error!(reason = %why, "TraceExportRefused: no spans leave this process")
-        }
-    }
+    choreo_telemetry::events::emit(exporting);
 }

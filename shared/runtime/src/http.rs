@@ -8,6 +8,7 @@
 //! (`choreo_auditor::server`) is served by the same loop.
 
 use axum::Router;
+use choreo_telemetry::events::emit;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
@@ -91,7 +92,7 @@ pub async fn serve(
                 Ok((stream, _)) => stream,
                 Err(error) => {
                     // Out of descriptors, say: pause rather than spin, and try again.
-                    tracing::warn!(%error, "HttpAcceptError");
+                    emit(crate::events::HttpAcceptError { error });
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

@@ -20,6 +20,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use choreo_ports::{Queue, StateStore};
+use choreo_telemetry::events::emit;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,12 +111,12 @@ pub async fn start(
     let listener = match http::bind(listen, limits.max_connections).await {
         Ok(l) => l,
         Err(error) => {
-            tracing::error!(listen, %error, "OpsBindError: no /metrics, /health or /ready");
+            emit(crate::events::OpsBindError { listen, error });
             return None;
         }
     };
     let addr = listener.local_addr().ok()?;
-    tracing::info!(%addr, "OpsListening");
+    emit(crate::events::OpsListening { addr });
     tokio::spawn(http::serve(listener, router(readiness), limits, shutdown));
     Some(addr)
 }

@@ -38,6 +38,24 @@ pub(crate) fn tracer(process: Process<'_>) -> (SdkTracer, Exporting) {
     (provider.tracer("choreo"), exporting.clone())
 }
 
+impl crate::events::InternalEvent for &Exporting {
+    /// Says once, at start, where spans go (`TraceExportOn`), or why nowhere although asked
+    /// (`TraceExportRefused`); says nothing when export is simply off.
+    fn emit(self) {
+        match self {
+            Exporting::Off => {}
+            Exporting::To(endpoint) => {
+                tracing::info!(%endpoint, "TraceExportOn");
+                crate::events::counted("TraceExportOn");
+            }
+            Exporting::Refused(reason) => {
+                tracing::error!(%reason, "TraceExportRefused");
+                crate::events::counted("TraceExportRefused");
+            }
+        }
+    }
+}
+
 /// Flushes the spans not yet exported and stops export: call it once, as the process ends (after
 /// SIGTERM's drain). Blocks for at most a few seconds if the collector does not answer.
 pub fn shutdown() {

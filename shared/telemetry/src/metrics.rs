@@ -5,6 +5,7 @@
 //! is what tests and the command line's one-shot commands want. A process installs the recorder
 //! once; `choreo up`'s six services share it, told apart by their `stage` label.
 
+use crate::events::{InternalEvent, counted, emit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -45,12 +46,12 @@ pub fn install() -> bool {
                             }
                         });
                     if let Err(error) = spawned {
-                        tracing::warn!(%error, "MetricsUpkeepError: histograms keep every sample");
+                        emit(MetricsUpkeepError { error });
                     }
                     Some(handle)
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "MetricsRecorderError: /metrics stays empty");
+                    emit(MetricsRecorderError { error });
                     None
                 }
             }
@@ -69,6 +70,30 @@ pub fn render() -> String {
 
 /// The `Content-Type` of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The upkeep thread could not start: histograms keep every sample until the process ends.
+struct MetricsUpkeepError<E: std::fmt::Display> {
+    error: E,
+}
+
+impl<E: std::fmt::Display> InternalEvent for MetricsUpkeepError<E> {
+    fn emit(self) {
+        tracing::warn!(error = %self.error, "MetricsUpkeepError");
+        counted("MetricsUpkeepError");
+    }
+}
+
+/// The recorder could not be installed (another is): `/metrics` stays empty.
+struct MetricsRecorderError<E: std::fmt::Display> {
+    error: E,
+}
+
+impl<E: std::fmt::Display> InternalEvent for MetricsRecorderError<E> {
+    fn emit(self) {
+        tracing::warn!(error = %self.error, "MetricsRecorderError");
+        counted("MetricsRecorderError");
+    }
+}
 
 #[cfg(test)]
 mod tests {
