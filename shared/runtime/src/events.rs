@@ -464,6 +464,43 @@ impl InternalEvent for BatchRetried<'_> {
     }
 }
 
+/// The ops endpoint could not bind its address: no /metrics, /health or /ready; the service runs on.
+pub struct OpsBindError<'a, E: Display> {
+    pub listen: &'a str,
+    pub error: E,
+}
+
+impl<E: Display> InternalEvent for OpsBindError<'_, E> {
+    fn emit(self) {
+        tracing::error!(listen = self.listen, error = %self.error, "OpsBindError");
+        counted("OpsBindError");
+    }
+}
+
+/// The ops endpoint serves /metrics, /health and /ready at `addr`.
+pub struct OpsListening {
+    pub addr: std::net::SocketAddr,
+}
+
+impl InternalEvent for OpsListening {
+    fn emit(self) {
+        tracing::info!(addr = %self.addr, "OpsListening");
+        counted("OpsListening");
+    }
+}
+
+/// Accepting a connection failed (out of descriptors, say); the server pauses and goes on.
+pub struct HttpAcceptError<E: Display> {
+    pub error: E,
+}
+
+impl<E: Display> InternalEvent for HttpAcceptError<E> {
+    fn emit(self) {
+        tracing::warn!(error = %self.error, "HttpAcceptError");
+        counted("HttpAcceptError");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,42 +568,5 @@ mod tests {
             ),
             1.0
         );
-    }
-}
-
-/// The ops endpoint could not bind its address: no /metrics, /health or /ready; the service runs on.
-pub struct OpsBindError<'a, E: Display> {
-    pub listen: &'a str,
-    pub error: E,
-}
-
-impl<E: Display> InternalEvent for OpsBindError<'_, E> {
-    fn emit(self) {
-        tracing::error!(listen = self.listen, error = %self.error, "OpsBindError");
-        counted("OpsBindError");
-    }
-}
-
-/// The ops endpoint serves /metrics, /health and /ready at `addr`.
-pub struct OpsListening {
-    pub addr: std::net::SocketAddr,
-}
-
-impl InternalEvent for OpsListening {
-    fn emit(self) {
-        tracing::info!(addr = %self.addr, "OpsListening");
-        counted("OpsListening");
-    }
-}
-
-/// Accepting a connection failed (out of descriptors, say); the server pauses and goes on.
-pub struct HttpAcceptError<E: Display> {
-    pub error: E,
-}
-
-impl<E: Display> InternalEvent for HttpAcceptError<E> {
-    fn emit(self) {
-        tracing::warn!(error = %self.error, "HttpAcceptError");
-        counted("HttpAcceptError");
     }
 }
