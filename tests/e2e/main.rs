@@ -16,6 +16,7 @@ mod duplicates;
 mod failures;
 mod fault_proxy;
 mod faults;
+mod glue;
 mod helpers;
 mod http;
 mod intake;

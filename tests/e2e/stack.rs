@@ -361,6 +361,9 @@ async fn inventory(clients: &AwsClients, config: &Config) -> Value {
             "max_retries": job.max_retries(),
             "concurrent_runs": job.execution_property().map(|e| e.max_concurrent_runs()),
             "curated_bucket": job.default_arguments().and_then(|a| a.get("--curated_bucket")),
+            "python_modules": job
+                .default_arguments()
+                .and_then(|a| a.get("--additional-python-modules")),
         }),
     );
     Value::Object(out)

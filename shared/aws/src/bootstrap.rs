@@ -90,7 +90,8 @@ pub async fn bootstrap(clients: &AwsClients, config: &Config) -> Result<Bootstra
 mod tests {
     use super::*;
 
-    /// The script runs only on Glue; here it must at least compile (python3 is needed to test).
+    /// The script must at least compile (python3 is needed to test); tests/e2e/glue.rs runs it on a
+    /// local Spark against the built-in transform, and its Glue entry point against moto.
     #[test]
     fn the_builtin_script_compiles() {
         let dir = tempfile::tempdir().unwrap();
@@ -107,8 +108,8 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         // It writes what the local runner writes, where the local runner writes it.
-        assert!(BUILTIN_SCRIPT.contains("dataset={args['dataset']}/ingest_date={day}/"));
-        assert!(BUILTIN_SCRIPT.contains("F.sha2(F.concat(F.lit(salt)"));
+        assert!(BUILTIN_SCRIPT.contains("dataset={dataset}/ingest_date={day}/"));
+        assert!(BUILTIN_SCRIPT.contains("F.sha2(F.concat(F.lit(plan.salt)"));
     }
 
     #[test]

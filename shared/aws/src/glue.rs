@@ -33,14 +33,17 @@ const BATCH_ARG: &str = "--batch_id";
 /// GetJobRuns page size (Glue's maximum).
 const RUNS_PAGE: i32 = 200;
 
-/// The built-in job's definition: Spark (`glueetl`) on Glue 4.0, Python 3, two G.1X workers —
+/// The built-in job's definition: Spark (`glueetl`) on Glue 5.0 (Spark 3.5, Python 3.11), two G.1X workers —
 /// the smallest Spark job, as one batch is minutes of files. No Glue-side retries: a failed run
 /// fails its batch, and an operator retry starts a new run. Several batches (of different
 /// datasets) may transform at once; beyond `MAX_CONCURRENT_RUNS` a start is `Throttled` and the
 /// launcher tries again later.
 const JOB_COMMAND: &str = "glueetl";
 const PYTHON_VERSION: &str = "3";
-const GLUE_VERSION: &str = "4.0";
+const GLUE_VERSION: &str = "5.0";
+/// Glue's Python has no zstd: the built-in script decompresses `.zst` inputs with this module,
+/// which Glue installs from PyPI at the start of a run (the version tests/glue/agreement.py runs).
+pub const ZSTANDARD: &str = "zstandard==0.25.0";
 const WORKERS: i32 = 2;
 const MAX_CONCURRENT_RUNS: i32 = 4;
 const JOB_TIMEOUT_MINUTES: i32 = 120;
@@ -336,13 +339,20 @@ pub async fn create_glue(
 }
 
 /// The built-in job's default arguments, which every run gets besides its own: where its output
-/// goes, and, when a salt is configured, the name of the secret holding it
-/// ([`crate::secrets`]): never the salt, which `GetJob` would show to anyone allowed to call it.
+/// goes, the Python module the script reads zstd inputs with ([`ZSTANDARD`]), and, when a salt is
+/// configured, the name of the secret holding it ([`crate::secrets`]): never the salt, which
+/// `GetJob` would show to anyone allowed to call it.
 pub fn job_arguments(config: &Config) -> HashMap<String, String> {
-    let mut args = HashMap::from([(
-        "--curated_bucket".to_string(),
-        config.buckets.curated.clone(),
-    )]);
+    let mut args = HashMap::from([
+        (
+            "--curated_bucket".to_string(),
+            config.buckets.curated.clone(),
+        ),
+        (
+            "--additional-python-modules".to_string(),
+            ZSTANDARD.to_string(),
+        ),
+    ]);
     if !config.transform.mask_salt.is_empty() {
         args.insert(
             "--mask_salt_secret".into(),
