@@ -530,8 +530,8 @@ async fn each_task_role_allows_what_its_stage_calls_and_no_more() {
     settings.config.runtime.lease_secs = 6;
     settings.config.operations.sweep.interval_secs = 1;
     settings.config.operations.alerts.flush_interval_secs = 1;
-    // With an ops endpoint configured the auditor keeps its gauges (every queue's depth, a Scan for
-    // the files per state), whose calls its role must allow.
+    // With an ops endpoint configured the auditor keeps its gauges (every queue's depth; no Scan
+    // on AWS), whose calls its role must allow.
     settings.config.telemetry.listen = Some("127.0.0.1:0".into());
     let settings = Arc::new(settings);
     let config = &settings.config;

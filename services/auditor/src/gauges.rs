@@ -10,8 +10,11 @@
 //! - `choreo_queue_oldest_message_age_seconds{stage,queue}`: on the local backend only. SQS has no
 //!   API for it; CloudWatch's `ApproximateAgeOfOldestMessage` is the signal there, and no number
 //!   is invented.
-//! - `choreo_files{dataset,state}`: files per dataset and state, zero included. On AWS this is a
-//!   Scan of the table, so it is refreshed every [`FILES_EVERY_AWS`] rounds rather than every one.
+//! - `choreo_files{dataset,state}`: files per dataset and state, zero included, on the local
+//!   backend only. On AWS the only way to count files by state is a Scan of the whole table, whose
+//!   cost grows with every file ever registered: at ten million files, a Scan a minute would cost
+//!   more than the pipeline itself. There `choreo_file_transitions_total` and the audit trail's
+//!   counters tell the same story.
 
 use crate::events::GaugesError;
 use choreo_domain::config::{BackendKind, Queues as QueueNames};
@@ -26,10 +29,6 @@ use tokio_util::sync::CancellationToken;
 /// Time between two readings.
 pub const EVERY: Duration = Duration::from_secs(5);
 
-/// Rounds between two readings of the files per state on AWS (a minute): each is a Scan costing
-/// about one read unit per 8 KB of table.
-pub const FILES_EVERY_AWS: u32 = 12;
-
 /// Sets the gauges every [`EVERY`] until `shutdown`. A failed reading is logged and the gauges keep
 /// their last values until the next one.
 /// Nothing is read when `[telemetry] listen` is unset: nobody would see the gauges.
@@ -38,11 +37,7 @@ pub async fn run(ctx: ServiceContext, shutdown: CancellationToken) {
     if config.telemetry.listen.is_none() {
         return;
     }
-    let files_every = match config.backend {
-        BackendKind::Local => 1,
-        BackendKind::Aws => FILES_EVERY_AWS,
-    };
-    let mut round = 0u32;
+    let files = config.backend == BackendKind::Local;
     loop {
         if let Err(error) = set_queue_gauges(config, ctx.ports.queues.as_ref()).await {
             emit(GaugesError {
@@ -50,15 +45,12 @@ pub async fn run(ctx: ServiceContext, shutdown: CancellationToken) {
                 error,
             });
         }
-        if round.is_multiple_of(files_every)
-            && let Err(error) = set_file_gauges(config, ctx.ports.state.as_ref()).await
-        {
+        if files && let Err(error) = set_file_gauges(config, ctx.ports.state.as_ref()).await {
             emit(GaugesError {
                 what: "files",
                 error,
             });
         }
-        round = round.wrapping_add(1);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(EVERY) => {}
