@@ -4,12 +4,11 @@ use clap::Parser;
 async fn main() {
     let cli = choreo::cli::Cli::parse();
     let stages = choreo_domain::Stage::SERVICES.map(choreo_domain::Stage::as_str);
-    let exporting = choreo_telemetry::init(
+    choreo_telemetry::init(
         choreo_telemetry::Process::Pipeline(&stages),
         choreo_telemetry::LogFormat::from_env(),
         "warn,choreo=info",
     );
-    choreo_backend::log_exporting(&exporting);
     choreo_runtime::limits::raise_fd_limit();
     let code = match choreo::cli::run(cli).await {
         Ok(code) => code,

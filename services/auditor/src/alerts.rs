@@ -9,9 +9,10 @@
 //! marked sent after the notifier accepted it; a crash in between can send it twice (at least once
 //! to the outside world, as any notifier), never lose it.
 
-use crate::events::{AlertDeliveryError, AlertDigestSent, AlertSent};
+use crate::events::{AlertDeliveryError, AlertDigestSent, AlertNotified, AlertSent};
+use choreo_domain::alert::Message;
 use choreo_domain::{Alert, Envelope, Event, FileId};
-use choreo_ports::PortError;
+use choreo_ports::{PortError, Ports};
 use choreo_runtime::ServiceContext;
 use choreo_telemetry::events::emit;
 use chrono::Utc;
@@ -145,7 +146,7 @@ pub async fn deliver_once(
         return Ok(0);
     }
     if pending.len() > digest_threshold {
-        ports.notifier.notify(&Alert::digest(&pending)).await?;
+        notify(ports, &Alert::digest(&pending)).await?;
         let ids: Vec<String> = pending.iter().map(|a| a.id.clone()).collect();
         ports.audit.mark_alerts_sent(&ids, Utc::now()).await?;
         emit(AlertDigestSent {
@@ -153,7 +154,7 @@ pub async fn deliver_once(
         });
     } else {
         for alert in &pending {
-            ports.notifier.notify(&alert.message()).await?;
+            notify(ports, &alert.message()).await?;
             ports
                 .audit
                 .mark_alerts_sent(std::slice::from_ref(&alert.id), Utc::now())
@@ -162,4 +163,13 @@ pub async fn deliver_once(
         }
     }
     Ok(pending.len())
+}
+
+/// Logs the message in full, then hands it to the backend's notifier.
+async fn notify(ports: &Ports, message: &Message) -> Result<(), PortError> {
+    emit(AlertNotified {
+        subject: &message.subject,
+        body: &message.body,
+    });
+    ports.notifier.notify(message).await
 }

@@ -22,6 +22,19 @@ impl InternalEvent for EventAudited<'_> {
     }
 }
 
+/// An alert is about to be sent: the log has it in full, on every backend.
+pub struct AlertNotified<'a> {
+    pub subject: &'a str,
+    pub body: &'a str,
+}
+
+impl InternalEvent for AlertNotified<'_> {
+    fn emit(self) {
+        tracing::warn!(subject = self.subject, body = self.body, "AlertNotified");
+        counted("AlertNotified");
+    }
+}
+
 /// One alert was sent.
 pub struct AlertSent<'a> {
     pub alert: &'a str,

@@ -31,19 +31,6 @@ impl InternalEvent for AwsCallRetried<'_> {
     }
 }
 
-/// An alert went to the alerts topic (and is logged in full, as on every backend).
-pub struct AlertNotified<'a> {
-    pub subject: &'a str,
-    pub body: &'a str,
-}
-
-impl InternalEvent for AlertNotified<'_> {
-    fn emit(self) {
-        tracing::warn!(subject = self.subject, body = self.body, "AlertNotified");
-        counted("AlertNotified");
-    }
-}
-
 /// A batch update whose answer was lost found its own write token stored: an earlier attempt
 /// applied it.
 pub struct BatchWriteAnswerLost<'a> {

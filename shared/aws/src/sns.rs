@@ -131,12 +131,8 @@ impl SnsNotifier {
 #[async_trait]
 impl Notifier for SnsNotifier {
     /// One `Publish` with the subject (SNS takes at most 100 characters; the domain cuts it) and the
-    /// body as the e-mail's text, and a log line as on every backend.
+    /// body as the e-mail's text.
     async fn notify(&self, message: &Message) -> Result<(), PortError> {
-        choreo_telemetry::events::emit(crate::events::AlertNotified {
-            subject: &message.subject,
-            body: &message.body,
-        });
         let arn = self.topic.topic_arn().await?;
         self.topic
             .client

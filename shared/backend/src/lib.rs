@@ -105,12 +105,11 @@ pub async fn serve(spec: ServiceSpec) -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some(choreo_local::worker::WORKER_COMMAND) {
         std::process::exit(choreo_local::worker::serve_worker().await);
     }
-    let exporting = choreo_telemetry::init(
+    choreo_telemetry::init(
         choreo_telemetry::Process::Stage(spec.stage.as_str()),
         choreo_telemetry::LogFormat::from_env(),
         "info",
     );
-    log_exporting(&exporting);
     choreo_runtime::limits::raise_fd_limit();
     let file = std::env::var_os("CHOREO_CONFIG").map(PathBuf::from);
     let settings = Arc::new(Settings::load(file.as_deref())?);
@@ -149,9 +148,4 @@ pub async fn start_ops(
     };
     let limits = choreo_runtime::http::Limits::from_config(&config.operations);
     ops::start(listen, readiness, limits, stop.clone()).await
-}
-
-/// Says once, at start, where spans go.
-pub fn log_exporting(exporting: &choreo_telemetry::Exporting) {
-    choreo_telemetry::events::emit(exporting);
 }

@@ -215,19 +215,6 @@ impl InternalEvent for ManifestBatchMismatch<'_> {
     }
 }
 
-/// An alert is written to the log in full, and e-mailed when SMTP is configured.
-pub struct AlertNotified<'a> {
-    pub subject: &'a str,
-    pub body: &'a str,
-}
-
-impl InternalEvent for AlertNotified<'_> {
-    fn emit(self) {
-        tracing::warn!(subject = self.subject, body = self.body, "AlertNotified");
-        counted("AlertNotified");
-    }
-}
-
 /// Old versions of replaced objects were removed from the local buckets.
 pub struct VersionsPruned {
     pub removed: usize,

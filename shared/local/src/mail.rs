@@ -59,10 +59,6 @@ impl MailNotifier {
 #[async_trait]
 impl Notifier for MailNotifier {
     async fn notify(&self, message: &Message) -> Result<(), PortError> {
-        choreo_telemetry::events::emit(crate::events::AlertNotified {
-            subject: &message.subject,
-            body: &message.body,
-        });
         let Some(smtp) = &self.smtp else {
             return Ok(());
         };

@@ -39,8 +39,7 @@ pub(crate) fn tracer(process: Process<'_>) -> (SdkTracer, Exporting) {
 }
 
 impl crate::events::InternalEvent for &Exporting {
-    /// Says once, at start, where spans go (`TraceExportOn`), or why nowhere although asked
-    /// (`TraceExportRefused`); says nothing when export is simply off.
+    /// Says where spans go, or why nowhere although asked; nothing when export is simply off.
     fn emit(self) {
         match self {
             Exporting::Off => {}
@@ -91,23 +90,17 @@ fn build(process: Process<'_>) -> (SdkTracerProvider, Exporting) {
     };
     let provider = match process {
         Process::Stage(_) => otlp().map(|e| builder.with_batch_exporter(e).build()),
-        Process::Pipeline(stages) => {
-            let prefix = env("OTEL_SERVICE_NAME").unwrap_or_else(|| "choreo".into());
-            let mut by_stage = Vec::with_capacity(stages.len());
-            let mut failed = None;
-            for stage in stages {
-                match otlp() {
-                    Ok(e) => by_stage.push((stage.to_string(), format!("{prefix}-{stage}"), e)),
-                    Err(e) => failed = Some(e),
-                }
-            }
-            match (failed, otlp()) {
-                (None, Ok(rest)) => Ok(builder
+        // The process's name prefixes each stage's: `choreo-validator`, or `acme-validator`.
+        Process::Pipeline(stages) => stages
+            .iter()
+            .map(|stage| Ok((stage.to_string(), format!("{name}-{stage}"), otlp()?)))
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|by_stage| {
+                let rest = otlp()?;
+                Ok(builder
                     .with_batch_exporter(ByStage { by_stage, rest })
-                    .build()),
-                (Some(e), _) | (None, Err(e)) => Err(e),
-            }
-        }
+                    .build())
+            }),
     };
     match provider {
         Ok(p) => (p, exporting),

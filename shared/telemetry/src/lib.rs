@@ -59,9 +59,9 @@ pub enum Process<'a> {
 /// Installs the global subscriber: a log layer and the OpenTelemetry layer. Spans are exported when
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set, and kept in-process otherwise;
 /// their ids are real either way, so trace ids reach file records and message attributes. Safe to
-/// call twice (the second call does nothing). Returns what was decided about export, for the
-/// caller to log once logging is up.
-pub fn init(process: Process<'_>, format: LogFormat, default_filter: &str) -> Exporting {
+/// call twice (the second call does nothing). Once logging is up, it says where spans go
+/// (`TraceExportOn`), or why nowhere although asked (`TraceExportRefused`).
+pub fn init(process: Process<'_>, format: LogFormat, default_filter: &str) {
     let (tracer, exporting) = export::tracer(process);
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
@@ -87,7 +87,7 @@ pub fn init(process: Process<'_>, format: LogFormat, default_filter: &str) -> Ex
                 .with_filter(spans),
         )
         .try_init();
-    exporting
+    events::emit(&exporting);
 }
 
 /// For tests: trace ids without log noise (set `RUST_LOG` to see logs).
