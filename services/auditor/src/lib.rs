@@ -6,18 +6,23 @@
 //! sends ([`alerts`]). Beside its consumer the auditor runs that loop and the stuck-file sweep
 //! ([`sweep`]), each on one replica at a time, and serves the operators' HTTP surface when
 //! `operations.listen` is set ([`server`]): the JSON API ([`api`], guarded by [`auth`]; dead letters
-//! in [`dlq_routes`]) and the dashboard that reads it ([`dashboard`]). With `[telemetry] listen` set,
+//! in [`dlq_routes`], the flow graph in [`flow`], the charts' series in [`charts`]) and the
+//! dashboard that reads it ([`dashboard`]). With `[telemetry] listen` set,
 //! it also keeps the backlog gauges that `/metrics` shows ([`gauges`]).
 
 pub mod alerts;
 pub mod api;
 pub mod auth;
+pub mod charts;
 pub mod dashboard;
 pub mod dlq_routes;
 pub mod events;
+pub mod flow;
 pub mod gauges;
 pub mod server;
 pub mod sweep;
+#[cfg(test)]
+mod test_support;
 pub mod throughput;
 
 use async_trait::async_trait;

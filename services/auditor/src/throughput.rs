@@ -71,20 +71,8 @@ fn terminal_files(entry: &AuditEntry) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::entry;
     use choreo_domain::{FileId, Stage};
-
-    fn entry(event: Event, at: DateTime<Utc>) -> AuditEntry {
-        let mut envelope = Envelope::new(event);
-        envelope.occurred_at = at;
-        AuditEntry {
-            event_id: envelope.id.clone(),
-            event_type: envelope.event.kind().as_str().into(),
-            dataset: envelope.event.dataset().into(),
-            occurred_at: at,
-            recorded_at: at,
-            body: serde_json::to_value(&envelope).unwrap(),
-        }
-    }
 
     fn files(n: usize) -> Vec<FileId> {
         (0..n).map(|i| FileId(format!("f-{i}"))).collect()
