@@ -15,8 +15,8 @@
 //! It exits 0 only when every file reached INGESTED and no timer was lost.
 
 use crate::app::Pipeline;
-use crate::cli::progress_bar;
 use crate::demo;
+use crate::progress::progress_bar;
 use anyhow::{Context, bail};
 use choreo_domain::config::BackendKind;
 use choreo_domain::{FileRecord, FileState};

@@ -2,6 +2,7 @@
 
 use crate::app::{Pipeline, Summary};
 use crate::demo;
+use crate::progress::{bytes_bar, progress_bar};
 use crate::terminal::escape;
 use anyhow::{Context, bail};
 use choreo_domain::config::BackendKind;
@@ -10,9 +11,8 @@ use choreo_runtime::dlq::{DeadBody, DeadLetter, Selection};
 use choreo_runtime::retry::{RetryReport, RetryScope};
 use choreo_runtime::{ServiceContext, Settings};
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +41,9 @@ pub struct Global {
     /// Backend: local (SQLite and directories) or aws.
     #[arg(long, global = true, value_parser = ["local", "aws"])]
     pub backend: Option<String>,
+    /// No progress bars or progress lines (results and errors are still printed).
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +232,7 @@ fn settings(global: &Global) -> anyhow::Result<Settings> {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    crate::progress::set_quiet(cli.global.quiet);
     match cli.command {
         Command::Up(args) => up(&cli.global, args).await,
         Command::Put(args) => put(&cli.global, args).await,
@@ -240,22 +244,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(args) => crate::bench::run(args).await,
         Command::JobWorker => Ok(choreo_local::worker::serve_worker().await),
     }
-}
-
-/// A progress bar on standard error, hidden when standard output is not a terminal (scripts and
-/// tests read the output, not the bar).
-pub(crate) fn progress_bar(len: u64, what: &str) -> ProgressBar {
-    if !std::io::stdout().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    if let Ok(style) =
-        ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {elapsed_precise}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar.set_prefix(what.to_string());
-    bar
 }
 
 async fn dlq(global: &Global, cmd: DlqCommand) -> anyhow::Result<i32> {
@@ -427,6 +415,7 @@ async fn up(global: &Global, args: UpArgs) -> anyhow::Result<i32> {
         config: global.config.clone(),
         data_dir: global.data_dir.clone(),
         backend: global.backend.clone(),
+        quiet: global.quiet,
     };
     // The demo's configuration is written under a temporary name and renamed once the samples are
     // in: a demo killed half-way through writing starts over rather than running with half its files.
@@ -497,7 +486,12 @@ async fn up(global: &Global, args: UpArgs) -> anyhow::Result<i32> {
         eprintln!("dashboard: {link}");
     }
     if args.exit_when_idle {
-        pipeline.wait_until_idle(&shutdown).await?;
+        let stop = CancellationToken::new();
+        let progress = tokio::spawn(crate::progress::watch_up(pipeline.clone(), stop.clone()));
+        let idle = pipeline.wait_until_idle(&shutdown).await;
+        stop.cancel();
+        let _ = progress.await;
+        idle?;
         shutdown.cancel();
     }
     tasks.wait().await;
@@ -585,18 +579,31 @@ async fn put(global: &Global, args: PutArgs) -> anyhow::Result<i32> {
     let pipeline = Pipeline::open(settings).await?;
     let objects = pipeline.monitor.ports().objects;
     let bucket = &pipeline.settings.config.buckets.input;
-    for (path, key) in uploads {
-        objects
-            .put_file(bucket, &key, path)
-            .await
-            .with_context(|| format!("uploading {}", path.display()))?;
-        println!(
-            "{} -> {}/{}",
-            escape(&path.display().to_string()),
-            escape(bucket),
-            escape(&key)
-        );
+    // Sizes up front, for a bar of bytes; a file that cannot be read fails at its upload.
+    let sizes: Vec<u64> = uploads
+        .iter()
+        .map(|(path, _)| std::fs::metadata(path).map_or(0, |m| m.len()))
+        .collect();
+    let bar = bytes_bar(sizes.iter().sum(), "put");
+    let files = uploads.len();
+    for (done, ((path, key), size)) in uploads.into_iter().zip(sizes).enumerate() {
+        bar.set_message(format!("{done}/{files} files"));
+        let uploaded = objects.put_file(bucket, &key, path).await;
+        if uploaded.is_err() {
+            bar.finish_and_clear();
+        }
+        uploaded.with_context(|| format!("uploading {}", path.display()))?;
+        bar.inc(size);
+        bar.suspend(|| {
+            println!(
+                "{} -> {}/{}",
+                escape(&path.display().to_string()),
+                escape(bucket),
+                escape(&key)
+            )
+        });
     }
+    bar.finish_and_clear();
     Ok(0)
 }
 
@@ -746,6 +753,9 @@ fn print_record(r: &FileRecord, trace_link: impl Fn(&str) -> Option<String>) {
     }
 }
 
+/// From this size on, `choreo validate` shows the bytes it has read.
+const LARGE_FILE: u64 = 16 << 20;
+
 fn validate(args: ValidateArgs) -> anyhow::Result<i32> {
     use choreo_validation::{Compression, CsvDialect, Format, Limits, TableSchema};
     let schema_text = std::fs::read_to_string(&args.schema)
@@ -777,8 +787,15 @@ fn validate(args: ValidateArgs) -> anyhow::Result<i32> {
     };
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
+    // Bytes read from the file (compressed, if it is): a small file is done before a bar helps.
+    let len = file.metadata().map_or(0, |m| m.len());
+    let bar = if len >= LARGE_FILE {
+        bytes_bar(len, "validate")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let report = choreo_validation::validate(
-        std::io::BufReader::new(file),
+        std::io::BufReader::new(bar.wrap_read(file)),
         &format,
         compression,
         &schema,
@@ -789,6 +806,7 @@ fn validate(args: ValidateArgs) -> anyhow::Result<i32> {
             ..Limits::default()
         },
     );
+    bar.finish_and_clear();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

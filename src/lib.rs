@@ -14,11 +14,13 @@
 //! - `shared/local`: the embedded backend (SQLite and directories); `shared/backend` picks one.
 //! - `services/*`: one crate per stage, each a handler and a thin binary.
 //! - this crate: [`app::Pipeline`] (all six services in one process), the `choreo` command line, and
-//!   [`bench`], the pipeline's end-to-end benchmark; [`terminal::escape`] for what it prints.
+//!   [`bench`], the pipeline's end-to-end benchmark; [`terminal::escape`] for what it prints, and
+//!   [`progress`] for the bars and lines it shows while it waits.
 
 pub mod app;
 pub mod bench;
 pub mod bench_transform;
 pub mod cli;
 pub mod demo;
+pub mod progress;
 pub mod terminal;
