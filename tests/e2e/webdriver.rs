@@ -165,6 +165,16 @@ impl Browser {
             .await;
     }
 
+    /// Types `text` into a field.
+    pub async fn send_keys(&self, element: &str, text: &str) {
+        self.command(
+            Method::POST,
+            &format!("/element/{element}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
     pub async fn execute(&self, script: &str) -> Value {
         self.command(
             Method::POST,
@@ -172,6 +182,54 @@ impl Browser {
             Some(json!({"script": script, "args": []})),
         )
         .await
+    }
+
+    /// The `textContent` of the first element matching `css`, or `None` if none does: unlike
+    /// [`Browser::text`], it reads SVG text and elements laid out with `display: contents`.
+    pub async fn text_content(&self, css: &str) -> Option<String> {
+        let script = format!(
+            "const e = document.querySelector({}); return e ? e.textContent : null",
+            json!(css)
+        );
+        self.execute(&script).await.as_str().map(str::to_string)
+    }
+
+    /// Waits until `ready` holds for [`Browser::text_content`] of `css`, and returns it.
+    pub async fn wait_for_content(&self, css: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let last = self.text_content(css).await;
+            if let Some(t) = &last
+                && ready(t)
+            {
+                return t.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} never held what was expected; last content: {last:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// How many elements match `css` now.
+    pub async fn count(&self, css: &str) -> usize {
+        self.find_all(css).await.len()
+    }
+
+    /// Makes the page `width` by `height` CSS pixels, as a device of that size shows it (through
+    /// Chromium's device emulation: a window cannot be made as narrow as a phone), and returns
+    /// the page's width as it reports it.
+    pub async fn set_page_width(&self, width: u64, height: u64) -> u64 {
+        let metrics = json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": {
+            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600
+        }});
+        self.command(Method::POST, "/goog/cdp/execute", Some(metrics))
+            .await;
+        self.execute("return window.innerWidth")
+            .await
+            .as_u64()
+            .unwrap()
     }
 
     /// Saves what the window shows as a PNG.
