@@ -628,24 +628,40 @@ struct ReasonGroup {
 }
 
 /// The part of a reason that groups it: up to its second `:` (the validator's `invalid: <kind>`,
-/// a job's `job run failed: <state>`), with numbers written `N`, since row numbers, counts and
-/// exit codes differ between otherwise equal failures.
+/// a job's `job run failed: <state>`), without what differs between otherwise equal failures:
+/// remarks in parentheses (`(after 21 rows)`), quoted values (a key, a field's value) written
+/// `"…"`, and numbers (rows, lines, counts, exit codes) written `N`. Numbers inside a word stay:
+/// `UTF-8` is a name.
 fn reason_group(reason: &str) -> String {
     let head: String = reason.splitn(3, ':').take(2).collect::<Vec<_>>().join(":");
-    let mut out = String::with_capacity(head.len());
-    let mut in_number = false;
-    for c in head.trim().chars() {
-        if c.is_ascii_digit() {
-            if !in_number {
-                out.push('N');
+    let mut plain = String::with_capacity(head.len());
+    let (mut depth, mut quoted) = (0usize, false);
+    for c in head.chars() {
+        match c {
+            '(' if !quoted => depth += 1,
+            ')' if !quoted && depth > 0 => depth -= 1,
+            '"' if depth == 0 => {
+                quoted = !quoted;
+                if quoted {
+                    plain.push_str("\"…\"");
+                }
             }
-            in_number = true;
-        } else {
-            in_number = false;
-            out.push(c);
+            c if depth == 0 && !quoted => plain.push(c),
+            _ => {}
         }
     }
-    out
+    plain
+        .split_whitespace()
+        .map(|word| {
+            let bare = word.trim_end_matches([',', '.', ';']);
+            if !bare.is_empty() && bare.chars().all(|c| c.is_ascii_digit()) {
+                word.replacen(bare, "N", 1)
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Groups failures (newest first) by stage and [`reason_group`], the largest group first.
@@ -1019,6 +1035,17 @@ mod tests {
             "job run N failed: exit code N"
         );
         assert_eq!(reason_group("timeout"), "timeout");
+        // The same fatal reason, at another line and with or without a remark.
+        for reason in [
+            "invalid: invalid UTF-8 at line 22 (after 21 rows)",
+            "invalid: invalid UTF-8 at line 1",
+        ] {
+            assert_eq!(reason_group(reason), "invalid: invalid UTF-8 at line N");
+        }
+        assert_eq!(
+            reason_group("invalid: no dataset matches the key \"misc/a: b.txt\""),
+            "invalid: no dataset matches the key \"…\""
+        );
     }
 
     #[tokio::test]

@@ -218,18 +218,18 @@ function drawBars(container, rows) {
 // ---------------------------------------------------------------------------------------------
 // The flow: the choreography as a graph.
 
-// Where each node is drawn (centre), in the graph's own units.
+// Where each node is drawn (centre, and width when not NODE_W), in the graph's own units.
 const FLOW_LAYOUT = {
-  input: [70, 190, 110],
-  ingestor: [240, 190],
-  validator: [430, 190],
-  crawler: [630, 100],
-  transformer: [830, 100],
-  quarantine: [630, 290],
-  auditor: [240, 330],
-  INGESTED: [1040, 60],
-  FAILED: [1040, 190],
-  QUARANTINED: [1040, 310],
+  input: [55, 200, 100],
+  ingestor: [255, 200],
+  validator: [475, 200],
+  crawler: [715, 95],
+  transformer: [955, 95],
+  quarantine: [715, 305],
+  auditor: [255, 330],
+  INGESTED: [1175, 45, 130],
+  FAILED: [1175, 200, 130],
+  QUARANTINED: [1175, 330, 130],
 };
 const NODE_W = 150;
 const NODE_H = 74;
@@ -239,13 +239,13 @@ function edgePoints(from, to) {
   const [fx, fy, fw = NODE_W] = FLOW_LAYOUT[from];
   const [tx, ty, tw = NODE_W] = FLOW_LAYOUT[to];
   if (from === "crawler" && to === "FAILED") {
-    return [[fx, fy + NODE_H / 2], [fx, 190], [tx - tw / 2, 190]];
+    return [[fx, fy + NODE_H / 2], [fx, 200], [tx - tw / 2, 200]];
   }
   return [[fx + fw / 2, fy], [tx - tw / 2, ty]];
 }
 
 function drawFlowGraph(flow) {
-  const box = svg("svg", { viewBox: "0 0 1120 380", role: "img", "aria-label": "the pipeline as a graph" });
+  const box = svg("svg", { viewBox: "0 0 1250 380", role: "img", "aria-label": "the pipeline as a graph" });
   const defs = svg("defs");
   const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto" });
   marker.append(svg("path", { d: "M0,0 L10,5 L0,10 z", class: "arrowhead" }));
@@ -255,12 +255,13 @@ function drawFlowGraph(flow) {
     const pts = edgePoints(e.from, e.to);
     const g = svg("g", { class: "edge" + (e.backlog > 0 ? " busy" : ""), "data-edge": e.from + ">" + e.to });
     g.append(svg("polyline", { points: pts.map((p) => p.join(",")).join(" "), "marker-end": "url(#arrow)" }));
+    // The label on the edge's last stretch: what waits above the line, the rate below it.
     const [a, b] = [pts[pts.length - 2], pts[pts.length - 1]];
     const [mx, my] = [(a[0] + b[0]) / 2, (a[1] + b[1]) / 2];
-    const parts = [];
-    if (e.backlog !== null && e.backlog !== undefined) parts.push(e.backlog + " waiting");
-    parts.push(e.per_minute.toFixed(1) + "/min");
-    g.append(svg("text", { x: mx, y: my - 7, class: "edge-label", "text-anchor": "middle" }, parts.join(" · ")));
+    if (e.backlog !== null && e.backlog !== undefined) {
+      g.append(svg("text", { x: mx, y: my - 7, class: "edge-label backlog", "text-anchor": "middle" }, e.backlog + " waiting"));
+    }
+    g.append(svg("text", { x: mx, y: my + 17, class: "edge-label rate", "text-anchor": "middle" }, e.per_minute.toFixed(1) + "/min"));
     box.append(g);
   }
   for (const n of flow.nodes) {
