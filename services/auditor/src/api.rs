@@ -698,7 +698,7 @@ fn group_by_reason(failures: impl Iterator<Item = Failure>) -> Vec<ReasonGroup> 
         g.sample_files.extend(f.files.into_iter().take(room));
     }
     // Stable: equal groups keep the order of their newest failure.
-    groups.sort_by(|a, b| b.files.cmp(&a.files));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.files));
     groups
 }
 
