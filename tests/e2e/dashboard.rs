@@ -208,6 +208,26 @@ async fn the_dashboard_shows_the_flow_charts_timelines_and_lists() {
     assert_fits(&browser, "flow").await;
     browser.screenshot(&dir.join("flow.png")).await;
 
+    // One dataset: its own counts, and a note that queues are shared.
+    let sales = api("/api/flow?dataset=sales_daily".into()).await;
+    let pick = browser.find_all("#dataset option[value=sales_daily]").await;
+    browser.click(&pick[0]).await;
+    let want = sales["counts"]["INGESTED"].to_string();
+    assert_ne!(want, counts["INGESTED"].to_string(), "the datasets differ");
+    browser
+        .wait_for_content("#flow-graph [data-node=INGESTED] .count", |t| t == want)
+        .await;
+    browser
+        .wait_for_text("#flow-note", |t| t.contains("every dataset"))
+        .await;
+    browser
+        .click(&browser.find_all("#dataset option[value='']").await[0])
+        .await;
+    let all = counts["INGESTED"].to_string();
+    browser
+        .wait_for_content("#flow-graph [data-node=INGESTED] .count", |t| t == all)
+        .await;
+
     // The charts: the files done in the last hour, and time per stage.
     browser
         .click(&browser.find_all("#nav a[data-view=charts]").await[0])
@@ -253,6 +273,53 @@ async fn the_dashboard_shows_the_flow_charts_timelines_and_lists() {
             t.lines().next().is_some_and(|l| l.contains(&newest))
         })
         .await;
+    // Pages of 5: the second is the API's second, and a reload keeps it.
+    let page_ids = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let first = api("/api/files?order=recent&limit=5".into()).await;
+    let cursor = first["next"].as_str().unwrap();
+    let second = page_ids(&api(format!("/api/files?order=recent&limit=5&before={cursor}")).await);
+    open(&browser, "view=files&size=5").await;
+    let shows = |ids: Vec<String>| {
+        move |t: &str| {
+            let lines: Vec<&str> = t.lines().collect();
+            lines.len() == ids.len()
+                && lines
+                    .iter()
+                    .zip(&ids)
+                    .all(|(l, id)| l.contains(id.as_str()))
+        }
+    };
+    browser
+        .wait_for_text("#files tbody", shows(page_ids(&first)))
+        .await;
+    browser
+        .click(&browser.find_all("#next-page").await[0])
+        .await;
+    browser
+        .wait_for_text("#files tbody", shows(second.clone()))
+        .await;
+    browser.execute("location.reload(); return null").await;
+    browser
+        .wait_for_text("#files tbody", shows(second.clone()))
+        .await;
+    browser
+        .wait_for_text("#page-number", |t| t == "page 2")
+        .await;
+    browser
+        .click(&browser.find_all("#prev-page").await[0])
+        .await;
+    browser
+        .wait_for_text("#files tbody", shows(page_ids(&first)))
+        .await;
+    open(&browser, "view=files").await;
+
     let o = browser.find_all("#f-state option[value=QUARANTINED]").await;
     browser.click(&o[0]).await;
     let key = browser.find_all("#f-key").await[0].clone();

@@ -8,6 +8,7 @@
 "use strict";
 
 const REFRESH_MS = 5000;
+// Files a page, unless the address says otherwise (`size=`).
 const PAGE_SIZE = 25;
 const TOKEN_KEY = "choreo.token";
 const TERMINAL = ["INGESTED", "QUARANTINED", "FAILED"];
@@ -384,7 +385,8 @@ const VIEWS = {
         if (document.activeElement !== $(id)) $(id).value = r.get(k) || "";
       }
       const pages = (r.get("pages") || "").split(",").filter(Boolean);
-      const p = new URLSearchParams({ order: "recent", limit: PAGE_SIZE });
+      const size = Math.min(Math.max(Number(r.get("size")) || PAGE_SIZE, 1), 500);
+      const p = new URLSearchParams({ order: "recent", limit: size });
       for (const k of ["dataset", "state", "key"]) if (r.get(k)) p.set(k, r.get(k));
       if (r.get("within")) p.set("since", new Date(Date.now() - r.get("within") * 60000).toISOString());
       if (pages.length) p.set("before", pages[pages.length - 1]);
