@@ -125,7 +125,7 @@ impl IntoResponse for ApiError {
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
 #[derive(Serialize)]
-struct Datasets {
+pub struct Datasets {
     /// Every state, in pipeline order: the columns of the overview.
     states: [FileState; 8],
     datasets: Vec<DatasetView>,
@@ -142,14 +142,24 @@ struct DatasetView {
     throughput: throughput::Throughput,
 }
 
-/// Configured datasets first (in configuration order, even without files), then any other dataset
-/// the store has files for.
 async fn datasets(State(api): State<Api>) -> ApiResult<Datasets> {
     let counts = api.ports.state.counts().await?;
     let recent = api.ports.audit.recent(throughput::SCAN).await?;
-    let (rates, throughput_partial) = throughput::from_audit(&recent, Utc::now(), throughput::SCAN);
-    let mut names: Vec<String> = api.config.datasets.iter().map(|d| d.name.clone()).collect();
-    for (d, _, _) in &counts {
+    Ok(Json(overview(&api.config, &counts, &recent, Utc::now())))
+}
+
+/// Files per dataset and state with throughput, from the store's counts and the newest audit
+/// entries: configured datasets first (in configuration order, even without files), then any
+/// other dataset the store has files for.
+pub fn overview(
+    config: &Config,
+    counts: &[(String, FileState, u64)],
+    recent: &[choreo_ports::AuditEntry],
+    now: DateTime<Utc>,
+) -> Datasets {
+    let (rates, throughput_partial) = throughput::from_audit(recent, now, throughput::SCAN);
+    let mut names: Vec<String> = config.datasets.iter().map(|d| d.name.clone()).collect();
+    for (d, _, _) in counts {
         if !names.contains(d) {
             names.push(d.clone());
         }
@@ -170,11 +180,11 @@ async fn datasets(State(api): State<Api>) -> ApiResult<Datasets> {
             }
         })
         .collect();
-    Ok(Json(Datasets {
+    Datasets {
         states: FileState::ALL,
         datasets,
         throughput_partial,
-    }))
+    }
 }
 
 #[derive(Deserialize)]
@@ -878,6 +888,17 @@ mod tests {
         let (_, all) = get_json(&app, "/api/flow").await;
         assert_eq!(all["counts"]["VALID"], 2);
         assert_eq!(all["shared_queues"], false);
+        // The overview and the queues beside it, from the same reads.
+        let overview = &all["overview"]["datasets"];
+        let d = overview
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "d")
+            .unwrap();
+        assert_eq!(d["total"], 3);
+        assert_eq!(d["throughput"]["last_hour"], 1);
+        assert_eq!(all["queues"].as_array().unwrap().len(), 6);
     }
 
     #[tokio::test]

@@ -8,9 +8,10 @@
 //! Per dataset, file counts and rates are that dataset's; queue depths are not (a queue carries
 //! every dataset's messages), and say so (`shared_queues`). The depths are the ones `/api/queues`
 //! reads, so the flow costs what that route costs plus one audit read ([`throughput::SCAN`]
-//! entries) and one count of files per state.
+//! entries) and one count of files per state; it answers the overview and the queues with it, so
+//! the dashboard's first view makes one request.
 
-use crate::api::{Api, ApiError, QueueView, queue_views};
+use crate::api::{Api, ApiError, Datasets, QueueView, overview, queue_views};
 use crate::throughput;
 use axum::Json;
 use axum::extract::{Query, State};
@@ -225,20 +226,37 @@ pub struct FlowParams {
     dataset: Option<String>,
 }
 
+/// The flow with what the dashboard shows beside it — the overview of `/api/datasets` and the
+/// queues of `/api/queues` — from the same reads: on AWS the store's counts are a Scan, and the
+/// page asks every few seconds.
+#[derive(Serialize)]
+pub struct FlowView {
+    #[serde(flatten)]
+    pub flow: Flow,
+    pub overview: Datasets,
+    pub queues: Vec<QueueView>,
+}
+
 pub async fn flow(
     State(api): State<Api>,
     Query(p): Query<FlowParams>,
-) -> Result<Json<Flow>, ApiError> {
+) -> Result<Json<FlowView>, ApiError> {
     let dataset = p.dataset.filter(|d| !d.is_empty());
+    let all = api.ports.state.counts().await?;
     let mut counts: BTreeMap<FileState, u64> = FileState::ALL.into_iter().map(|s| (s, 0)).collect();
-    for (d, s, n) in api.ports.state.counts().await? {
-        if dataset.as_ref().is_none_or(|want| *want == d) {
-            *counts.entry(s).or_default() += n;
+    for (d, s, n) in &all {
+        if dataset.as_ref().is_none_or(|want| want == d) {
+            *counts.entry(*s).or_default() += n;
         }
     }
     let queues = queue_views(&api).await?;
     let entries = api.ports.audit.recent(throughput::SCAN).await?;
-    Ok(Json(build(dataset, counts, &queues, &entries, Utc::now())))
+    let now = Utc::now();
+    Ok(Json(FlowView {
+        flow: build(dataset, counts, &queues, &entries, now),
+        overview: overview(&api.config, &all, &entries, now),
+        queues,
+    }))
 }
 
 #[cfg(test)]

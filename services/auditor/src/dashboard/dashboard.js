@@ -343,19 +343,16 @@ const VIEWS = {
   flow: {
     title: "Flow",
     async draw() {
-      const [flow, d, qs] = await Promise.all([
-        api("/flow" + datasetQuery()),
-        api("/datasets"),
-        api("/queues"),
-      ]);
+      // One request: the graph, the datasets' overview and the queues come from the same reads.
+      const flow = await api("/flow" + datasetQuery());
       const g = $("flow-graph");
       replaceIfChanged(g, flow.nodes.concat(flow.edges), () => [drawFlowGraph(flow)]);
       $("flow-note").textContent =
         (flow.shared_queues ? "Queue depths are every dataset's; files and rates are " + flow.dataset + "'s. " : "") +
         (flow.rates_partial ? "Rates are a lower bound: more events happened than were read." : "");
-      drawDatasets(d);
-      fillDatasets(d);
-      drawQueues(qs);
+      drawDatasets(flow.overview);
+      fillDatasets(flow.overview);
+      drawQueues(flow.queues);
     },
   },
 
@@ -654,7 +651,12 @@ async function refresh() {
   $("dataset").value = r.get("dataset") || "";
   try {
     await VIEWS[name].draw(r);
-    if (name !== "flow") fillDatasets(await api("/datasets"));
+    // The picker's datasets, for views that do not read them anyway: at most once a minute, since
+    // on AWS counting files reads the whole state table.
+    if (name !== "flow" && Date.now() - datasetsRead > 60000) {
+      fillDatasets(await api("/datasets"));
+      datasetsRead = Date.now();
+    }
     $("main").hidden = false;
     $("login").hidden = true;
     $("status").textContent = "updated " + new Date().toLocaleTimeString();
@@ -663,6 +665,9 @@ async function refresh() {
     showError(e);
   }
 }
+
+// When the dataset picker was last filled from `/api/datasets`.
+let datasetsRead = 0;
 
 function fillDatasets(d) {
   fillOptions($("dataset"), d.datasets.map((ds) => ds.name));
