@@ -7,6 +7,7 @@
 
 use crate::app::{Pipeline, Summary};
 use choreo_domain::FileState;
+use choreo_domain::config::BackendKind;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,9 +62,11 @@ fn styled(len: u64, what: &str, template: &str) -> ProgressBar {
 
 /// How `up --exit-when-idle` reports files reaching terminal states: a bar redrawn every
 /// [`BAR_EVERY`] when [`attended`], or else a line every [`LINE_EVERY`] (a log file, CI), only
-/// when something changed.
+/// when something changed. On AWS the counts are read every [`AWS_EVERY`] whichever it is: they
+/// are a Scan of the state table.
 pub const BAR_EVERY: Duration = Duration::from_secs(1);
 pub const LINE_EVERY: Duration = Duration::from_secs(10);
+pub const AWS_EVERY: Duration = Duration::from_secs(15);
 
 /// Files in terminal states, and all files, from a summary.
 pub fn terminal_counts(summary: &Summary) -> (u64, u64, [u64; 3]) {
@@ -105,7 +108,13 @@ pub async fn watch_up(pipeline: Pipeline, stop: CancellationToken) {
         }
         bar
     });
-    let every = if bar.is_some() { BAR_EVERY } else { LINE_EVERY };
+    let every = if pipeline.settings.config.backend == BackendKind::Aws {
+        AWS_EVERY
+    } else if bar.is_some() {
+        BAR_EVERY
+    } else {
+        LINE_EVERY
+    };
     let mut last = String::new();
     loop {
         tokio::select! {

@@ -358,6 +358,8 @@ const VIEWS = {
 
   charts: {
     title: "Charts",
+    // Time per stage reads up to 1,500 file histories: every 30 s is enough for a chart of hours.
+    every: 30000,
     async draw(r) {
       const minutes = r.get("minutes") || "60";
       $("chart-minutes").value = minutes;
@@ -638,11 +640,18 @@ function showError(e) {
   $("status").className = "error";
 }
 
-// Draws the view the address names; the dataset list is kept fresh for the picker.
+// The view last drawn, and when: a view may ask to be redrawn less often than REFRESH_MS.
+const drawn = { view: null, fragment: null, at: 0 };
+
+// Draws the view the address names; the dataset list is kept fresh for the picker. The timer's
+// calls redraw a view no more often than its `every`; a change of address always redraws.
 async function refresh() {
   if (!sessionStorage.getItem(TOKEN_KEY)) return askForToken("");
   const r = route();
   const name = VIEWS[r.get("view")] ? r.get("view") : "flow";
+  const every = VIEWS[name].every || REFRESH_MS;
+  const same = drawn.view === name && drawn.fragment === location.hash;
+  if (same && Date.now() - drawn.at < every - 500) return;
   for (const [key, v] of Object.entries(VIEWS)) {
     $("view-" + key).hidden = key !== name;
     const tab = document.querySelector('#nav a[data-view="' + key + '"]');
@@ -657,6 +666,7 @@ async function refresh() {
       fillDatasets(await api("/datasets"));
       datasetsRead = Date.now();
     }
+    Object.assign(drawn, { view: name, fragment: location.hash, at: Date.now() });
     $("main").hidden = false;
     $("login").hidden = true;
     $("status").textContent = "updated " + new Date().toLocaleTimeString();
@@ -676,6 +686,7 @@ function fillDatasets(d) {
 }
 
 function askForToken(message) {
+  drawn.at = 0; // once a token is given, draw at once
   $("main").hidden = true;
   $("login").hidden = false;
   $("login-error").textContent = message;
