@@ -242,7 +242,7 @@ pub async fn flow(
     Query(p): Query<FlowParams>,
 ) -> Result<Json<FlowView>, ApiError> {
     let dataset = p.dataset.filter(|d| !d.is_empty());
-    let all = api.ports.state.counts().await?;
+    let all = api.file_counts().await?;
     let mut counts: BTreeMap<FileState, u64> = FileState::ALL.into_iter().map(|s| (s, 0)).collect();
     for (d, s, n) in &all {
         if dataset.as_ref().is_none_or(|want| want == d) {

@@ -76,10 +76,7 @@ async fn serve(ctx: ServiceContext, shutdown: CancellationToken) {
     {
         emit(DashboardAddrFileError { path, error });
     }
-    let app = router(Api {
-        ports: ctx.ports.clone(),
-        config: Arc::new(config.clone()),
-    });
+    let app = router(Api::new(ctx.ports.clone(), Arc::new(config.clone())));
     serve_http(
         listener,
         app,
