@@ -10,6 +10,7 @@ use choreo_domain::event::ATTR_EVENT_TYPE;
 use choreo_ports::{EventBus, Notifier, OutgoingMessage, PortError};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{OnceCell, Semaphore, mpsc, oneshot};
 
 /// The most messages `PublishBatch` takes, and their most bytes together.
@@ -18,6 +19,9 @@ const BATCH_MAX_BYTES: usize = 256 * 1024;
 /// `PublishBatch` calls in flight at once per bus: while they all wait, publishes queue up and
 /// leave together in the next batches.
 const BATCHES_IN_FLIGHT: usize = 4;
+/// How long a batch that is not full waits for more publishes: handlers finishing close together
+/// (a wave of files through one stage) then share a call.
+const GATHER: Duration = Duration::from_millis(20);
 
 /// The events topic, by name.
 #[derive(Debug, Clone)]
@@ -98,9 +102,9 @@ impl EventBus for SnsBus {
     /// delivers to the subscribed queues, retrying SQS deliveries by itself.
     ///
     /// Publishes leave in `PublishBatch` calls, which SNS bills as one request per 64 KB: each
-    /// publish joins the next batch and waits for that batch's answer about itself. Nothing waits
-    /// on purpose: a lone publish leaves at once, and batches fill when publishes come together
-    /// (while [`BATCHES_IN_FLIGHT`] batches are on their way, the next ones gather).
+    /// publish joins the next batch and waits for that batch's answer about itself. A batch waits
+    /// at most [`GATHER`] for company, and while [`BATCHES_IN_FLIGHT`] batches are on their way
+    /// the next ones gather.
     async fn publish(&self, message: OutgoingMessage) -> Result<(), PortError> {
         if !message.attributes.contains_key(ATTR_EVENT_TYPE) {
             return Err(PortError::permanent(
@@ -153,17 +157,18 @@ impl Batches {
             };
             let mut bytes = first.message.size();
             let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + GATHER;
             while batch.len() < BATCH_MAX {
-                match rx.try_recv() {
-                    Ok(w) if bytes + w.message.size() > BATCH_MAX_BYTES => {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(w)) if bytes + w.message.size() > BATCH_MAX_BYTES => {
                         next = Some(w);
                         break;
                     }
-                    Ok(w) => {
+                    Ok(Some(w)) => {
                         bytes += w.message.size();
                         batch.push(w);
                     }
-                    Err(_) => break,
+                    Ok(None) | Err(_) => break,
                 }
             }
             let this = this.clone();
