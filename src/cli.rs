@@ -498,10 +498,10 @@ async fn up(global: &Global, args: UpArgs) -> anyhow::Result<i32> {
     ops_stop.cancel();
     let summary = pipeline.summary().await?;
     print_summary(&summary);
-    if let Some(calls) = pipeline.backend.api_calls() {
+    if let Some(bill) = pipeline.backend.api_bill() {
         let files = summary.iter().map(|(_, _, n)| n).sum();
         println!("\nAWS API calls by the services, for {files} file(s):");
-        print!("{}", choreo_aws::cost::report(&calls, files));
+        print!("{}", choreo_aws::cost::report(&bill, files));
     }
     Ok(0)
 }

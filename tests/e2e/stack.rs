@@ -446,10 +446,8 @@ fn iam_actions(service: &str, op: &str) -> Vec<String> {
         ("sqs", "DeleteMessageBatch") => same("DeleteMessage"),
         ("sqs", "SendMessageBatch") => same("SendMessage"),
         ("sqs", "ChangeMessageVisibilityBatch") => same("ChangeMessageVisibility"),
-        // A transaction needs the actions of its items: the audit log's puts and counter updates.
-        ("dynamodb", "TransactWriteItems") => {
-            vec!["dynamodb:PutItem".into(), "dynamodb:UpdateItem".into()]
-        }
+        // SNS authorises a batch as the publishes it holds.
+        ("sns", "PublishBatch") => same("Publish"),
         _ => same(op),
     }
 }

@@ -30,6 +30,7 @@ use choreo_domain::Stage;
 use choreo_ports::ReceivedMessage;
 use choreo_runtime::{Background, Handler, HandlerError, ServiceContext, decode};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub const STAGE: Stage = Stage::Auditor;
@@ -42,11 +43,22 @@ pub const SPEC: choreo_runtime::ServiceSpec = choreo_runtime::ServiceSpec {
     background: Some(background),
 };
 
+/// How long a queue depth read on SQS serves the dashboard and the gauges: one
+/// `GetQueueAttributes` per queue per half minute, about $0.035 a month per queue, however many
+/// pages are open (locally a depth is a SQLite count, read every time).
+const DEPTHS_KEPT_ON_AWS: Duration = Duration::from_secs(30);
+
 /// The HTTP surface, the alert delivery loop, the stuck-file sweep and the backlog gauges, until
 /// `shutdown`.
-fn background(ctx: ServiceContext, shutdown: CancellationToken) -> Background {
+fn background(mut ctx: ServiceContext, shutdown: CancellationToken) -> Background {
     // Names this replica in the leases that keep the loops to one replica at a time.
     let holder = format!("auditor-{}", uuid::Uuid::new_v4());
+    // The pages and the gauges read depths through one cache: on SQS each read is a billed call.
+    let ttl = match ctx.settings.config.backend {
+        choreo_domain::config::BackendKind::Aws => DEPTHS_KEPT_ON_AWS,
+        choreo_domain::config::BackendKind::Local => Duration::ZERO,
+    };
+    ctx.ports.queues = choreo_runtime::depths::cached(ctx.ports.queues.clone(), ttl);
     Box::pin(async move {
         tokio::join!(
             server::background(ctx.clone(), shutdown.clone()),

@@ -54,6 +54,8 @@ impl AwsBackend {
 
     pub fn with_clients(clients: AwsClients, config: &Config) -> AwsBackend {
         let aws = &config.aws;
+        // As `dynamo::create_tables` makes it.
+        clients.calls.keys_only_index(&aws.state_table);
         let queues = SqsQueues {
             sqs: clients.sqs.clone(),
             cache: Arc::default(),

@@ -9,6 +9,7 @@
 //! can be repeated: calls that start something (a crawl, a job run) opt out (`glue.rs`), and
 //! conditional writes recognise their own earlier attempt (`dynamo.rs`).
 
+use crate::cost::{Bill, Ledger};
 use aws_sdk_sqs::config::{Credentials, Intercept};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
@@ -22,20 +23,43 @@ use aws_smithy_types::retry::RetryConfig;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-/// API calls made, by `(service, operation)`. Each attempt counts, as each is billed.
+/// API calls made, by `(service, operation)`, and what they are billed: each attempt counts, as
+/// each is billed. The bodies are read as they pass (see [`crate::cost`] for the pricing).
 #[derive(Debug, Clone, Default)]
 pub struct CallCounter {
-    calls: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    ledger: Arc<Mutex<Ledger>>,
 }
 
 impl CallCounter {
     pub fn snapshot(&self) -> BTreeMap<(String, String), u64> {
-        self.calls.lock().expect("counter lock").clone()
+        self.bill().calls
+    }
+
+    /// The calls so far with their billed units and the write units per DynamoDB partition key.
+    pub fn bill(&self) -> Bill {
+        self.ledger.lock().expect("ledger lock").bill()
     }
 
     pub fn reset(&self) {
-        self.calls.lock().expect("counter lock").clear();
+        self.ledger.lock().expect("ledger lock").reset();
     }
+
+    /// Tells the ledger that `table`'s index projects keys only, so that a write leaving the
+    /// index key alone is not charged an index write.
+    pub fn keys_only_index(&self, table: &str) {
+        self.ledger
+            .lock()
+            .expect("ledger lock")
+            .keys_only_index(table);
+    }
+}
+
+/// The request body of the attempt in flight, kept for the ledger until the response is in.
+#[derive(Debug, Clone)]
+struct RequestBody(Option<Vec<u8>>);
+
+impl Storable for RequestBody {
+    type Storer = StoreReplace<Self>;
 }
 
 impl Intercept for CallCounter {
@@ -45,19 +69,46 @@ impl Intercept for CallCounter {
 
     fn read_before_transmit(
         &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if let Some(m) = cfg.load::<Metadata>() {
-            let key = (m.service().to_string(), m.name().to_string());
-            *self
-                .calls
-                .lock()
-                .expect("counter lock")
-                .entry(key)
-                .or_default() += 1;
-        }
+        // S3 bodies are the data itself and priced per call: only the others are kept.
+        let service = cfg.load::<Metadata>().map(|m| m.service().to_string());
+        let body = match service.as_deref() {
+            Some("S3") | None => None,
+            Some(_) => context.request().body().bytes().map(<[u8]>::to_vec),
+        };
+        cfg.interceptor_state().store_put(RequestBody(body));
+        Ok(())
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(m) = cfg.load::<Metadata>() else {
+            return Ok(());
+        };
+        // An attempt that never reached the service is not billed.
+        let Some(response) = context.response() else {
+            return Ok(());
+        };
+        let request = cfg.load::<RequestBody>().and_then(|b| b.0.as_deref());
+        let succeeded = response.status().is_success();
+        let body = match m.service() {
+            "S3" => None,
+            _ => response.body().bytes(),
+        };
+        self.ledger.lock().expect("ledger lock").record(
+            m.service(),
+            m.name(),
+            request,
+            body,
+            succeeded,
+        );
         Ok(())
     }
 }

@@ -8,51 +8,57 @@
 //!
 //! | item | `pk` | attributes | `gsi1pk` / `gsi1sk` |
 //! |---|---|---|---|
-//! | file | `F#<file id>` | one per [`FileRecord`] field: `state` (NEW…), `size` (N), timestamps as RFC 3339, `history` as a list of maps | `F#<STATE>#<shard>` / `<dataset>#<file id>` |
+//! | file | `F#<file id>` | one per [`FileRecord`] field: `state` (NEW…), `size` (N), timestamps as RFC 3339, `history` as a list of maps | `F#<PHASE>#<shard>` / `<dataset>#<file id>` |
 //! | batch | `B#<batch id>` | `state`, `created_at`, the whole [`Batch`] as JSON in `body`, `write_token` (the last update's) | `B#<STATE>` / `<created_at>#<batch id>` |
 //! | lease | `L#<name>` | `holder`, `expires_at` (ms, N) | none (not indexed) |
 //!
-//! The global secondary index `by_dataset_state` (projection ALL) answers "files of dataset D in
-//! state S" without a hot partition. A file's index partition is its state and a shard, a stable
-//! hash of its id modulo `aws.index_shards`, so the files of one busy dataset in one state spread
-//! over `index_shards` index partitions; the dataset leads the sort key, so one dataset's files are
-//! one key range in each shard. DynamoDB allows about 1,000 WCU/s per partition, index partitions
-//! included, and a throttled index throttles the table: every transition writes two index entries
-//! (out of the old state's partition, into the new one), so raise `index_shards` if one state takes
-//! more than some `index_shards × 500` transitions a second.
+//! The global secondary index `by_phase` (keys only) answers "files of dataset D in state S"
+//! without a hot partition. A file's index partition is its phase and a shard, a stable hash of its
+//! id modulo `aws.index_shards`. The phase is `ACTIVE` for every state a file passes through (NEW,
+//! VALID, INVALID, CATALOGED, TRANSFORMING) and the state itself for those it rests in (INGESTED,
+//! QUARANTINED, FAILED). A move within a phase does not touch the index key, and a keys-only entry
+//! is only written when its key changes: of a file's four moves on its way to INGESTED, only the
+//! last writes the index (out of `ACTIVE`, into `INGESTED`). A listing reads ids from the index,
+//! then the records (`BatchGetItem`, a hundred at a time, in id order), and keeps those in the state
+//! asked for; only `ACTIVE` holds several states, and it holds only the files in flight. DynamoDB
+//! allows about 1,000 WCU/s per partition, index partitions included, and a throttled index
+//! throttles the table: each file writes `ACTIVE` twice (in, then out), so `index_shards` partitions
+//! carry `index_shards × 500` files a second at full load, a third of that with room to spare.
 //!
-//! Why the dataset is in the sort key and not in `gsi1pk` (`<dataset>#<STATE>#<shard>`): a
+//! Why the dataset is in the sort key and not in `gsi1pk` (`<dataset>#<PHASE>#<shard>`): a
 //! [`Transition`] names the file and the states but not the dataset, and the transition must be one
 //! `UpdateItem` (the history entry in the same write as the state). An update expression cannot
 //! build a string from a stored attribute, so it can only set `gsi1pk` to a value computed from
-//! the transition itself: the state and the id's shard. The same layout serves "files in state S"
+//! the transition itself: the phase and the id's shard. The same layout serves "files in state S"
 //! (all datasets) by Query instead of a Scan.
 //!
 //! Batches share the index under `B#<STATE>` (few items, created once per crawl window), so
-//! `batches_in` is a Query rather than a Scan of every file. Index reads are eventually consistent:
-//! a file or batch that changed a moment ago may be listed under its old state. Every write is
-//! conditional, so a stale listing costs a `Conflict`, never a wrong transition.
+//! `batches_in` is a Query (and a `BatchGetItem`) rather than a Scan of every file. Index reads are
+//! eventually consistent: a file or batch that changed a moment ago may be listed under its old
+//! state. Every write is conditional, so a stale listing costs a `Conflict`, never a wrong
+//! transition.
 //!
 //! # The audit table (`aws.audit_table`)
 //!
-//! Partition key `pk` only. Events are `E#<event id>` (put if absent), counters
-//! `C#<dataset>#<event type>` (`ADD count 1`), written in one transaction so a duplicate event is
-//! neither stored nor counted twice. The index `by_time` holds events under `EVENTS#<0..7>`, sorted
-//! by `<recorded_at>#<event id>` (eight shards, so the audit trail's writes are not one partition),
-//! and the counters under `COUNTS#<0..7>`, so `counts()` reads the counters, not the whole trail.
+//! Partition key `pk` only. Events are `E#<event id>`, each one conditional put (if absent), so a
+//! duplicate event is neither stored nor counted twice. The index `by_time` holds events under
+//! `EVENTS#<0..15>`, sorted by `<recorded_at>#<event id>`: sixteen shards, so that at 1,000 files a
+//! second (about 2,400 events) no index partition takes more than a third of its write limit (see
+//! `docs/cost.md`). There are no counter items: one per dataset and event type took every event of
+//! its dataset, so counts derive from the trail. Alerts are `A#<id>` under `ALERTS#PENDING` or
+//! `ALERTS#SENT`.
 
 use crate::client::AwsClients;
 use crate::error::{code, condition_held, port_error};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, IndexStatus,
-    KeySchemaElement, KeyType, PointInTimeRecoverySpecification, Projection, ProjectionType, Put,
-    ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus,
-    TransactWriteItem, Update,
+    KeySchemaElement, KeyType, KeysAndAttributes, PointInTimeRecoverySpecification, Projection,
+    ProjectionType, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TableStatus,
 };
 use choreo_domain::config::AwsSettings;
 use choreo_domain::{
@@ -60,11 +66,11 @@ use choreo_domain::{
     Stage, SweepMark, Transition,
 };
 use choreo_ports::{
-    AuditEntry, AuditLog, BatchOutcome, ErrorKind, FileQuery, LeaseInfo, LeaseOutcome, Page,
-    PortError, Registered, StateStore, TransitionOutcome,
+    AuditEntry, AuditLog, BatchOutcome, FileQuery, LeaseInfo, LeaseOutcome, Page, PortError,
+    Registered, StateStore, TransitionOutcome,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -79,11 +85,11 @@ const GSI1PK: &str = "gsi1pk";
 const GSI1SK: &str = "gsi1sk";
 
 /// The state table's index of files by state and dataset (and of batches by state).
-pub const STATE_INDEX: &str = "by_dataset_state";
+pub const STATE_INDEX: &str = "by_phase";
 /// The audit table's index of events by time (and of counters).
 pub const TIME_INDEX: &str = "by_time";
 /// How many partitions the audit index spreads events and counters over.
-const AUDIT_SHARDS: u32 = 8;
+const AUDIT_SHARDS: u32 = 16;
 
 /// Page size when a query asks for 0, as the local backend.
 const DEFAULT_LIMIT: usize = 100;
@@ -91,6 +97,10 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;
 /// How many index queries `list` runs at once.
 const QUERY_CONCURRENCY: usize = 16;
+/// The most keys one `BatchGetItem` takes.
+const BATCH_GET_MAX: usize = 100;
+/// Calls of one `BatchGetItem` chunk before unprocessed keys are an error (throttling).
+const UNPROCESSED_ATTEMPTS: u32 = 5;
 
 // Conditions, by name. `#pk`, `#state` and `#holder` are bound by every request that uses them.
 /// Put-if-absent.
@@ -140,9 +150,30 @@ fn shard_of(key: &str, shards: u32) -> u32 {
     (stable_hash(key) % u64::from(shards.max(1))) as u32
 }
 
+/// The index partition family of files in `state`: the states a file passes through on its way
+/// share one, `ACTIVE`, so that moving between them leaves the (keys-only) index alone; each state
+/// a file rests in has its own.
+fn phase(state: FileState) -> &'static str {
+    match state {
+        FileState::Ingested => "INGESTED",
+        FileState::Quarantined => "QUARANTINED",
+        FileState::Failed => "FAILED",
+        FileState::New
+        | FileState::Valid
+        | FileState::Invalid
+        | FileState::Cataloged
+        | FileState::Transforming => ACTIVE,
+    }
+}
+
+const ACTIVE: &str = "ACTIVE";
+
+/// Every phase, for a listing of all states.
+const PHASES: [&str; 4] = [ACTIVE, "INGESTED", "QUARANTINED", "FAILED"];
+
 /// The index partition of a file in `state`.
 fn file_index_pk(state: FileState, shard: u32) -> String {
-    format!("F#{state}#{shard}")
+    format!("F#{}#{shard}", phase(state))
 }
 
 /// The index sort key of a file: its dataset, then its id.
@@ -485,12 +516,6 @@ impl Smallest {
         self.items.len() >= self.want
     }
 
-    fn absorb(&mut self, other: Smallest) {
-        for rec in other.items.into_values() {
-            self.offer(rec);
-        }
-    }
-
     /// A page of `limit` (`want` is `limit + 1`: one more tells whether another page exists).
     fn into_page(self, limit: usize) -> Page<FileRecord> {
         let more = self.items.len() > limit;
@@ -556,13 +581,15 @@ impl DynamoStateStore {
             .transpose()
     }
 
-    /// Files of one index partition (or of one dataset's range of it), into `found`.
-    async fn query_index(
+    /// The ids in one index partition (or in one dataset's range of it) after `after`, in id order
+    /// within a dataset. With `limit`, at most that many: the smallest.
+    async fn index_ids(
         client: Client,
         table: String,
         q: IndexQuery,
-        mut found: Smallest,
-    ) -> Result<Smallest, PortError> {
+        after: Option<String>,
+        limit: Option<usize>,
+    ) -> Result<BTreeSet<String>, PortError> {
         let mut req = client
             .query()
             .table_name(&table)
@@ -573,31 +600,46 @@ impl DynamoStateStore {
         if let Some(d) = &q.dataset {
             // `<dataset>#<id>` sorts by id within the dataset; `<dataset>$` is just past the
             // range, as '$' follows '#' and dataset names hold neither.
-            let lo = format!("{d}#{}", found.after.as_deref().unwrap_or(""));
+            let lo = format!("{d}#{}", after.as_deref().unwrap_or(""));
             req = req
                 .key_condition_expression("#pk = :pk AND #sk BETWEEN :lo AND :hi")
                 .expression_attribute_names("#sk", GSI1SK)
                 .expression_attribute_values(":lo", s(lo))
-                .expression_attribute_values(":hi", s(format!("{d}$")))
-                .limit(i32::try_from(found.want + 1).unwrap_or(i32::MAX).min(1000));
+                .expression_attribute_values(":hi", s(format!("{d}$")));
+            if let Some(n) = limit {
+                req = req.limit(i32::try_from(n + 1).unwrap_or(i32::MAX).min(1000));
+            }
         } else {
             req = req.key_condition_expression("#pk = :pk");
         }
         let mut pages = req.into_paginator().send();
+        let mut ids = BTreeSet::new();
         while let Some(page) = pages
             .try_next()
             .await
             .map_err(|e| port_error("list", &q.pk, e))?
         {
             for item in page.items.unwrap_or_default() {
-                found.offer(FileRecord::try_from(FileItem(item))?);
+                let pk = match item.get(PK) {
+                    Some(AttributeValue::S(pk)) => pk.as_str(),
+                    _ => "(no pk)",
+                };
+                let id = Attrs::new(pk, &item).key_after("F#")?;
+                if after.as_deref().is_none_or(|a| id > a) {
+                    ids.insert(id.to_string());
+                }
             }
-            // In id order, the first `want` found are the smallest.
-            if ordered && found.is_full() {
-                break;
+            if let Some(n) = limit {
+                while ids.len() > n {
+                    ids.pop_last();
+                }
+                // In id order, the first `n` found are the smallest.
+                if ordered && ids.len() >= n {
+                    break;
+                }
             }
         }
-        Ok(found)
+        Ok(ids)
     }
 
     /// Every file, by a paginated Scan of the whole table: each page reads the table once.
@@ -627,44 +669,134 @@ impl DynamoStateStore {
         Ok(found)
     }
 
-    /// Runs index queries a few at a time and merges what they found.
-    async fn query_all(
+    /// Runs index queries a few at a time and merges the ids they found.
+    async fn query_ids(
         &self,
         queries: Vec<IndexQuery>,
-        want: usize,
         after: Option<String>,
-    ) -> Result<Smallest, PortError> {
-        let mut found = Smallest::new(want, after.clone());
+        limit: Option<usize>,
+    ) -> Result<BTreeSet<String>, PortError> {
+        let mut all = BTreeSet::new();
         let mut queries = queries.into_iter();
         let mut running = JoinSet::new();
         loop {
             while running.len() < QUERY_CONCURRENCY {
                 let Some(q) = queries.next() else { break };
-                running.spawn(Self::query_index(
+                running.spawn(Self::index_ids(
                     self.client.clone(),
                     self.table.clone(),
                     q,
-                    Smallest::new(want, after.clone()),
+                    after.clone(),
+                    limit,
                 ));
             }
             let Some(done) = running.join_next().await else {
                 break;
             };
-            let shard = done.map_err(|e| {
+            let ids = done.map_err(|e| {
                 PortError::transient("list", &self.table, format!("query task: {e}"))
             })??;
-            found.absorb(shard);
+            all.extend(ids);
+            if let Some(n) = limit {
+                while all.len() > n {
+                    all.pop_last();
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// The files found through the index partitions of `phases` (in `dataset`'s range if given)
+    /// that are in `state` (any if `None`): their ids from the keys-only index, then the records,
+    /// read in id order a hundred at a time until `want` match. Only `ACTIVE` holds several
+    /// states, so only there are more records read than kept: the files in flight.
+    async fn list_in(
+        &self,
+        phases: &[&str],
+        state: Option<FileState>,
+        dataset: Option<&str>,
+        want: usize,
+        after: Option<String>,
+    ) -> Result<Smallest, PortError> {
+        let filtered = state.is_some_and(|s| phase(s) == ACTIVE);
+        let queries = phases
+            .iter()
+            .flat_map(|phase| {
+                (0..self.index_shards).map(move |shard| IndexQuery {
+                    pk: format!("F#{phase}#{shard}"),
+                    dataset: dataset.map(str::to_string),
+                })
+            })
+            .collect();
+        let ids = self
+            .query_ids(queries, after.clone(), (!filtered).then_some(want))
+            .await?;
+        let ids: Vec<String> = ids.into_iter().map(|id| file_pk(&id)).collect();
+        let mut found = Smallest::new(want, after);
+        for chunk in ids.chunks(BATCH_GET_MAX) {
+            for item in self.batch_get("list", chunk).await? {
+                let rec = FileRecord::try_from(FileItem(item))?;
+                if state.is_none_or(|s| rec.state == s) && dataset.is_none_or(|d| rec.dataset == d)
+                {
+                    found.offer(rec);
+                }
+            }
+            // Chunks come in id order: a full page cannot gain a smaller id from the next.
+            if found.is_full() {
+                break;
+            }
         }
         Ok(found)
     }
 
-    fn shard_queries(&self, state: FileState, dataset: Option<&str>) -> Vec<IndexQuery> {
-        (0..self.index_shards)
-            .map(|shard| IndexQuery {
-                pk: file_index_pk(state, shard),
-                dataset: dataset.map(str::to_string),
-            })
-            .collect()
+    /// The items of `pks` (eventually consistent, like the index that named them), in no order;
+    /// items deleted meanwhile are left out. At most [`BATCH_GET_MAX`] keys a call; keys DynamoDB
+    /// leaves unprocessed (throttling) are asked again after a pause.
+    async fn batch_get(&self, op: &'static str, pks: &[String]) -> Result<Vec<Item>, PortError> {
+        let mut out = Vec::with_capacity(pks.len());
+        for chunk in pks.chunks(BATCH_GET_MAX) {
+            let mut keys: Vec<Item> = chunk
+                .iter()
+                .map(|pk| Item::from([(PK.to_string(), s(pk))]))
+                .collect();
+            for attempt in 0.. {
+                if keys.is_empty() {
+                    break;
+                }
+                if attempt == UNPROCESSED_ATTEMPTS {
+                    return Err(PortError::transient(
+                        op,
+                        &self.table,
+                        format!("{} keys left unprocessed", keys.len()),
+                    ));
+                }
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+                let wanted = KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .build()
+                    .map_err(|e| build_error(op, &self.table, e))?;
+                let got = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, wanted)
+                    .send()
+                    .await
+                    .map_err(|e| port_error(op, &self.table, e))?;
+                out.extend(
+                    got.responses
+                        .and_then(|mut r| r.remove(&self.table))
+                        .unwrap_or_default(),
+                );
+                keys = got
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -716,13 +848,11 @@ impl StateStore for DynamoStateStore {
         let mut sets = vec![
             "#state = :to",
             "#updated_at = :at",
-            "#gsi1pk = :gsi1pk",
             "#history = list_append(#history, :entry)",
         ];
         let mut names = HashMap::from([
             ("#state".to_string(), "state".to_string()),
             ("#updated_at".to_string(), "updated_at".to_string()),
-            ("#gsi1pk".to_string(), GSI1PK.to_string()),
             ("#history".to_string(), "history".to_string()),
             ("#sweep".to_string(), "sweep".to_string()),
         ]);
@@ -730,12 +860,18 @@ impl StateStore for DynamoStateStore {
             (":from".to_string(), s(t.from.as_str())),
             (":to".to_string(), s(t.to.as_str())),
             (":at".to_string(), s(ts(at))),
-            (":gsi1pk".to_string(), s(file_index_pk(t.to, shard))),
             (
                 ":entry".to_string(),
                 AttributeValue::L(vec![HistoryMap::from(&t.history_entry(at)).0]),
             ),
         ]);
+        // The index entry moves only between phases: within one, the keys-only index is not
+        // written at all.
+        if phase(t.from) != phase(t.to) {
+            sets.push("#gsi1pk = :gsi1pk");
+            names.insert("#gsi1pk".into(), GSI1PK.into());
+            values.insert(":gsi1pk".into(), s(file_index_pk(t.to, shard)));
+        }
         // The sweep's note is about the state being left.
         let mut remove = vec!["#sweep"];
         // A move to FAILED without a reason keeps the reason the file had; any other move sets it
@@ -803,9 +939,10 @@ impl StateStore for DynamoStateStore {
         }
     }
 
-    /// Dataset and state: one Query per shard. A dataset only: that for every state. A state only:
-    /// every shard of the state, read whole (the index is in dataset order, the page in id order).
-    /// Neither: a Scan of the whole table per page — for the command line, not for handlers.
+    /// Dataset and state: one Query per shard of the state's phase. A dataset only: that for every
+    /// phase. A state only: every shard of its phase, read whole (the index is in dataset order, the
+    /// page in id order). Then the page's records (see `list_in`). Neither: a Scan of the whole
+    /// table per page — for the command line, not for handlers.
     async fn list(&self, query: &FileQuery) -> Result<Page<FileRecord>, PortError> {
         let limit = if query.limit == 0 {
             DEFAULT_LIMIT
@@ -817,16 +954,10 @@ impl StateStore for DynamoStateStore {
         let dataset = query.dataset.as_deref();
         let found = match (dataset, query.state) {
             (_, Some(state)) => {
-                self.query_all(self.shard_queries(state, dataset), want, after)
+                self.list_in(&[phase(state)], Some(state), dataset, want, after)
                     .await?
             }
-            (Some(_), None) => {
-                let queries = FileState::ALL
-                    .into_iter()
-                    .flat_map(|state| self.shard_queries(state, dataset))
-                    .collect();
-                self.query_all(queries, want, after).await?
-            }
+            (Some(_), None) => self.list_in(&PHASES, None, dataset, want, after).await?,
             (None, None) => self.scan_files(Smallest::new(want, after)).await?,
         };
         Ok(found.into_page(limit))
@@ -939,7 +1070,8 @@ impl StateStore for DynamoStateStore {
         }
     }
 
-    /// A Query of the index partition of `state` (eventually consistent), oldest first.
+    /// A Query of the index partition of `state` (eventually consistent; keys only), then the
+    /// batches' items, oldest first. A batch that left `state` between the two is left out.
     async fn batches_in(&self, state: BatchState) -> Result<Vec<Batch>, PortError> {
         let mut pages = self
             .client
@@ -951,18 +1083,25 @@ impl StateStore for DynamoStateStore {
             .expression_attribute_values(":pk", s(batch_index_pk(state)))
             .into_paginator()
             .send();
-        let mut batches = Vec::new();
+        let mut pks = Vec::new();
         while let Some(page) = pages
             .try_next()
             .await
             .map_err(|e| port_error("batches_in", state.as_str(), e))?
         {
             for item in page.items.unwrap_or_default() {
-                batches.push(Batch::try_from(BatchItem(item))?);
+                if let Some(AttributeValue::S(pk)) = item.get(PK) {
+                    pks.push(pk.clone());
+                }
             }
         }
-        // The index sorts by creation time already; sorting again costs nothing and does not
-        // depend on the RFC 3339 text sorting as time.
+        let mut batches = Vec::with_capacity(pks.len());
+        for item in self.batch_get("batches_in", &pks).await? {
+            let batch = Batch::try_from(BatchItem(item))?;
+            if batch.state == state {
+                batches.push(batch);
+            }
+        }
         batches.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(batches)
     }
@@ -1096,10 +1235,6 @@ pub struct DynamoAuditLog {
 
 fn event_pk(id: &str) -> String {
     format!("E#{id}")
-}
-
-fn counter_pk(dataset: &str, event_type: &str) -> String {
-    format!("C#{dataset}#{event_type}")
 }
 
 /// An audit entry as an item.
@@ -1243,130 +1378,74 @@ fn alert_pk(id: &str) -> String {
 const ALERTS_PENDING: &str = "ALERTS#PENDING";
 const ALERTS_SENT: &str = "ALERTS#SENT";
 
-/// What a cancelled `record` transaction means.
-enum Cancelled {
-    /// Only the event's put-if-absent failed: the event was recorded before.
-    Duplicate,
-    /// Anything else, with whether retrying can help.
-    Failed(ErrorKind),
-}
-
-/// Reads a `TransactionCanceledException`'s reasons (one per item, in request order: the event,
-/// then its counter). `None` for any other error.
-fn cancellation(err: &TransactWriteItemsError) -> Option<Cancelled> {
-    let TransactWriteItemsError::TransactionCanceledException(c) = err else {
-        return None;
-    };
-    let codes: Vec<&str> = c
-        .cancellation_reasons()
-        .iter()
-        .map(|r| r.code().unwrap_or("None"))
-        .collect();
-    if codes.first() == Some(&"ConditionalCheckFailed") && codes[1..].iter().all(|c| *c == "None") {
-        return Some(Cancelled::Duplicate);
-    }
-    // Another transaction on the counter at the same moment, or throttling: retry.
-    let transient = codes.iter().any(|c| {
-        matches!(
-            *c,
-            "TransactionConflict" | "ProvisionedThroughputExceeded" | "ThrottlingError"
-        )
-    });
-    Some(Cancelled::Failed(if transient {
-        ErrorKind::Transient
-    } else {
-        ErrorKind::Permanent
-    }))
-}
-
 #[async_trait]
 impl AuditLog for DynamoAuditLog {
-    /// One transaction: the event (put if absent) and its counter (`ADD count 1`). The counter item
-    /// takes every event of its dataset and type: DynamoDB serves one item about 1,000 writes a
-    /// second, half that in transactions. No idempotency token: an SDK retry after a lost response
-    /// finds the event recorded and answers `false`, which is still "recorded once".
+    /// One conditional put of the event, if absent: a redelivered event finds its item and
+    /// answers `false`, so nothing is recorded or counted twice. No counter item: one would take
+    /// every event of its dataset (DynamoDB serves an item about 1,000 writes a second), so counts
+    /// derive from the trail instead. An SDK retry after a lost response also answers `false`,
+    /// which is still "recorded once".
     async fn record(&self, envelope: &Envelope) -> Result<bool, PortError> {
-        let event_type = envelope.event.kind().as_str();
-        let dataset = envelope.event.dataset();
         let entry = AuditEntry {
             event_id: envelope.id.clone(),
-            event_type: event_type.to_string(),
-            dataset: dataset.to_string(),
+            event_type: envelope.event.kind().as_str().to_string(),
+            dataset: envelope.event.dataset().to_string(),
             occurred_at: envelope.occurred_at,
             recorded_at: Utc::now(),
             body: serde_json::to_value(envelope)
                 .map_err(|e| PortError::permanent("record", &envelope.id, e))?,
         };
-        let pk = event_pk(&envelope.id);
-        let put = Put::builder()
+        let put = self
+            .client
+            .put_item()
             .table_name(&self.table)
             .set_item(Some(EventItem::from(&entry).0))
             .condition_expression(ABSENT)
             .expression_attribute_names("#pk", PK)
-            .build()
-            .map_err(|e| build_error("record", &pk, e))?;
-        let counter = counter_pk(dataset, event_type);
-        let counter_shard = shard_of(&counter, AUDIT_SHARDS);
-        let update = Update::builder()
-            .table_name(&self.table)
-            .key(PK, s(&counter))
-            .update_expression(
-                "ADD #count :one SET #dataset = :dataset, #event_type = :event_type, \
-                 #gsi1pk = :gsi1pk, #gsi1sk = :gsi1sk",
-            )
-            .expression_attribute_names("#count", "count")
-            .expression_attribute_names("#dataset", "dataset")
-            .expression_attribute_names("#event_type", "event_type")
-            .expression_attribute_names("#gsi1pk", GSI1PK)
-            .expression_attribute_names("#gsi1sk", GSI1SK)
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":dataset", s(dataset))
-            .expression_attribute_values(":event_type", s(event_type))
-            .expression_attribute_values(":gsi1pk", s(format!("COUNTS#{counter_shard}")))
-            .expression_attribute_values(":gsi1sk", s(format!("{dataset}#{event_type}")))
-            .build()
-            .map_err(|e| build_error("record", &counter, e))?;
-        let written = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(put).build())
-            .transact_items(TransactWriteItem::builder().update(update).build())
             .send()
             .await;
-        match written {
-            Ok(_) => Ok(true),
-            Err(e) => match e.as_service_error().and_then(cancellation) {
-                Some(Cancelled::Duplicate) => Ok(false),
-                Some(Cancelled::Failed(kind)) => {
-                    let mut err = port_error("record", pk, e);
-                    err.kind = kind;
-                    Err(err)
-                }
-                None => Err(port_error("record", pk, e)),
-            },
-        }
+        condition_held("record", event_pk(&envelope.id), put)
     }
 
-    /// The counters, from their index partitions (not a Scan of the trail).
+    /// Counted from the trail: every event's dataset and type, read from the time index's
+    /// partitions (keys and two attributes only). Its cost grows with the trail (half a read unit
+    /// per 4 KB of index), so it is for tests and the command line, not for a dashboard's refresh.
     async fn counts(&self) -> Result<Vec<(String, String, u64)>, PortError> {
-        let items = self.query_shards("counts", "COUNTS", None, true).await?;
-        let mut counts = items
-            .iter()
-            .map(|item| {
-                let pk = match item.get(PK) {
-                    Some(AttributeValue::S(pk)) => pk.as_str(),
-                    _ => "(no pk)",
-                };
-                let a = Attrs::new(pk, item);
-                Ok((
-                    a.s("dataset")?.to_string(),
-                    a.s("event_type")?.to_string(),
-                    a.n::<u64>("count")?,
-                ))
-            })
-            .collect::<Result<Vec<_>, PortError>>()?;
-        counts.sort();
-        Ok(counts)
+        let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for shard in 0..AUDIT_SHARDS {
+            let pk = format!("EVENTS#{shard}");
+            let mut pages = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(TIME_INDEX)
+                .key_condition_expression("#gsi1pk = :pk")
+                .projection_expression("#pk, #dataset, #event_type")
+                .expression_attribute_names("#gsi1pk", GSI1PK)
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#dataset", "dataset")
+                .expression_attribute_names("#event_type", "event_type")
+                .expression_attribute_values(":pk", s(&pk))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages
+                .try_next()
+                .await
+                .map_err(|e| port_error("counts", &pk, e))?
+            {
+                for item in page.items.unwrap_or_default() {
+                    let key = match item.get(PK) {
+                        Some(AttributeValue::S(k)) => k.as_str(),
+                        _ => "(no pk)",
+                    };
+                    let a = Attrs::new(key, &item);
+                    *counts
+                        .entry((a.s("dataset")?.to_string(), a.s("event_type")?.to_string()))
+                        .or_default() += 1;
+                }
+            }
+        }
+        Ok(counts.into_iter().map(|((d, t), n)| (d, t, n)).collect())
     }
 
     /// The newest `limit` of each shard, merged newest first.
@@ -1468,18 +1547,25 @@ const ACTIVE_TIMEOUT: Duration = Duration::from_secs(300);
 /// adapters cannot work without it.
 pub async fn create_tables(clients: &AwsClients, settings: &AwsSettings) -> Result<(), PortError> {
     let emulated = clients.endpoint.is_some();
-    for (table, index) in [
-        (&settings.state_table, STATE_INDEX),
-        (&settings.audit_table, TIME_INDEX),
+    // The state index is keys only, so that moves within a phase do not write it; the audit
+    // trail's carries whole events, which `recent` reads straight from it.
+    for (table, index, projection) in [
+        (&settings.state_table, STATE_INDEX, ProjectionType::KeysOnly),
+        (&settings.audit_table, TIME_INDEX, ProjectionType::All),
     ] {
-        create_table(&clients.dynamodb, table, index).await?;
+        create_table(&clients.dynamodb, table, index, projection).await?;
         wait_active(&clients.dynamodb, table, index).await?;
         enable_pitr(&clients.dynamodb, table, emulated).await?;
     }
     Ok(())
 }
 
-async fn create_table(client: &Client, table: &str, index: &str) -> Result<(), PortError> {
+async fn create_table(
+    client: &Client,
+    table: &str,
+    index: &str,
+    projection: ProjectionType,
+) -> Result<(), PortError> {
     let op = "create_table";
     let attr = |name: &str| {
         AttributeDefinition::builder()
@@ -1499,11 +1585,7 @@ async fn create_table(client: &Client, table: &str, index: &str) -> Result<(), P
         .index_name(index)
         .key_schema(key(GSI1PK, KeyType::Hash)?)
         .key_schema(key(GSI1SK, KeyType::Range)?)
-        .projection(
-            Projection::builder()
-                .projection_type(ProjectionType::All)
-                .build(),
-        )
+        .projection(Projection::builder().projection_type(projection).build())
         .build()
         .map_err(|e| build_error(op, table, e))?;
     let created = client
@@ -1898,7 +1980,7 @@ mod tests {
             .await
             .unwrap();
         let err = f.state().get(&FileId::from("f-bad")).await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Permanent);
+        assert_eq!(err.kind, choreo_ports::ErrorKind::Permanent);
         assert_eq!(err.target, "F#f-bad");
         assert!(err.message.contains("history is missing"), "{err}");
     }
@@ -2067,7 +2149,8 @@ mod tests {
             calls(&f),
             vec![("GetItem".to_string(), 1), ("UpdateItem".to_string(), 1)]
         );
-        // Dataset and state: one Query per shard, no Scan.
+        // Dataset and state: one Query per shard of the phase, then one read of the records found,
+        // no Scan.
         s.list(&FileQuery {
             dataset: Some("d".into()),
             state: Some(FileState::Valid),
@@ -2075,7 +2158,10 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(calls(&f), vec![("Query".to_string(), 4)]);
+        assert_eq!(
+            calls(&f),
+            vec![("BatchGetItem".to_string(), 1), ("Query".to_string(), 4)]
+        );
         s.list(&FileQuery::default()).await.unwrap();
         assert_eq!(calls(&f), one("Scan"));
         let b = batch("b-1", 0);
@@ -2086,7 +2172,10 @@ mod tests {
         s.update_batch(&stale, BatchState::Cataloged).await.unwrap();
         assert_eq!(calls(&f), one("PutItem"));
         s.batches_in(BatchState::Crawling).await.unwrap();
-        assert_eq!(calls(&f), one("Query"));
+        assert_eq!(
+            calls(&f),
+            vec![("BatchGetItem".to_string(), 1), ("Query".to_string(), 1)]
+        );
         s.acquire_lease("l", "a", Duration::from_secs(60))
             .await
             .unwrap();
@@ -2099,7 +2188,7 @@ mod tests {
         let e = validated("d");
         audit.record(&e).await.unwrap();
         assert!(!audit.record(&e).await.unwrap());
-        assert_eq!(calls(&f), vec![("TransactWriteItems".to_string(), 2)]);
+        assert_eq!(calls(&f), vec![("PutItem".to_string(), 2)]);
     }
 
     fn batch(id: &str, at_offset_ms: i64) -> Batch {

@@ -546,7 +546,7 @@ mod tests {
             .into_keys()
             .map(|(_, op)| op)
             .collect();
-        assert_eq!(calls, ["Publish"]);
+        assert_eq!(calls, ["PublishBatch"]);
         for queue in [&q.validate, &q.audit] {
             let got = drain(&clients, queue, Duration::from_secs(1)).await;
             assert_eq!(got.len(), 1, "{queue}: {got:?}");
@@ -559,10 +559,23 @@ mod tests {
             assert!(got.is_empty(), "{queue} got {got:?}");
         }
 
-        // Every published kind reaches its stage and the auditor.
+        // Every published kind reaches its stage and the auditor; published together, they share
+        // `PublishBatch` calls, each told its own outcome.
+        clients.calls.reset();
+        let mut published = tokio::task::JoinSet::new();
         for kind in EventKind::PUBLISHED {
-            events.publish(event(kind, "{}")).await.unwrap();
+            let events = events.clone();
+            published.spawn(async move { events.publish(event(kind, "{}")).await });
         }
+        for outcome in published.join_all().await {
+            outcome.unwrap();
+        }
+        let batches = clients.calls.snapshot()[&("SNS".to_string(), "PublishBatch".to_string())];
+        assert!(
+            (batches as usize) < EventKind::PUBLISHED.len(),
+            "{batches} calls for {} events",
+            EventKind::PUBLISHED.len()
+        );
         let kinds = |got: Vec<ReceivedMessage>| {
             let mut k: Vec<String> = got
                 .into_iter()
@@ -604,7 +617,7 @@ mod tests {
             .into_keys()
             .map(|(_, op)| op)
             .collect();
-        assert_eq!(calls, ["Publish"]);
+        assert_eq!(calls, ["PublishBatch"]);
         assert_eq!(
             kinds(drain(&clients, &q.quarantine, wait).await),
             ["FileRejected"]

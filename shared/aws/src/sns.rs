@@ -4,12 +4,24 @@
 
 use crate::error::port_error;
 use async_trait::async_trait;
-use aws_sdk_sns::types::MessageAttributeValue;
+use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use choreo_domain::alert::Message;
-use choreo_domain::event::{ATTR_AWS_TRACE_HEADER, ATTR_EVENT_TYPE};
+use choreo_domain::event::ATTR_EVENT_TYPE;
 use choreo_ports::{EventBus, Notifier, OutgoingMessage, PortError};
+use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::OnceCell;
+use std::time::Duration;
+use tokio::sync::{OnceCell, Semaphore, mpsc, oneshot};
+
+/// The most messages `PublishBatch` takes, and their most bytes together.
+const BATCH_MAX: usize = 10;
+const BATCH_MAX_BYTES: usize = 256 * 1024;
+/// `PublishBatch` calls in flight at once per bus: while they all wait, publishes queue up and
+/// leave together in the next batches.
+const BATCHES_IN_FLIGHT: usize = 4;
+/// How long a batch that is not full waits for more publishes: handlers finishing close together
+/// (a wave of files through one stage) then share a call.
+const GATHER: Duration = Duration::from_millis(20);
 
 /// The events topic, by name.
 #[derive(Debug, Clone)]
@@ -18,6 +30,14 @@ pub struct SnsBus {
     topic: String,
     /// Found on first use; a topic's ARN never changes while the topic exists.
     arn: Arc<OnceCell<String>>,
+    /// The publishes waiting for a batch, drained by a task started on the first publish.
+    queue: Arc<std::sync::OnceLock<mpsc::UnboundedSender<Waiting>>>,
+}
+
+/// A publish waiting for its batch, and where its outcome goes.
+struct Waiting {
+    message: OutgoingMessage,
+    done: oneshot::Sender<Result<(), PortError>>,
 }
 
 impl SnsBus {
@@ -27,6 +47,7 @@ impl SnsBus {
             client,
             topic: topic.to_string(),
             arn: Default::default(),
+            queue: Default::default(),
         }
     }
 
@@ -42,6 +63,7 @@ impl SnsBus {
             client,
             topic,
             arn: Arc::new(OnceCell::new_with(Some(topic_arn.to_string()))),
+            queue: Default::default(),
         }
     }
 
@@ -78,6 +100,11 @@ impl EventBus for SnsBus {
     /// As the port says. A message without an `event_type` attribute is refused (no subscription
     /// could route it), as on the local backend. `Ok` means SNS accepted the message; SNS then
     /// delivers to the subscribed queues, retrying SQS deliveries by itself.
+    ///
+    /// Publishes leave in `PublishBatch` calls, which SNS bills as one request per 64 KB: each
+    /// publish joins the next batch and waits for that batch's answer about itself. A batch waits
+    /// at most [`GATHER`] for company, and while [`BATCHES_IN_FLIGHT`] batches are on their way
+    /// the next ones gather.
     async fn publish(&self, message: OutgoingMessage) -> Result<(), PortError> {
         if !message.attributes.contains_key(ATTR_EVENT_TYPE) {
             return Err(PortError::permanent(
@@ -87,30 +114,173 @@ impl EventBus for SnsBus {
             ));
         }
         message.check("publish", &self.topic)?;
-        let arn = self.topic_arn().await?;
-        let mut message = message;
-        // SNS takes X-Ray's header on the request (and, with active tracing, hands it to the
-        // subscribed queues as their AWSTraceHeader); `traceparent` goes as an attribute.
-        let xray = message.attributes.remove(ATTR_AWS_TRACE_HEADER);
-        let mut req = self.client.publish().topic_arn(arn).message(message.body);
-        for (k, v) in message.attributes {
-            let value = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(v)
-                .build()
-                .map_err(|e| PortError::permanent("publish", &self.topic, e))?;
-            req = req.message_attributes(k, value);
-        }
-        let req = req.customize().mutate_request(move |r| {
-            if let Some(header) = &xray {
-                r.headers_mut().insert("X-Amzn-Trace-Id", header.clone());
-            }
+        let (done, outcome) = oneshot::channel();
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let batches = Batches {
+                client: self.client.clone(),
+                topic: self.topic.clone(),
+                arn: self.arn.clone(),
+            };
+            tokio::spawn(batches.drain(rx));
+            tx
         });
-        req.send()
-            .await
-            .map_err(|e| port_error("publish", &self.topic, e))?;
-        Ok(())
+        let gone = || PortError::transient("publish", &self.topic, "the publishing task ended");
+        queue.send(Waiting { message, done }).map_err(|_| gone())?;
+        outcome.await.map_err(|_| gone())?
     }
+}
+
+/// What the publishing task needs of the bus (not its queue: the task ends when the last bus
+/// holding the queue is dropped).
+struct Batches {
+    client: aws_sdk_sns::Client,
+    topic: String,
+    arn: Arc<OnceCell<String>>,
+}
+
+impl Batches {
+    async fn drain(self, mut rx: mpsc::UnboundedReceiver<Waiting>) {
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+        let mut next: Option<Waiting> = None;
+        loop {
+            let first = match next.take() {
+                Some(w) => w,
+                None => match rx.recv().await {
+                    Some(w) => w,
+                    None => return,
+                },
+            };
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let mut bytes = first.message.size();
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + GATHER;
+            while batch.len() < BATCH_MAX {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(w)) if bytes + w.message.size() > BATCH_MAX_BYTES => {
+                        next = Some(w);
+                        break;
+                    }
+                    Ok(Some(w)) => {
+                        bytes += w.message.size();
+                        batch.push(w);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let this = this.clone();
+            tokio::spawn(async move {
+                this.send(batch).await;
+                drop(slot);
+            });
+        }
+    }
+
+    /// One `PublishBatch`, each publish told its own outcome.
+    async fn send(&self, batch: Vec<Waiting>) {
+        let arn = match self
+            .arn
+            .get_or_try_init(|| find_topic_arn(&self.client, &self.topic))
+            .await
+        {
+            Ok(arn) => arn.clone(),
+            Err(e) => {
+                for w in batch {
+                    let _ = w.done.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut waiting = HashMap::with_capacity(batch.len());
+        for (i, w) in batch.into_iter().enumerate() {
+            match entry(&i.to_string(), &w.message, &self.topic) {
+                Ok(e) => {
+                    entries.push(e);
+                    waiting.insert(i.to_string(), w.done);
+                }
+                Err(e) => {
+                    let _ = w.done.send(Err(e));
+                }
+            }
+        }
+        if entries.is_empty() {
+            return;
+        }
+        let sent = self
+            .client
+            .publish_batch()
+            .topic_arn(arn)
+            .set_publish_batch_request_entries(Some(entries))
+            .send()
+            .await;
+        match sent {
+            Ok(out) => {
+                for ok in out.successful() {
+                    if let Some(done) = ok.id().and_then(|id| waiting.remove(id)) {
+                        let _ = done.send(Ok(()));
+                    }
+                }
+                for failed in out.failed() {
+                    if let Some(done) = waiting.remove(failed.id()) {
+                        let what = format!(
+                            "{}: {}",
+                            failed.code(),
+                            failed.message().unwrap_or("no message")
+                        );
+                        // The sender's fault will not pass next time; SNS's may.
+                        let e = if failed.sender_fault() {
+                            PortError::permanent("publish", &self.topic, what)
+                        } else {
+                            PortError::transient("publish", &self.topic, what)
+                        };
+                        let _ = done.send(Err(e));
+                    }
+                }
+                // An entry SNS answered nothing about was not published.
+                for (_, done) in waiting {
+                    let _ = done.send(Err(PortError::transient(
+                        "publish",
+                        &self.topic,
+                        "no answer for this message in the batch",
+                    )));
+                }
+            }
+            Err(e) => {
+                let e = port_error("publish", &self.topic, e);
+                for (_, done) in waiting {
+                    let _ = done.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// A batch entry for `message`. X-Ray's header cannot ride a batch's request, so it goes as the
+/// `AWSTraceHeader` message attribute, which the consumers read when `traceparent` is missing.
+fn entry(
+    id: &str,
+    message: &OutgoingMessage,
+    topic: &str,
+) -> Result<PublishBatchRequestEntry, PortError> {
+    let mut attributes = HashMap::with_capacity(message.attributes.len());
+    for (k, v) in &message.attributes {
+        let value = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(v)
+            .build()
+            .map_err(|e| PortError::permanent("publish", topic, e))?;
+        attributes.insert(k.clone(), value);
+    }
+    PublishBatchRequestEntry::builder()
+        .id(id)
+        .message(&message.body)
+        .set_message_attributes(Some(attributes))
+        .build()
+        .map_err(|e| PortError::permanent("publish", topic, e))
 }
 
 /// Alerts on the alerts topic: its subscriptions (the e-mail address `choreo bootstrap` subscribes,

@@ -11,7 +11,6 @@ use choreo_domain::{Config, Stage};
 use choreo_local::LocalBackend;
 use choreo_ports::{PortError, Ports, Queue, QueueDepth};
 use choreo_runtime::{ServiceSpec, Settings, ops};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -77,11 +76,11 @@ impl Backend {
         }
     }
 
-    /// AWS API calls made through this backend, by service and operation (none on local).
-    pub fn api_calls(&self) -> Option<BTreeMap<(String, String), u64>> {
+    /// AWS API calls made through this backend, with what they are billed (none on local).
+    pub fn api_bill(&self) -> Option<choreo_aws::cost::Bill> {
         match self {
             Backend::Local(_) => None,
-            Backend::Aws(b) => Some(b.calls().snapshot()),
+            Backend::Aws(b) => Some(b.calls().bill()),
         }
     }
 

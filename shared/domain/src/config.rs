@@ -143,11 +143,12 @@ pub struct AwsSettings {
     pub endpoint_url: Option<String>,
     /// DynamoDB table of file, batch and lease records.
     pub state_table: String,
-    /// DynamoDB table of the audit trail and its counters.
+    /// DynamoDB table of the audit trail.
     pub audit_table: String,
-    /// Partitions the dataset-and-state index spreads each state over, so that one busy state does
-    /// not make one hot index partition (DynamoDB allows about 1,000 write units a second each; 4
-    /// shards carry about 2,000 files a second). Each listing queries every shard.
+    /// Partitions the state index spreads each phase over, so that no index partition is hot:
+    /// every file is put into and taken out of the `ACTIVE` phase, two writes, so 16 shards keep
+    /// each partition near an eighth of DynamoDB's 1,000 write units a second at 1,000 files a
+    /// second, with room for an uneven hash (`docs/cost.md`). Each listing queries every shard.
     pub index_shards: u32,
     /// Glue database the crawlers write tables to.
     pub glue_database: String,
@@ -166,7 +167,7 @@ impl Default for AwsSettings {
             endpoint_url: None,
             state_table: "choreo-state".into(),
             audit_table: "choreo-audit".into(),
-            index_shards: 4,
+            index_shards: 16,
             glue_database: "choreo".into(),
             glue_role: "arn:aws:iam::123456789012:role/choreo-glue".into(),
             builtin_job: "choreo-builtin".into(),

@@ -15,8 +15,8 @@ pub const ATTR_EVENT_TYPE: &str = "event_type";
 /// Message attribute carrying W3C trace context.
 pub const ATTR_TRACEPARENT: &str = "traceparent";
 /// The same trace context in X-Ray's format. On SQS it travels as the `AWSTraceHeader` system
-/// attribute (outside the ten-attribute limit), on SNS as the publish request's `X-Amzn-Trace-Id`
-/// header; the local backend keeps it as an ordinary attribute.
+/// attribute (outside the ten-attribute limit); through SNS, whose batched publishes take no
+/// per-message header, and on the local backend, as an ordinary attribute.
 pub const ATTR_AWS_TRACE_HEADER: &str = "AWSTraceHeader";
 
 /// What travels on the wire: a versioned, uniquely identified event.

@@ -14,14 +14,16 @@ pub struct AuditEntry {
     pub body: serde_json::Value,
 }
 
-/// The append-only audit trail, with counters per dataset and event type.
+/// The append-only audit trail, countable per dataset and event type.
 #[async_trait]
 pub trait AuditLog: Send + Sync {
-    /// Appends the event and bumps its counter in one write, unless an event with its id was recorded
-    /// already: then returns `Ok(false)` and changes nothing, so duplicates never count twice.
+    /// Appends the event, unless an event with its id was recorded already: then returns
+    /// `Ok(false)` and changes nothing, so duplicates never count twice.
     async fn record(&self, envelope: &Envelope) -> Result<bool, PortError>;
 
-    /// `(dataset, event_type, count)` for every pair seen.
+    /// `(dataset, event_type, count)` for every pair seen. It may read the whole trail (DynamoDB
+    /// keeps no counter item, which would be one hot key per dataset): for tests and the command
+    /// line, not for a page that refreshes.
     async fn counts(&self) -> Result<Vec<(String, String, u64)>, PortError>;
 
     /// The latest `limit` entries, newest first.

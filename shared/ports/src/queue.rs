@@ -47,6 +47,17 @@ impl OutgoingMessage {
     /// SQS's limit on a message: body plus attribute names, types and values.
     pub const MAX_BYTES: usize = 256 * 1024;
 
+    /// The bytes SQS counts against [`Self::MAX_BYTES`]: the body, and each attribute's name,
+    /// `String` data type and value.
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + "String".len() + v.len())
+                .sum::<usize>()
+    }
+
     /// Checks the message against the limits SQS enforces, so that every backend refuses what AWS
     /// would refuse, before any call. Attribute sizes count their `String` data type, as SQS does.
     pub fn check(&self, op: &'static str, target: &str) -> Result<(), PortError> {
@@ -61,12 +72,7 @@ impl OutgoingMessage {
                 ),
             ));
         }
-        let size = self.body.len()
-            + self
-                .attributes
-                .iter()
-                .map(|(k, v)| k.len() + "String".len() + v.len())
-                .sum::<usize>();
+        let size = self.size();
         if size > Self::MAX_BYTES {
             return Err(PortError::permanent(
                 op,

@@ -88,7 +88,10 @@ impl Consumer {
     /// Runs until `shutdown` fires, then stops receiving and waits for the messages in hand.
     pub async fn run(self, shutdown: CancellationToken) {
         let (acks, pending) = tokio::sync::mpsc::unbounded_channel();
-        let acker = tokio::spawn(acknowledge(self.stage, self.queue.clone(), pending));
+        // Deletes wait for company up to half a second, and never longer than a tenth of the
+        // visibility timeout, so that they leave long before the message could come back.
+        let gather = (self.settings.visibility / 10).min(ACK_GATHER);
+        let acker = tokio::spawn(acknowledge(self.stage, self.queue.clone(), pending, gather));
         let this = Arc::new(Running {
             consumer: self,
             acks,
@@ -132,6 +135,13 @@ impl Consumer {
                     }
                 }
             };
+            // A partial batch from SQS, where each receive is billed: let the next messages
+            // gather a moment before asking again, so that a steady trickle is received in
+            // batches rather than one call per message.
+            let gather = (this.queue.messaging_system() == "aws_sqs"
+                && !messages.is_empty()
+                && messages.len() < max)
+                .then_some(RECEIVE_GATHER);
             let mut first = Some(first);
             for message in messages {
                 let permit = match first.take() {
@@ -147,6 +157,12 @@ impl Consumer {
                     this.process(message).await;
                     drop(permit);
                 });
+            }
+            if let Some(pause) = gather {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
             }
         }
         tasks.close();
@@ -172,18 +188,26 @@ impl std::ops::Deref for Running {
     }
 }
 
+/// How long a consumer of SQS waits after a partial batch before receiving again (see `run`).
+const RECEIVE_GATHER: Duration = Duration::from_millis(100);
+
+/// The longest a handled message waits for others to be deleted with.
+const ACK_GATHER: Duration = Duration::from_millis(500);
+
 /// Deletes handled messages in batches of up to ten (one `DeleteMessageBatch` instead of ten
-/// `DeleteMessage`s on SQS), waiting a few milliseconds for a batch to fill. Ends when every sender is
-/// gone and everything sent has been deleted.
+/// `DeleteMessage`s on SQS, each billed as a request), waiting up to `gather` for a batch to fill:
+/// at a few messages a second that turns most deletes into shared ones, and a message whose delete
+/// waits is already handled (should the process die meanwhile, it comes back and finds its work
+/// done). Ends when every sender is gone and everything sent has been deleted.
 async fn acknowledge(
     stage: &'static str,
     queue: Arc<dyn Queue>,
     mut pending: tokio::sync::mpsc::UnboundedReceiver<String>,
+    gather: Duration,
 ) {
-    const GATHER: Duration = Duration::from_millis(5);
     while let Some(first) = pending.recv().await {
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + GATHER;
+        let deadline = tokio::time::Instant::now() + gather;
         while batch.len() < 10 {
             match tokio::time::timeout_at(deadline, pending.recv()).await {
                 Ok(Some(r)) => batch.push(r),

@@ -6,6 +6,7 @@
 //!   visibility while a handler runs, retry transient errors, delete only after success, drain on
 //!   shutdown.
 //! - [`publish`] turns events into messages with their `event_type` and `traceparent` attributes.
+//! - [`depths`] reads queue depths at most once per interval (the auditor's pages and gauges).
 //! - [`dlq`] lists, reads, redrives and purges the stages' dead-letter queues (the CLI and the
 //!   auditor's API share it).
 //! - [`retry`] resumes FAILED files from before the step that failed (the operator's `files retry`).
@@ -19,6 +20,7 @@
 //! - [`watchdog`] finds long work whose poll timer was lost, by its lapsed lease, on one replica.
 
 pub mod consumer;
+pub mod depths;
 pub mod dlq;
 pub mod events;
 pub mod fanout;
