@@ -11,6 +11,7 @@
 //! | `GET /api/queues` | every work queue's depth, in-flight count and its dead-letter queue's depth |
 //! | `GET /api/failures?n=` | the latest rejections and batch failures |
 //! | `GET /api/dlq`, `GET /api/dlq/{stage}?n=`, `POST /api/dlq/{stage}/redrive` | dead letters, see [`crate::dlq_routes`] |
+//! | `/api/extracts/...` | scheduled extracts' keys, ticks and units, see [`crate::extract_routes`] |
 //!
 //! Every `/api` route requires `Authorization: Bearer <operations.api_token>` and answers 401 with
 //! no body otherwise.
@@ -52,6 +53,7 @@ pub fn router(api: Api) -> Router {
         .route("/queues", get(queues))
         .route("/failures", get(failures))
         .merge(dlq_routes::router())
+        .merge(crate::extract_routes::router())
         // A fallback of its own, under the token like the routes: unknown `/api` paths answer
         // 401 too, so probing shows nothing.
         .fallback(|| async { StatusCode::NOT_FOUND })

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod dlq_routes;
 pub mod events;
+pub mod extract_routes;
 pub mod gauges;
 pub mod server;
 pub mod sweep;

@@ -38,6 +38,12 @@ pub struct Config {
     pub transform: TransformSettings,
     #[serde(default)]
     pub datasets: Vec<DatasetConfig>,
+    /// Where scheduled extracts read and load, and how the local scheduler ticks.
+    #[serde(default)]
+    pub extract: crate::extract::ExtractSettings,
+    /// Scheduled extracts (`[[extracts]]`): see [`crate::extract`].
+    #[serde(default)]
+    pub extracts: Vec<crate::extract::ExtractConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -89,6 +95,8 @@ pub struct Queues {
     pub transform: String,
     /// Every event, consumed by the auditor.
     pub audit: String,
+    /// Extract ticks and per-key units, consumed by the extractor (only when extracts are configured).
+    pub extract: String,
     /// Receives after which a message moves to its dead-letter queue.
     pub max_receive_count: u32,
     /// Seconds a received message stays invisible; workers extend it while they run long.
@@ -104,6 +112,7 @@ impl Default for Queues {
             crawl: "choreo-crawl".into(),
             transform: "choreo-transform".into(),
             audit: "choreo-audit".into(),
+            extract: "choreo-extract".into(),
             max_receive_count: 5,
             visibility_timeout_secs: 60,
         }
@@ -617,6 +626,8 @@ impl Default for Config {
             telemetry: TelemetrySettings::default(),
             transform: TransformSettings::default(),
             datasets: Vec::new(),
+            extract: crate::extract::ExtractSettings::default(),
+            extracts: Vec::new(),
         }
     }
 }
@@ -664,6 +675,8 @@ pub enum ConfigError {
         "operations.{0} must be at least 1: the API server would serve nobody, or give nobody time"
     )]
     BadServerLimit(&'static str),
+    #[error(transparent)]
+    Extract(#[from] crate::extract::ExtractConfigError),
 }
 
 impl Config {
@@ -725,7 +738,31 @@ impl Config {
                 return Err(ConfigError::NoMaskSalt(d.name.clone()));
             }
         }
-        KeyRouter::new(&self.datasets).map(|_| ())
+        KeyRouter::new(&self.datasets)?;
+        let names: Vec<&str> = self.datasets.iter().map(|d| d.name.as_str()).collect();
+        crate::extract::check_all(&self.extracts, &names)?;
+        Ok(())
+    }
+
+    pub fn extract(&self, name: &str) -> Option<&crate::extract::ExtractConfig> {
+        self.extracts.iter().find(|e| e.name == name)
+    }
+
+    /// The extract whose warehouse target loads `dataset`'s batches (the `warehouse` job's).
+    pub fn warehouse_of(&self, dataset: &str) -> Option<&crate::extract::ExtractConfig> {
+        self.extracts
+            .iter()
+            .find(|e| e.dataset == dataset && e.warehouse.is_some())
+    }
+
+    /// The queues the pipeline runs: [`Config::all_queues`], and the extract queue when extracts
+    /// are configured.
+    pub fn running_queues(&self) -> Vec<&str> {
+        let mut queues = self.all_queues().to_vec();
+        if !self.extracts.is_empty() {
+            queues.push(&self.queues.extract);
+        }
+        queues
     }
 
     pub fn dataset(&self, name: &str) -> Option<&DatasetConfig> {
@@ -758,6 +795,7 @@ impl Config {
             Stage::Crawler => Some(&q.crawl),
             Stage::Transformer => Some(&q.transform),
             Stage::Auditor => Some(&q.audit),
+            Stage::Extractor => Some(&q.extract),
             Stage::Operator => None,
         }
     }

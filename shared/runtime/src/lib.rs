@@ -8,6 +8,7 @@
 //! - [`publish`] turns events into messages with their `event_type` and `traceparent` attributes.
 //! - [`dlq`] lists, reads, redrives and purges the stages' dead-letter queues (the CLI and the
 //!   auditor's API share it).
+//! - [`extracts`] sends scheduled extracts' ticks and key messages, by hand or on retry.
 //! - [`retry`] resumes FAILED files from before the step that failed (the operator's `files retry`).
 //! - [`ops`] serves `/metrics`, `/health` and `/ready` at `[telemetry] listen` (every binary and
 //!   `choreo up`), within the limits of [`http`].
@@ -21,6 +22,7 @@
 pub mod consumer;
 pub mod dlq;
 pub mod events;
+pub mod extracts;
 pub mod fanout;
 pub mod handler;
 pub mod http;
