@@ -8,7 +8,7 @@
 //!   `ExtractKey` per unit still PENDING. A tick delivered twice writes no second unit, and the
 //!   second round of `ExtractKey`s finds the units claimed or done.
 //! - `ExtractKey` — one key of one tick: claim the unit (a conditional write with a lease), run the
-//!   query for the key ([`source`]), write the CSV (gzip) into the input bucket under the dataset's
+//!   query for the key (`choreo_warehouse::mysql`), write the CSV (gzip) into the input bucket under the dataset's
 //!   folder, record the unit EXTRACTED. The ingestor then registers the file like any other, and the
 //!   pipeline validates, catalogues and loads it (the dataset's `warehouse` job).
 //!
@@ -23,7 +23,6 @@
 
 pub mod events;
 pub mod scheduler;
-pub mod source;
 
 pub use choreo_runtime::extracts::{retry, run_now, send};
 
@@ -71,7 +70,7 @@ pub struct Extractor {
     /// Names this replica in the units it claims.
     holder: String,
     /// MySQL connections, made at the first key (the URL may be wrong: only extracts fail then).
-    pool: OnceLock<Result<sqlx::MySqlPool, String>>,
+    pool: OnceLock<Result<choreo_warehouse::mysql::MySqlPool, String>>,
 }
 
 #[async_trait]
@@ -282,12 +281,17 @@ impl Extractor {
         }
         let pool = self
             .pool
-            .get_or_init(|| source::pool(url, self.ctx.settings.config.runtime.concurrency as u32))
+            .get_or_init(|| {
+                choreo_warehouse::mysql::pool(
+                    url,
+                    self.ctx.settings.config.runtime.concurrency as u32,
+                )
+            })
             .as_ref()
             .map_err(|e| Failure::Unit(format!("extract.mysql_url: {e}")))?;
         let file = tempfile::NamedTempFile::new()
             .map_err(|e| Failure::Transient(format!("a temporary file: {e}")))?;
-        let written = source::extract(pool, url, &query, &values, file.path())
+        let written = choreo_warehouse::mysql::extract(pool, url, &query, &values, file.path())
             .await
             .map_err(|e| {
                 if e.is_local() {

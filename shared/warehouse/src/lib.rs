@@ -1,5 +1,7 @@
-//! The `warehouse` job: a batch of an extract's files loaded into a PostgreSQL-protocol warehouse.
+//! The databases of scheduled extracts: the MySQL source, and the PostgreSQL-protocol warehouse
+//! the `warehouse` job loads a batch of an extract's files into.
 //!
+//! - [`mysql`] streams one key's rows to a CSV (gzip) file in flat memory (the extractor's).
 //! - [`plan`] decides what a batch loads: the last file of each business key in the batch (a key
 //!   extracted twice before its batch ran loads its newest rows once), the table, the mode. Pure.
 //! - [`sql`] writes the statements: identifiers quoted, values bound or (for Redshift's batch API,
@@ -10,6 +12,7 @@
 //! - [`redshift`] is the same plan as Redshift statements: `COPY ... FROM 's3://...' IAM_ROLE`, run
 //!   in one transaction by the Data API's `BatchExecuteStatement`.
 
+pub mod mysql;
 pub mod plan;
 pub mod postgres;
 pub mod redshift;

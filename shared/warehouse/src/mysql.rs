@@ -1,4 +1,4 @@
-//! One key's rows, from MySQL to a CSV (gzip) file, a row at a time.
+//! The extracts' source: one key's rows, from MySQL to a CSV (gzip) file, a row at a time.
 //!
 //! The query is the configuration's, its named parameters turned into `?` and bound from the key
 //! ([`NamedQuery`]): values are never spliced into the SQL. Rows are streamed from the server and
@@ -8,7 +8,8 @@
 
 use choreo_domain::extract::NamedQuery;
 use futures_util::TryStreamExt;
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
+pub use sqlx::mysql::MySqlPool;
+use sqlx::mysql::{MySqlPoolOptions, MySqlRow};
 use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 use std::io::Write;
 use std::path::Path;
