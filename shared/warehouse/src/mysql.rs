@@ -2,8 +2,9 @@
 //!
 //! The query is the configuration's, its named parameters turned into `?` and bound from the key
 //! ([`NamedQuery`]): values are never spliced into the SQL. Rows are streamed from the server and
-//! written as they come through a buffered gzip encoder into a local file, so memory holds one row
-//! and the buffers whatever the row count; the file is then streamed to the bucket. The header is
+//! written as CSV as they come into chunks that a thread compresses (gzip) into a local file while
+//! the next rows arrive; memory holds one row and a few chunks whatever the row count. The file is
+//! then streamed to the bucket. The header is
 //! the query's column names, which the dataset's schema checks like any other file's.
 
 use choreo_domain::extract::NamedQuery;
@@ -146,6 +147,73 @@ fn cell(row: &MySqlRow, i: usize, kind: Kind, out: &mut Vec<u8>) -> Result<(), s
     Ok(())
 }
 
+/// Bytes of CSV handed to the compressing thread at a time. With [`IN_FLIGHT`] chunks queued, the
+/// file's bytes in memory stay under 1.5 MiB whatever the row count.
+const CHUNK: usize = 256 << 10;
+const IN_FLIGHT: usize = 4;
+
+/// Appends `field` to `out` as a CSV field: quoted (quotes doubled) only when it holds a comma, a
+/// quote or a line break, as the `csv` crate's `QuoteStyle::Necessary` does.
+fn push_field(out: &mut Vec<u8>, field: &[u8]) {
+    if field
+        .iter()
+        .any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+    {
+        out.push(b'"');
+        for &b in field {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(field);
+    }
+}
+
+/// Appends one record (a line) to `out`. A record of one empty field is written `""`: an empty line
+/// would be read as no record at all.
+fn push_record<'a>(out: &mut Vec<u8>, len: usize, mut fields: impl Iterator<Item = &'a [u8]>) {
+    if len == 1 {
+        match fields.next() {
+            Some([]) => out.extend_from_slice(b"\"\""),
+            Some(f) => push_field(out, f),
+            None => {}
+        }
+    } else {
+        for (i, f) in fields.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_field(out, f);
+        }
+    }
+    out.push(b'\n');
+}
+
+/// The compressing end: gzip (fast) into `path`, a chunk at a time, on a thread of its own so that
+/// compression overlaps reading the rows. Returns the compressed size.
+fn compressor(
+    path: &Path,
+    mut chunks: tokio::sync::mpsc::Receiver<Vec<u8>>,
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<u64>>> {
+    let file = std::fs::File::create(path)?;
+    Ok(tokio::task::spawn_blocking(move || {
+        let mut gz = flate2::write::GzEncoder::new(
+            std::io::BufWriter::with_capacity(CHUNK, file),
+            flate2::Compression::fast(),
+        );
+        while let Some(chunk) = chunks.blocking_recv() {
+            gz.write_all(&chunk)?;
+        }
+        let mut inner = gz.finish()?;
+        inner.flush()?;
+        inner.get_ref().sync_all()?;
+        Ok(inner.get_ref().metadata()?.len())
+    }))
+}
+
 /// Runs `query` with `values` bound and writes its rows as CSV (gzip) to `path`.
 pub async fn extract(
     pool: &MySqlPool,
@@ -154,14 +222,32 @@ pub async fn extract(
     values: &[String],
     path: &Path,
 ) -> Result<Written, SourceError> {
-    let file = std::fs::File::create(path).map_err(|e| SourceError::Local(e.to_string()))?;
-    let gz = flate2::write::GzEncoder::new(
-        std::io::BufWriter::with_capacity(256 << 10, file),
-        flate2::Compression::fast(),
-    );
-    let mut csv = csv::WriterBuilder::new()
-        .buffer_capacity(256 << 10)
-        .from_writer(gz);
+    let local = |e: std::io::Error| SourceError::Local(e.to_string());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(IN_FLIGHT);
+    let compressed = compressor(path, rx).map_err(local)?;
+    let rows = read_rows(pool, url_for_redaction, query, values, &tx).await;
+    drop(tx);
+    let bytes = compressed
+        .await
+        .map_err(|e| SourceError::Local(e.to_string()))?
+        .map_err(local);
+    let (count, columns) = rows?;
+    Ok(Written {
+        rows: count,
+        columns,
+        bytes: bytes?,
+    })
+}
+
+/// Streams the rows as CSV chunks into `chunks`; returns (rows, columns).
+async fn read_rows(
+    pool: &MySqlPool,
+    url_for_redaction: &str,
+    query: &NamedQuery,
+    values: &[String],
+    chunks: &tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<(u64, usize), SourceError> {
+    let gone = || SourceError::Local("the compressing thread stopped".into());
     let mut q = sqlx::query(AssertSqlSafe(query.sql.as_str()));
     for v in values {
         q = q.bind(v.as_str());
@@ -172,6 +258,7 @@ pub async fn extract(
         .map_err(|e| classify(e, url_for_redaction))?;
     let mut rows = q.fetch(&mut *conn);
     let (mut count, mut kinds, mut names) = (0u64, Vec::new(), Vec::new());
+    let mut out = Vec::with_capacity(CHUNK + (64 << 10));
     // One row's values, reused: the row's bytes, and where each field ends.
     let (mut buf, mut ends) = (Vec::with_capacity(64 << 10), Vec::new());
     while let Some(row) = rows
@@ -184,8 +271,7 @@ pub async fn extract(
                 names.push(c.name().to_string());
                 kinds.push(kind_of(c.type_info().name()));
             }
-            csv.write_record(&names)
-                .map_err(|e| SourceError::Local(e.to_string()))?;
+            push_record(&mut out, names.len(), names.iter().map(|n| n.as_bytes()));
         }
         buf.clear();
         ends.clear();
@@ -196,49 +282,37 @@ pub async fn extract(
             })?;
             ends.push(buf.len());
         }
-        let mut start = 0;
-        let fields = ends.iter().map(|&end| {
-            let f = &buf[start..end];
-            start = end;
-            f
-        });
-        csv.write_record(fields)
-            .map_err(|e| SourceError::Local(e.to_string()))?;
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        push_record(
+            &mut out,
+            ends.len(),
+            starts.zip(ends.iter().copied()).map(|(s, e)| &buf[s..e]),
+        );
         count += 1;
+        if out.len() >= CHUNK {
+            let full = std::mem::replace(&mut out, Vec::with_capacity(CHUNK + (64 << 10)));
+            chunks.send(full).await.map_err(|_| gone())?;
+        }
     }
     drop(rows);
     if kinds.is_empty() {
         // No rows: the header still says what the query returns, so the file validates (or not)
         // like any other; the columns come from the prepared statement.
-        let described = (&mut *conn)
+        let prepared = (&mut *conn)
             .prepare(AssertSqlSafe(query.sql.clone()).into_sql_str())
             .await
             .map_err(|e| classify(e, url_for_redaction))?;
-        names = described
+        names = prepared
             .columns()
             .iter()
             .map(|c| c.name().to_string())
             .collect();
-        csv.write_record(&names)
-            .map_err(|e| SourceError::Local(e.to_string()))?;
+        push_record(&mut out, names.len(), names.iter().map(|n| n.as_bytes()));
     }
-    let gz = csv
-        .into_inner()
-        .map_err(|e| SourceError::Local(e.to_string()))?;
-    let mut inner = gz.finish().map_err(|e| SourceError::Local(e.to_string()))?;
-    inner
-        .flush()
-        .map_err(|e| SourceError::Local(e.to_string()))?;
-    let bytes = inner
-        .get_ref()
-        .metadata()
-        .map(|m| m.len())
-        .map_err(|e| SourceError::Local(e.to_string()))?;
-    Ok(Written {
-        rows: count,
-        columns: names.len(),
-        bytes,
-    })
+    if !out.is_empty() {
+        chunks.send(out).await.map_err(|_| gone())?;
+    }
+    Ok((count, names.len()))
 }
 
 #[cfg(test)]
@@ -253,6 +327,29 @@ mod tests {
             "access denied for etl:***@db.internal"
         );
         assert_eq!(redact("refused", "mysql://root@127.0.0.1/test"), "refused");
+    }
+
+    #[test]
+    fn fields_are_quoted_as_the_csv_crate_reads_them() {
+        let mut out = Vec::new();
+        let fields: [&[u8]; 5] = [b"plain", b"a,b", b"say \"hi\"", b"two\nlines", b""];
+        push_record(&mut out, fields.len(), fields.iter().copied());
+        push_record(&mut out, 1, [&b""[..]].into_iter());
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(&out[..]);
+        let records: Vec<Vec<String>> = reader
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_string).collect())
+            .collect();
+        assert_eq!(
+            records,
+            [
+                vec!["plain", "a,b", "say \"hi\"", "two\nlines", ""],
+                vec![""]
+            ]
+        );
     }
 
     #[test]
