@@ -75,8 +75,10 @@ impl AwsBackend {
             )),
             queues: Arc::new(queues.clone()),
             notifier: Arc::new(SnsNotifier::new(clients.sns.clone(), &config.topics.alerts)),
-            // The DynamoDB keys table is issue 16's AWS half, not built yet.
-            extracts: Arc::new(choreo_ports::NoExtractStore("aws")),
+            extracts: Arc::new(crate::keys::DynamoExtractStore::new(
+                clients.dynamodb.clone(),
+                &aws.extract_table,
+            )),
         };
         AwsBackend {
             clients,

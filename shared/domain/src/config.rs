@@ -154,6 +154,9 @@ pub struct AwsSettings {
     pub state_table: String,
     /// DynamoDB table of the audit trail and its counters.
     pub audit_table: String,
+    /// DynamoDB table of scheduled extracts' keys, ticks and units (created when extracts are
+    /// configured).
+    pub extract_table: String,
     /// Partitions the dataset-and-state index spreads each state over, so that one busy state does
     /// not make one hot index partition (DynamoDB allows about 1,000 write units a second each; 4
     /// shards carry about 2,000 files a second). Each listing queries every shard.
@@ -175,6 +178,7 @@ impl Default for AwsSettings {
             endpoint_url: None,
             state_table: "choreo-state".into(),
             audit_table: "choreo-audit".into(),
+            extract_table: "choreo-extracts".into(),
             index_shards: 4,
             glue_database: "choreo".into(),
             glue_role: "arn:aws:iam::123456789012:role/choreo-glue".into(),
