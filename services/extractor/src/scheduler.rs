@@ -108,3 +108,69 @@ async fn send_tick(queue: &dyn Queue, tick: &Tick, cause: &'static str) -> Resul
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[tokio::test]
+    async fn one_tick_per_slot_across_replicas_a_missed_run_caught_up_once_a_lost_tick_resent() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = choreo_domain::Config {
+            data_dir: dir.path().into(),
+            ..Default::default()
+        };
+        let backend = choreo_local::LocalBackend::open(&config).unwrap();
+        let (store, queue) = (backend.ports().extracts, backend.queue("ticks"));
+        let (store, queue) = (store.as_ref(), queue.as_ref());
+        let e: ExtractConfig = serde_json::from_value(serde_json::json!({
+            "name": "c", "schedule": "0 3,14 * * *", "dataset": "d", "query": "SELECT 1"
+        }))
+        .unwrap();
+        let s = e.parsed_schedule().unwrap();
+        let (never, always) = (
+            chrono::Duration::days(36500),
+            chrono::Duration::days(-36500),
+        );
+        let at = |d: u32, h: u32, m: u32| Utc.with_ymd_and_hms(2026, 12, d, h, m, 0).unwrap();
+        let depth = || async { queue.depth().await.unwrap().total() };
+
+        // First seen at midnight: the slots before are not caught up.
+        assert_eq!(
+            look(store, queue, &e, &s, at(1, 0, 0), never)
+                .await
+                .unwrap(),
+            None
+        );
+        // Two replicas look after 03:00: one tick, one message.
+        let a = look(store, queue, &e, &s, at(1, 3, 0), never)
+            .await
+            .unwrap();
+        let b = look(store, queue, &e, &s, at(1, 3, 1), never)
+            .await
+            .unwrap();
+        assert_eq!(a.map(|t| t.slot), Some(at(1, 3, 0)));
+        assert_eq!(b, None);
+        assert_eq!(depth().await, 1);
+        // Down from then until the 3rd at 10:00: four slots missed, one tick, for the latest.
+        let t = look(store, queue, &e, &s, at(3, 10, 0), never)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.slot, at(3, 3, 0));
+        assert_eq!(
+            look(store, queue, &e, &s, at(3, 10, 1), never)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(depth().await, 2);
+        // Its message lost (never fanned out): sent again once resend_after has passed.
+        let again = look(store, queue, &e, &s, at(3, 10, 2), always)
+            .await
+            .unwrap();
+        assert_eq!(again.map(|r| r.id), Some(t.id));
+        assert_eq!(depth().await, 3);
+    }
+}

@@ -552,6 +552,43 @@ mod tests {
     use std::collections::BTreeMap;
 
     #[tokio::test]
+    async fn bootstrap_makes_the_extract_table_and_queue_with_extracts() {
+        let moto = Moto::start();
+        let clients = AwsClients::emulator(&moto.endpoint).await;
+        let mut config = choreo_domain::Config::default();
+        config.extracts.push(
+            serde_json::from_value(serde_json::json!({
+                "name": "c", "schedule": "0 3 * * *", "dataset": "d", "query": "SELECT 1"
+            }))
+            .unwrap(),
+        );
+        let done = crate::bootstrap::bootstrap(&clients, &config)
+            .await
+            .unwrap();
+        assert!(
+            done.steps.iter().any(|s| s.contains("choreo-extracts")),
+            "{:?}",
+            done.steps
+        );
+        clients
+            .dynamodb
+            .describe_table()
+            .table_name("choreo-extracts")
+            .send()
+            .await
+            .unwrap();
+        for q in ["choreo-extract", "choreo-extract-dlq"] {
+            clients
+                .sqs
+                .get_queue_url()
+                .queue_name(q)
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
     async fn keys_ticks_and_units_behave_as_on_sqlite() {
         let moto = Moto::start();
         let clients = AwsClients::emulator(&moto.endpoint).await;
