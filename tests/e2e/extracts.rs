@@ -485,3 +485,175 @@ async fn a_mysql_that_is_down_fails_the_unit_with_a_clear_reason() {
     assert!(!u["k"].2.contains("hunter2"), "{u:?}");
     app.stop().await;
 }
+
+const EXTRACT_TOML: &str = r#"
+[[datasets]]
+name = "campaign_rows"
+match = { prefix = "campaign_rows/" }
+format = "csv"
+job = "warehouse"
+schema = { fields = [{ name = "id", type = "integer" }] }
+
+[[extracts]]
+name = "campaigns"
+schedule = "0 3 1 1 *"
+dataset = "campaign_rows"
+query = "SELECT id FROM t WHERE c = :campaign"
+"#;
+
+#[test]
+fn keys_and_ticks_from_the_command_line() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let file = choreo::demo::write_config(dir.path(), choreo::demo::CONFIG_FILE).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap()
+        .write_all(EXTRACT_TOML.as_bytes())
+        .unwrap();
+    let choreo = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_choreo"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&crate::helpers::ok(choreo(args))).unwrap()
+    };
+    crate::helpers::ok(choreo(&[
+        "keys",
+        "put",
+        "campaigns",
+        "spring",
+        "--from",
+        "2026-01-01",
+        "--param",
+        "campaign=spring",
+    ]));
+    let keys = json(&["keys", "list", "campaigns", "--json"]);
+    assert_eq!(keys[0]["key"], "spring");
+    assert_eq!(keys[0]["params"]["campaign"], "spring");
+    assert_eq!(keys[0]["valid_from"], "2026-01-01");
+    assert_eq!(keys[0]["enabled"], true);
+    crate::helpers::ok(choreo(&["keys", "disable", "campaigns", "spring"]));
+    assert_eq!(
+        json(&["keys", "list", "campaigns", "--json"])[0]["enabled"],
+        false
+    );
+
+    let refused = choreo(&["keys", "put", "campaigns", "a/b"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("names a folder"));
+    assert_eq!(
+        choreo(&["keys", "disable", "campaigns", "nope"])
+            .status
+            .code(),
+        Some(1)
+    );
+    let unknown = choreo(&["extract", "run", "nope"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no extract named"));
+
+    let tick = crate::helpers::ok(choreo(&["extract", "run", "campaigns"]));
+    let tick = tick.trim();
+    assert!(
+        tick.starts_with("campaigns@") && tick.contains("-manual-"),
+        "{tick}"
+    );
+    let ticks = json(&["extract", "ticks", "campaigns", "--json"]);
+    assert_eq!(ticks[0]["tick"]["id"], tick);
+    assert_eq!(
+        ticks[0]["units"],
+        json!([]),
+        "not fanned out: nothing runs the extractor"
+    );
+    let list = json(&["extract", "list", "--json"]);
+    assert_eq!(list[0]["name"], "campaigns");
+    assert_eq!(list[0]["keys"], 1);
+    assert_eq!(list[0]["last_tick"], tick);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_ticks_through_the_api() {
+    use crate::http::Http;
+    use hyper::{Method, StatusCode};
+    const TOKEN: &str = "extract-token-9c2e";
+    let mut app = app(
+        vec![dataset("api_rows")],
+        vec![extract(
+            "api",
+            "api_rows",
+            "SELECT id FROM t WHERE c = :campaign",
+            serde_json::Value::Null,
+        )],
+        |c| {
+            c.operations.listen = Some("127.0.0.1:0".into());
+            c.operations.api_token = Some(TOKEN.into());
+        },
+    )
+    .await;
+    app.start();
+    let path = choreo_auditor::server::addr_file(&app.pipeline.settings.config.data_dir);
+    let mut addr = None;
+    for _ in 0..600 {
+        if let Ok(a) = std::fs::read_to_string(&path) {
+            addr = Some(a);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let base = format!(
+        "http://{}/api/extracts",
+        addr.expect("the auditor's address")
+    );
+    let http = Http::default();
+    let send = |method: Method, path: &str, body: Option<serde_json::Value>| {
+        let (http, url) = (&http, format!("{base}{path}"));
+        async move { http.send(method, &url, Some(TOKEN), body.as_ref()).await }
+    };
+
+    assert_eq!(http.get(&base, None).await.status, StatusCode::UNAUTHORIZED);
+    let put = send(
+        Method::PUT,
+        "/api/keys/spring",
+        Some(json!({"valid_from": "2026-01-01", "params": {"campaign": "spring"}})),
+    )
+    .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    let bad = send(
+        Method::PUT,
+        "/api/keys/autumn",
+        Some(json!({"colour": "red"})),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    let keys = send(Method::GET, "/api/keys", None).await.json();
+    assert_eq!(keys[0]["params"]["campaign"], "spring");
+    let off = send(Method::POST, "/api/keys/spring/disable", None).await;
+    assert_eq!(off.json()["enabled"], false);
+    assert_eq!(
+        send(Method::POST, "/api/keys/winter/disable", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(Method::POST, "/nope/run", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let tick = send(Method::POST, "/api/run", None).await.json();
+    let id = tick["id"].as_str().unwrap().to_string();
+    app.settle().await;
+    let ticks = send(Method::GET, "/ticks?extract=api", None).await.json();
+    assert_eq!(ticks[0]["tick"]["id"], id.as_str());
+    assert!(ticks[0]["tick"]["fanned_out_at"].is_string(), "{ticks}");
+    assert_eq!(ticks[0]["units"], json!([]), "the only key is disabled");
+    let list = send(Method::GET, "", None).await.json();
+    assert_eq!(list[0]["name"], "api");
+    assert_eq!(list[0]["keys"], 1);
+    app.stop().await;
+}
