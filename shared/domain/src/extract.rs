@@ -276,6 +276,71 @@ impl Schedule {
     }
 }
 
+/// `expr` (five fields, or six with seconds first) as an EventBridge Scheduler expression,
+/// `cron(minutes hours day-of-month month day-of-week year)`: no seconds (a six-field expression
+/// must have `0` there), `?` in whichever day field is `*` (EventBridge wants one of them `?`), and
+/// numeric days of the week moved from cron's 0–6 (7 too) from Sunday to EventBridge's 1–7.
+pub fn eventbridge_cron(expr: &str) -> Result<String, String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let fields = match fields.as_slice() {
+        [_, _, _, _, _] => fields,
+        ["0", rest @ ..] if rest.len() == 5 => rest.to_vec(),
+        [_, _, _, _, _, _] => {
+            return Err(format!(
+                "{expr:?}: EventBridge schedules have no seconds (use 0 or five fields)"
+            ));
+        }
+        _ => return Err(format!("{expr:?}: five fields expected")),
+    };
+    let (mut dom, mut dow) = (fields[2].to_string(), fields[4].to_string());
+    let dow_digits = |s: &str| -> Result<String, String> {
+        // Each number in a list or range moves up one; names (MON) are the same in both.
+        let mut out = String::new();
+        let mut num = String::new();
+        for c in s.chars().chain(std::iter::once('\0')) {
+            if c.is_ascii_digit() {
+                num.push(c);
+                continue;
+            }
+            if !num.is_empty() {
+                let n: u32 = num
+                    .parse()
+                    .map_err(|_| format!("{expr:?}: bad day {num}"))?;
+                if n > 7 {
+                    return Err(format!("{expr:?}: day of week {n} is out of range"));
+                }
+                out.push_str(&(n % 7 + 1).to_string());
+                num.clear();
+            }
+            if c != '\0' {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    };
+    match (dom.as_str(), dow.as_str()) {
+        (_, "*") => dow = "?".into(),
+        ("*", _) => {
+            dom = "?".into();
+            dow = dow_digits(&dow)?;
+        }
+        _ => {
+            return Err(format!(
+                "{expr:?}: EventBridge cannot schedule on days of the month and of the week at once"
+            ));
+        }
+    }
+    if dow.contains('/') {
+        return Err(format!(
+            "{expr:?}: steps in the day of the week are not portable"
+        ));
+    }
+    Ok(format!(
+        "cron({} {} {dom} {} {dow} *)",
+        fields[0], fields[1], fields[3]
+    ))
+}
+
 /// One business key of an extract, as operators edit it in the keys table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyRecord {
@@ -701,6 +766,38 @@ mod tests {
             e.check(&ds),
             Err(ExtractConfigError::BadTimeZone { .. })
         ));
+    }
+
+    #[test]
+    fn cron_expressions_become_eventbridge_ones() {
+        assert_eq!(
+            eventbridge_cron("0 3,14 * * *").unwrap(),
+            "cron(0 3,14 * * ? *)"
+        );
+        assert_eq!(
+            eventbridge_cron("0 0 3 * * *").unwrap(),
+            "cron(0 3 * * ? *)"
+        );
+        assert_eq!(
+            eventbridge_cron("30 6 * * 1-5").unwrap(),
+            "cron(30 6 ? * 2-6 *)"
+        );
+        assert_eq!(
+            eventbridge_cron("0 9 * * 0,6").unwrap(),
+            "cron(0 9 ? * 1,7 *)"
+        );
+        assert_eq!(eventbridge_cron("0 9 * * 7").unwrap(), "cron(0 9 ? * 1 *)");
+        assert_eq!(
+            eventbridge_cron("0 9 * * MON").unwrap(),
+            "cron(0 9 ? * MON *)"
+        );
+        assert_eq!(
+            eventbridge_cron("15 4 1 * *").unwrap(),
+            "cron(15 4 1 * ? *)"
+        );
+        assert!(eventbridge_cron("0 9 1 * MON").is_err());
+        assert!(eventbridge_cron("5 0 9 * * *").is_err());
+        assert!(eventbridge_cron("0 9 * *").is_err());
     }
 
     #[test]
