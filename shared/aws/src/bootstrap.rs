@@ -50,6 +50,12 @@ pub async fn bootstrap(clients: &AwsClients, config: &Config) -> Result<Bootstra
             "table: {} (extracts' keys, ticks and units)",
             config.aws.extract_table
         ));
+        let schedules = crate::schedules::create_schedules(clients, config).await?;
+        done.steps.push(format!(
+            "schedules: {} (EventBridge Scheduler, ticks to {})",
+            schedules.join(", "),
+            config.queues.extract
+        ));
     }
     clients
         .s3

@@ -22,6 +22,7 @@ pub mod keys;
 pub mod messaging_setup;
 pub mod moto;
 pub mod s3;
+pub mod schedules;
 pub mod secrets;
 pub mod sns;
 pub mod sqs;

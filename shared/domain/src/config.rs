@@ -167,6 +167,9 @@ pub struct AwsSettings {
     pub glue_role: String,
     /// Glue job that runs the built-in transform (for datasets whose `job` is `builtin`).
     pub builtin_job: String,
+    /// IAM role EventBridge Scheduler assumes to send extracts' ticks to the extract queue
+    /// (`sqs:SendMessage` on it).
+    pub scheduler_role: String,
     /// Secrets Manager secret holding `transform.mask_salt` for the built-in Glue job: `choreo
     /// bootstrap` creates it, and the job is given its name, never the salt.
     pub mask_salt_secret: String,
@@ -183,6 +186,7 @@ impl Default for AwsSettings {
             glue_database: "choreo".into(),
             glue_role: "arn:aws:iam::123456789012:role/choreo-glue".into(),
             builtin_job: "choreo-builtin".into(),
+            scheduler_role: "arn:aws:iam::123456789012:role/choreo-scheduler".into(),
             mask_salt_secret: "choreo-mask-salt".into(),
         }
     }
