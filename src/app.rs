@@ -1,4 +1,5 @@
-//! The whole pipeline in one process: all six services on one backend, as `choreo up` runs them.
+//! The whole pipeline in one process: all six services on one backend (and the extractor when
+//! extracts are configured), as `choreo up` runs them.
 
 use choreo_backend::Backend;
 use choreo_domain::FileState;
@@ -65,7 +66,7 @@ impl Pipeline {
         queue: impl Fn(&str) -> Arc<dyn Queue>,
     ) -> TaskTracker {
         let tasks = TaskTracker::new();
-        for spec in SERVICES {
+        for spec in self.specs() {
             let queue = queue((spec.queue)(&self.settings.config));
             tasks.spawn(spec.run(
                 self.settings.clone(),
@@ -80,13 +81,23 @@ impl Pipeline {
         tasks
     }
 
+    /// The services this configuration runs: the six, and the extractor when extracts are
+    /// configured (without them it would only wait on an empty queue).
+    pub fn specs(&self) -> Vec<ServiceSpec> {
+        let mut specs = SERVICES.to_vec();
+        if !self.settings.config.extracts.is_empty() {
+            specs.push(choreo_extractor::SPEC);
+        }
+        specs
+    }
+
     /// Idle: no object waiting to be notified, no message in any work queue, and no file outside a
     /// terminal state. Dead-letter queues may hold messages: they wait for an operator.
     pub async fn is_idle(&self) -> Result<bool, PortError> {
         if self.monitor.pending_sources().await? > 0 {
             return Ok(false);
         }
-        for q in self.settings.config.all_queues() {
+        for q in self.settings.config.running_queues() {
             if self.monitor.queue(q).depth().await?.total() > 0 {
                 return Ok(false);
             }

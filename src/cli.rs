@@ -74,6 +74,12 @@ pub enum Command {
     /// idle `up`'s cost. Exit 0 if every file was INGESTED and no timer was lost, 1 if not. It makes
     /// its own data directories: --config and --data-dir do not apply.
     Bench(crate::bench::BenchArgs),
+    /// Scheduled extracts: list them, tick one by hand, see ticks and their per-key units, retry.
+    #[command(subcommand)]
+    Extract(crate::extract_cli::ExtractCommand),
+    /// The business keys of scheduled extracts: list, put, disable, enable.
+    #[command(subcommand)]
+    Keys(crate::extract_cli::KeysCommand),
     /// Run one built-in transform for the local job runner, which starts it as a child process:
     /// the request on stdin, the answer on stdout (`choreo_local::worker`).
     #[command(name = "job-worker", hide = true)]
@@ -242,6 +248,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Dlq(cmd) => dlq(&cli.global, cmd).await,
         Command::Backfill { prefix } => backfill(&cli.global, &prefix).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Extract(cmd) => {
+            let pipeline = Pipeline::open(settings(&cli.global)?).await?;
+            crate::extract_cli::extract(&pipeline, cmd).await
+        }
+        Command::Keys(cmd) => {
+            let pipeline = Pipeline::open(settings(&cli.global)?).await?;
+            crate::extract_cli::keys(&pipeline, cmd).await
+        }
         Command::JobWorker => Ok(choreo_local::worker::serve_worker().await),
     }
 }

@@ -12,7 +12,8 @@
 //! - `shared/ports`: the traits the services see (Queue, EventBus, ObjectStore, StateStore, ...).
 //! - `shared/runtime`: the consumer loop, configuration loading, publishing, shutdown.
 //! - `shared/local`: the embedded backend (SQLite and directories); `shared/backend` picks one.
-//! - `services/*`: one crate per stage, each a handler and a thin binary.
+//! - `services/*`: one crate per stage, each a handler and a thin binary; `services/extractor` runs
+//!   scheduled extracts from MySQL into the pipeline, and `shared/warehouse` loads them.
 //! - this crate: [`app::Pipeline`] (all six services in one process), the `choreo` command line, and
 //!   [`bench`], the pipeline's end-to-end benchmark; [`terminal::escape`] for what it prints, and
 //!   [`progress`] for the bars and lines it shows while it waits.
@@ -22,5 +23,6 @@ pub mod bench;
 pub mod bench_transform;
 pub mod cli;
 pub mod demo;
+pub mod extract_cli;
 pub mod progress;
 pub mod terminal;

@@ -59,6 +59,17 @@ impl TestApp {
         }
     }
 
+    /// Opens a pipeline with `settings` on `dir` (which the app keeps); does not start it.
+    pub async fn with_settings(dir: TempDir, settings: Settings) -> TestApp {
+        let pipeline = Pipeline::open(settings).await.unwrap();
+        TestApp {
+            _dir: dir,
+            pipeline,
+            shutdown: CancellationToken::new(),
+            tasks: None,
+        }
+    }
+
     pub fn start(&mut self) {
         self.tasks = Some(self.pipeline.start(&self.shutdown));
     }

@@ -13,6 +13,7 @@ mod dashboard;
 mod demo;
 mod dlq;
 mod duplicates;
+mod extracts;
 mod failures;
 mod fault_proxy;
 mod faults;

@@ -18,6 +18,7 @@
 //! | `GET /api/failures?n=` | the latest rejections and batch failures |
 //! | `GET /api/failures/reasons?dataset=` | the same, grouped by reason |
 //! | `GET /api/dlq`, `GET /api/dlq/{stage}?n=`, `POST /api/dlq/{stage}/redrive` | dead letters, see [`crate::dlq_routes`] |
+//! | `/api/extracts/...` | scheduled extracts' keys, ticks and units, see [`crate::extract_routes`] |
 //!
 //! Every `/api` route requires `Authorization: Bearer <operations.api_token>` and answers 401 with
 //! no body otherwise.
@@ -104,6 +105,7 @@ pub fn router(api: Api) -> Router {
         .route("/failures", get(failures))
         .route("/failures/reasons", get(failure_reasons))
         .merge(dlq_routes::router())
+        .merge(crate::extract_routes::router())
         // A fallback of its own, under the token like the routes: unknown `/api` paths answer
         // 401 too, so probing shows nothing.
         .fallback(|| async { StatusCode::NOT_FOUND })

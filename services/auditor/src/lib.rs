@@ -17,6 +17,7 @@ pub mod charts;
 pub mod dashboard;
 pub mod dlq_routes;
 pub mod events;
+pub mod extract_routes;
 pub mod flow;
 pub mod gauges;
 pub mod server;

@@ -77,6 +77,10 @@ impl AwsBackend {
             )),
             queues: Arc::new(queues.clone()),
             notifier: Arc::new(SnsNotifier::new(clients.sns.clone(), &config.topics.alerts)),
+            extracts: Arc::new(crate::keys::DynamoExtractStore::new(
+                clients.dynamodb.clone(),
+                &aws.extract_table,
+            )),
         };
         AwsBackend {
             clients,

@@ -25,7 +25,7 @@ pub async fn bootstrap(clients: &AwsClients, config: &Config) -> Result<Bootstra
     crate::messaging_setup::create_queues(clients, config).await?;
     done.steps.push(format!(
         "queues: {} with dead-letter queues (maxReceiveCount {})",
-        config.all_queues().join(", "),
+        config.running_queues().join(", "),
         config.queues.max_receive_count
     ));
     crate::messaging_setup::create_topics(clients, config).await?;
@@ -44,6 +44,19 @@ pub async fn bootstrap(clients: &AwsClients, config: &Config) -> Result<Bootstra
         "tables: {} (index by dataset and state, {} shards), {}",
         config.aws.state_table, config.aws.index_shards, config.aws.audit_table
     ));
+    if !config.extracts.is_empty() {
+        crate::keys::create_extract_table(clients, &config.aws.extract_table).await?;
+        done.steps.push(format!(
+            "table: {} (extracts' keys, ticks and units)",
+            config.aws.extract_table
+        ));
+        let schedules = crate::schedules::create_schedules(clients, config).await?;
+        done.steps.push(format!(
+            "schedules: {} (EventBridge Scheduler, ticks to {})",
+            schedules.join(", "),
+            config.queues.extract
+        ));
+    }
     clients
         .s3
         .put_object()

@@ -190,6 +190,8 @@ pub struct AwsClients {
     pub glue: aws_sdk_glue::Client,
     /// Bootstrap only: the secret holding the mask salt.
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// Bootstrap only: the schedules of scheduled extracts.
+    pub scheduler: aws_sdk_scheduler::Client,
     pub calls: CallCounter,
     /// The endpoint override in force (config or `AWS_ENDPOINT_URL`), if any.
     pub endpoint: Option<String>,
@@ -249,7 +251,12 @@ impl AwsClients {
             .interceptor(calls.clone())
             .interceptor(RetryLog)
             .build();
+        let scheduler = aws_sdk_scheduler::config::Builder::from(sdk)
+            .interceptor(calls.clone())
+            .interceptor(RetryLog)
+            .build();
         AwsClients {
+            scheduler: aws_sdk_scheduler::Client::from_conf(scheduler),
             s3: aws_sdk_s3::Client::from_conf(s3),
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
             sns: aws_sdk_sns::Client::from_conf(sns),

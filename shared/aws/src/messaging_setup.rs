@@ -140,7 +140,8 @@ pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String, 
         .ok_or_else(|| PortError::permanent("get_queue_attributes", name, "no QueueArn"))
 }
 
-/// Every queue of the configuration and its dead-letter queue ([`Queues::dlq_of`]).
+/// Every queue the configuration runs ([`Config::running_queues`]) and its dead-letter queue
+/// ([`Queues::dlq_of`]).
 ///
 /// Dead-letter queues keep messages [`DLQ_RETENTION_SECS`]. Work queues get the redrive policy
 /// (`maxReceiveCount` = `queues.max_receive_count`), `queues.visibility_timeout_secs`, long polling
@@ -148,7 +149,8 @@ pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String, 
 /// from the queue's ARN (same partition, region and account), so topics may be created afterwards.
 pub async fn create_queues(clients: &AwsClients, config: &Config) -> Result<(), PortError> {
     let sqs = &clients.sqs;
-    for name in config.all_queues() {
+    // With extracts, their queue too (the extractor's, which EventBridge Scheduler sends ticks to).
+    for name in config.running_queues() {
         let dlq = Queues::dlq_of(name);
         let dlq_attributes = HashMap::from([(
             QueueAttributeName::MessageRetentionPeriod,

@@ -38,6 +38,12 @@ pub struct Config {
     pub transform: TransformSettings,
     #[serde(default)]
     pub datasets: Vec<DatasetConfig>,
+    /// Where scheduled extracts read and load, and how the local scheduler ticks.
+    #[serde(default)]
+    pub extract: crate::extract::ExtractSettings,
+    /// Scheduled extracts (`[[extracts]]`): see [`crate::extract`].
+    #[serde(default)]
+    pub extracts: Vec<crate::extract::ExtractConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -89,6 +95,8 @@ pub struct Queues {
     pub transform: String,
     /// Every event, consumed by the auditor.
     pub audit: String,
+    /// Extract ticks and per-key units, consumed by the extractor (only when extracts are configured).
+    pub extract: String,
     /// Receives after which a message moves to its dead-letter queue.
     pub max_receive_count: u32,
     /// Seconds a received message stays invisible; workers extend it while they run long.
@@ -104,6 +112,7 @@ impl Default for Queues {
             crawl: "choreo-crawl".into(),
             transform: "choreo-transform".into(),
             audit: "choreo-audit".into(),
+            extract: "choreo-extract".into(),
             max_receive_count: 5,
             visibility_timeout_secs: 60,
         }
@@ -145,6 +154,9 @@ pub struct AwsSettings {
     pub state_table: String,
     /// DynamoDB table of the audit trail.
     pub audit_table: String,
+    /// DynamoDB table of scheduled extracts' keys, ticks and units (created when extracts are
+    /// configured).
+    pub extract_table: String,
     /// Partitions the state index spreads each phase over, so that no index partition is hot:
     /// every file is put into and taken out of the `ACTIVE` phase, two writes, so 16 shards keep
     /// each partition near an eighth of DynamoDB's 1,000 write units a second at 1,000 files a
@@ -156,6 +168,9 @@ pub struct AwsSettings {
     pub glue_role: String,
     /// Glue job that runs the built-in transform (for datasets whose `job` is `builtin`).
     pub builtin_job: String,
+    /// IAM role EventBridge Scheduler assumes to send extracts' ticks to the extract queue
+    /// (`sqs:SendMessage` on it).
+    pub scheduler_role: String,
     /// Secrets Manager secret holding `transform.mask_salt` for the built-in Glue job: `choreo
     /// bootstrap` creates it, and the job is given its name, never the salt.
     pub mask_salt_secret: String,
@@ -167,10 +182,12 @@ impl Default for AwsSettings {
             endpoint_url: None,
             state_table: "choreo-state".into(),
             audit_table: "choreo-audit".into(),
+            extract_table: "choreo-extracts".into(),
             index_shards: 16,
             glue_database: "choreo".into(),
             glue_role: "arn:aws:iam::123456789012:role/choreo-glue".into(),
             builtin_job: "choreo-builtin".into(),
+            scheduler_role: "arn:aws:iam::123456789012:role/choreo-scheduler".into(),
             mask_salt_secret: "choreo-mask-salt".into(),
         }
     }
@@ -618,6 +635,8 @@ impl Default for Config {
             telemetry: TelemetrySettings::default(),
             transform: TransformSettings::default(),
             datasets: Vec::new(),
+            extract: crate::extract::ExtractSettings::default(),
+            extracts: Vec::new(),
         }
     }
 }
@@ -665,6 +684,8 @@ pub enum ConfigError {
         "operations.{0} must be at least 1: the API server would serve nobody, or give nobody time"
     )]
     BadServerLimit(&'static str),
+    #[error(transparent)]
+    Extract(#[from] crate::extract::ExtractConfigError),
 }
 
 impl Config {
@@ -726,7 +747,31 @@ impl Config {
                 return Err(ConfigError::NoMaskSalt(d.name.clone()));
             }
         }
-        KeyRouter::new(&self.datasets).map(|_| ())
+        KeyRouter::new(&self.datasets)?;
+        let names: Vec<&str> = self.datasets.iter().map(|d| d.name.as_str()).collect();
+        crate::extract::check_all(&self.extracts, &names)?;
+        Ok(())
+    }
+
+    pub fn extract(&self, name: &str) -> Option<&crate::extract::ExtractConfig> {
+        self.extracts.iter().find(|e| e.name == name)
+    }
+
+    /// The extract whose warehouse target loads `dataset`'s batches (the `warehouse` job's).
+    pub fn warehouse_of(&self, dataset: &str) -> Option<&crate::extract::ExtractConfig> {
+        self.extracts
+            .iter()
+            .find(|e| e.dataset == dataset && e.warehouse.is_some())
+    }
+
+    /// The queues the pipeline runs: [`Config::all_queues`], and the extract queue when extracts
+    /// are configured.
+    pub fn running_queues(&self) -> Vec<&str> {
+        let mut queues = self.all_queues().to_vec();
+        if !self.extracts.is_empty() {
+            queues.push(&self.queues.extract);
+        }
+        queues
     }
 
     pub fn dataset(&self, name: &str) -> Option<&DatasetConfig> {
@@ -759,6 +804,7 @@ impl Config {
             Stage::Crawler => Some(&q.crawl),
             Stage::Transformer => Some(&q.transform),
             Stage::Auditor => Some(&q.audit),
+            Stage::Extractor => Some(&q.extract),
             Stage::Operator => None,
         }
     }

@@ -6,13 +6,15 @@
 //! (`event.rs`, the message contracts). Files are catalogued and transformed in batches, whose
 //! lifecycle — windows, cuts, shared crawls, job runs — is the pure decision table of `lifecycle.rs`. Datasets — which keys they own, their format and schema, their
 //! crawler and job — are described by [`config`]; a directly catalogued dataset's table, by [`catalog`].
-//! Which keys the pipeline takes at all is one predicate, [`key::check`].
+//! Which keys the pipeline takes at all is one predicate, [`key::check`]. Scheduled extracts — their
+//! schedules, business keys, ticks and per-key units — are [`extract`].
 
 pub mod alert;
 pub mod batch;
 pub mod catalog;
 pub mod config;
 pub mod event;
+pub mod extract;
 pub mod key;
 pub mod lifecycle;
 pub mod record;

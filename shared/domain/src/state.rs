@@ -194,6 +194,9 @@ pub enum Stage {
     Crawler,
     Transformer,
     Auditor,
+    /// The scheduled extracts' service: it moves no file (its files enter through the ingestor), so
+    /// it is not among [`Stage::SERVICES`], the file pipeline's six.
+    Extractor,
     Operator,
 }
 
@@ -215,6 +218,7 @@ impl Stage {
             Stage::Crawler => "crawler",
             Stage::Transformer => "transformer",
             Stage::Auditor => "auditor",
+            Stage::Extractor => "extractor",
             Stage::Operator => "operator",
         }
     }
@@ -243,7 +247,7 @@ impl FromStr for Stage {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Stage::SERVICES
             .into_iter()
-            .chain([Stage::Operator])
+            .chain([Stage::Extractor, Stage::Operator])
             .find(|st| st.as_str() == s)
             .ok_or_else(|| format!("unknown stage {s:?}"))
     }

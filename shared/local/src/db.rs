@@ -177,6 +177,47 @@ CREATE TABLE IF NOT EXISTS job_runs (
     claimed_until INTEGER
 );
 CREATE INDEX IF NOT EXISTS job_runs_by_batch ON job_runs (job, batch_id, started_at);
+
+CREATE TABLE IF NOT EXISTS extract_keys (
+    extract    TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    valid_from TEXT,
+    valid_to   TEXT,
+    enabled    INTEGER NOT NULL,
+    params     TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (extract, key)
+);
+
+CREATE TABLE IF NOT EXISTS extract_schedules (
+    extract TEXT PRIMARY KEY,
+    since   INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS extract_ticks (
+    tick_id       TEXT PRIMARY KEY,
+    extract       TEXT NOT NULL,
+    slot          INTEGER NOT NULL,
+    manual        INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    fanned_out_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS extract_ticks_by_slot ON extract_ticks (extract, manual, slot);
+
+CREATE TABLE IF NOT EXISTS extract_units (
+    tick_id       TEXT NOT NULL,
+    extract       TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    state         TEXT NOT NULL,
+    attempts      INTEGER NOT NULL,
+    reason        TEXT,
+    object_key    TEXT,
+    rows          INTEGER,
+    holder        TEXT,
+    claimed_until INTEGER,
+    updated_at    INTEGER NOT NULL,
+    PRIMARY KEY (tick_id, key)
+);
 "#;
 
 /// An error inside a database closure: SQL, or a port error decided by the closure itself.

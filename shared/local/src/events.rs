@@ -184,6 +184,34 @@ impl InternalEvent for JobCommandSucceeded<'_> {
     }
 }
 
+/// The `warehouse` job loaded a batch of an extract's files into the warehouse, in one transaction.
+pub struct WarehouseLoaded<'a> {
+    pub run_id: &'a str,
+    pub table: &'a str,
+    pub mode: &'static str,
+    pub files: usize,
+    pub deleted: u64,
+    pub copied: u64,
+    pub elapsed_ms: u64,
+}
+
+impl InternalEvent for WarehouseLoaded<'_> {
+    fn emit(self) {
+        tracing::info!(
+            run_id = self.run_id,
+            table = self.table,
+            mode = self.mode,
+            files = self.files,
+            deleted = self.deleted,
+            copied = self.copied,
+            elapsed_ms = self.elapsed_ms,
+            "WarehouseLoaded"
+        );
+        counted("WarehouseLoaded");
+        metrics::counter!("choreo_warehouse_rows_total").increment(self.copied);
+    }
+}
+
 /// Renewing a running job's claim failed; the next renewal tries again (a lapsed claim lets
 /// another replica take the run as abandoned).
 pub struct JobRunClaimRenewError<'a> {

@@ -6,7 +6,9 @@
 //! `command:<shell>` runs `sh -c <shell>` with `CHOREO_BATCH_ID`, `CHOREO_MANIFEST` (a local copy of
 //! the manifest, each file with the `path` of the bytes its pin names — read those, not the key's
 //! current file), `CHOREO_DATA_DIR` and `CHOREO_ARGUMENTS` (all arguments, as JSON) in its
-//! environment, and fails with the end of its stderr; any other name fails with state ERROR. Both
+//! environment, and fails with the end of its stderr; `warehouse` loads the batch into the
+//! warehouse of the extract that writes the dataset (`choreo_warehouse`, in this process: it
+//! streams, so it needs no memory limit of its own); any other name fails with state ERROR. Both
 //! kinds of child start with `[local] job_memory_mb` as their memory limit: a job that runs out of
 //! memory fails its run (and so its batch) with that reason, and the pipeline goes on. A poller
 //! claims the run first (a claim that expires
@@ -16,7 +18,7 @@
 use crate::db::{Db, ms, now_ms};
 use crate::events::{
     BuiltinTransformDroppedRows, BuiltinTransformWritten, JobCommandSucceeded,
-    JobRunClaimRenewError,
+    JobRunClaimRenewError, WarehouseLoaded,
 };
 use crate::objects::LocalObjectStore;
 use crate::transform::KEY_INDEX_BYTES;
@@ -34,6 +36,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The job that loads a batch of an extract's files into the warehouse (`choreo_warehouse`).
+pub const WAREHOUSE_JOB: &str = "warehouse";
 
 /// How long a claim on a run lasts without a heartbeat.
 const CLAIM_TTL: Duration = Duration::from_secs(60);
@@ -105,6 +110,9 @@ impl LocalJobRunner {
         if let Some(command) = job.strip_prefix("command:") {
             return self.run_command(command, run_id, args).await;
         }
+        if job == WAREHOUSE_JOB {
+            return self.run_warehouse(run_id, args).await;
+        }
         ("ERROR", Some(format!("no such job: {job}")))
     }
 
@@ -146,6 +154,74 @@ impl LocalJobRunner {
                 ..
             })
             | Err(reason) => ("FAILED", Some(reason)),
+        }
+    }
+
+    /// Loads the batch into the warehouse (`choreo_warehouse`): the files its manifest pins, by the
+    /// warehouse target of the extract that writes the dataset.
+    async fn run_warehouse(&self, run_id: &str, args: &BTreeMap<String, String>) -> Ending {
+        let started = std::time::Instant::now();
+        let failed = |reason: String| ("FAILED", Some(reason));
+        let Some(location) = args.get("--manifest") else {
+            return failed("the warehouse job needs --manifest".into());
+        };
+        let Some((bucket, key)) = split_location(location) else {
+            return failed(format!("--manifest {location:?} is not <bucket>/<key>"));
+        };
+        let manifest: choreo_domain::Manifest = match self
+            .objects
+            .path_of(bucket, key)
+            .map_err(|e| e.to_string())
+            .and_then(|p| std::fs::read(p).map_err(|e| e.to_string()))
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
+            Ok(m) => m,
+            Err(e) => return failed(format!("reading the manifest {location}: {e}")),
+        };
+        let Some(extract) = self.config.warehouse_of(&manifest.dataset) else {
+            return failed(format!(
+                "no extract with a warehouse target writes dataset {:?}",
+                manifest.dataset
+            ));
+        };
+        let Some(dataset) = self.config.dataset(&manifest.dataset) else {
+            return failed(format!("dataset {:?} is not configured", manifest.dataset));
+        };
+        let target = extract.warehouse.as_ref().expect("warehouse_of has one");
+        let mut files = Vec::with_capacity(manifest.files.len());
+        for f in &manifest.files {
+            match self
+                .objects
+                .path_of_version(&f.bucket, &f.key, f.pin.as_ref())
+            {
+                Ok(path) => files.push((f.key.clone(), path)),
+                Err(e) => return failed(format!("{}: {}", f.key, e.message)),
+            }
+        }
+        let url = self.config.extract.warehouse_url.expose();
+        if url.is_empty() {
+            return failed(
+                "extract.warehouse_url is not set (CHOREO_EXTRACT__WAREHOUSE_URL)".into(),
+            );
+        }
+        let loaded = match choreo_warehouse::plan(target, dataset.folder(), files) {
+            Ok(plan) => choreo_warehouse::postgres::load(url, &plan).await,
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok(report) => {
+                emit(WarehouseLoaded {
+                    run_id,
+                    table: &target.table,
+                    mode: target.mode.as_str(),
+                    files: report.files,
+                    deleted: report.deleted,
+                    copied: report.copied,
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                });
+                ("SUCCEEDED", None)
+            }
+            Err(e) => failed(e.to_string()),
         }
     }
 

@@ -4,7 +4,7 @@
 //! ```text
 //! data_dir/
 //!   choreo.db          queues (SQS), subscriptions (SNS), files/batches/leases (DynamoDB),
-//!                      crawls + crawl_runs (Glue crawlers), catalog + partitions (Glue Data
+//!                      extract keys, ticks and units (DynamoDB), crawls + crawl_runs (Glue crawlers), catalog + partitions (Glue Data
 //!                      Catalog), job_runs (Glue jobs), audit trail
 //!   buckets/<bucket>/  one directory per bucket (S3), keys are relative paths
 //!   tmp/               staging for atomic writes
@@ -38,6 +38,7 @@ mod catalog;
 mod crawler;
 mod db;
 pub mod events;
+mod extracts;
 mod jobs;
 mod keyindex;
 mod mail;
@@ -52,6 +53,7 @@ pub use audit::LocalAuditLog;
 pub use bus::LocalTopic;
 pub use catalog::{CatalogPartition, CatalogTable, LocalCatalog};
 pub use crawler::{CrawlRun, LocalCrawler};
+pub use extracts::LocalExtractStore;
 pub use jobs::LocalJobRunner;
 pub use mail::MailNotifier;
 pub use notifier::{ScanResult, s3_key_encode, s3_notification};
@@ -85,6 +87,7 @@ pub struct LocalBackend {
     catalog: Arc<LocalCatalog>,
     jobs: Arc<LocalJobRunner>,
     audit: Arc<LocalAuditLog>,
+    extracts: Arc<LocalExtractStore>,
     notifier: Arc<Notifier>,
     mail: Arc<MailNotifier>,
 }
@@ -123,7 +126,9 @@ impl LocalBackend {
             objects.create_bucket(bucket)?;
         }
 
-        let queues: Vec<String> = config.all_queues().iter().map(|q| q.to_string()).collect();
+        // The extract queue always: `choreo extract run` may send to it before any extract runs.
+        let mut queues: Vec<String> = config.all_queues().iter().map(|q| q.to_string()).collect();
+        queues.push(config.queues.extract.clone());
         let max_receive_count = config.queues.max_receive_count;
         let subs: Vec<(String, Vec<&'static str>)> = config
             .subscriptions()
@@ -168,6 +173,7 @@ impl LocalBackend {
                 config.data_dir.clone(),
             )),
             audit: Arc::new(LocalAuditLog::new(Arc::clone(&db))),
+            extracts: Arc::new(LocalExtractStore::new(Arc::clone(&db))),
             notifier: Arc::new(notifier),
             mail: Arc::new(MailNotifier::new(&config.operations.alerts)?),
             config,
@@ -201,6 +207,7 @@ impl LocalBackend {
             audit: self.audit.clone(),
             queues: Arc::new(self.clone()),
             notifier: self.mail.clone(),
+            extracts: self.extracts.clone(),
         }
     }
 

@@ -9,6 +9,7 @@ mod audit;
 mod bus;
 mod catalog;
 mod error;
+mod extracts;
 mod jobs;
 mod notify;
 mod objects;
@@ -19,6 +20,7 @@ pub use audit::{AuditEntry, AuditLog};
 pub use bus::EventBus;
 pub use catalog::{Catalog, TableOutcome};
 pub use error::{ErrorKind, PortError};
+pub use extracts::{ExtractStore, NoExtractStore, UnitClaim, UnitEnd};
 pub use jobs::{CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus};
 pub use notify::Notifier;
 pub use objects::{ObjectMeta, ObjectReader, ObjectStore};
@@ -42,4 +44,6 @@ pub struct Ports {
     pub audit: Arc<dyn AuditLog>,
     pub queues: Arc<dyn Queues>,
     pub notifier: Arc<dyn Notifier>,
+    /// The keys table, ticks and units of scheduled extracts.
+    pub extracts: Arc<dyn ExtractStore>,
 }

@@ -323,6 +323,27 @@ impl InternalEvent for EventPublished<'_> {
     }
 }
 
+/// A tick was sent: for a schedule slot (the scheduler's replica that won the put-if-absent), again
+/// (its first message was lost), or by hand.
+pub struct ExtractTicked<'a> {
+    pub extract: &'a str,
+    pub tick_id: &'a str,
+    /// Why: `schedule`, `resend` (its first message was lost) or `manual`.
+    pub cause: &'static str,
+}
+
+impl InternalEvent for ExtractTicked<'_> {
+    fn emit(self) {
+        tracing::info!(
+            extract = self.extract,
+            tick_id = self.tick_id,
+            cause = self.cause,
+            "ExtractTicked"
+        );
+        counted("ExtractTicked");
+    }
+}
+
 /// SIGTERM or Ctrl-C: the services stop receiving and drain their in-flight messages.
 pub struct ShutdownRequested;
 

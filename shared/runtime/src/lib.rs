@@ -9,6 +9,7 @@
 //! - [`depths`] reads queue depths at most once per interval (the auditor's pages and gauges).
 //! - [`dlq`] lists, reads, redrives and purges the stages' dead-letter queues (the CLI and the
 //!   auditor's API share it).
+//! - [`extracts`] sends scheduled extracts' ticks and key messages, by hand or on retry.
 //! - [`retry`] resumes FAILED files from before the step that failed (the operator's `files retry`).
 //! - [`ops`] serves `/metrics`, `/health` and `/ready` at `[telemetry] listen` (every binary and
 //!   `choreo up`), within the limits of [`http`].
@@ -23,6 +24,7 @@ pub mod consumer;
 pub mod depths;
 pub mod dlq;
 pub mod events;
+pub mod extracts;
 pub mod fanout;
 pub mod handler;
 pub mod http;
