@@ -152,44 +152,11 @@ fn cell(row: &MySqlRow, i: usize, kind: Kind, out: &mut Vec<u8>) -> Result<(), s
 const CHUNK: usize = 256 << 10;
 const IN_FLIGHT: usize = 4;
 
-/// Appends `field` to `out` as a CSV field: quoted (quotes doubled) only when it holds a comma, a
-/// quote or a line break, as the `csv` crate's `QuoteStyle::Necessary` does.
-fn push_field(out: &mut Vec<u8>, field: &[u8]) {
-    if field
-        .iter()
-        .any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
-    {
-        out.push(b'"');
-        for &b in field {
-            if b == b'"' {
-                out.push(b'"');
-            }
-            out.push(b);
-        }
-        out.push(b'"');
-    } else {
-        out.extend_from_slice(field);
-    }
-}
-
-/// Appends one record (a line) to `out`. A record of one empty field is written `""`: an empty line
-/// would be read as no record at all.
-fn push_record<'a>(out: &mut Vec<u8>, len: usize, mut fields: impl Iterator<Item = &'a [u8]>) {
-    if len == 1 {
-        match fields.next() {
-            Some([]) => out.extend_from_slice(b"\"\""),
-            Some(f) => push_field(out, f),
-            None => {}
-        }
-    } else {
-        for (i, f) in fields.enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            push_field(out, f);
-        }
-    }
-    out.push(b'\n');
+/// A CSV writer into memory, quoting only what needs it, whose bytes leave a chunk at a time.
+fn csv_chunk() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::with_capacity(CHUNK + (64 << 10)))
 }
 
 /// The compressing end: gzip (fast) into `path`, a chunk at a time, on a thread of its own so that
@@ -258,7 +225,8 @@ async fn read_rows(
         .map_err(|e| classify(e, url_for_redaction))?;
     let mut rows = q.fetch(&mut *conn);
     let (mut count, mut kinds, mut names) = (0u64, Vec::new(), Vec::new());
-    let mut out = Vec::with_capacity(CHUNK + (64 << 10));
+    let local = |e: csv::Error| SourceError::Local(e.to_string());
+    let mut out = csv_chunk();
     // One row's values, reused: the row's bytes, and where each field ends.
     let (mut buf, mut ends) = (Vec::with_capacity(64 << 10), Vec::new());
     while let Some(row) = rows
@@ -271,7 +239,7 @@ async fn read_rows(
                 names.push(c.name().to_string());
                 kinds.push(kind_of(c.type_info().name()));
             }
-            push_record(&mut out, names.len(), names.iter().map(|n| n.as_bytes()));
+            out.write_record(&names).map_err(local)?;
         }
         buf.clear();
         ends.clear();
@@ -283,14 +251,13 @@ async fn read_rows(
             ends.push(buf.len());
         }
         let starts = std::iter::once(0).chain(ends.iter().copied());
-        push_record(
-            &mut out,
-            ends.len(),
-            starts.zip(ends.iter().copied()).map(|(s, e)| &buf[s..e]),
-        );
+        out.write_record(starts.zip(ends.iter().copied()).map(|(s, e)| &buf[s..e]))
+            .map_err(local)?;
         count += 1;
-        if out.len() >= CHUNK {
-            let full = std::mem::replace(&mut out, Vec::with_capacity(CHUNK + (64 << 10)));
+        if out.get_ref().len() >= CHUNK {
+            let full = std::mem::replace(&mut out, csv_chunk())
+                .into_inner()
+                .map_err(|e| SourceError::Local(e.error().to_string()))?;
             chunks.send(full).await.map_err(|_| gone())?;
         }
     }
@@ -307,10 +274,13 @@ async fn read_rows(
             .iter()
             .map(|c| c.name().to_string())
             .collect();
-        push_record(&mut out, names.len(), names.iter().map(|n| n.as_bytes()));
+        out.write_record(&names).map_err(local)?;
     }
-    if !out.is_empty() {
-        chunks.send(out).await.map_err(|_| gone())?;
+    let rest = out
+        .into_inner()
+        .map_err(|e| SourceError::Local(e.error().to_string()))?;
+    if !rest.is_empty() {
+        chunks.send(rest).await.map_err(|_| gone())?;
     }
     Ok((count, names.len()))
 }
@@ -331,10 +301,14 @@ mod tests {
 
     #[test]
     fn fields_are_quoted_as_the_csv_crate_reads_them() {
-        let mut out = Vec::new();
+        let mut w = csv_chunk();
         let fields: [&[u8]; 5] = [b"plain", b"a,b", b"say \"hi\"", b"two\nlines", b""];
-        push_record(&mut out, fields.len(), fields.iter().copied());
-        push_record(&mut out, 1, [&b""[..]].into_iter());
+        w.write_record(fields).unwrap();
+        let mut out = w.into_inner().unwrap();
+        // A record of one empty field (a one-column extract's empty value) is not an empty line.
+        let mut w = csv_chunk();
+        w.write_record([&b""[..]]).unwrap();
+        out.extend(w.into_inner().unwrap());
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
