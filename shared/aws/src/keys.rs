@@ -549,7 +549,6 @@ pub async fn create_extract_table(clients: &AwsClients, table: &str) -> Result<(
 mod tests {
     use super::*;
     use crate::moto::Moto;
-    use std::collections::BTreeMap;
 
     #[tokio::test]
     async fn bootstrap_makes_the_extract_table_and_queue_with_extracts() {
@@ -588,141 +587,14 @@ mod tests {
         }
     }
 
+    /// The port's contract (`choreo_ports::testkit`), on DynamoDB (moto).
     #[tokio::test]
-    async fn keys_ticks_and_units_behave_as_on_sqlite() {
+    async fn the_extract_store_keeps_the_ports_contract() {
         let moto = Moto::start();
         let clients = AwsClients::emulator(&moto.endpoint).await;
         create_extract_table(&clients, "extracts").await.unwrap();
         create_extract_table(&clients, "extracts").await.unwrap();
         let store = DynamoExtractStore::new(clients.dynamodb.clone(), "extracts");
-        let key = KeyRecord {
-            extract: "campaigns".into(),
-            key: "spring".into(),
-            valid_from: Some("2026-03-01".parse().unwrap()),
-            valid_to: None,
-            enabled: true,
-            params: BTreeMap::from([("campaign".into(), "SPRING".into())]),
-            updated_at: Utc::now(),
-        };
-        store.put_key(&key).await.unwrap();
-        let keys = store.keys("campaigns").await.unwrap();
-        assert_eq!(keys.len(), 1);
-        assert_eq!(keys[0].params["campaign"], "SPRING");
-        assert_eq!(keys[0].valid_from, key.valid_from);
-        assert!(
-            store
-                .set_key_enabled("campaigns", "spring", false)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .set_key_enabled("campaigns", "autumn", false)
-                .await
-                .unwrap()
-        );
-        assert!(!store.keys("campaigns").await.unwrap()[0].enabled);
-
-        let since = store.schedule_since("campaigns", Utc::now()).await.unwrap();
-        let later = since + chrono::Duration::hours(1);
-        assert_eq!(
-            store
-                .schedule_since("campaigns", later)
-                .await
-                .unwrap()
-                .timestamp_millis(),
-            since.timestamp_millis()
-        );
-        let tick = Tick::scheduled("campaigns", later);
-        assert!(store.add_tick(&tick).await.unwrap());
-        assert!(!store.add_tick(&tick).await.unwrap());
-        assert!(
-            store
-                .add_tick(&Tick::manual("campaigns", later))
-                .await
-                .unwrap()
-        );
-        assert_eq!(
-            store
-                .last_scheduled_tick("campaigns")
-                .await
-                .unwrap()
-                .unwrap()
-                .id,
-            tick.id
-        );
-        assert_eq!(store.ticks(None, 10).await.unwrap().len(), 2);
-
-        let keys = ["a".to_string(), "b".to_string()];
-        assert_eq!(
-            store
-                .fan_out(&tick.id, "campaigns", &keys)
-                .await
-                .unwrap()
-                .len(),
-            2
-        );
-        assert!(
-            store
-                .tick(&tick.id)
-                .await
-                .unwrap()
-                .unwrap()
-                .fanned_out_at
-                .is_some()
-        );
-        let lease = Duration::from_secs(60);
-        assert!(matches!(
-            store.claim_unit(&tick.id, "a", "w1", lease).await.unwrap(),
-            UnitClaim::Claimed(_)
-        ));
-        assert!(matches!(
-            store.claim_unit(&tick.id, "a", "w2", lease).await.unwrap(),
-            UnitClaim::Busy(_)
-        ));
-        let done = UnitEnd::Extracted {
-            object_key: "k".into(),
-            rows: 3,
-        };
-        assert!(!store.finish_unit(&tick.id, "a", "w2", &done).await.unwrap());
-        assert!(store.finish_unit(&tick.id, "a", "w1", &done).await.unwrap());
-        let units = store.fan_out(&tick.id, "campaigns", &keys).await.unwrap();
-        assert_eq!(
-            (units[0].state, units[0].rows),
-            (UnitState::Extracted, Some(3))
-        );
-        assert_eq!(units[1].state, UnitState::Pending);
-        assert!(matches!(
-            store.claim_unit(&tick.id, "a", "w3", lease).await.unwrap(),
-            UnitClaim::Done(_)
-        ));
-        // A failed unit waits for a retry.
-        store.claim_unit(&tick.id, "b", "w1", lease).await.unwrap();
-        let failed = UnitEnd::Failed {
-            reason: "MySQL is down".into(),
-        };
-        assert!(
-            store
-                .finish_unit(&tick.id, "b", "w1", &failed)
-                .await
-                .unwrap()
-        );
-        assert!(matches!(
-            store.claim_unit(&tick.id, "b", "w1", lease).await.unwrap(),
-            UnitClaim::Failed(u) if u.reason.as_deref() == Some("MySQL is down")
-        ));
-        assert!(store.reset_unit(&tick.id, "b").await.unwrap());
-        assert!(!store.reset_unit(&tick.id, "b").await.unwrap());
-        assert!(matches!(
-            store.claim_unit(&tick.id, "b", "w1", lease).await.unwrap(),
-            UnitClaim::Claimed(u) if u.attempts == 2
-        ));
-        assert_eq!(
-            store
-                .claim_unit(&tick.id, "zzz", "w1", lease)
-                .await
-                .unwrap(),
-            UnitClaim::Missing
-        );
+        choreo_ports::testkit::extract_store_contract(&store).await;
     }
 }

@@ -383,7 +383,6 @@ impl ExtractStore for LocalExtractStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn store() -> (tempfile::TempDir, LocalExtractStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -395,145 +394,10 @@ mod tests {
         (dir, LocalExtractStore::new(db))
     }
 
-    fn key(name: &str) -> KeyRecord {
-        KeyRecord {
-            extract: "campaigns".into(),
-            key: name.into(),
-            valid_from: Some("2026-03-01".parse().unwrap()),
-            valid_to: None,
-            enabled: true,
-            params: BTreeMap::from([("campaign".into(), name.to_uppercase())]),
-            updated_at: Utc::now(),
-        }
-    }
-
+    /// The port's contract (`choreo_ports::testkit`), on SQLite.
     #[tokio::test]
-    async fn keys_are_put_listed_and_disabled() {
+    async fn the_extract_store_keeps_the_ports_contract() {
         let (_dir, s) = store();
-        s.put_key(&key("spring")).await.unwrap();
-        s.put_key(&key("autumn")).await.unwrap();
-        let keys = s.keys("campaigns").await.unwrap();
-        assert_eq!(keys.len(), 2);
-        assert_eq!(keys[0].key, "autumn");
-        assert_eq!(keys[1].params["campaign"], "SPRING");
-        assert_eq!(keys[1].valid_from, key("spring").valid_from);
-        assert!(
-            s.set_key_enabled("campaigns", "spring", false)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !s.set_key_enabled("campaigns", "winter", false)
-                .await
-                .unwrap()
-        );
-        let keys = s.keys("campaigns").await.unwrap();
-        assert!(keys[0].enabled && !keys[1].enabled);
-        assert!(s.keys("other").await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_tick_is_written_once_and_fanned_out_once_per_key() {
-        let (_dir, s) = store();
-        let since = s.schedule_since("campaigns", Utc::now()).await.unwrap();
-        let later = since + chrono::Duration::hours(1);
-        assert_eq!(
-            s.schedule_since("campaigns", later)
-                .await
-                .unwrap()
-                .timestamp_millis(),
-            since.timestamp_millis()
-        );
-        let tick = Tick::scheduled("campaigns", later);
-        assert!(s.add_tick(&tick).await.unwrap());
-        assert!(
-            !s.add_tick(&Tick::scheduled("campaigns", later))
-                .await
-                .unwrap()
-        );
-        assert_eq!(
-            s.last_scheduled_tick("campaigns")
-                .await
-                .unwrap()
-                .unwrap()
-                .id,
-            tick.id
-        );
-        let keys = ["a".to_string(), "b".to_string()];
-        let units = s.fan_out(&tick.id, "campaigns", &keys).await.unwrap();
-        assert_eq!(units.len(), 2);
-        // Claimed and extracted once; the duplicate fan-out changes nothing.
-        let lease = Duration::from_secs(60);
-        assert!(matches!(
-            s.claim_unit(&tick.id, "a", "w1", lease).await.unwrap(),
-            UnitClaim::Claimed(_)
-        ));
-        assert!(matches!(
-            s.claim_unit(&tick.id, "a", "w2", lease).await.unwrap(),
-            UnitClaim::Busy(_)
-        ));
-        let end = UnitEnd::Extracted {
-            object_key: "k".into(),
-            rows: 3,
-        };
-        assert!(!s.finish_unit(&tick.id, "a", "w2", &end).await.unwrap());
-        assert!(s.finish_unit(&tick.id, "a", "w1", &end).await.unwrap());
-        let units = s.fan_out(&tick.id, "campaigns", &keys).await.unwrap();
-        assert_eq!(units[0].state, UnitState::Extracted);
-        assert_eq!(units[0].rows, Some(3));
-        assert_eq!(units[1].state, UnitState::Pending);
-        assert!(matches!(
-            s.claim_unit(&tick.id, "a", "w3", lease).await.unwrap(),
-            UnitClaim::Done(_)
-        ));
-        assert!(
-            s.tick(&tick.id)
-                .await
-                .unwrap()
-                .unwrap()
-                .fanned_out_at
-                .is_some()
-        );
-        assert_eq!(
-            s.claim_unit(&tick.id, "zzz", "w3", lease).await.unwrap(),
-            UnitClaim::Missing
-        );
-    }
-
-    #[tokio::test]
-    async fn a_lapsed_claim_is_taken_over_and_a_failed_unit_waits_for_a_retry() {
-        let (_dir, s) = store();
-        let tick = Tick::manual("campaigns", Utc::now());
-        s.add_tick(&tick).await.unwrap();
-        s.fan_out(&tick.id, "campaigns", &["a".into()])
-            .await
-            .unwrap();
-        s.claim_unit(&tick.id, "a", "dead", Duration::ZERO)
-            .await
-            .unwrap();
-        let UnitClaim::Claimed(u) = s
-            .claim_unit(&tick.id, "a", "w", Duration::from_secs(60))
-            .await
-            .unwrap()
-        else {
-            panic!("a lapsed claim is taken over")
-        };
-        assert_eq!(u.attempts, 2);
-        let failed = UnitEnd::Failed {
-            reason: "MySQL is down".into(),
-        };
-        assert!(s.finish_unit(&tick.id, "a", "w", &failed).await.unwrap());
-        assert!(matches!(
-            s.claim_unit(&tick.id, "a", "w", Duration::from_secs(60)).await.unwrap(),
-            UnitClaim::Failed(u) if u.reason.as_deref() == Some("MySQL is down")
-        ));
-        assert!(s.reset_unit(&tick.id, "a").await.unwrap());
-        assert!(!s.reset_unit(&tick.id, "a").await.unwrap());
-        assert!(matches!(
-            s.claim_unit(&tick.id, "a", "w", Duration::from_secs(60))
-                .await
-                .unwrap(),
-            UnitClaim::Claimed(_)
-        ));
+        choreo_ports::testkit::extract_store_contract(&s).await;
     }
 }

@@ -15,6 +15,8 @@ mod notify;
 mod objects;
 mod queue;
 mod state;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use audit::{AuditEntry, AuditLog};
 pub use bus::EventBus;
