@@ -451,6 +451,8 @@ async fn up(global: &Global, args: UpArgs) -> anyhow::Result<i32> {
     }
     let settings = settings(&global_for_load)?;
     let pipeline = Pipeline::open(settings).await?;
+    // `up` ends with the bill of its AWS calls.
+    pipeline.backend.price_api_calls();
     if args.demo {
         for step in pipeline.monitor.bootstrap().await? {
             eprintln!("bootstrap: {step}");

@@ -21,16 +21,26 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use aws_smithy_types::retry::RetryConfig;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// API calls made, by `(service, operation)`, and what they are billed: each attempt counts, as
-/// each is billed. The bodies are read as they pass (see [`crate::cost`] for the pricing).
+/// API calls made, by `(service, operation)`: each attempt that reached the service counts, as
+/// each is billed. Once [`CallCounter::price_bodies`] is called, the bodies are also read as they
+/// pass and priced (see [`crate::cost`]); a service in production leaves that off, as it copies and
+/// parses every request and response.
 #[derive(Debug, Clone, Default)]
 pub struct CallCounter {
     ledger: Arc<Mutex<Ledger>>,
+    priced: Arc<AtomicBool>,
 }
 
 impl CallCounter {
+    /// Prices the calls from now on by what they carry (`choreo up`, which prints the bill, and
+    /// the tests that read it).
+    pub fn price_bodies(&self) {
+        self.priced.store(true, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> BTreeMap<(String, String), u64> {
         self.bill().calls
     }
@@ -73,6 +83,9 @@ impl Intercept for CallCounter {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        if !self.priced.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         // S3 bodies are the data itself and priced per call: only the others are kept.
         let service = cfg.load::<Metadata>().map(|m| m.service().to_string());
         let body = match service.as_deref() {
@@ -96,6 +109,13 @@ impl Intercept for CallCounter {
         let Some(response) = context.response() else {
             return Ok(());
         };
+        if !self.priced.load(Ordering::Relaxed) {
+            self.ledger
+                .lock()
+                .expect("ledger lock")
+                .count(m.service(), m.name());
+            return Ok(());
+        }
         let request = cfg.load::<RequestBody>().and_then(|b| b.0.as_deref());
         let succeeded = response.status().is_success();
         let body = match m.service() {

@@ -145,6 +145,15 @@ impl Ledger {
         self.keys_only.insert(table.to_string());
     }
 
+    /// Counts one attempt of `operation`, unpriced.
+    pub(crate) fn count(&mut self, service: &str, operation: &str) {
+        *self
+            .bill
+            .calls
+            .entry((service.to_string(), operation.to_string()))
+            .or_default() += 1;
+    }
+
     /// Accounts for one attempt of `operation`: `request` and `response` are the bodies when
     /// they were in memory, `succeeded` whether the service applied it.
     pub(crate) fn record(
@@ -155,8 +164,8 @@ impl Ledger {
         response: Option<&[u8]>,
         succeeded: bool,
     ) {
+        self.count(service, operation);
         let key = (service.to_string(), operation.to_string());
-        *self.bill.calls.entry(key.clone()).or_default() += 1;
         let units = match service {
             "SQS" | "SNS" => chunks_of_64k(request.map_or(0, <[u8]>::len)),
             "DynamoDB" => {

@@ -76,6 +76,14 @@ impl Backend {
         }
     }
 
+    /// Prices the AWS API calls made from now on by what they carry, for [`Backend::api_bill`]
+    /// (nothing to do on local).
+    pub fn price_api_calls(&self) {
+        if let Backend::Aws(b) = self {
+            b.calls().price_bodies();
+        }
+    }
+
     /// AWS API calls made through this backend, with what they are billed (none on local).
     pub fn api_bill(&self) -> Option<choreo_aws::cost::Bill> {
         match self {
