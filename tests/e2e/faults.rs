@@ -88,14 +88,14 @@ async fn a_batch_update_whose_answer_was_lost_is_applied() {
         vec!["f-1".into()],
     );
     assert!(state.create_batch(&batch).await.unwrap());
-    let next = Batch {
+    let mut next = Batch {
         state: BatchState::Transforming,
         manifest: Some("choreo-work/manifests/m.json".into()),
         ..batch.clone()
     };
     rig.proxy.inject("PutItem", Fault::ResetAfter, 1);
     let outcome = state
-        .update_batch(&next, BatchState::Cataloged)
+        .update_batch(&mut next, BatchState::Cataloged)
         .await
         .unwrap();
     assert_eq!(
@@ -108,12 +108,12 @@ async fn a_batch_update_whose_answer_was_lost_is_applied() {
     assert_eq!(stored, next);
 
     // Another writer's update still conflicts.
-    let other = Batch {
+    let mut other = Batch {
         state: BatchState::Ingested,
         ..batch.clone()
     };
     assert!(matches!(
-        state.update_batch(&other, BatchState::Cataloged).await.unwrap(),
+        state.update_batch(&mut other, BatchState::Cataloged).await.unwrap(),
         BatchOutcome::Conflict(Some(b)) if *b == next
     ));
 }

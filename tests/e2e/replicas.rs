@@ -680,7 +680,7 @@ async fn a_crawl_started_by_a_replica_that_died_is_taken_over() {
     assert_eq!(
         ports
             .state
-            .update_batch(&lost, BatchState::Crawling)
+            .update_batch(&mut lost, BatchState::Crawling)
             .await
             .unwrap(),
         choreo_ports::BatchOutcome::Applied

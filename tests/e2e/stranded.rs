@@ -82,7 +82,7 @@ impl StateStore for SlowCut {
     }
     async fn update_batch(
         &self,
-        batch: &Batch,
+        batch: &mut Batch,
         expected: BatchState,
     ) -> Result<BatchOutcome, PortError> {
         self.inner.update_batch(batch, expected).await

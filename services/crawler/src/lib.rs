@@ -545,7 +545,7 @@ impl CrawlerPoller {
             batch.crawl_started_at = Some(Utc::now());
             if let BatchOutcome::Conflict(_) = ports
                 .state
-                .update_batch(&batch, BatchState::Crawling)
+                .update_batch(&mut batch, BatchState::Crawling)
                 .await?
             {
                 return Ok(());
@@ -568,7 +568,7 @@ impl CrawlerPoller {
         }
         if let BatchOutcome::Conflict(_) = ports
             .state
-            .update_batch(&batch, BatchState::Crawling)
+            .update_batch(&mut batch, BatchState::Crawling)
             .await?
         {
             return Ok(());
@@ -645,6 +645,9 @@ impl CrawlerPoller {
             }
         }
         match self.complete_one(lead, &ending, ended_at).await? {
+            // Still crawling: another handler updated the lead since it was read, and its poll
+            // completes the cut.
+            Some(lead) if lead.state == BatchState::Crawling => Ok(()),
             Some(lead) => self.finish(&lead).await,
             None => Ok(()),
         }
@@ -711,7 +714,7 @@ impl CrawlerPoller {
         batch.reason = ending.reason.clone();
         batch.failed_stage = ending.reason.is_some().then_some(STAGE);
         batch.updated_at = Utc::now();
-        match state.update_batch(&batch, BatchState::Crawling).await? {
+        match state.update_batch(&mut batch, BatchState::Crawling).await? {
             BatchOutcome::Applied => {
                 emit(events::CrawlEnded {
                     batch_id: &batch.id,

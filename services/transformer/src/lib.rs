@@ -290,7 +290,7 @@ impl Launcher {
         batch.updated_at = Utc::now();
         match ports
             .state
-            .update_batch(&batch, BatchState::Cataloged)
+            .update_batch(&mut batch, BatchState::Cataloged)
             .await?
         {
             BatchOutcome::Applied => self.run(batch).await,
@@ -310,7 +310,7 @@ impl Launcher {
                     batch.updated_at = Utc::now();
                     if let BatchOutcome::Conflict(_) = ports
                         .state
-                        .update_batch(&batch, BatchState::Transforming)
+                        .update_batch(&mut batch, BatchState::Transforming)
                         .await?
                     {
                         return Ok(());
@@ -407,7 +407,7 @@ impl Launcher {
             .ctx
             .ports
             .state
-            .update_batch(&batch, BatchState::Transforming)
+            .update_batch(&mut batch, BatchState::Transforming)
             .await?
         {
             BatchOutcome::Applied => self.poll_after(&batch, self.poll_interval()).await,
@@ -457,7 +457,10 @@ impl Launcher {
         batch.failed_stage = ending.reason.is_some().then_some(STAGE);
         batch.reason = ending.reason;
         batch.updated_at = Utc::now();
-        match state.update_batch(&batch, BatchState::Transforming).await? {
+        match state
+            .update_batch(&mut batch, BatchState::Transforming)
+            .await?
+        {
             BatchOutcome::Applied => {
                 emit(events::JobRunEnded {
                     batch_id: &batch.id,
@@ -466,6 +469,11 @@ impl Launcher {
                     run_id: batch.job_run_id.as_deref(),
                 });
                 self.announce(&batch).await
+            }
+            // Still transforming: another handler updated the batch since it was read, and its
+            // poll completes it.
+            BatchOutcome::Conflict(Some(stored)) if stored.state == BatchState::Transforming => {
+                Ok(())
             }
             BatchOutcome::Conflict(Some(stored)) => self.announce(&stored).await,
             BatchOutcome::Conflict(None) => Ok(()),

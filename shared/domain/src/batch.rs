@@ -101,6 +101,11 @@ pub struct Batch {
     pub traceparent: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// How many updates the stored record has had: an update applies only to the version it was
+    /// read at, so two handlers of one batch (a redelivery beside a sweep's poke) cannot both write
+    /// what each read — the second gets a conflict, as when the state moved on.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl Batch {
@@ -134,6 +139,7 @@ impl Batch {
             traceparent: None,
             created_at: now,
             updated_at: now,
+            version: 0,
         }
     }
 

@@ -31,7 +31,8 @@ pub enum TransitionOutcome {
 #[derive(Debug, Clone, PartialEq)]
 pub enum BatchOutcome {
     Applied,
-    /// The stored batch was not in the expected state (or is missing: `None`).
+    /// The stored batch was not in the expected state, or was updated since it was read (or is
+    /// missing: `None`).
     Conflict(Option<Box<Batch>>),
 }
 
@@ -121,10 +122,12 @@ pub trait StateStore: Send + Sync {
 
     async fn get_batch(&self, id: &str) -> Result<Option<Batch>, PortError>;
 
-    /// Replaces the batch record if and only if its stored state is `expected`.
+    /// Replaces the batch record if and only if its stored state is `expected` and its stored
+    /// version is `batch.version` (the one it was read at). When applied, the stored version and
+    /// `batch.version` are one more, so the caller can update its copy again.
     async fn update_batch(
         &self,
-        batch: &Batch,
+        batch: &mut Batch,
         expected: BatchState,
     ) -> Result<BatchOutcome, PortError>;
 

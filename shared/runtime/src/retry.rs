@@ -263,7 +263,9 @@ async fn rebatch(
         batch.state = BatchState::Failed;
         batch.reason = Some("operator retry moved no file".into());
         batch.files.clear();
-        state.update_batch(&batch, BatchState::Cataloged).await?;
+        state
+            .update_batch(&mut batch, BatchState::Cataloged)
+            .await?;
         return Ok(());
     }
     let event = Event::BatchCataloged {

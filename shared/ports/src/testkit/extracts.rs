@@ -1,5 +1,4 @@
-//! Contract tests a backend's adapters run against themselves, so that every backend is held to
-//! one statement of each port's behaviour (enable the `testkit` feature in `[dev-dependencies]`).
+//! [`ExtractStore`]'s contract.
 
 use crate::{ExtractStore, UnitClaim, UnitEnd};
 use choreo_domain::extract::{KeyRecord, Tick, UnitState};
