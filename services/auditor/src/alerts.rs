@@ -14,6 +14,7 @@ use choreo_domain::alert::Message;
 use choreo_domain::{Alert, Envelope, Event, FileId};
 use choreo_ports::{PortError, Ports};
 use choreo_runtime::ServiceContext;
+use choreo_runtime::periodic::UnderLease;
 use choreo_telemetry::events::emit;
 use chrono::Utc;
 use std::time::Duration;
@@ -110,37 +111,25 @@ pub fn link(ctx: &ServiceContext, file: Option<&FileId>, batch: Option<&str>) ->
 pub async fn deliver(ctx: ServiceContext, holder: String, shutdown: CancellationToken) {
     let settings = ctx.settings.config.operations.alerts.clone();
     let every = Duration::from_secs(settings.flush_interval_secs.max(1));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        if let Err(e) = deliver_once(&ctx, &holder, every, settings.digest_threshold).await {
-            emit(AlertDeliveryError { error: &e });
-        }
-    }
+    let schedule = UnderLease {
+        lease: "auditor:alerts".into(),
+        holder,
+        every,
+        hold: every * 3 + Duration::from_secs(30),
+    };
+    let state = ctx.ports.state.clone();
+    schedule
+        .run(state.as_ref(), shutdown, || async {
+            if let Err(e) = deliver_once(&ctx.ports, settings.digest_threshold).await {
+                emit(AlertDeliveryError { error: &e });
+            }
+        })
+        .await;
 }
 
-/// One delivery: what waits, as single messages or one digest. Returns how many alerts went out.
-pub async fn deliver_once(
-    ctx: &ServiceContext,
-    holder: &str,
-    every: Duration,
-    digest_threshold: usize,
-) -> Result<usize, PortError> {
-    let ports = &ctx.ports;
-    // Held across a few intervals, so a replica that died holding it is replaced soon.
-    let lease = ports
-        .state
-        .acquire_lease(
-            "auditor:alerts",
-            holder,
-            every * 3 + Duration::from_secs(30),
-        )
-        .await?;
-    if !matches!(lease, choreo_ports::LeaseOutcome::Acquired { .. }) {
-        return Ok(0);
-    }
+/// One delivery (the caller holds the delivery's lease): what waits, as single messages or one
+/// digest. Returns how many alerts went out.
+pub async fn deliver_once(ports: &Ports, digest_threshold: usize) -> Result<usize, PortError> {
     let pending = ports.audit.pending_alerts(DELIVERY_LIMIT).await?;
     if pending.is_empty() {
         return Ok(0);

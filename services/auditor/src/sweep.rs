@@ -9,8 +9,9 @@
 
 use crate::events::{FileStuck, StuckFileRepublished, SweepDone, SweepError};
 use choreo_domain::{Alert, BatchState, Event, FileRecord, FileState, SweepMark};
-use choreo_ports::{FileQuery, LeaseOutcome, PortError};
+use choreo_ports::{FileQuery, PortError};
 use choreo_runtime::ServiceContext;
+use choreo_runtime::periodic::UnderLease;
 use choreo_runtime::publish::{batch_event_id, file_event_id, send_timer};
 use choreo_telemetry::events::emit;
 use chrono::{DateTime, Utc};
@@ -37,42 +38,38 @@ pub struct SweepReport {
     pub flagged: usize,
 }
 
-/// Sweeps every `interval_secs` until `shutdown`.
+/// Sweeps every `interval_secs` until `shutdown`, on one replica at a time.
 pub async fn run(ctx: ServiceContext, holder: String, shutdown: CancellationToken) {
     let every = Duration::from_secs(ctx.settings.config.operations.sweep.interval_secs.max(1));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        match sweep_once(&ctx, &holder, every, Utc::now()).await {
-            Ok(r) if r != SweepReport::default() => {
-                emit(SweepDone {
-                    republished: r.republished,
-                    flagged: r.flagged,
-                });
+    let schedule = UnderLease {
+        lease: "auditor:sweep".into(),
+        holder,
+        every,
+        hold: every * 3 + Duration::from_secs(30),
+    };
+    let state = ctx.ports.state.clone();
+    schedule
+        .run(state.as_ref(), shutdown, || async {
+            match sweep_once(&ctx, Utc::now()).await {
+                Ok(r) if r != SweepReport::default() => {
+                    emit(SweepDone {
+                        republished: r.republished,
+                        flagged: r.flagged,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => emit(SweepError { error: &e }),
             }
-            Ok(_) => {}
-            Err(e) => emit(SweepError { error: &e }),
-        }
-    }
+        })
+        .await;
 }
 
-/// One sweep, as of `now`.
+/// One sweep, as of `now` (the caller holds the sweep's lease).
 pub async fn sweep_once(
     ctx: &ServiceContext,
-    holder: &str,
-    every: Duration,
     now: DateTime<Utc>,
 ) -> Result<SweepReport, PortError> {
     let ports = &ctx.ports;
-    let lease = ports
-        .state
-        .acquire_lease("auditor:sweep", holder, every * 3 + Duration::from_secs(30))
-        .await?;
-    if !matches!(lease, LeaseOutcome::Acquired { .. }) {
-        return Ok(SweepReport::default());
-    }
     let settings = &ctx.settings.config.operations.sweep;
     let mut report = SweepReport::default();
     // A batch is poked once per sweep, however many of its files wait.

@@ -354,16 +354,17 @@ impl InternalEvent for ShutdownRequested {
     }
 }
 
-/// A watchdog could not take its lease this round; it tries at the next.
-pub struct WatchdogLeaseError<'a> {
-    pub watchdog: &'a str,
+/// A periodic task (a watchdog, the sweep, alert delivery) could not take its lease this round; it
+/// tries at the next.
+pub struct PeriodicLeaseError<'a> {
+    pub lease: &'a str,
     pub error: &'a dyn Display,
 }
 
-impl InternalEvent for WatchdogLeaseError<'_> {
+impl InternalEvent for PeriodicLeaseError<'_> {
     fn emit(self) {
-        tracing::warn!(watchdog = self.watchdog, error = %self.error, "WatchdogLeaseError");
-        counted("WatchdogLeaseError");
+        tracing::warn!(lease = self.lease, error = %self.error, "PeriodicLeaseError");
+        counted("PeriodicLeaseError");
     }
 }
 

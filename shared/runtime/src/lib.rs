@@ -30,6 +30,7 @@ pub mod handler;
 pub mod http;
 pub mod limits;
 pub mod ops;
+pub mod periodic;
 pub mod publish;
 pub mod retry;
 pub mod service;

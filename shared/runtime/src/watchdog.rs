@@ -8,8 +8,9 @@
 //! lapsed gets its timer sent again (see each stage's `recover`).
 
 use crate::ServiceContext;
-use crate::events::{LostTimersRecovered, WatchdogLeaseError, WatchdogPassError};
-use choreo_ports::{LeaseOutcome, PortError};
+use crate::events::{LostTimersRecovered, WatchdogPassError};
+use crate::periodic::UnderLease;
+use choreo_ports::PortError;
 use choreo_telemetry::events::emit;
 use std::future::Future;
 use std::time::Duration;
@@ -34,39 +35,26 @@ pub async fn run<F, Fut>(
     Fut: Future<Output = Result<usize, PortError>>,
 {
     let every = interval(Duration::from_secs(ctx.settings.config.runtime.lease_secs));
-    let holder = format!("{name}-{}", uuid::Uuid::new_v4());
-    let lease = format!("watchdog:{name}");
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        let mine = ctx
-            .ports
-            .state
-            .acquire_lease(&lease, &holder, every * 3)
-            .await;
-        match mine {
-            Ok(LeaseOutcome::Acquired { .. }) => {}
-            Ok(LeaseOutcome::Held { .. }) => continue,
-            Err(e) => {
-                emit(WatchdogLeaseError {
+    let schedule = UnderLease {
+        lease: format!("watchdog:{name}"),
+        holder: format!("{name}-{}", uuid::Uuid::new_v4()),
+        every,
+        hold: every * 3,
+    };
+    let state = ctx.ports.state.clone();
+    schedule
+        .run(state.as_ref(), shutdown, || async {
+            match pass(ctx.clone()).await {
+                Ok(0) => {}
+                Ok(n) => emit(LostTimersRecovered {
+                    watchdog: name,
+                    timers: n,
+                }),
+                Err(e) => emit(WatchdogPassError {
                     watchdog: name,
                     error: &e,
-                });
-                continue;
+                }),
             }
-        }
-        match pass(ctx.clone()).await {
-            Ok(0) => {}
-            Ok(n) => emit(LostTimersRecovered {
-                watchdog: name,
-                timers: n,
-            }),
-            Err(e) => emit(WatchdogPassError {
-                watchdog: name,
-                error: &e,
-            }),
-        }
-    }
+        })
+        .await;
 }
