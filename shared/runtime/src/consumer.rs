@@ -9,24 +9,22 @@
 //! the message is made visible again at once, and its receives run out into the dead-letter queue
 //! like any poison message's. Its visibility heartbeat ends with it whatever happens, so no message
 //! is kept invisible by a handler that is no longer running.
+//!
+//! This module receives and acknowledges; what happens to each message between the two is the
+//! [`crate::pipeline`] of `tower` layers.
 
-use crate::events::{
-    ConsumerStarted, ConsumerStopped, HandlerPanicked, HandlerRetry, MessageDeadLettered,
-    MessageDeleteError, MessageHandled, MessageReceived, MessageRejected, MessageRetryLater,
-    QueueReceiveError, VisibilityExtendError,
-};
-use crate::{Handler, HandlerError};
+use crate::Handler;
+use crate::events::{ConsumerStarted, ConsumerStopped, MessageDeleteError, QueueReceiveError};
+use crate::pipeline::{self, Pipeline};
 use backon::{ExponentialBuilder, Retryable};
-use choreo_domain::event::{ATTR_AWS_TRACE_HEADER, ATTR_TRACEPARENT};
-use choreo_ports::{Queue, ReceivedMessage};
+use choreo_ports::Queue;
 use choreo_telemetry::events::emit;
-use futures_util::FutureExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::{AbortOnDropHandle, TaskTracker};
-use tracing::Instrument;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 /// How one consumer receives and runs messages.
 #[derive(Debug, Clone)]
@@ -92,9 +90,21 @@ impl Consumer {
         // visibility timeout, so that they leave long before the message could come back.
         let gather = (self.settings.visibility / 10).min(ACK_GATHER);
         let acker = tokio::spawn(acknowledge(self.stage, self.queue.clone(), pending, gather));
+        let pipeline = pipeline::pipeline(
+            pipeline::Settings {
+                stage: self.stage,
+                queue: self.queue.clone(),
+                visibility: self.settings.visibility,
+                retry_attempts: self.settings.retry_attempts,
+                retry_min_delay: self.settings.retry_min_delay,
+                max_receive_count: self.settings.max_receive_count,
+                acks,
+            },
+            self.handler.clone(),
+        );
         let this = Arc::new(Running {
             consumer: self,
-            acks,
+            pipeline,
         });
         let permits = Arc::new(Semaphore::new(this.settings.concurrency));
         let tasks = TaskTracker::new();
@@ -154,7 +164,8 @@ impl Consumer {
                 };
                 let this = this.clone();
                 tasks.spawn(async move {
-                    this.process(message).await;
+                    // The pipeline settles every message itself: it cannot fail.
+                    let _ = this.pipeline.clone().oneshot(Arc::new(message)).await;
                     drop(permit);
                 });
             }
@@ -175,10 +186,11 @@ impl Consumer {
     }
 }
 
-/// A consumer while it runs: with the channel its handled messages are acknowledged through.
+/// A consumer while it runs: with the pipeline its messages go through, which holds the channel
+/// handled messages are acknowledged through.
 struct Running {
     consumer: Consumer,
-    acks: tokio::sync::mpsc::UnboundedSender<String>,
+    pipeline: Pipeline,
 }
 
 impl std::ops::Deref for Running {
@@ -239,167 +251,16 @@ async fn acknowledge(
     }
 }
 
-impl Running {
-    async fn process(&self, message: ReceivedMessage) {
-        // Named and attributed as OpenTelemetry's messaging conventions say for a consumer's
-        // processing of one message; `choreo.stage` also picks the service it is exported under.
-        let span = tracing::info_span!(
-            "process",
-            otel.name = format!("{} process", self.queue.name()),
-            otel.kind = "consumer",
-            choreo.stage = self.stage,
-            messaging.system = self.queue.messaging_system(),
-            messaging.operation.type = "process",
-            messaging.destination.name = self.queue.name(),
-            messaging.message.id = %message.id,
-            choreo.receive_count = message.receive_count,
-        );
-        choreo_telemetry::set_parent_from(
-            &span,
-            message.attributes.get(ATTR_TRACEPARENT).map(String::as_str),
-            message
-                .attributes
-                .get(ATTR_AWS_TRACE_HEADER)
-                .map(String::as_str),
-        );
-        async {
-            emit(MessageReceived {
-                stage: self.stage,
-                message_id: &message.id,
-                receive_count: message.receive_count,
-            });
-            let started = std::time::Instant::now();
-            let heartbeat = self.keep_invisible(message.receipt.clone());
-            let result = (|| self.handle_once(&message))
-                .retry(
-                    ExponentialBuilder::default()
-                        .with_min_delay(self.settings.retry_min_delay)
-                        .with_max_times(self.settings.retry_attempts)
-                        .with_jitter(),
-                )
-                .when(HandlerError::is_transient)
-                .notify(|e, after| {
-                    emit(HandlerRetry {
-                        stage: self.stage,
-                        error: e,
-                        after,
-                    })
-                })
-                .await;
-            drop(heartbeat);
-            let (stage, message_id, duration) =
-                (self.stage, message.id.as_str(), started.elapsed());
-            let give_back = match &result {
-                Ok(()) => {
-                    emit(MessageHandled {
-                        stage,
-                        message_id,
-                        duration,
-                    });
-                    None
-                }
-                // Given back after a pause that grows with each delivery.
-                Err(HandlerError::Transient(error)) => {
-                    let pause = Duration::from_secs(2u64.pow(message.receive_count.min(6)))
-                        .min(self.settings.visibility);
-                    emit(MessageRetryLater {
-                        stage,
-                        message_id,
-                        duration,
-                        error,
-                        pause,
-                    });
-                    Some(pause)
-                }
-                // Given back at once: its receives run out into the dead-letter queue.
-                Err(HandlerError::Permanent(error)) => {
-                    let left = self
-                        .settings
-                        .max_receive_count
-                        .saturating_sub(message.receive_count);
-                    emit(MessageRejected {
-                        stage,
-                        message_id,
-                        duration,
-                        error,
-                        receives_before_dead_letter: left,
-                    });
-                    Some(Duration::ZERO)
-                }
-            };
-            match give_back {
-                None => self.acknowledge(&message).await,
-                Some(pause) => {
-                    if message.receive_count >= self.settings.max_receive_count {
-                        emit(MessageDeadLettered {
-                            stage: self.stage,
-                            message_id: &message.id,
-                            receive_count: message.receive_count,
-                        });
-                    }
-                    let _ = self.queue.change_visibility(&message.receipt, pause).await;
-                }
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
-    /// One run of the handler, a panic turned into a permanent error: it would panic again on the
-    /// same message, so it is not retried in process, and it must not take the consumer's task
-    /// (and the message's fate) down with it.
-    async fn handle_once(&self, message: &ReceivedMessage) -> Result<(), HandlerError> {
-        match std::panic::AssertUnwindSafe(self.handler.handle(message))
-            .catch_unwind()
-            .await
-        {
-            Ok(result) => result,
-            Err(payload) => {
-                let what = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".into());
-                emit(HandlerPanicked {
-                    stage: self.stage,
-                    panic: &what,
-                });
-                Err(HandlerError::Permanent(format!(
-                    "the handler panicked: {what}"
-                )))
-            }
-        }
-    }
-
-    /// Renews the message's visibility every half timeout while its handler runs. Dropping the
-    /// handle ends it: the renewals stop with the work they cover, however that work ends.
-    fn keep_invisible(&self, receipt: String) -> AbortOnDropHandle<()> {
-        let (stage, queue) = (self.stage, self.queue.clone());
-        let visibility = self.settings.visibility;
-        AbortOnDropHandle::new(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(visibility / 2).await;
-                if let Err(e) = queue.change_visibility(&receipt, visibility).await {
-                    emit(VisibilityExtendError { stage, error: &e });
-                }
-            }
-        }))
-    }
-
-    async fn acknowledge(&self, message: &ReceivedMessage) {
-        // A closed channel means the consumer is gone; the message will simply come back.
-        let _ = self.acks.send(message.receipt.clone());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::HandlerError;
     use async_trait::async_trait;
     use choreo_domain::Config;
     use choreo_domain::config::Queues;
     use choreo_local::LocalBackend;
     use choreo_ports::OutgoingMessage;
+    use choreo_ports::ReceivedMessage;
     use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
 
     /// A handler that sleeps, fails as told, and counts.

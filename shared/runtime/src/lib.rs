@@ -31,6 +31,7 @@ pub mod http;
 pub mod limits;
 pub mod ops;
 pub mod periodic;
+pub mod pipeline;
 pub mod publish;
 pub mod retry;
 pub mod service;
