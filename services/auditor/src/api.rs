@@ -167,7 +167,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 #[derive(Serialize)]
 pub struct Datasets {
     /// Every state, in pipeline order: the columns of the overview.
-    states: [FileState; 8],
+    states: &'static [FileState],
     datasets: Vec<DatasetView>,
     /// The hour's throughput may be short: more events happened than were read.
     throughput_partial: bool,
@@ -208,7 +208,7 @@ pub fn overview(
         .into_iter()
         .map(|name| {
             let mut by_state: BTreeMap<FileState, u64> =
-                FileState::ALL.into_iter().map(|s| (s, 0)).collect();
+                FileState::ALL.iter().map(|&s| (s, 0)).collect();
             for (_, s, n) in counts.iter().filter(|(d, _, _)| *d == name) {
                 *by_state.entry(*s).or_default() += n;
             }

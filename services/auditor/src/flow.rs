@@ -243,7 +243,7 @@ pub async fn flow(
 ) -> Result<Json<FlowView>, ApiError> {
     let dataset = p.dataset.filter(|d| !d.is_empty());
     let all = api.file_counts().await?;
-    let mut counts: BTreeMap<FileState, u64> = FileState::ALL.into_iter().map(|s| (s, 0)).collect();
+    let mut counts: BTreeMap<FileState, u64> = FileState::ALL.iter().map(|&s| (s, 0)).collect();
     for (d, s, n) in &all {
         if dataset.as_ref().is_none_or(|want| want == d) {
             *counts.entry(*s).or_default() += n;
@@ -310,8 +310,7 @@ mod tests {
                 now - TimeDelta::minutes(RATE_WINDOW_MINUTES + 1),
             ),
         ];
-        let mut counts: BTreeMap<FileState, u64> =
-            FileState::ALL.into_iter().map(|s| (s, 0)).collect();
+        let mut counts: BTreeMap<FileState, u64> = FileState::ALL.iter().map(|&s| (s, 0)).collect();
         counts.insert(FileState::Valid, 3);
         counts.insert(FileState::Ingested, 110);
         let flow = build(Some("d".into()), counts, &[], &entries, now);

@@ -100,7 +100,7 @@ pub async fn set_queue_gauges(config: &Config, queues: &dyn Queues) -> Result<()
 pub async fn set_file_gauges(config: &Config, state: &dyn StateStore) -> Result<(), PortError> {
     let mut files: BTreeMap<(String, FileState), u64> = BTreeMap::new();
     for dataset in &config.datasets {
-        for s in FileState::ALL {
+        for &s in FileState::ALL {
             files.insert((dataset.name.clone(), s), 0);
         }
     }

@@ -5,13 +5,25 @@
 use crate::record::FileId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 pub type BatchId = String;
 
 /// Where a batch is. Each move is a conditional write, like a file's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum BatchState {
     /// Its crawler runs (or waits to start, when another crawl held the crawler).
     Crawling,
@@ -25,35 +37,15 @@ pub enum BatchState {
 
 impl BatchState {
     pub fn as_str(self) -> &'static str {
-        match self {
-            BatchState::Crawling => "CRAWLING",
-            BatchState::Cataloged => "CATALOGED",
-            BatchState::Transforming => "TRANSFORMING",
-            BatchState::Ingested => "INGESTED",
-            BatchState::Failed => "FAILED",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<BatchState> {
-        [
-            BatchState::Crawling,
-            BatchState::Cataloged,
-            BatchState::Transforming,
-            BatchState::Ingested,
-            BatchState::Failed,
-        ]
-        .into_iter()
-        .find(|b| b.as_str() == s)
+        s.parse().ok()
     }
 
     pub fn is_terminal(self) -> bool {
         matches!(self, BatchState::Ingested | BatchState::Failed)
-    }
-}
-
-impl fmt::Display for BatchState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

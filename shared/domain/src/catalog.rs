@@ -13,7 +13,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 /// A column's type, as Glue and Hive name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum ColumnType {
     String,
     Bigint,
@@ -25,14 +26,7 @@ pub enum ColumnType {
 
 impl ColumnType {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ColumnType::String => "string",
-            ColumnType::Bigint => "bigint",
-            ColumnType::Double => "double",
-            ColumnType::Boolean => "boolean",
-            ColumnType::Date => "date",
-            ColumnType::Timestamp => "timestamp",
-        }
+        self.into()
     }
 }
 

@@ -120,7 +120,19 @@ pub enum Event {
 }
 
 /// The event's type name, as carried in the `event_type` attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+)]
 pub enum EventKind {
     FileRegistered,
     FileValidated,
@@ -147,18 +159,7 @@ impl EventKind {
     ];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::FileRegistered => "FileRegistered",
-            EventKind::FileValidated => "FileValidated",
-            EventKind::FileRejected => "FileRejected",
-            EventKind::FileQuarantined => "FileQuarantined",
-            EventKind::BatchCataloged => "BatchCataloged",
-            EventKind::BatchIngested => "BatchIngested",
-            EventKind::BatchFailed => "BatchFailed",
-            EventKind::CrawlWindowClosed => "CrawlWindowClosed",
-            EventKind::CrawlPoll => "CrawlPoll",
-            EventKind::JobPoll => "JobPoll",
-        }
+        self.into()
     }
 }
 

@@ -89,8 +89,9 @@ pub struct WarehouseTarget {
 }
 
 /// How a batch meets the rows already in the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum LoadMode {
     /// The batch's keys' rows deleted and reloaded in one transaction: readers see the old rows or
     /// the new, never an empty table.
@@ -103,11 +104,7 @@ pub enum LoadMode {
 
 impl LoadMode {
     pub fn as_str(self) -> &'static str {
-        match self {
-            LoadMode::Replace => "replace",
-            LoadMode::Append => "append",
-            LoadMode::Upsert => "upsert",
-        }
+        self.into()
     }
 }
 
@@ -409,8 +406,19 @@ impl Tick {
 }
 
 /// Where a unit stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum UnitState {
     /// Written by the fan-out; its message is on its way.
     Pending,
@@ -424,23 +432,11 @@ pub enum UnitState {
 
 impl UnitState {
     pub fn as_str(self) -> &'static str {
-        match self {
-            UnitState::Pending => "PENDING",
-            UnitState::Running => "RUNNING",
-            UnitState::Extracted => "EXTRACTED",
-            UnitState::Failed => "FAILED",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<UnitState> {
-        [
-            UnitState::Pending,
-            UnitState::Running,
-            UnitState::Extracted,
-            UnitState::Failed,
-        ]
-        .into_iter()
-        .find(|u| u.as_str() == s)
+        s.parse().ok()
     }
 }
 

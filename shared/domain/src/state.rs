@@ -10,12 +10,32 @@
 //! state is the expected `from`. Nothing here does I/O.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
 
-/// Where a file is in the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// Where a file is in the pipeline. Its names (`as_str`, `Display`, `FromStr`, which also takes
+/// them in lower case) are derived, like serde's.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(
+    serialize_all = "SCREAMING_SNAKE_CASE",
+    ascii_case_insensitive,
+    parse_err_ty = UnknownState,
+    parse_err_fn = UnknownState::of
+)]
 pub enum FileState {
     New,
     Valid,
@@ -44,28 +64,11 @@ const TRANSITIONS: &[(FileState, FileState, Stage)] = &[
 ];
 
 impl FileState {
-    pub const ALL: [FileState; 8] = [
-        New,
-        Valid,
-        Invalid,
-        Quarantined,
-        Cataloged,
-        Transforming,
-        Ingested,
-        Failed,
-    ];
+    /// Every state, in the pipeline's order.
+    pub const ALL: &'static [FileState] = <FileState as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            New => "NEW",
-            Valid => "VALID",
-            Invalid => "INVALID",
-            Quarantined => "QUARANTINED",
-            Cataloged => "CATALOGED",
-            Transforming => "TRANSFORMING",
-            Ingested => "INGESTED",
-            Failed => "FAILED",
-        }
+        self.into()
     }
 
     /// A terminal file needs nothing more from the pipeline (FAILED waits for an operator).
@@ -153,27 +156,17 @@ pub enum Progress {
     Behind(FileState),
 }
 
-impl fmt::Display for FileState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for FileState {
-    type Err = UnknownState;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        FileState::ALL
-            .into_iter()
-            .find(|st| st.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| UnknownState(s.to_string()))
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error(
     "unknown file state {0:?} (expected one of NEW, VALID, INVALID, QUARANTINED, CATALOGED, TRANSFORMING, INGESTED, FAILED)"
 )]
 pub struct UnknownState(pub String);
+
+impl UnknownState {
+    fn of(s: &str) -> UnknownState {
+        UnknownState(s.to_string())
+    }
+}
 
 /// A transition the table does not allow, or one asked for by the wrong stage.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,8 +178,25 @@ pub struct IllegalTransition {
 }
 
 /// Who moved a file: one of the six services, or an operator through the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::EnumString,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(
+    serialize_all = "snake_case",
+    parse_err_ty = String,
+    parse_err_fn = unknown_stage
+)]
 pub enum Stage {
     Ingestor,
     Validator,
@@ -211,19 +221,9 @@ impl Stage {
     ];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Ingestor => "ingestor",
-            Stage::Validator => "validator",
-            Stage::Quarantine => "quarantine",
-            Stage::Crawler => "crawler",
-            Stage::Transformer => "transformer",
-            Stage::Auditor => "auditor",
-            Stage::Extractor => "extractor",
-            Stage::Operator => "operator",
-        }
+        self.into()
     }
 
-    /// Checks that this stage may make `from → to`.
     pub fn check(self, from: FileState, to: FileState) -> Result<(), IllegalTransition> {
         match from.mover(to) {
             Some(s) if s == self => Ok(()),
@@ -236,21 +236,8 @@ impl Stage {
     }
 }
 
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Stage {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Stage::SERVICES
-            .into_iter()
-            .chain([Stage::Extractor, Stage::Operator])
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown stage {s:?}"))
-    }
+fn unknown_stage(s: &str) -> String {
+    format!("unknown stage {s:?}")
 }
 
 #[cfg(test)]
@@ -378,7 +365,7 @@ mod tests {
 
     #[test]
     fn states_parse_and_print() {
-        for s in FileState::ALL {
+        for &s in FileState::ALL {
             assert_eq!(s.as_str().parse::<FileState>().unwrap(), s);
             assert_eq!(
                 serde_json::to_string(&s).unwrap(),
