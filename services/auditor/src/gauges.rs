@@ -19,7 +19,7 @@
 use crate::events::GaugesError;
 use choreo_domain::config::{BackendKind, Queues as QueueNames};
 use choreo_domain::{Config, FileState, Stage};
-use choreo_ports::{PortError, Queues, StateStore};
+use choreo_ports::{PortError, QueueLookup, StateStore};
 use choreo_runtime::ServiceContext;
 use choreo_telemetry::events::emit;
 use std::collections::BTreeMap;
@@ -59,7 +59,7 @@ pub async fn run(ctx: ServiceContext, shutdown: CancellationToken) {
 }
 
 /// Reads every stage's queue and dead-letter queue and sets their gauges.
-pub async fn set_queue_gauges(config: &Config, queues: &dyn Queues) -> Result<(), PortError> {
+pub async fn set_queue_gauges(config: &Config, queues: &dyn QueueLookup) -> Result<(), PortError> {
     for stage in Stage::SERVICES {
         let Some(name) = config.queue_of(stage) else {
             continue;

@@ -38,7 +38,7 @@ impl SqsQueues {
     }
 }
 
-impl choreo_ports::Queues for SqsQueues {
+impl choreo_ports::QueueLookup for SqsQueues {
     fn queue(&self, name: &str) -> Arc<dyn Queue> {
         self.get(name)
     }

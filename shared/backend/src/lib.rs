@@ -61,7 +61,7 @@ impl Backend {
     /// turns files written into the input bucket's directory into notifications (S3 does that itself).
     pub async fn run_sources(&self, shutdown: CancellationToken) {
         match self {
-            Backend::Local(b) => b.run_notifier(shutdown).await,
+            Backend::Local(b) => b.watch_input_bucket(shutdown).await,
             Backend::Aws(_) => shutdown.cancelled().await,
         }
     }

@@ -1,4 +1,4 @@
-//! A bucket's directory as the object store and the notifier touch it: keys resolved without
+//! A bucket's directory as the object store and the bucket watcher touch it: keys resolved without
 //! following a symbolic link, regular files only, and whether a file is still open for writing.
 //!
 //! A link in a bucket — to a file (`ln -s /proc/self/environ daily/env.csv`) or to a folder — would

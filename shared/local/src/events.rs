@@ -1,8 +1,8 @@
-//! The local backend's named events (see [`choreo_telemetry::events`]): its notifier's, crawler's
+//! The local backend's named events (see [`choreo_telemetry::events`]): its bucket watcher's, crawler's
 //! and job runner's.
 //!
 //! They carry no `stage`: the backend serves every stage of a `choreo up` alike, and a task-local
-//! stage would not reach the tasks the consumer spawns per message (nor the notifier's, which
+//! stage would not reach the tasks the consumer spawns per message (nor the bucket watcher's, which
 //! belong to no stage). Their counts are `choreo_events_total{event}` alone.
 
 use choreo_telemetry::events::{InternalEvent, counted};
@@ -39,42 +39,42 @@ impl InternalEvent for PinFailed<'_> {
     }
 }
 
-/// The input bucket's directory cannot be watched: the notifier finds new files by scanning only.
-pub struct NotifierWatchError<'a> {
+/// The input bucket's directory cannot be watched: the bucket watcher finds new files by scanning only.
+pub struct BucketWatchError<'a> {
     pub bucket: &'a str,
     pub error: &'a dyn Display,
 }
 
-impl InternalEvent for NotifierWatchError<'_> {
+impl InternalEvent for BucketWatchError<'_> {
     fn emit(self) {
-        tracing::warn!(bucket = self.bucket, error = %self.error, "NotifierWatchError");
-        counted("NotifierWatchError");
+        tracing::warn!(bucket = self.bucket, error = %self.error, "BucketWatchError");
+        counted("BucketWatchError");
     }
 }
 
-/// A scan of the input bucket failed; the notifier scans again soon.
-pub struct NotifierScanError<'a> {
+/// A scan of the input bucket failed; the bucket watcher scans again soon.
+pub struct BucketScanError<'a> {
     pub bucket: &'a str,
     pub error: &'a dyn Display,
 }
 
-impl InternalEvent for NotifierScanError<'_> {
+impl InternalEvent for BucketScanError<'_> {
     fn emit(self) {
-        tracing::warn!(bucket = self.bucket, error = %self.error, "NotifierScanError");
-        counted("NotifierScanError");
+        tracing::warn!(bucket = self.bucket, error = %self.error, "BucketScanError");
+        counted("BucketScanError");
     }
 }
 
 /// Notifying the files the watcher saw closed failed; a scan soon catches them.
-pub struct NotifierEventsError<'a> {
+pub struct BucketEventsError<'a> {
     pub bucket: &'a str,
     pub error: &'a dyn Display,
 }
 
-impl InternalEvent for NotifierEventsError<'_> {
+impl InternalEvent for BucketEventsError<'_> {
     fn emit(self) {
-        tracing::warn!(bucket = self.bucket, error = %self.error, "NotifierEventsError");
-        counted("NotifierEventsError");
+        tracing::warn!(bucket = self.bucket, error = %self.error, "BucketEventsError");
+        counted("BucketEventsError");
     }
 }
 

@@ -17,9 +17,9 @@
 //!
 //! - `objects.rs` — buckets as directories; writes are temp file + fsync + rename;
 //!   `bucketfs.rs` resolves keys without following links (buckets hold regular files only).
-//! - `notifier.rs` — S3-shaped notifications to the ingest queue, as S3 event notifications would:
+//! - `watcher.rs` — S3-shaped notifications to the ingest queue, as S3 event notifications would:
 //!   at once for objects written through the object store, and by scanning the input bucket for
-//!   files other programs write; run the scan with [`LocalBackend::run_notifier`].
+//!   files other programs write; run the scan with [`LocalBackend::watch_input_bucket`].
 //! - `state.rs` — file records, batches and leases as conditional writes.
 //! - `crawler.rs` / `jobs.rs` / `transform.rs` — Glue stand-ins that do their work when polled;
 //!   `catalog.rs` — the catalog's tables and partitions, which crawls and direct registrations write.
@@ -42,11 +42,11 @@ mod extracts;
 mod jobs;
 mod keyindex;
 mod mail;
-mod notifier;
 mod objects;
 mod queue;
 mod state;
 pub mod transform;
+mod watcher;
 pub mod worker;
 
 pub use audit::LocalAuditLog;
@@ -56,10 +56,10 @@ pub use crawler::{CrawlRun, LocalCrawler};
 pub use extracts::LocalExtractStore;
 pub use jobs::LocalJobRunner;
 pub use mail::MailNotifier;
-pub use notifier::{ScanResult, s3_key_encode, s3_notification};
 pub use objects::LocalObjectStore;
 pub use queue::LocalQueue;
 pub use state::LocalStateStore;
+pub use watcher::{ScanResult, s3_key_encode, s3_notification};
 
 use choreo_domain::Config;
 use choreo_domain::config::Durability;
@@ -67,12 +67,12 @@ use choreo_domain::config::Queues;
 use choreo_ports::{PortError, Ports, Queue};
 use choreo_telemetry::events::emit;
 use db::Db;
-use notifier::{Announcer, Notifier};
 use queue::Wakers;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use watcher::{Announcer, BucketWatcher};
 
 /// The local backend: cheap to clone, every clone sharing one database connection.
 #[derive(Clone)]
@@ -88,7 +88,7 @@ pub struct LocalBackend {
     jobs: Arc<LocalJobRunner>,
     audit: Arc<LocalAuditLog>,
     extracts: Arc<LocalExtractStore>,
-    notifier: Arc<Notifier>,
+    watcher: Arc<BucketWatcher>,
     mail: Arc<MailNotifier>,
 }
 
@@ -146,7 +146,7 @@ impl LocalBackend {
             Ok(())
         })?;
 
-        let notifier = Notifier::new(
+        let watcher = BucketWatcher::new(
             Arc::clone(&db),
             Arc::clone(&wakers),
             Arc::clone(&objects),
@@ -174,7 +174,7 @@ impl LocalBackend {
             )),
             audit: Arc::new(LocalAuditLog::new(Arc::clone(&db))),
             extracts: Arc::new(LocalExtractStore::new(Arc::clone(&db))),
-            notifier: Arc::new(notifier),
+            watcher: Arc::new(watcher),
             mail: Arc::new(MailNotifier::new(&config.operations.alerts)?),
             config,
             db,
@@ -258,12 +258,12 @@ impl LocalBackend {
     /// Sends an S3-shaped notification to the ingest queue for each file of the input bucket's
     /// directory not yet notified: as its writer closes it or renames it in, or, found by a scan,
     /// once unchanged for `config.local.quiet_secs` and open for writing nowhere (see
-    /// `notifier.rs`). Runs until `shutdown` is cancelled; a failed scan is logged and tried again.
+    /// `watcher.rs`). Runs until `shutdown` is cancelled; a failed scan is logged and tried again.
     /// Pinned versions no key holds any more are pruned beside it, hourly, once a week old.
-    pub async fn run_notifier(&self, shutdown: CancellationToken) {
+    pub async fn watch_input_bucket(&self, shutdown: CancellationToken) {
         let interval = Duration::from_millis(self.config.runtime.scan_interval_ms.max(1));
         tokio::join!(
-            self.notifier.run(interval, shutdown.clone()),
+            self.watcher.run(interval, shutdown.clone()),
             self.prune_versions(shutdown)
         );
     }
@@ -288,7 +288,7 @@ impl LocalBackend {
     /// One scan of the input bucket: how many notifications were sent, how many entries are not
     /// settled yet (quiet period, open for writing), and how many were refused.
     pub async fn scan_once(&self) -> Result<ScanResult, PortError> {
-        self.notifier.scan_once().await
+        self.watcher.scan_once().await
     }
 
     /// The database file.
@@ -305,7 +305,7 @@ impl LocalBackend {
     }
 }
 
-impl choreo_ports::Queues for LocalBackend {
+impl choreo_ports::QueueLookup for LocalBackend {
     fn queue(&self, name: &str) -> Arc<dyn Queue> {
         self.local_queue(name)
     }

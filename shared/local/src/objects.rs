@@ -3,7 +3,7 @@
 //! Every write goes to a temporary file in `data_dir/tmp/`, is flushed (synced to disk when the
 //! backend's durability is `power`), then renamed over the target, so a reader sees the old object or
 //! the new one, never a part. A write into the input bucket is announced at once, as S3 sends its
-//! event notification when an upload completes (see `notifier.rs`). An object's version is a
+//! event notification when an upload completes (see `watcher.rs`). An object's version is a
 //! stamp of its modification time (ns) and size: a rewrite is a new version, as a new upload is in S3.
 //!
 //! Versions: the input bucket's files are written by other programs, in place or by rename, so the
@@ -19,7 +19,7 @@
 //! a listing reports links, FIFOs, devices and refused names apart, with the reason ([`Refused`]).
 
 use crate::bucketfs;
-use crate::notifier::Announcer;
+use crate::watcher::Announcer;
 use async_trait::async_trait;
 use choreo_domain::Pin;
 use choreo_ports::{ErrorKind, ObjectMeta, ObjectReader, ObjectStore, PortError};
@@ -85,7 +85,7 @@ pub(crate) fn check_key(op: &'static str, bucket: &str, key: &str) -> Result<(),
 }
 
 /// An entry of a bucket's directory that is not an object, and why: the listing's by-product, for
-/// the notifier to report.
+/// the bucket watcher to report.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Refused {
     /// The entry's key (a folder's ends with `/`; a name that is not UTF-8 is shown lossily).

@@ -26,7 +26,7 @@ pub use extracts::{ExtractStore, NoExtractStore, UnitClaim, UnitEnd};
 pub use jobs::{CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus};
 pub use notify::Notifier;
 pub use objects::{ObjectMeta, ObjectReader, ObjectStore};
-pub use queue::{OutgoingMessage, PeekedMessage, Queue, QueueDepth, Queues, ReceivedMessage};
+pub use queue::{OutgoingMessage, PeekedMessage, Queue, QueueDepth, QueueLookup, ReceivedMessage};
 pub use state::{
     BatchOutcome, FileQuery, LeaseInfo, LeaseOutcome, Page, Registered, StateStore,
     TransitionOutcome,
@@ -44,7 +44,7 @@ pub struct Ports {
     pub catalog: Arc<dyn Catalog>,
     pub jobs: Arc<dyn JobRunner>,
     pub audit: Arc<dyn AuditLog>,
-    pub queues: Arc<dyn Queues>,
+    pub queues: Arc<dyn QueueLookup>,
     pub notifier: Arc<dyn Notifier>,
     /// The keys table, ticks and units of scheduled extracts.
     pub extracts: Arc<dyn ExtractStore>,

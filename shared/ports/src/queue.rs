@@ -184,12 +184,12 @@ pub trait Queue: Send + Sync {
 /// Every queue of the backend, by name: work queues, their dead-letter queues (`<name>-dlq`, see
 /// `Queues::dlq_of` in the configuration) and any other. What reads across stages takes it: the
 /// auditor's depth report and sweeps, and dead-letter inspection and redrive.
-pub trait Queues: Send + Sync {
+pub trait QueueLookup: Send + Sync {
     /// The queue `name`. Cheap; no call is made until the queue is used.
     fn queue(&self, name: &str) -> Arc<dyn Queue>;
 }
 
-impl<F> Queues for F
+impl<F> QueueLookup for F
 where
     F: Fn(&str) -> Arc<dyn Queue> + Send + Sync,
 {

@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 use choreo_ports::{
-    OutgoingMessage, PeekedMessage, PortError, Queue, QueueDepth, Queues, ReceivedMessage,
+    OutgoingMessage, PeekedMessage, PortError, Queue, QueueDepth, QueueLookup, ReceivedMessage,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// `queues` with each queue's depth kept for `ttl` once read (zero: not kept). Everything else
 /// goes straight through.
-pub fn cached(queues: Arc<dyn Queues>, ttl: Duration) -> Arc<dyn Queues> {
+pub fn cached(queues: Arc<dyn QueueLookup>, ttl: Duration) -> Arc<dyn QueueLookup> {
     if ttl.is_zero() {
         return queues;
     }
@@ -29,12 +29,12 @@ pub fn cached(queues: Arc<dyn Queues>, ttl: Duration) -> Arc<dyn Queues> {
 type Depths = Arc<Mutex<HashMap<String, (Instant, QueueDepth)>>>;
 
 struct CachedQueues {
-    inner: Arc<dyn Queues>,
+    inner: Arc<dyn QueueLookup>,
     ttl: Duration,
     depths: Depths,
 }
 
-impl Queues for CachedQueues {
+impl QueueLookup for CachedQueues {
     fn queue(&self, name: &str) -> Arc<dyn Queue> {
         Arc::new(CachedDepth {
             inner: self.inner.queue(name),
@@ -181,7 +181,7 @@ mod tests {
     async fn a_depth_is_read_once_per_interval_whoever_asks() {
         let queue = Arc::new(Counting::default());
         let q = queue.clone();
-        let inner: Arc<dyn Queues> = Arc::new(move |_: &str| q.clone() as Arc<dyn Queue>);
+        let inner: Arc<dyn QueueLookup> = Arc::new(move |_: &str| q.clone() as Arc<dyn Queue>);
         let queues = cached(inner, Duration::from_secs(30));
         for _ in 0..5 {
             // A new handle each time, as a page refresh makes: the cache is the set's, not the handle's.

@@ -13,7 +13,9 @@
 use crate::events::{DeadLetterHandBackError, DeadLettersPurged, DeadLettersRedriven};
 use choreo_domain::config::Queues as QueueNames;
 use choreo_domain::{Config, Envelope, Event, FileId, Stage};
-use choreo_ports::{OutgoingMessage, PeekedMessage, PortError, Queue, Queues, ReceivedMessage};
+use choreo_ports::{
+    OutgoingMessage, PeekedMessage, PortError, Queue, QueueLookup, ReceivedMessage,
+};
 use choreo_telemetry::events::emit;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -148,7 +150,7 @@ fn names(config: &Config, stage: Stage) -> Result<(String, String), DlqError> {
 }
 
 /// Every stage's dead-letter queue, in pipeline order.
-pub async fn list(queues: &dyn Queues, config: &Config) -> Result<Vec<DlqSummary>, DlqError> {
+pub async fn list(queues: &dyn QueueLookup, config: &Config) -> Result<Vec<DlqSummary>, DlqError> {
     let mut out = Vec::new();
     for stage in Stage::SERVICES {
         let (queue, dlq) = names(config, stage)?;
@@ -179,7 +181,7 @@ pub async fn list(queues: &dyn Queues, config: &Config) -> Result<Vec<DlqSummary
 /// Up to `n` dead letters of `stage`, oldest first where the backend can tell, without taking them
 /// (on SQS each counts as a receive: see [`Queue::peek`]).
 pub async fn peek(
-    queues: &dyn Queues,
+    queues: &dyn QueueLookup,
     config: &Config,
     stage: Stage,
     n: usize,
@@ -193,7 +195,7 @@ pub async fn peek(
 /// delete (see the module's header). `progress` is called with the number moved so far after each.
 /// Messages received but not selected are handed back (made visible) before returning, error or not.
 pub async fn redrive(
-    queues: &dyn Queues,
+    queues: &dyn QueueLookup,
     config: &Config,
     stage: Stage,
     selection: &Selection,
@@ -305,7 +307,11 @@ impl Redrive {
 }
 
 /// Deletes every message of `stage`'s dead-letter queue; returns how many (approximate on SQS).
-pub async fn purge(queues: &dyn Queues, config: &Config, stage: Stage) -> Result<u64, DlqError> {
+pub async fn purge(
+    queues: &dyn QueueLookup,
+    config: &Config,
+    stage: Stage,
+) -> Result<u64, DlqError> {
     let (_, dlq) = names(config, stage)?;
     let n = queues.queue(&dlq).purge().await?;
     emit(DeadLettersPurged { stage, purged: n });

@@ -14,9 +14,7 @@
 //! objects that are gone are pruned, so the table holds what the bucket holds.
 
 use crate::db::{Db, DbError, now_ms};
-use crate::events::{
-    KeyRefused, NotifierEventsError, NotifierScanError, NotifierWatchError, PinFailed,
-};
+use crate::events::{BucketEventsError, BucketScanError, BucketWatchError, KeyRefused, PinFailed};
 use crate::objects::{LocalObjectStore, Refused};
 use crate::queue::{Wakers, insert_message};
 use choreo_ports::{ObjectMeta, OutgoingMessage, PortError};
@@ -105,7 +103,7 @@ impl ScanState {
     }
 }
 
-/// Quiet files, sorted by [`Notifier::not_being_written`].
+/// Quiet files, sorted by [`BucketWatcher::not_being_written`].
 #[derive(Default)]
 struct Sorted {
     ready: Vec<ObjectMeta>,
@@ -113,7 +111,7 @@ struct Sorted {
     unreadable: Vec<Refused>,
 }
 
-pub(crate) struct Notifier {
+pub(crate) struct BucketWatcher {
     db: Arc<Db>,
     wakers: Arc<Wakers>,
     objects: Arc<LocalObjectStore>,
@@ -236,8 +234,8 @@ pub fn s3_notification(bucket: &str, meta: &ObjectMeta) -> String {
     .to_string()
 }
 
-impl Notifier {
-    /// Builds the notifier, loading the notified pairs of `bucket` (a blocking read, done at open).
+impl BucketWatcher {
+    /// Builds the bucket watcher, loading the notified pairs of `bucket` (a blocking read, done at open).
     pub(crate) fn new(
         db: Arc<Db>,
         wakers: Arc<Wakers>,
@@ -245,7 +243,7 @@ impl Notifier {
         bucket: &str,
         queue: &str,
         quiet: Duration,
-    ) -> Result<Notifier, PortError> {
+    ) -> Result<BucketWatcher, PortError> {
         let mut notified: HashMap<String, HashSet<String>> = HashMap::new();
         let b = bucket.to_string();
         let rows = db.blocking("open", bucket, move |conn| {
@@ -260,7 +258,7 @@ impl Notifier {
         for (key, version) in rows {
             notified.entry(key).or_default().insert(version);
         }
-        Ok(Notifier {
+        Ok(BucketWatcher {
             db,
             wakers,
             objects,
@@ -462,7 +460,7 @@ impl Notifier {
         let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
         let watcher = watch(&dir, tx)
             .inspect_err(|e| {
-                emit(NotifierWatchError {
+                emit(BucketWatchError {
                     bucket: &self.bucket,
                     error: e,
                 })
@@ -481,7 +479,7 @@ impl Notifier {
                     let pending = match self.scan_once().await {
                         Ok(r) => r.pending,
                         Err(e) => {
-                            emit(NotifierScanError { bucket: &self.bucket, error: &e });
+                            emit(BucketScanError { bucket: &self.bucket, error: &e });
                             1 // look again soon
                         }
                     };
@@ -494,7 +492,7 @@ impl Notifier {
                         batch.push(more);
                     }
                     let rescan = self.on_events(&dir, batch).await.unwrap_or_else(|e| {
-                        emit(NotifierEventsError { bucket: &self.bucket, error: &e });
+                        emit(BucketEventsError { bucket: &self.bucket, error: &e });
                         true
                     });
                     if rescan {
@@ -744,7 +742,7 @@ mod tests {
         );
     }
 
-    /// Issue 12, finding 3: a writer that pauses 1.5 s mid-row while the notifier starts (its
+    /// Issue 12, finding 3: a writer that pauses 1.5 s mid-row while the bucket watcher starts (its
     /// scans see the same partial file over and over) has its file notified once, whole.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_writer_pausing_mid_row_is_notified_once_whole() {
@@ -761,7 +759,7 @@ mod tests {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let running = tokio::spawn({
             let (b, s) = (b.clone(), shutdown.clone());
-            async move { b.run_notifier(s).await }
+            async move { b.watch_input_bucket(s).await }
         });
         writing.join().unwrap();
         let mut sizes = Vec::new();
@@ -796,7 +794,7 @@ mod tests {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let running = tokio::spawn({
             let (b, s) = (b.clone(), shutdown.clone());
-            async move { b.run_notifier(s).await }
+            async move { b.watch_input_bucket(s).await }
         });
         tokio::time::sleep(Duration::from_millis(600)).await; // past the two starting scans
 
@@ -925,7 +923,7 @@ mod tests {
         let again = crate::LocalBackend::open(b.config()).unwrap();
         assert_eq!(again.scan_once().await.unwrap(), Default::default());
         assert_eq!(again.scan_once().await.unwrap().sent, 0);
-        // Two notifiers that both find a file quiet send it only once between them.
+        // Two bucket watchers that both find a file quiet send it only once between them.
         std::fs::write(dir.join("k2.csv"), "2").unwrap();
         backdate(&dir.join("k2.csv"), 10);
         let sent = b.scan_once().await.unwrap().sent + again.scan_once().await.unwrap().sent;
@@ -943,7 +941,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn run_notifier_stops_on_shutdown() {
+    async fn watch_input_bucket_stops_on_shutdown() {
         let (_dir, b) = backend();
         let input = b.config().buckets.input.clone();
         b.objects()
@@ -954,7 +952,7 @@ mod tests {
         let runner = {
             let b = b.clone();
             let t = token.clone();
-            tokio::spawn(async move { b.run_notifier(t).await })
+            tokio::spawn(async move { b.watch_input_bucket(t).await })
         };
         let got = b
             .queue(&b.config().queues.ingest)
