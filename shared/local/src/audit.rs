@@ -7,7 +7,7 @@ use crate::db::{Db, parse_ts, ts};
 use async_trait::async_trait;
 use choreo_domain::{Alert, Envelope};
 use choreo_ports::{AuditEntry, AuditLog, PortError};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::params;
 use std::sync::Arc;
 
@@ -118,7 +118,7 @@ impl AuditLog for LocalAuditLog {
     async fn add_alert(&self, alert: &Alert) -> Result<bool, PortError> {
         let (id, created, body) = (
             alert.id.clone(),
-            ts(alert.created_at),
+            sortable_ts(alert.created_at),
             serde_json::to_string(alert).map_err(|e| {
                 PortError::permanent("add_alert", alert.id.clone(), format!("serialize: {e}"))
             })?,
@@ -164,6 +164,13 @@ impl AuditLog for LocalAuditLog {
         self.alerts_where("alerts", "ORDER BY created_at DESC, id DESC", limit)
             .await
     }
+}
+
+/// An alert's creation time as its column holds it: with every digit of the nanoseconds, so that
+/// the text sorts as the time does (`ts` leaves out zero digits, and `12:01:00Z` sorts after
+/// `12:01:00.250Z`).
+fn sortable_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
 impl LocalAuditLog {

@@ -389,10 +389,13 @@ impl StateStore for LocalStateStore {
                 let bodies = stmt
                     .query_map(params![state.as_str()], |r| r.get::<_, String>(0))?
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(bodies
+                let mut batches = bodies
                     .iter()
                     .map(|b| serde_json::from_str(b))
-                    .collect::<Result<Vec<Batch>, _>>()?)
+                    .collect::<Result<Vec<Batch>, _>>()?;
+                // `created_ms` orders by the millisecond; within one, by the exact time.
+                batches.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+                Ok(batches)
             })
             .await
     }
