@@ -2,7 +2,7 @@
 //!
 //! - `client.rs` builds the SDK clients from the standard chain (and counts API calls);
 //!   `error.rs` decides which SDK errors are worth retrying.
-//! - `sqs.rs` (Queue), `sns.rs` (EventBus), `s3.rs` (ObjectStore), `dynamo.rs` (StateStore and
+//! - `sqs.rs` (Queue), `sns.rs` (EventBus), `s3.rs` (ObjectStore), `dynamo/` (StateStore and
 //!   AuditLog), `keys.rs` (ExtractStore: the keys table of scheduled extracts), `glue.rs` (Crawler and JobRunner), `catalog.rs` (Catalog, on the Glue Data
 //!   Catalog): one adapter per service.
 //! - `bootstrap.rs` creates every resource the pipeline needs, idempotently; `secrets.rs` keeps the

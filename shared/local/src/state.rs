@@ -389,10 +389,13 @@ impl StateStore for LocalStateStore {
                 let bodies = stmt
                     .query_map(params![state.as_str()], |r| r.get::<_, String>(0))?
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(bodies
+                let mut batches = bodies
                     .iter()
                     .map(|b| serde_json::from_str(b))
-                    .collect::<Result<Vec<Batch>, _>>()?)
+                    .collect::<Result<Vec<Batch>, _>>()?;
+                // `created_ms` orders by the millisecond; within one, by the exact time.
+                batches.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+                Ok(batches)
             })
             .await
     }
@@ -490,119 +493,40 @@ impl StateStore for LocalStateStore {
 mod tests {
     use crate::testutil::backend;
     use choreo_domain::{FileId, FileState, NewFile, Stage, Transition};
-    use choreo_ports::{FileQuery, LeaseOutcome, Registered, TransitionOutcome};
-    use chrono::Utc;
-    use std::time::Duration;
-
-    fn new_file(id: &str, dataset: &str) -> NewFile {
-        NewFile {
-            id: FileId::from(id),
-            dataset: dataset.into(),
-            bucket: "in".into(),
-            key: format!("{dataset}/{id}.csv"),
-            size: 42,
-            version: "v1".into(),
-            pin: None,
-            reason: None,
-            trace_id: Some("trace-1".into()),
-            traceparent: Some("00-trace-span-01".into()),
-        }
-    }
-
-    fn validate(id: &str) -> Transition {
-        Transition::new(
-            FileId::from(id),
-            Stage::Validator,
-            FileState::New,
-            FileState::Valid,
-        )
-        .unwrap()
-        .validation("valid: 3 rows")
-    }
+    use choreo_ports::TransitionOutcome;
 
     #[tokio::test]
-    async fn registering_twice_returns_the_existing_record() {
+    async fn keeps_the_ports_contract() {
         let (_dir, b) = backend();
-        let s = b.ports().state;
-        let created = match s.register(new_file("f-1", "d")).await.unwrap() {
-            Registered::Created(r) => r,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(created.state, FileState::New);
-        assert_eq!(created.history.len(), 1);
-        let mut again = new_file("f-1", "d");
-        again.size = 99;
-        match s.register(again).await.unwrap() {
-            Registered::Exists(r) => assert_eq!(r, created),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(s.get(&FileId::from("f-1")).await.unwrap(), Some(created));
-        assert_eq!(s.get(&FileId::from("f-2")).await.unwrap(), None);
+        choreo_ports::testkit::state_store_contract(b.ports().state.as_ref()).await;
     }
 
-    #[tokio::test]
-    async fn a_batch_of_transitions_applies_each_on_its_own_condition_in_order() {
-        let (_dir, b) = backend();
-        let s = b.ports().state;
-        for id in ["f-1", "f-2", "f-3"] {
-            s.register(new_file(id, "d")).await.unwrap();
-        }
-        s.transition(&validate("f-2")).await.unwrap();
-        let ts = [
-            validate("f-1"),
-            validate("f-2"),
-            validate("f-404"),
-            validate("f-3"),
-        ];
-        let outcomes = s.transition_all(&ts).await.unwrap();
-        let shape: Vec<&str> = outcomes
-            .iter()
-            .map(|o| match o {
-                TransitionOutcome::Applied(_) => "applied",
-                TransitionOutcome::Conflict(_) => "conflict",
-                TransitionOutcome::NotFound => "not found",
-            })
-            .collect();
-        assert_eq!(shape, ["applied", "conflict", "not found", "applied"]);
-        for id in ["f-1", "f-3"] {
-            let r = s.get(&FileId::from(id)).await.unwrap().unwrap();
-            assert_eq!((r.state, r.history.len()), (FileState::Valid, 2), "{id}");
-        }
-        assert!(s.transition_all(&[]).await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_transition_applies_once() {
-        let (_dir, b) = backend();
-        let s = b.ports().state;
-        s.register(new_file("f-1", "d")).await.unwrap();
-        let applied = match s.transition(&validate("f-1")).await.unwrap() {
-            TransitionOutcome::Applied(r) => r,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(applied.state, FileState::Valid);
-        assert_eq!(applied.validation.as_deref(), Some("valid: 3 rows"));
-        assert_eq!(applied.history.len(), 2);
-        match s.transition(&validate("f-1")).await.unwrap() {
-            TransitionOutcome::Conflict(current) => assert_eq!(current, applied),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(s.get(&FileId::from("f-1")).await.unwrap().unwrap(), applied);
-        assert_eq!(
-            s.transition(&validate("f-404")).await.unwrap(),
-            TransitionOutcome::NotFound
-        );
-    }
-
+    /// Two backends on one database file, as two processes would be: each transition's read and
+    /// write are one `BEGIN IMMEDIATE` transaction.
     #[tokio::test]
     async fn racing_transitions_apply_exactly_once_and_history_matches() {
         let (_dir, a) = backend();
         let b = crate::LocalBackend::open(a.config()).unwrap();
-        a.ports()
-            .state
-            .register(new_file("f-1", "d"))
-            .await
-            .unwrap();
+        let file = NewFile {
+            id: FileId::from("f-1"),
+            dataset: "d".into(),
+            bucket: "in".into(),
+            key: "d/f-1.csv".into(),
+            size: 42,
+            version: "v1".into(),
+            pin: None,
+            reason: None,
+            trace_id: None,
+            traceparent: None,
+        };
+        a.ports().state.register(file).await.unwrap();
+        let validate = Transition::new(
+            FileId::from("f-1"),
+            Stage::Validator,
+            FileState::New,
+            FileState::Valid,
+        )
+        .unwrap();
         let mut tasks = Vec::new();
         for i in 0..8 {
             let s = if i % 2 == 0 {
@@ -610,14 +534,15 @@ mod tests {
             } else {
                 b.ports().state
             };
-            tasks.push(tokio::spawn(async move {
-                s.transition(&validate("f-1")).await.unwrap()
-            }));
+            let t = validate.clone();
+            tasks.push(tokio::spawn(async move { s.transition(&t).await.unwrap() }));
         }
         let mut applied = 0;
         for t in tasks {
-            if matches!(t.await.unwrap(), TransitionOutcome::Applied(_)) {
-                applied += 1;
+            match t.await.unwrap() {
+                TransitionOutcome::Applied(_) => applied += 1,
+                TransitionOutcome::Conflict(r) => assert_eq!(r.state, FileState::Valid),
+                TransitionOutcome::NotFound => panic!("not found"),
             }
         }
         assert_eq!(applied, 1);
@@ -634,193 +559,5 @@ mod tests {
             "one history entry per applied transition"
         );
         assert_eq!(rec.history[1].to, FileState::Valid);
-        assert_eq!(rec.history[1].trace_id, None);
-        // A failure without a reason keeps the previous one; the history grows with each move.
-        let to_failed = Transition::new(
-            FileId::from("f-1"),
-            Stage::Crawler,
-            FileState::Valid,
-            FileState::Failed,
-        )
-        .unwrap()
-        .reason("crawl failed")
-        .batch("b-1");
-        let TransitionOutcome::Applied(rec) = a.ports().state.transition(&to_failed).await.unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(rec.history.len(), 3);
-        assert_eq!(rec.batch_id.as_deref(), Some("b-1"));
-        assert_eq!(rec.failed_from(), Some(FileState::Valid));
-    }
-
-    #[tokio::test]
-    async fn list_pages_and_filters() {
-        let (_dir, b) = backend();
-        let s = b.ports().state;
-        for i in 0..7 {
-            s.register(new_file(
-                &format!("f-{i}"),
-                if i % 2 == 0 { "even" } else { "odd" },
-            ))
-            .await
-            .unwrap();
-        }
-        s.transition(&validate("f-2")).await.unwrap();
-        s.transition(&validate("f-3")).await.unwrap();
-
-        let mut seen = Vec::new();
-        let mut q = FileQuery {
-            limit: 3,
-            ..Default::default()
-        };
-        loop {
-            let page = s.list(&q).await.unwrap();
-            assert!(page.items.len() <= 3);
-            seen.extend(page.items.iter().map(|r| r.id.to_string()));
-            match page.next {
-                Some(n) => q.after = Some(n),
-                None => break,
-            }
-        }
-        assert_eq!(seen, (0..7).map(|i| format!("f-{i}")).collect::<Vec<_>>());
-
-        let even = s
-            .list(&FileQuery {
-                dataset: Some("even".into()),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(even.items.len(), 4);
-        assert_eq!(even.next, None);
-        let even_new = s
-            .list(&FileQuery {
-                dataset: Some("even".into()),
-                state: Some(FileState::New),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let ids: Vec<_> = even_new.items.iter().map(|r| r.id.to_string()).collect();
-        assert_eq!(ids, ["f-0", "f-4", "f-6"]);
-        let valid = s
-            .list(&FileQuery {
-                state: Some(FileState::Valid),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(valid.items.len(), 2);
-
-        let mut counts = s.counts().await.unwrap();
-        counts.sort();
-        assert_eq!(
-            counts,
-            vec![
-                ("even".to_string(), FileState::New, 3),
-                ("even".to_string(), FileState::Valid, 1),
-                ("odd".to_string(), FileState::New, 2),
-                ("odd".to_string(), FileState::Valid, 1),
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn batches_keep_the_ports_contract() {
-        let (_dir, b) = backend();
-        let s = b.ports().state;
-        choreo_ports::testkit::batch_store_contract(s.as_ref()).await;
-    }
-
-    #[tokio::test]
-    async fn leases_are_exclusive_until_they_expire() {
-        let (_dir, b) = backend();
-        let s = b.ports().state;
-        let ttl = Duration::from_millis(300);
-        assert!(matches!(
-            s.acquire_lease("crawl:d", "a", ttl).await.unwrap(),
-            LeaseOutcome::Acquired { .. }
-        ));
-        match s.acquire_lease("crawl:d", "b", ttl).await.unwrap() {
-            LeaseOutcome::Held { holder, .. } => assert_eq!(holder, "a"),
-            other => panic!("{other:?}"),
-        }
-        // The holder renews.
-        let LeaseOutcome::Acquired { expires_at } =
-            s.acquire_lease("crawl:d", "a", ttl).await.unwrap()
-        else {
-            panic!("renewal refused")
-        };
-        assert!(expires_at > Utc::now());
-        // Releasing as someone else does nothing.
-        s.release_lease("crawl:d", "b").await.unwrap();
-        assert!(matches!(
-            s.acquire_lease("crawl:d", "b", ttl).await.unwrap(),
-            LeaseOutcome::Held { .. }
-        ));
-        tokio::time::sleep(Duration::from_millis(350)).await;
-        assert!(matches!(
-            s.acquire_lease("crawl:d", "b", ttl).await.unwrap(),
-            LeaseOutcome::Acquired { .. }
-        ));
-        s.release_lease("crawl:d", "b").await.unwrap();
-        assert!(matches!(
-            s.acquire_lease("crawl:d", "c", ttl).await.unwrap(),
-            LeaseOutcome::Acquired { .. }
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_sweep_note_holds_only_while_the_file_stays_put() {
-        let (_dir, b) = backend();
-        let state = b.ports().state;
-        let id = FileId::from("f-1");
-        state.register(new_file("f-1", "d")).await.unwrap();
-        let mark = choreo_domain::SweepMark {
-            state: FileState::New,
-            republished: 1,
-            last_at: Utc::now(),
-            stuck: false,
-        };
-        // A stale read (another history length, another state) writes nothing.
-        assert!(!state.mark_sweep(&id, 2, &mark).await.unwrap());
-        let other = choreo_domain::SweepMark {
-            state: FileState::Valid,
-            ..mark.clone()
-        };
-        assert!(!state.mark_sweep(&id, 1, &other).await.unwrap());
-        assert!(
-            !state
-                .mark_sweep(&FileId::from("none"), 1, &mark)
-                .await
-                .unwrap()
-        );
-        assert_eq!(state.get(&id).await.unwrap().unwrap().sweep, None);
-
-        assert!(state.mark_sweep(&id, 1, &mark).await.unwrap());
-        let r = state.get(&id).await.unwrap().unwrap();
-        assert_eq!(r.sweep.as_ref().map(|m| m.republished), Some(1));
-        // Listed with it, and cleared by the next move.
-        let listed = state
-            .list(&FileQuery {
-                state: Some(FileState::New),
-                ..FileQuery::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(listed.items[0].sweep, r.sweep);
-        let t = Transition::new(
-            id.clone(),
-            Stage::Validator,
-            FileState::New,
-            FileState::Valid,
-        )
-        .unwrap();
-        let TransitionOutcome::Applied(moved) = state.transition(&t).await.unwrap() else {
-            panic!("not applied");
-        };
-        assert_eq!(moved.sweep, None);
-        assert_eq!(state.get(&id).await.unwrap().unwrap().sweep, None);
     }
 }
