@@ -21,7 +21,7 @@
 //! locks) does not do by itself:
 //!
 //! - writes to one item one at a time: moto checks a condition and writes without a lock (see
-//!   `SerialMoto` in `shared/aws/src/dynamo.rs`), so two racing conditional writes can both succeed
+//!   `SerialMoto` in `shared/aws/src/dynamo/state.rs`), so two racing conditional writes can both succeed
 //!   there — the duplicate polls that faults cause made a file's history show a step twice;
 //! - a transaction alone on its tables: moto's `TransactWriteItems` deep-copies each table it
 //!   touches (to roll back), and a write to that table meanwhile fails it with an HTTP 500.

@@ -7,7 +7,7 @@
 //! (3 by default; `AWS_RETRY_MODE` and `AWS_MAX_ATTEMPTS` are the SDK's standard variables), and a
 //! client-side quota stops retrying while most calls fail. A retry is only safe for a call that
 //! can be repeated: calls that start something (a crawl, a job run) opt out (`glue.rs`), and
-//! conditional writes recognise their own earlier attempt (`dynamo.rs`).
+//! conditional writes recognise their own earlier attempt (`dynamo/state.rs`).
 
 use crate::cost::{Bill, Ledger};
 use aws_sdk_sqs::config::{Credentials, Intercept};

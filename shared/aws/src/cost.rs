@@ -30,7 +30,7 @@ use std::fmt::Write;
 
 /// A DynamoDB index entry's overhead on top of its projected attributes.
 const INDEX_ENTRY_OVERHEAD: usize = 100;
-/// The attributes holding the index keys (see `dynamo.rs`).
+/// The attributes holding the index keys (see `dynamo/mod.rs`).
 const INDEX_KEY: &str = "gsi1pk";
 const INDEX_SORT_KEY: &str = "gsi1sk";
 /// The partition key attribute of every table.

@@ -60,6 +60,7 @@ pub struct LeaseInfo {
 pub struct FileQuery {
     pub dataset: Option<String>,
     pub state: Option<FileState>,
+    /// Records a page, at most; 0 means the store's default page (100 on both backends).
     pub limit: usize,
     /// The `next` of the previous page.
     pub after: Option<String>,
