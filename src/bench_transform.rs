@@ -12,7 +12,7 @@
 use crate::bench::work_root;
 use crate::demo;
 use anyhow::{Context, bail};
-use choreo_domain::{FileId, Manifest, ManifestFile};
+use choreo_domain::{FileId, JobArgs, Manifest, ManifestFile};
 use choreo_local::LocalBackend;
 use choreo_local::transform::{BuiltinJob, BuiltinSummary};
 use choreo_local::worker::{WorkerAnswer, WorkerRequest, run_in_worker};
@@ -20,7 +20,6 @@ use choreo_ports::ObjectStore;
 use choreo_runtime::Settings;
 use clap::Args;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -209,13 +208,12 @@ async fn measure<'a>(args: &'a TransformBenchArgs, root: &Path) -> anyhow::Resul
         data_dir: config.data_dir.clone(),
         sync: false,
         job: BuiltinJob::of(config),
-        arguments: BTreeMap::from([
-            ("--batch_id".to_string(), BATCH.to_string()),
-            (
-                "--manifest".to_string(),
-                format!("{}/{manifest_key}", config.buckets.work),
-            ),
-        ]),
+        arguments: JobArgs {
+            batch_id: BATCH.into(),
+            dataset: DATASET.into(),
+            manifest: format!("{}/{manifest_key}", config.buckets.work),
+        }
+        .to_arguments(),
         key_index_bytes: (args.key_index_mb << 20) as usize,
     };
     let program = std::env::current_exe().context("finding the choreo program")?;

@@ -13,7 +13,7 @@ use crate::helpers::ok;
 use crate::replicas::{self, Replicas};
 use choreo_aws::moto::Moto;
 use choreo_aws::{AwsBackend, AwsClients};
-use choreo_domain::{Batch, BatchState, FileRecord, FileState};
+use choreo_domain::{Batch, BatchState, FileRecord, FileState, JobArgs};
 use choreo_ports::{BatchOutcome, CrawlStart, Ports};
 use choreo_runtime::Settings;
 use std::collections::BTreeMap;
@@ -124,11 +124,12 @@ async fn a_batch_update_whose_answer_was_lost_is_applied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_start_whose_answer_was_lost_starts_one_run() {
     let rig = rig(0.0, 2).await;
-    let args = BTreeMap::from([
-        ("--batch_id".to_string(), "b-lost".to_string()),
-        ("--dataset".to_string(), "orders_a".to_string()),
-        ("--manifest".to_string(), "choreo-work/m.json".to_string()),
-    ]);
+    let args = JobArgs {
+        batch_id: "b-lost".into(),
+        dataset: "orders_a".into(),
+        manifest: "choreo-work/m.json".into(),
+    }
+    .to_arguments();
     rig.proxy.inject("StartJobRun", Fault::ResetAfter, 1);
     let started = rig.ports.jobs.start_run("builtin", &args).await;
     assert_eq!(

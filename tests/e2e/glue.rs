@@ -9,7 +9,7 @@
 use crate::helpers::{TestApp, ok, venv_bin};
 use choreo_aws::moto::Moto;
 use choreo_domain::config::DatasetConfig;
-use choreo_domain::{Manifest, ManifestFile};
+use choreo_domain::{JobArgs, Manifest, ManifestFile};
 use choreo_ports::{JobStart, JobStatus};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -192,14 +192,12 @@ async fn run_local(app: &TestApp, case: &Case, dir: &Path) -> (Manifest, PathBuf
         )
         .await
         .unwrap();
-    let args = BTreeMap::from([
-        ("--batch_id".to_string(), batch.clone()),
-        ("--dataset".to_string(), name.to_string()),
-        (
-            "--manifest".to_string(),
-            format!("{}/{key}", c.buckets.work),
-        ),
-    ]);
+    let args = JobArgs {
+        batch_id: batch.clone(),
+        dataset: name.to_string(),
+        manifest: format!("{}/{key}", c.buckets.work),
+    }
+    .to_arguments();
     let JobStart::Started { run_id } = ports.jobs.start_run("builtin", &args).await.unwrap() else {
         panic!("the local runner does not throttle");
     };
@@ -254,11 +252,13 @@ async fn the_glue_script_agrees_with_the_builtin_transform() {
     let mut args: BTreeMap<String, String> = choreo_aws::glue::job_arguments(config)
         .into_iter()
         .collect();
-    args.insert("--batch_id".into(), "b-orders".into());
-    args.insert("--dataset".into(), "orders".into());
-    args.insert(
-        "--manifest".into(),
-        format!("{}/manifests/orders/b-orders.json", config.buckets.work),
+    args.extend(
+        JobArgs {
+            batch_id: "b-orders".into(),
+            dataset: "orders".into(),
+            manifest: format!("{}/manifests/orders/b-orders.json", config.buckets.work),
+        }
+        .to_arguments(),
     );
     let moto = Moto::start();
     let spec = json!({

@@ -13,7 +13,7 @@ use choreo::app::Pipeline;
 use choreo_aws::moto::Moto;
 use choreo_aws::{AwsBackend, AwsClients};
 use choreo_backend::Backend;
-use choreo_domain::{Batch, BatchState, FileRecord, FileState};
+use choreo_domain::{Batch, BatchState, FileRecord, FileState, JobArgs};
 use choreo_ports::{FileQuery, StateStore};
 use choreo_runtime::Settings;
 use chrono::{DateTime, Utc};
@@ -557,7 +557,7 @@ pub(crate) async fn glue_job_runs(clients: &AwsClients, job: &str) -> Vec<(Strin
         for run in page.job_runs() {
             let batch = run
                 .arguments()
-                .and_then(|a| a.get("--batch_id"))
+                .and_then(|a| a.get(JobArgs::BATCH_ID))
                 .cloned()
                 .unwrap_or_default();
             out.push((run.id().unwrap_or_default().to_string(), batch));

@@ -2,7 +2,7 @@
 //! workspace's `.venv`, which `scripts/test` fills; without them these tests fail, they do not skip).
 
 use crate::helpers::{TestApp, ok, venv_bin};
-use choreo_domain::{FileState, Manifest, ManifestFile};
+use choreo_domain::{FileState, JobArgs, Manifest, ManifestFile};
 use choreo_ports::{JobStart, JobStatus};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -294,13 +294,12 @@ async fn the_builtin_job_drops_rows_that_fail_the_schema() {
         )
         .await
         .unwrap();
-    let args = BTreeMap::from([
-        ("--batch_id".to_string(), "b-bad".to_string()),
-        (
-            "--manifest".to_string(),
-            format!("{}/manifests/b-bad.json", c.buckets.work),
-        ),
-    ]);
+    let args = JobArgs {
+        batch_id: "b-bad".into(),
+        dataset: "sales_daily".into(),
+        manifest: format!("{}/manifests/b-bad.json", c.buckets.work),
+    }
+    .to_arguments();
     let JobStart::Started { run_id } = ports.jobs.start_run("builtin", &args).await.unwrap() else {
         panic!("the local runner does not throttle");
     };
@@ -354,13 +353,12 @@ async fn run_builtin(app: &TestApp, manifest: &Manifest) -> (String, JobStatus) 
         .put(&c.buckets.work, &key, serde_json::to_vec(manifest).unwrap())
         .await
         .unwrap();
-    let args = BTreeMap::from([
-        ("--batch_id".to_string(), manifest.batch_id.to_string()),
-        (
-            "--manifest".to_string(),
-            format!("{}/{key}", c.buckets.work),
-        ),
-    ]);
+    let args = JobArgs {
+        batch_id: manifest.batch_id.to_string(),
+        dataset: manifest.dataset.clone(),
+        manifest: format!("{}/{key}", c.buckets.work),
+    }
+    .to_arguments();
     let JobStart::Started { run_id } = jobs.start_run("builtin", &args).await.unwrap() else {
         panic!("the local runner does not throttle");
     };

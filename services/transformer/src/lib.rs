@@ -21,7 +21,7 @@ pub mod events;
 use async_trait::async_trait;
 use choreo_domain::lifecycle::{self, NotStarted, Step};
 use choreo_domain::{
-    Batch, BatchState, Event, FileState, Manifest, ManifestFile, Stage, Transition,
+    Batch, BatchState, Event, FileState, JobArgs, Manifest, ManifestFile, Stage, Transition,
 };
 use choreo_ports::{
     BatchOutcome, JobStart, JobStatus, LeaseOutcome, PortError, ReceivedMessage, TransitionOutcome,
@@ -32,7 +32,6 @@ use choreo_runtime::publish::{batch_event_id, send_timer};
 use choreo_runtime::{Background, Handler, HandlerError, ServiceContext, decode};
 use choreo_telemetry::events::emit;
 use chrono::Utc;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -349,14 +348,12 @@ impl Launcher {
                 });
                 return Ok(Started::Run(id));
             }
-            let args = BTreeMap::from([
-                ("--batch_id".to_string(), batch.id.clone()),
-                ("--dataset".to_string(), batch.dataset.clone()),
-                (
-                    "--manifest".to_string(),
-                    batch.manifest.clone().unwrap_or_default(),
-                ),
-            ]);
+            let args = JobArgs {
+                batch_id: batch.id.clone(),
+                dataset: batch.dataset.clone(),
+                manifest: batch.manifest.clone().unwrap_or_default(),
+            }
+            .to_arguments();
             match jobs.start_run(&batch.job, &args).await {
                 Ok(JobStart::Started { run_id }) => {
                     emit(events::JobRunStarted {

@@ -10,9 +10,11 @@ use crate::error::{code, is_transient_code, port_error};
 use async_trait::async_trait;
 use aws_sdk_glue::Client;
 use aws_sdk_glue::types::{Column, PartitionInput, SerDeInfo, StorageDescriptor, TableInput};
-use choreo_domain::catalog::{Partition, TableDef, TableFormat};
+use choreo_domain::catalog::{
+    Column as Col, ColumnType, Partition, Registered, TableDef, TableDiff, TableFormat,
+};
 use choreo_ports::{Catalog, ErrorKind, PortError, TableOutcome};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// BatchCreatePartition takes at most 100 partitions a call.
 const PARTITIONS_PER_CALL: usize = 100;
@@ -109,78 +111,83 @@ fn table_input(table: &TableDef) -> TableInput {
         .expect("a table has a name")
 }
 
-/// What `ensure_table` compares of a table: columns and types (case-insensitively, as Glue and
-/// Athena treat them), location, SerDe, formats, and the table parameters we set (Glue may add
-/// others).
-#[derive(Debug, PartialEq)]
-struct Shape {
-    columns: Vec<(String, String)>,
-    location: Option<String>,
-    formats: (Option<String>, Option<String>),
-    serde: Option<String>,
-    serde_params: BTreeMap<String, String>,
-}
-
-fn shape(sd: Option<&StorageDescriptor>) -> Shape {
-    let lower = |s: Option<&str>| s.unwrap_or_default().to_ascii_lowercase();
-    let own = |s: Option<&str>| s.map(str::to_string);
-    Shape {
-        columns: sd
-            .map(|sd| {
-                sd.columns()
-                    .iter()
-                    .map(|c| (c.name().to_ascii_lowercase(), lower(c.r#type())))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        location: sd.and_then(|sd| own(sd.location())),
-        formats: (
-            sd.and_then(|sd| own(sd.input_format())),
-            sd.and_then(|sd| own(sd.output_format())),
-        ),
-        serde: sd
-            .and_then(|sd| sd.serde_info())
-            .and_then(|s| own(s.serialization_library())),
-        serde_params: sd
-            .and_then(|sd| sd.serde_info())
-            .and_then(|s| s.parameters())
-            .map(|p| p.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default(),
-    }
-}
-
 fn key_names(keys: &[Column]) -> Vec<String> {
     keys.iter().map(|k| k.name().to_ascii_lowercase()).collect()
 }
 
-impl GlueCatalog {
-    /// What to do about a table that exists: nothing, an update, or a refusal.
-    fn compare(
-        &self,
-        existing: &aws_sdk_glue::types::Table,
-        wanted: &TableInput,
-    ) -> Result<bool, PortError> {
-        let (have, want) = (
-            key_names(existing.partition_keys()),
-            key_names(wanted.partition_keys()),
-        );
-        if have != want {
-            return Err(PortError::permanent(
-                "ensure_table",
-                wanted.name(),
-                format!("the table is partitioned by {have:?}, the batch by {want:?}"),
-            ));
-        }
-        let params = existing.parameters();
-        let params_match = wanted
-            .parameters()
-            .into_iter()
-            .flatten()
-            .all(|(k, v)| params.and_then(|p| p.get(k)) == Some(v));
-        Ok(params_match
-            && shape(existing.storage_descriptor()) == shape(wanted.storage_descriptor()))
+/// A Glue table read back for [`TableDef::diff`] (`wanted` names it): whole when it is exactly what
+/// [`table_input`] writes for some table (our formats, SerDe and SerDe parameters; our table
+/// parameters among its own, as Glue may add others), otherwise by its partition keys.
+fn registered(wanted: &TableDef, table: &aws_sdk_glue::types::Table) -> Registered {
+    let partition_keys = key_names(table.partition_keys());
+    let direct = || -> Option<TableDef> {
+        let sd = table.storage_descriptor()?;
+        let (bucket, folder) = sd.location()?.strip_prefix("s3://")?.split_once('/')?;
+        let serde = sd.serde_info()?;
+        let serde_params = serde.parameters().cloned().unwrap_or_default();
+        let params = table.parameters().cloned().unwrap_or_default();
+        let one = |key: &str| {
+            let mut chars = serde_params.get(key)?.chars();
+            chars.next().filter(|_| chars.next().is_none())
+        };
+        let format = match serde.serialization_library()? {
+            CSV_SERDE => TableFormat::Csv {
+                delimiter: one("separatorChar")?,
+                quote: one("quoteChar")?,
+                header: match params.get("skip.header.line.count")?.as_str() {
+                    "1" => true,
+                    "0" => false,
+                    _ => return None,
+                },
+            },
+            JSON_SERDE => TableFormat::JsonLines,
+            _ => return None,
+        };
+        let columns = sd
+            .columns()
+            .iter()
+            .map(|c| {
+                Some(Col {
+                    name: c.name().to_string(),
+                    column_type: ColumnType::from_name(c.r#type()?)?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let def = TableDef {
+            dataset: wanted.dataset.clone(),
+            name: wanted.name.clone(),
+            bucket: bucket.to_string(),
+            folder: folder.to_string(),
+            columns,
+            partition_keys: partition_keys.clone(),
+            format,
+        };
+        // What the read-back leaves out must be what we would write for it.
+        let ours = table_input(&def);
+        let ours_sd = ours.storage_descriptor()?;
+        let ours_serde_params = ours_sd
+            .serde_info()
+            .and_then(|s| s.parameters().cloned())
+            .unwrap_or_default();
+        let exact = sd.input_format() == ours_sd.input_format()
+            && sd.output_format() == ours_sd.output_format()
+            && serde_params == ours_serde_params
+            && ours
+                .parameters()
+                .into_iter()
+                .flatten()
+                .all(|(k, v)| params.get(k) == Some(v));
+        exact.then_some(def)
+    };
+    match direct() {
+        Some(t) => Registered::Direct(t),
+        None => Registered::Other {
+            partition_keys: Some(partition_keys),
+        },
     }
+}
 
+impl GlueCatalog {
     async fn get_table(&self, name: &str) -> Result<Option<aws_sdk_glue::types::Table>, PortError> {
         match self
             .client
@@ -232,8 +239,10 @@ impl Catalog for GlueCatalog {
                 }
             }
         };
-        if self.compare(&existing, &wanted)? {
-            return Ok(TableOutcome::Unchanged);
+        match table.diff(&registered(table, &existing)) {
+            Ok(TableDiff::Same) => return Ok(TableOutcome::Unchanged),
+            Ok(TableDiff::Changed) => {}
+            Err(e) => return Err(PortError::permanent("ensure_table", &table.name, e)),
         }
         self.client
             .update_table()
@@ -312,7 +321,6 @@ mod tests {
     use super::*;
     use crate::AwsClients;
     use crate::moto::Moto;
-    use choreo_domain::catalog::{Column as Col, ColumnType};
     use choreo_ports::ErrorKind;
 
     fn table(keys: &[&str]) -> TableDef {
@@ -367,6 +375,44 @@ mod tests {
                 .unwrap()
                 .contains_key("skip.header.line.count")
         );
+    }
+
+    /// The table Glue would return for `input`, with `extra` table parameters of its own.
+    fn as_glue_returns(input: &TableInput, extra: &[(&str, &str)]) -> aws_sdk_glue::types::Table {
+        let mut params = input.parameters().cloned().unwrap_or_default();
+        params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        aws_sdk_glue::types::Table::builder()
+            .name(input.name())
+            .set_storage_descriptor(input.storage_descriptor().cloned())
+            .set_partition_keys(input.partition_keys.clone())
+            .set_parameters(Some(params))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn tables_read_back_whole_only_when_they_are_ours() {
+        let mut t = table(&["region"]);
+        for format in [TableFormat::JsonLines, t.format.clone()] {
+            t.format = format;
+            let glue = as_glue_returns(&table_input(&t), &[("UPDATED_BY_CRAWLER", "x")]);
+            assert_eq!(registered(&t, &glue), Registered::Direct(t.clone()));
+        }
+        let mut input = table_input(&t);
+        let mut sd = input.storage_descriptor.take().unwrap();
+        sd.serde_info = Some(
+            SerDeInfo::builder()
+                .serialization_library("LazySimpleSerDe")
+                .build(),
+        );
+        input.storage_descriptor = Some(sd);
+        let other = Registered::Other {
+            partition_keys: Some(vec!["region".into()]),
+        };
+        assert_eq!(registered(&t, &as_glue_returns(&input, &[])), other);
+        let mut input = table_input(&t);
+        input.parameters.as_mut().unwrap().remove("EXTERNAL");
+        assert_eq!(registered(&t, &as_glue_returns(&input, &[])), other);
     }
 
     #[tokio::test]

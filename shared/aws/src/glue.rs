@@ -19,8 +19,8 @@ use aws_sdk_glue::types::{
     CrawlerTargets, DatabaseInput, ExecutionProperty, Job, JobCommand, JobUpdate, S3Target,
     WorkerType,
 };
-use choreo_domain::Config;
 use choreo_domain::config::DatasetConfig;
+use choreo_domain::{Config, JobArgs};
 use choreo_ports::{
     CrawlStart, CrawlStatus, Crawler, ErrorKind, JobRunner, JobStart, JobStatus, PortError,
 };
@@ -28,8 +28,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The port's name for the built-in transform, whatever its Glue job is called.
 const BUILTIN: &str = "builtin";
-/// The argument every run carries, by which `find_run` finds it.
-const BATCH_ARG: &str = "--batch_id";
 /// GetJobRuns page size (Glue's maximum).
 const RUNS_PAGE: i32 = 200;
 
@@ -211,7 +209,7 @@ impl JobRunner for GlueJobRunner {
             };
             let found = page.job_runs().iter().find(|run| {
                 run.arguments()
-                    .and_then(|a| a.get(BATCH_ARG))
+                    .and_then(|a| a.get(JobArgs::BATCH_ID))
                     .is_some_and(|b| b == batch_id)
             });
             if let Some(run) = found {
@@ -229,11 +227,11 @@ impl JobRunner for GlueJobRunner {
         arguments: &BTreeMap<String, String>,
     ) -> Result<JobStart, PortError> {
         let glue_job = self.glue_job(job);
-        if !arguments.contains_key(BATCH_ARG) {
+        if !arguments.contains_key(JobArgs::BATCH_ID) {
             return Err(PortError::permanent(
                 "start_run",
                 glue_job,
-                format!("the arguments must include {BATCH_ARG}"),
+                format!("the arguments must include {}", JobArgs::BATCH_ID),
             ));
         }
         let args: HashMap<String, String> = arguments
@@ -597,14 +595,60 @@ mod tests {
 
     const SCRIPT: &str = "s3://choreo-work/scripts/builtin.py";
 
+    /// The argument names the built-in script's `main` asks `getResolvedOptions` for: those it
+    /// always asks for, and those it asks for only when the run has them.
+    fn script_arguments() -> (BTreeSet<String>, BTreeSet<String>) {
+        let script = crate::bootstrap::BUILTIN_SCRIPT;
+        let main = &script[script.find("\ndef main(").expect("the script has a main")..];
+        assert!(main.contains("getResolvedOptions(sys.argv, wanted)"));
+        let line = |start: &str| {
+            let line = main.lines().map(str::trim).find(|l| l.starts_with(start));
+            line.unwrap_or_else(|| panic!("no `{start}` in the script's main"))
+        };
+        let names = |text: &str| -> BTreeSet<String> {
+            let names = text.split('"').skip(1).step_by(2);
+            names.map(|n| format!("--{n}")).collect()
+        };
+        let always = line("wanted = [");
+        let optional = line("wanted += [");
+        let optional = &optional[optional.find(" in (").unwrap()..optional.find(")").unwrap()];
+        (names(always), names(optional))
+    }
+
+    /// What the launcher passes ([`JobArgs`]) and what bootstrap sets on the job
+    /// ([`job_arguments`]) are what the script asks for. Glue's own arguments are Glue's.
+    #[test]
+    fn the_script_asks_for_the_arguments_a_run_has() {
+        let (always, optional) = script_arguments();
+        let run = JobArgs {
+            batch_id: "b".into(),
+            dataset: "d".into(),
+            manifest: "w/m.json".into(),
+        };
+        let glue_own = |k: &String| k != "--additional-python-modules";
+        let mut config = config();
+        let mut passed: BTreeSet<String> = run.to_arguments().into_keys().collect();
+        passed.extend(job_arguments(&config).into_keys().filter(&glue_own));
+        assert_eq!(passed, always);
+        config.transform.mask_salt = "salt".into();
+        let with_salt: BTreeSet<String> = job_arguments(&config)
+            .into_keys()
+            .filter(&glue_own)
+            .collect();
+        let when_set: BTreeSet<String> = with_salt.difference(&passed).cloned().collect();
+        assert_eq!(when_set, BTreeSet::from(["--mask_salt_secret".to_string()]));
+        // An operator's knob, which Choreo never passes: the script's default holds.
+        let knobs = BTreeSet::from(["--max_input_bytes".to_string()]);
+        assert_eq!(optional, &when_set | &knobs);
+    }
+
     fn args(batch: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            (BATCH_ARG.to_string(), batch.to_string()),
-            (
-                "--manifest".to_string(),
-                format!("choreo-work/m/{batch}.json"),
-            ),
-        ])
+        JobArgs {
+            batch_id: batch.to_string(),
+            dataset: "daily".into(),
+            manifest: format!("choreo-work/m/{batch}.json"),
+        }
+        .to_arguments()
     }
 
     /// Polls until `f` is no longer `running`, or panics after `secs`.

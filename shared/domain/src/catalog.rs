@@ -7,6 +7,10 @@
 //! location covers its sub-folders). Mixing the two, or keys that disagree on the names, is a
 //! [`LayoutError`]: a table has one set of partition keys.
 
+mod diff;
+
+pub use diff::{KeysDiffer, Registered, TableDiff};
+
 use crate::config::{CsvOptions, DatasetConfig, FileFormat};
 use choreo_validation::{FieldType, TableSchema};
 use std::collections::BTreeSet;
@@ -27,6 +31,14 @@ pub enum ColumnType {
 impl ColumnType {
     pub fn as_str(self) -> &'static str {
         self.into()
+    }
+
+    /// The type named `name` (any case, as catalogs may return it), if it is one of ours.
+    pub fn from_name(name: &str) -> Option<Self> {
+        use ColumnType::*;
+        [String, Bigint, Double, Boolean, Date, Timestamp]
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(name))
     }
 }
 
@@ -256,6 +268,11 @@ mod tests {
         .into_iter()
         .map(|t| ColumnType::from(t).as_str())
         .collect();
+        for name in &mapped {
+            let t = ColumnType::from_name(&name.to_uppercase()).unwrap();
+            assert_eq!(t.as_str(), *name);
+        }
+        assert_eq!(ColumnType::from_name("int"), None);
         assert_eq!(
             mapped,
             [

@@ -8,7 +8,9 @@
 
 use crate::db::{Db, DbError, parse_ts, ts};
 use async_trait::async_trait;
-use choreo_domain::catalog::{Partition, TableDef, TableFormat};
+use choreo_domain::catalog::{
+    Column, ColumnType, Partition, Registered, TableDef, TableDiff, TableFormat,
+};
 use choreo_ports::{Catalog, PortError, TableOutcome};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -65,6 +67,74 @@ fn format_json(format: &TableFormat) -> serde_json::Value {
         }),
         TableFormat::JsonLines => serde_json::json!({"classification": "json"}),
     }
+}
+
+/// A `catalog` row as `ensure_table` reads it: crawler, columns, types, partition keys, format,
+/// location.
+type Stored = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
+/// The table a format's JSON describes, if it is exactly what [`format_json`] writes.
+fn format_of(json: &str) -> Option<TableFormat> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let one = |key: &str| {
+        let mut chars = v[key].as_str()?.chars();
+        chars.next().filter(|_| chars.next().is_none())
+    };
+    let format = match v["classification"].as_str()? {
+        "csv" => TableFormat::Csv {
+            delimiter: one("delimiter")?,
+            quote: one("quote")?,
+            header: v["header"].as_bool()?,
+        },
+        "json" => TableFormat::JsonLines,
+        _ => return None,
+    };
+    (format_json(&format) == v).then_some(format)
+}
+
+/// The stored row read back for [`TableDef::diff`] (`wanted` names it): a direct table whole,
+/// anything else (a crawled one has no types) by its partition keys, if it has any.
+fn registered(wanted: &TableDef, row: &Stored) -> Result<Registered, DbError> {
+    let (crawler, columns, types, keys, format, location) = row;
+    let partition_keys: Option<Vec<String>> =
+        keys.as_deref().map(serde_json::from_str).transpose()?;
+    let direct = || -> Option<TableDef> {
+        let names: Vec<String> = serde_json::from_str(columns).ok()?;
+        let types: Vec<String> = serde_json::from_str(types.as_deref()?).ok()?;
+        let columns = (names.len() == types.len())
+            .then(|| {
+                names
+                    .into_iter()
+                    .zip(&types)
+                    .map(|(name, t)| {
+                        let column_type = ColumnType::from_name(t)?;
+                        Some(Column { name, column_type })
+                    })
+                    .collect::<Option<Vec<_>>>()
+            })
+            .flatten()?;
+        let (bucket, folder) = location.split_once('/')?;
+        Some(TableDef {
+            dataset: wanted.dataset.clone(),
+            name: wanted.name.clone(),
+            bucket: bucket.to_string(),
+            folder: folder.to_string(),
+            columns,
+            partition_keys: partition_keys.clone()?,
+            format: format_of(format.as_deref()?)?,
+        })
+    };
+    Ok(match direct().filter(|_| crawler == DIRECT) {
+        Some(t) => Registered::Direct(t),
+        None => Registered::Other { partition_keys },
+    })
 }
 
 /// The rows of `catalog`, for one dataset or all.
@@ -180,14 +250,6 @@ impl Catalog for LocalCatalog {
                 let keys = serde_json::to_string(&t.partition_keys)?;
                 let format = format_json(&t.format).to_string();
                 let location = format!("{}/{}", t.bucket, t.folder);
-                type Stored = (
-                    String,
-                    String,
-                    Option<String>,
-                    Option<String>,
-                    Option<String>,
-                    String,
-                );
                 let stored: Option<Stored> = tx
                     .prepare_cached(
                         "SELECT crawler, columns, types, partition_keys, format, location
@@ -206,27 +268,17 @@ impl Catalog for LocalCatalog {
                     .optional()?;
                 let outcome = match &stored {
                     None => TableOutcome::Created,
-                    Some((_, _, _, Some(k), _, _)) if *k != keys => {
-                        return Err(DbError::Port(PortError::permanent(
-                            "ensure_table",
-                            &t.dataset,
-                            format!("the table is partitioned by {k}, the batch by {keys}"),
-                        )));
-                    }
-                    Some(s)
-                        if *s
-                            == (
-                                DIRECT.to_string(),
-                                columns.clone(),
-                                Some(types.clone()),
-                                Some(keys.clone()),
-                                Some(format.clone()),
-                                location.clone(),
-                            ) =>
-                    {
-                        return Ok(TableOutcome::Unchanged);
-                    }
-                    Some(_) => TableOutcome::Updated,
+                    Some(row) => match t.diff(&registered(&t, row)?) {
+                        Ok(TableDiff::Same) => return Ok(TableOutcome::Unchanged),
+                        Ok(TableDiff::Changed) => TableOutcome::Updated,
+                        Err(e) => {
+                            return Err(DbError::Port(PortError::permanent(
+                                "ensure_table",
+                                &t.dataset,
+                                e,
+                            )));
+                        }
+                    },
                 };
                 tx.prepare_cached(
                     "INSERT INTO catalog (dataset, crawler, columns, types, partition_keys, format,
@@ -340,6 +392,10 @@ mod tests {
         assert_eq!(stored.partition_keys, ["day"]);
         assert_eq!(stored.location, "choreo-input/daily/");
         assert_eq!(stored.format.unwrap()["header"], true);
+
+        t.format = TableFormat::JsonLines;
+        assert_eq!(c.ensure_table(&t).await.unwrap(), TableOutcome::Updated);
+        assert_eq!(c.ensure_table(&t).await.unwrap(), TableOutcome::Unchanged);
 
         let err = c.ensure_table(&table(&[])).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::Permanent, "{err}");

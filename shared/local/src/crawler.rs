@@ -5,7 +5,8 @@
 //! table (a crawler already running answers `AlreadyRunning`, as Glue's `CrawlerRunningException`). Polling a running crawl does the crawl, once `min_duration` has
 //! passed since it started: for each dataset, the input bucket's objects that the key router gives it
 //! are read — only their start: a CSV header in the dataset's dialect, or the keys of the first JSON
-//! Lines object, gunzipped when the key says so — and the union of their columns, in order, becomes
+//! Lines object, decompressed as the validator decompresses it (`Decoded`, gzip or zstd as the
+//! dataset's `compression` says) — and the union of their columns, in order, becomes
 //! the dataset's table in the `catalog` table. An object that cannot be read is skipped, as Glue skips
 //! what it cannot classify. Crawling only reads the bucket and overwrites the catalog, so two pollers
 //! crawling at once do no harm; the first to finish marks the crawl READY.
@@ -505,6 +506,37 @@ mod tests {
 
         let err = c.start_crawl("nope").await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound);
+    }
+
+    /// The same object, plain, gzipped and zstd-compressed, gives the same table.
+    #[tokio::test]
+    async fn a_crawl_infers_the_same_table_whatever_the_compression() {
+        let text = "id,name,amount\n1,a,2.5\n";
+        let mut tables = Vec::new();
+        for (key, body) in [
+            ("daily/1.csv", text.as_bytes().to_vec()),
+            ("daily/1.csv.gz", gzip(text)),
+            (
+                "daily/1.csv.zst",
+                zstd::encode_all(text.as_bytes(), 3).unwrap(),
+            ),
+        ] {
+            let (_dir, b) = backend();
+            let input = b.config().buckets.input.clone();
+            b.objects().put(&input, key, body).await.unwrap();
+            let c = b.crawler();
+            c.start_crawl("daily-crawler").await.unwrap();
+            assert_eq!(
+                c.crawl_status("daily-crawler").await.unwrap(),
+                CrawlStatus::Succeeded
+            );
+            let t = c.catalog_table("daily").unwrap().unwrap();
+            tables.push((key, t.columns, t.files));
+        }
+        for (key, columns, files) in &tables {
+            assert_eq!(columns, &["id", "name", "amount"], "{key}");
+            assert_eq!(*files, 1, "{key}");
+        }
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ use crate::worker::{
     STDERR_TAIL, WorkerAnswer, WorkerRequest, crash_reason, limit_memory, run_in_worker, tail,
 };
 use async_trait::async_trait;
-use choreo_domain::Config;
+use choreo_domain::{Config, JobArgs};
 use choreo_ports::{ErrorKind, JobRunner, JobStart, JobStatus, PortError};
 use choreo_telemetry::events::emit;
 use rusqlite::{OptionalExtension, params};
@@ -162,11 +162,15 @@ impl LocalJobRunner {
     async fn run_warehouse(&self, run_id: &str, args: &BTreeMap<String, String>) -> Ending {
         let started = std::time::Instant::now();
         let failed = |reason: String| ("FAILED", Some(reason));
-        let Some(location) = args.get("--manifest") else {
-            return failed("the warehouse job needs --manifest".into());
+        let location = match JobArgs::parse(args) {
+            Ok(a) => a.manifest,
+            Err(e) => return failed(format!("the warehouse job: {e}")),
         };
-        let Some((bucket, key)) = split_location(location) else {
-            return failed(format!("--manifest {location:?} is not <bucket>/<key>"));
+        let Some((bucket, key)) = split_location(&location) else {
+            return failed(format!(
+                "{} {location:?} is not <bucket>/<key>",
+                JobArgs::MANIFEST
+            ));
         };
         let manifest: choreo_domain::Manifest = match self
             .objects
@@ -231,12 +235,16 @@ impl LocalJobRunner {
         run_id: &str,
         args: &BTreeMap<String, String>,
     ) -> Ending {
-        let manifest = match args.get("--manifest") {
+        // A command takes whatever arguments its run was given: each is read if it is there.
+        let manifest = match args.get(JobArgs::MANIFEST) {
             Some(location) => {
                 let Some((bucket, key)) = split_location(location) else {
                     return (
                         "FAILED",
-                        Some(format!("--manifest {location:?} is not <bucket>/<key>")),
+                        Some(format!(
+                            "{} {location:?} is not <bucket>/<key>",
+                            JobArgs::MANIFEST
+                        )),
                     );
                 };
                 let src = match self.objects.path_of(bucket, key) {
@@ -270,7 +278,7 @@ impl LocalJobRunner {
             .arg(command)
             .env(
                 "CHOREO_BATCH_ID",
-                args.get("--batch_id").cloned().unwrap_or_default(),
+                args.get(JobArgs::BATCH_ID).cloned().unwrap_or_default(),
             )
             .env("CHOREO_DATA_DIR", &data_dir)
             .env(
@@ -361,11 +369,12 @@ impl JobRunner for LocalJobRunner {
         job: &str,
         arguments: &BTreeMap<String, String>,
     ) -> Result<JobStart, PortError> {
-        let Some(batch_id) = arguments.get("--batch_id").cloned() else {
+        // The port's one requirement of any job's arguments: `find_run` finds the run by it.
+        let Some(batch_id) = arguments.get(JobArgs::BATCH_ID).cloned() else {
             return Err(PortError::permanent(
                 "start_run",
                 job,
-                "the arguments must include --batch_id",
+                format!("the arguments must include {}", JobArgs::BATCH_ID),
             ));
         };
         let run_id = format!("jr-{}", uuid::Uuid::new_v4().simple());
@@ -489,14 +498,15 @@ impl JobRunner for LocalJobRunner {
 mod tests {
     use super::tail;
     use crate::testutil::backend;
+    use choreo_domain::JobArgs;
     use choreo_ports::{ErrorKind, JobRunner, JobStart, JobStatus, ObjectStore};
     use std::collections::BTreeMap;
 
     fn args(batch: &str, manifest: Option<&str>) -> BTreeMap<String, String> {
         let mut a = BTreeMap::new();
-        a.insert("--batch_id".to_string(), batch.to_string());
+        a.insert(JobArgs::BATCH_ID.to_string(), batch.to_string());
         if let Some(m) = manifest {
-            a.insert("--manifest".to_string(), m.to_string());
+            a.insert(JobArgs::MANIFEST.to_string(), m.to_string());
         }
         a
     }

@@ -36,7 +36,7 @@ use crate::objects::LocalObjectStore;
 use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field as ArrowField, Schema as ArrowSchema};
 use choreo_domain::config::{DatasetConfig, FileFormat, SchemaSource};
-use choreo_domain::{Manifest, ManifestFile};
+use choreo_domain::{JobArgs, Manifest, ManifestFile};
 use choreo_ports::ObjectStore;
 use choreo_validation::{Cast, Casts, Decoded, FieldType, Limits, TableSchema};
 use parquet::arrow::ArrowWriter;
@@ -717,7 +717,7 @@ pub(crate) async fn read_manifest(
     location: &str,
 ) -> Result<Manifest, String> {
     let (bucket, key) = split_location(location)
-        .ok_or_else(|| format!("--manifest {location:?} is not <bucket>/<key>"))?;
+        .ok_or_else(|| format!("{} {location:?} is not <bucket>/<key>", JobArgs::MANIFEST))?;
     let mut body = Vec::new();
     objects
         .get(bucket, key, None)
@@ -791,15 +791,11 @@ pub async fn run_builtin(
     arguments: &BTreeMap<String, String>,
     key_index_bytes: usize,
 ) -> Result<BuiltinSummary, String> {
-    let location = arguments
-        .get("--manifest")
-        .ok_or("the builtin transform needs a --manifest argument")?;
-    let manifest = read_manifest(objects, location).await?;
-    if let Some(b) = arguments.get("--batch_id")
-        && *b != manifest.batch_id
-    {
+    let args = JobArgs::parse(arguments).map_err(|e| format!("the builtin transform: {e}"))?;
+    let manifest = read_manifest(objects, &args.manifest).await?;
+    if args.batch_id != manifest.batch_id {
         choreo_telemetry::events::emit(crate::events::ManifestBatchMismatch {
-            argument: b,
+            argument: &args.batch_id,
             manifest: &manifest.batch_id,
         });
     }
