@@ -6,7 +6,7 @@
 
 use crate::helpers::{TestApp, demo_settings};
 use choreo_domain::extract::{ExtractMessage, KeyRecord, UnitState};
-use choreo_domain::{Config, FileState};
+use choreo_domain::{AlertKind, Config, FileState};
 use choreo_runtime::Settings;
 use serde_json::json;
 use sqlx::{AssertSqlSafe, Connection, Row};
@@ -258,7 +258,8 @@ async fn live_keys_are_extracted_once_each_and_replace_their_rows_in_the_warehou
     assert!(
         alerts
             .iter()
-            .any(|a| a.kind == "ExtractFailed" && a.keys[0].starts_with("campaigns/nameless")),
+            .any(|a| a.kind == AlertKind::ExtractFailed
+                && a.keys[0].starts_with("campaigns/nameless")),
         "{alerts:#?}"
     );
 

@@ -6,7 +6,7 @@ use crate::helpers::{Tap, Tapped, TestApp, ok};
 use async_trait::async_trait;
 use choreo::demo;
 use choreo_aws::moto::Moto;
-use choreo_domain::{Config, FileRecord, FileState};
+use choreo_domain::{AlertKind, Config, FileRecord, FileState};
 use choreo_ports::{
     CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus, PortError, Queue,
     ReceivedMessage,
@@ -264,7 +264,7 @@ async fn failed_crawls_and_unstartable_jobs_fail_their_files_once_and_retry_resu
             .await
             .unwrap()
             .into_iter()
-            .filter(|a| a.kind == "BatchFailed")
+            .filter(|a| a.kind == AlertKind::BatchFailed)
             .collect();
         if alerts.len() >= 2 || tokio::time::Instant::now() > deadline {
             break alerts;

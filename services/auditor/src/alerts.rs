@@ -11,7 +11,7 @@
 
 use crate::events::{AlertDeliveryError, AlertDigestSent, AlertNotified, AlertSent};
 use choreo_domain::alert::Message;
-use choreo_domain::{Alert, Envelope, Event, FileId};
+use choreo_domain::{Alert, AlertKind, Envelope, Event, FileId, Stage};
 use choreo_ports::{PortError, Ports};
 use choreo_runtime::ServiceContext;
 use choreo_runtime::periodic::UnderLease;
@@ -34,9 +34,9 @@ pub async fn for_event(
             dataset,
             reason,
         } => (
-            "FileRejected",
+            AlertKind::FileRejected,
             dataset,
-            "validator".to_string(),
+            Stage::Validator,
             vec![file_id.clone()],
             reason,
             None,
@@ -48,9 +48,9 @@ pub async fn for_event(
             reason,
             files,
         } => (
-            "BatchFailed",
+            AlertKind::BatchFailed,
             dataset,
-            stage.to_string(),
+            *stage,
             files.clone(),
             reason,
             Some(batch_id.as_str()),
@@ -80,7 +80,7 @@ pub async fn for_event(
     }
     Ok(Some(Alert {
         id: format!("event:{}", envelope.id),
-        kind: kind.to_string(),
+        kind,
         dataset: dataset.clone(),
         stage,
         keys,

@@ -8,7 +8,7 @@
 //! its record and one alert is raised. A move clears the note, so each stay is judged on its own.
 
 use crate::events::{FileStuck, StuckFileRepublished, SweepDone, SweepError};
-use choreo_domain::{Alert, BatchState, Event, FileRecord, FileState, SweepMark};
+use choreo_domain::{Alert, AlertKind, BatchState, Event, FileRecord, FileState, Stage, SweepMark};
 use choreo_ports::{FileQuery, PortError};
 use choreo_runtime::ServiceContext;
 use choreo_runtime::periodic::UnderLease;
@@ -230,12 +230,11 @@ fn stuck_alert(ctx: &ServiceContext, file: &FileRecord, tries: u32, now: DateTim
     let minutes = (now - file.updated_at).num_minutes();
     Alert {
         id: format!("stuck:{}:{}", file.id, file.history.len()),
-        kind: "FileStuck".to_string(),
+        kind: AlertKind::FileStuck,
         dataset: file.dataset.clone(),
-        stage: file
-            .state
-            .waits_for()
-            .map_or_else(|| "-".to_string(), |s| s.to_string()),
+        // The sweep looks at states another stage moves files out of (WAITING); an operator's
+        // otherwise.
+        stage: file.state.waits_for().unwrap_or(Stage::Operator),
         keys: vec![file.key.clone()],
         reason: format!(
             "{} for {minutes} min; its message was sent again {tries} time(s) without effect",

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use choreo_domain::extract::{
     ExtractConfig, ExtractMessage, ExtractUnit, NamedQuery, Tick, object_key,
 };
-use choreo_domain::{Alert, Stage};
+use choreo_domain::{Alert, AlertKind, Stage};
 use choreo_ports::{ExtractStore, PortError, ReceivedMessage, UnitClaim, UnitEnd};
 use choreo_runtime::{Background, Handler, HandlerError, ServiceContext};
 use choreo_telemetry::events::emit;
@@ -339,9 +339,9 @@ impl Extractor {
     ) -> Result<(), HandlerError> {
         let alert = Alert {
             id: format!("extract:{tick_id}:{key}:{attempt}"),
-            kind: "ExtractFailed".into(),
+            kind: AlertKind::ExtractFailed,
             dataset: dataset.to_string(),
-            stage: STAGE.as_str().to_string(),
+            stage: STAGE,
             keys: vec![format!("{extract}/{key} ({tick_id})")],
             reason: reason.to_string(),
             trace_id: choreo_telemetry::current_trace_id(),

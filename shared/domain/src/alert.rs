@@ -4,20 +4,42 @@
 //! event's id, or the stuck file and its state), so a redelivered event never alerts twice. What waits
 //! to be sent goes out together at each delivery: one message each, or one digest when many wait.
 
+use crate::state::Stage;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
+
+/// What an alert is about: the failure event it was raised for, or the sweep's or the extractor's
+/// finding.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display,
+)]
+pub enum AlertKind {
+    /// The validator rejected a file (a `FileRejected` event).
+    FileRejected,
+    /// A batch failed at its crawl or its job run (a `BatchFailed` event).
+    BatchFailed,
+    /// The sweep found a file that stayed in its state though its message was sent again.
+    FileStuck,
+    /// A key's extract failed.
+    ExtractFailed,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 /// One failure, as told to a person.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// What the alert is about, once: `event:<failure event id>` or `stuck:<file id>:<entries>`.
     pub id: String,
-    /// `FileRejected`, `BatchFailed` or `FileStuck`.
-    pub kind: String,
+    pub kind: AlertKind,
     pub dataset: String,
-    /// The stage that failed (or where the file is stuck).
-    pub stage: String,
+    /// The stage that failed (or the one a stuck file waits for).
+    pub stage: Stage,
     /// The object keys concerned (one for a file; a batch's files).
     pub keys: Vec<String>,
     pub reason: String,
@@ -110,9 +132,9 @@ mod tests {
     fn alert(n: usize) -> Alert {
         Alert {
             id: format!("event:{n}"),
-            kind: "FileRejected".into(),
+            kind: AlertKind::FileRejected,
             dataset: "orders".into(),
-            stage: "validator".into(),
+            stage: Stage::Validator,
             keys: vec![format!("orders/2026-11-{n:02}.csv")],
             reason: "row 3, field amount: \"x\" is not a number".into(),
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),

@@ -22,7 +22,7 @@ pub mod record;
 pub mod secret;
 pub mod state;
 
-pub use alert::Alert;
+pub use alert::{Alert, AlertKind};
 pub use batch::{Batch, BatchId, BatchState, Manifest, ManifestFile};
 pub use config::{Config, DatasetConfig};
 pub use event::{CONTRACT_VERSION, Envelope, Event, EventKind};

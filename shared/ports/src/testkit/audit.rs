@@ -1,7 +1,7 @@
 //! [`AuditLog`]'s contract.
 
 use crate::AuditLog;
-use choreo_domain::{Alert, Envelope, Event, FileId};
+use choreo_domain::{Alert, AlertKind, Envelope, Event, FileId, Stage};
 use chrono::{DateTime, TimeZone, Utc};
 
 /// Every case of [`AuditLog`]'s contract, on an empty log.
@@ -67,9 +67,9 @@ async fn a_duplicate_event_is_recorded_and_counted_once(a: &dyn AuditLog) {
 fn alert(id: &str, created_at: DateTime<Utc>) -> Alert {
     Alert {
         id: id.into(),
-        kind: "BatchFailed".into(),
+        kind: AlertKind::BatchFailed,
         dataset: "d".into(),
-        stage: "crawler".into(),
+        stage: Stage::Crawler,
         keys: vec![format!("k/{id}/1"), format!("k/{id}/2")],
         reason: "crawl failed".into(),
         trace_id: Some("t".into()),
