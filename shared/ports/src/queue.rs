@@ -157,10 +157,10 @@ pub trait Queue: Send + Sync {
     /// Makes the delivery invisible for `visibility` from now (zero makes it visible at once). Used to
     /// keep a long-running message from being redelivered, and to hand a failing one back early.
     ///
-    /// Only a delivery in flight changes: one that is over (deleted, moved, or visible again because
-    /// its visibility lapsed) is left as it is, and that is not an error, as SQS does (it answers
-    /// `MessageNotInflight`, or nothing), so a late extension never hides a message another consumer
-    /// may take. A malformed receipt is a permanent error.
+    /// Only a delivery in flight changes. One that is over (deleted, moved, or visible again because
+    /// its visibility lapsed) is left as it is, without an error, as on SQS (which answers
+    /// `MessageNotInflight`, or nothing): a late extension must not hide a message another consumer
+    /// may be taking. A malformed receipt is a permanent error.
     async fn change_visibility(&self, receipt: &str, visibility: Duration)
     -> Result<(), PortError>;
 

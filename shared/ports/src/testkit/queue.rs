@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A queue to test, with what its redrive policy is.
+/// A queue to test, with its dead-letter queue and redrive policy.
 pub struct QueueUnderTest {
     /// An empty queue that moves a message to `dlq` once it has been received `max_receive_count`
     /// times.
@@ -32,10 +32,11 @@ pub struct EmulatorDifferences {
     /// whose visibility lapsed; SQS leaves a message that is not in flight visible (it answers
     /// `MessageNotInflight`, or nothing: localstack/localstack#9632 checked this against AWS).
     pub hides_messages_not_in_flight: bool,
-    /// moto answers a receipt it never issued with `ReceiptHandleIsInvalid` "The input receipt
-    /// handle is invalid.", the words SQS uses for one that expired, so a single delete or
-    /// visibility change cannot tell it from a stale receipt (SQS says "... is not a valid receipt
-    /// handle"). moto's batch delete does say so.
+    /// moto's `delete_message` and `change_message_visibility` answer every receipt they do not
+    /// know with `ReceiptHandleIsInvalid` "The input receipt handle is invalid.", also for a
+    /// message already gone, so the adapter must take it as stale and cannot tell a malformed
+    /// receipt, which SQS calls "... is not a valid receipt handle", from it. moto's batch delete
+    /// does tell, so batches are held to the contract on moto too.
     pub malformed_receipts_read_as_stale: bool,
 }
 
