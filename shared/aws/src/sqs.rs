@@ -164,9 +164,10 @@ fn is_stale_receipt(code: &str, message: &str) -> bool {
         && !message.contains("not valid for this queue")
 }
 
-/// Whole seconds, rounded up so that a short non-zero duration stays non-zero, capped at `max`.
+/// Whole seconds, rounded up so that a short non-zero duration stays non-zero, capped at `max`
+/// (`Duration::MAX` included).
 fn secs_ceil(d: Duration, max: u64) -> i32 {
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    let secs = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
     secs.min(max) as i32
 }
 
@@ -438,10 +439,13 @@ fn string_attribute(value: String, queue: &str) -> Result<MessageAttributeValue,
 mod tests {
     use super::*;
     use crate::AwsClients;
-    use crate::messaging_setup::create_queues;
+    use crate::messaging_setup::{create_queues, ensure_queue, queue_arn};
     use crate::moto::Moto;
     use choreo_domain::Config;
-    use choreo_domain::config::Queues;
+    use choreo_ports::testkit::{EmulatorDifferences, QueueUnderTest, queue_contract};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     const NO_WAIT: Duration = Duration::ZERO;
     const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -456,98 +460,69 @@ mod tests {
         }
     }
 
-    /// Moto with the configuration's queues, redriving after `max_receive_count` receives.
-    async fn queues(max_receive_count: u32) -> (Moto, AwsClients, Config) {
+    /// Moto with the configuration's queues.
+    async fn queues() -> (Moto, AwsClients, Config) {
         let moto = Moto::start();
         let clients = AwsClients::emulator(&moto.endpoint).await;
-        let mut config = Config::default();
-        config.queues.max_receive_count = max_receive_count;
-        config.queues.visibility_timeout_secs = 1;
+        let config = Config::default();
         create_queues(&clients, &config).await.unwrap();
         (moto, clients, config)
     }
 
+    /// The port's contract (`choreo_ports::testkit`), on SQS (moto), tolerating moto's documented
+    /// differences only: each case on a queue of its own with its dead-letter queue and redrive
+    /// policy, as `create_queues` makes them.
     #[tokio::test]
-    async fn sqs_round_trip_redelivery_and_depth() {
-        let (_moto, clients, config) = queues(10).await;
+    async fn the_queue_contract() {
+        let moto = Moto::start();
+        let clients = AwsClients::emulator(&moto.endpoint).await;
+        let n = AtomicUsize::new(0);
+        let fresh = async || {
+            let name = format!("contract-{}", n.fetch_add(1, Ordering::Relaxed));
+            let dlq = format!("{name}-dlq");
+            let max_receive_count = 3;
+            ensure_queue(&clients.sqs, &dlq, HashMap::new())
+                .await
+                .unwrap();
+            let redrive = serde_json::json!({
+                "deadLetterTargetArn": queue_arn(&clients.sqs, &dlq).await.unwrap(),
+                "maxReceiveCount": max_receive_count,
+            });
+            let attributes =
+                HashMap::from([(QueueAttributeName::RedrivePolicy, redrive.to_string())]);
+            ensure_queue(&clients.sqs, &name, attributes).await.unwrap();
+            QueueUnderTest {
+                queue: Arc::new(SqsQueue::new(clients.sqs.clone(), &name)),
+                dlq: Arc::new(SqsQueue::new(clients.sqs.clone(), &dlq)),
+                max_receive_count,
+            }
+        };
+        queue_contract(fresh, EmulatorDifferences::MOTO).await;
+    }
+
+    #[tokio::test]
+    async fn the_url_is_looked_up_once_and_a_missing_queue_is_not_found() {
+        let (_moto, clients, config) = queues().await;
         let q = SqsQueue::new(clients.sqs.clone(), &config.queues.validate);
         clients.calls.reset();
-        assert_eq!(q.depth().await.unwrap(), QueueDepth::default());
-
-        let before = Utc::now() - chrono::Duration::seconds(5);
-        q.send(message("{\"n\":1}"), Duration::ZERO).await.unwrap();
-        assert_eq!(q.depth().await.unwrap().visible, 1);
-        let got = q
-            .receive(10, NO_WAIT, Duration::from_secs(1))
-            .await
-            .unwrap();
-        assert_eq!(got.len(), 1);
-        let m = &got[0];
-        assert_eq!(m.body, "{\"n\":1}");
-        assert_eq!(
-            m.attributes,
-            message("").attributes,
-            "attributes round-trip"
-        );
-        assert_eq!(m.receive_count, 1);
-        assert!(
-            m.sent_at > before && m.sent_at <= Utc::now(),
-            "{}",
-            m.sent_at
-        );
-        assert!(m.first_received_at.is_some());
-        assert_eq!(
-            q.depth().await.unwrap(),
-            QueueDepth {
-                visible: 0,
-                in_flight: 1,
-                delayed: 0
-            }
-        );
-
-        // Not deleted: back after the visibility timeout, counted again, with a new receipt.
-        assert!(
-            q.receive(10, NO_WAIT, Duration::from_secs(1))
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        let again = q
-            .receive(10, Duration::from_secs(3), Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert_eq!(again.len(), 1);
-        assert_eq!(again[0].id, m.id);
-        assert_eq!(again[0].receive_count, 2);
-        assert_ne!(again[0].receipt, m.receipt);
-
-        // Handing it back early makes it visible at once.
-        q.change_visibility(&again[0].receipt, Duration::ZERO)
-            .await
-            .unwrap();
-        let third = q
-            .receive(10, NO_WAIT, Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert_eq!(third.len(), 1);
-        assert_eq!(third[0].receive_count, 3);
-        q.delete(&third[0].receipt).await.unwrap();
-        assert_eq!(q.depth().await.unwrap().total(), 0);
+        q.send(message("m"), NO_WAIT).await.unwrap();
+        let got = q.receive(1, NO_WAIT, Duration::from_secs(1)).await.unwrap();
+        q.delete(&got[0].receipt).await.unwrap();
         let resolved = clients
             .calls
             .snapshot()
             .into_iter()
             .find(|((_, op), _)| op == "GetQueueUrl");
-        assert_eq!(
-            resolved.map(|(_, n)| n),
-            Some(1),
-            "the URL is looked up once"
-        );
+        assert_eq!(resolved.map(|(_, n)| n), Some(1));
+
+        let missing = SqsQueue::new(clients.sqs.clone(), "choreo-nope");
+        let err = missing.depth().await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
     }
 
     #[tokio::test]
     async fn the_x_ray_header_travels_as_the_aws_trace_header_system_attribute() {
-        let (_moto, clients, config) = queues(10).await;
+        let (_moto, clients, config) = queues().await;
         let q = SqsQueue::new(clients.sqs.clone(), &config.queues.validate);
         let header = "Root=1-4bf92f35-77b34da6a3ce929d0e0e4736;Parent=00f067aa0ba902b7;Sampled=1";
         let mut m = message("{}");
@@ -584,119 +559,6 @@ mod tests {
         assert_eq!(got[0].attributes["traceparent"], TRACEPARENT);
     }
 
-    #[tokio::test]
-    async fn sqs_dead_letters_after_max_receive_count() {
-        let (_moto, clients, config) = queues(2).await;
-        let q = SqsQueue::new(clients.sqs.clone(), &config.queues.crawl);
-        let dlq = SqsQueue::new(clients.sqs.clone(), &Queues::dlq_of(&config.queues.crawl));
-        q.send(message("poison"), Duration::ZERO).await.unwrap();
-        let mut last = String::new();
-        for n in 1..=2 {
-            let got = q
-                .receive(1, Duration::from_secs(3), Duration::from_secs(1))
-                .await
-                .unwrap();
-            assert_eq!(got.len(), 1, "receive {n}");
-            assert_eq!(got[0].receive_count, n);
-            last = got[0].receipt.clone();
-        }
-        // The third receive finds it over the limit and moves it instead of delivering it.
-        let got = q
-            .receive(1, Duration::from_secs(3), Duration::from_secs(1))
-            .await
-            .unwrap();
-        assert!(got.is_empty(), "delivered past maxReceiveCount: {got:?}");
-        let dead = dlq
-            .receive(10, Duration::from_secs(1), Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].body, "poison");
-        assert_eq!(dead[0].attributes["traceparent"], TRACEPARENT);
-        assert_eq!(q.depth().await.unwrap().total(), 0);
-        // The last receipt is stale now that the message moved: acknowledging it is still fine.
-        q.delete(&last).await.unwrap();
-        dlq.change_visibility(&dead[0].receipt, Duration::ZERO)
-            .await
-            .unwrap();
-        dlq.send(message("second"), Duration::ZERO).await.unwrap();
-        let peeked = dlq.peek(10).await.unwrap();
-        let bodies: Vec<&str> = peeked.iter().map(|m| m.body.as_str()).collect();
-        assert_eq!(bodies, ["poison", "second"], "each once, oldest first");
-        assert_eq!(peeked[0].attributes["traceparent"], TRACEPARENT);
-        assert_eq!(dlq.peek(1).await.unwrap().len(), 1);
-        // Peeking left both there, visible.
-        assert_eq!(dlq.depth().await.unwrap().visible, 2);
-        assert_eq!(dlq.purge().await.unwrap(), 2);
-        assert_eq!(dlq.depth().await.unwrap().total(), 0);
-    }
-
-    #[tokio::test]
-    async fn sqs_delays_and_idempotent_deletes() {
-        let (_moto, clients, config) = queues(10).await;
-        let q = SqsQueue::new(clients.sqs.clone(), &config.queues.transform);
-
-        q.send(message("later"), Duration::from_secs(2))
-            .await
-            .unwrap();
-        assert!(
-            q.receive(10, NO_WAIT, Duration::from_secs(30))
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(q.depth().await.unwrap().delayed, 1);
-        let got = q
-            .receive(10, Duration::from_secs(5), Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert_eq!(got.len(), 1, "the delayed message shows up");
-
-        // Acknowledging twice, and touching a deleted delivery, is fine.
-        q.delete(&got[0].receipt).await.unwrap();
-        q.delete(&got[0].receipt).await.unwrap();
-        q.change_visibility(&got[0].receipt, Duration::ZERO)
-            .await
-            .unwrap();
-
-        for i in 0..12 {
-            q.send(message(&format!("m{i}")), Duration::ZERO)
-                .await
-                .unwrap();
-        }
-        let mut receipts = Vec::new();
-        while receipts.len() < 12 {
-            let got = q
-                .receive(10, Duration::from_secs(1), Duration::from_secs(30))
-                .await
-                .unwrap();
-            assert!(!got.is_empty(), "only {} of 12 received", receipts.len());
-            receipts.extend(got.into_iter().map(|m| m.receipt));
-        }
-        // One bad receipt in the second chunk of ten: exactly it is reported.
-        receipts.insert(11, "not-a-receipt".to_string());
-        let failures = q.delete_batch(&receipts).await.unwrap();
-        assert_eq!(failures.len(), 1, "{failures:?}");
-        assert_eq!(failures[0].0, "not-a-receipt");
-        assert_eq!(failures[0].1.kind, ErrorKind::Permanent);
-        assert!(
-            failures[0].1.message.contains("ReceiptHandleIsInvalid"),
-            "{}",
-            failures[0].1
-        );
-        assert_eq!(
-            q.depth().await.unwrap().total(),
-            0,
-            "the good ones are gone"
-        );
-        // Deleting the same receipts again: nothing fails but the bad one.
-        assert_eq!(q.delete_batch(&receipts).await.unwrap().len(), 1);
-
-        let missing = SqsQueue::new(clients.sqs.clone(), "choreo-nope");
-        let err = missing.depth().await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
-    }
-
     #[test]
     fn stale_receipts_are_told_from_bad_ones() {
         assert!(is_stale_receipt(
@@ -729,5 +591,6 @@ mod tests {
         assert_eq!(secs_ceil(Duration::from_millis(1), 900), 1);
         assert_eq!(secs_ceil(Duration::from_millis(1500), 900), 2);
         assert_eq!(secs_ceil(Duration::from_secs(3600), 900), 900);
+        assert_eq!(secs_ceil(Duration::MAX, 900), 900);
     }
 }

@@ -16,8 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// SQS's limits.
+/// SQS's limits, to which longer durations are clamped as the port says.
 pub(crate) const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+const MAX_WAIT: Duration = Duration::from_secs(20);
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
 /// How often a long poll re-checks the table for messages written by other processes.
 const RECHECK: Duration = Duration::from_millis(100);
 
@@ -89,9 +91,19 @@ pub(crate) fn insert_message(
 }
 
 /// The message a receipt names: a receipt is `<seq>.<random>`, so a delete or visibility change
-/// finds its row by the primary key and checks the random part. Anything else names no delivery.
-fn seq_of(receipt: &str) -> Option<i64> {
-    receipt.split_once('.')?.0.parse().ok()
+/// finds its row by the primary key and checks the random part. Anything else is malformed: no
+/// queue issued it, and, as SQS does, the caller hears so.
+fn seq_of(receipt: &str, op: &'static str, queue: &str) -> Result<i64, PortError> {
+    receipt
+        .split_once('.')
+        .and_then(|(seq, _)| seq.parse().ok())
+        .ok_or_else(|| {
+            PortError::permanent(
+                op,
+                queue,
+                format!("{receipt:?} is not a valid receipt handle"),
+            )
+        })
 }
 
 /// One queue of the local backend.
@@ -117,7 +129,7 @@ impl LocalQueue {
         visibility: Duration,
     ) -> Result<(Vec<ReceivedMessage>, Option<String>), PortError> {
         let queue = self.name.clone();
-        let visibility = ms(visibility);
+        let visibility = ms(visibility.min(MAX_VISIBILITY));
         self.db
             .write("receive", &self.name, move |tx| {
                 let now = now_ms();
@@ -216,7 +228,7 @@ impl Queue for LocalQueue {
         visibility: Duration,
     ) -> Result<Vec<ReceivedMessage>, PortError> {
         let max = max.clamp(1, 10);
-        let deadline = tokio::time::Instant::now() + wait;
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
         let notify = self.wakers.get(&self.name);
         loop {
             // Register interest before looking, so a send between the look and the wait still wakes us.
@@ -243,29 +255,40 @@ impl Queue for LocalQueue {
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), PortError> {
+        seq_of(receipt, "delete", &self.name)?;
         self.delete_batch(&[receipt.to_string()]).await.map(drop)
     }
 
-    /// One write for the whole batch: the consumer acknowledges what it handled ten at a time.
+    /// One write for the whole batch: the consumer acknowledges what it handled ten at a time. A
+    /// receipt that names no row in flight here is stale, and deleting it does nothing.
     async fn delete_batch(
         &self,
         receipts: &[String],
     ) -> Result<Vec<(String, PortError)>, PortError> {
+        let mut failed = Vec::new();
+        let mut rows = Vec::with_capacity(receipts.len());
+        for receipt in receipts {
+            match seq_of(receipt, "delete_batch", &self.name) {
+                Ok(seq) => rows.push((seq, receipt.clone())),
+                Err(e) => failed.push((receipt.clone(), e)),
+            }
+        }
+        if rows.is_empty() {
+            return Ok(failed);
+        }
         let queue = self.name.clone();
-        let receipts = receipts.to_vec();
         self.db
             .write("delete_batch", &self.name, move |tx| {
                 let mut delete = tx.prepare_cached(
                     "DELETE FROM messages WHERE seq = ?1 AND queue = ?2 AND receipt = ?3",
                 )?;
-                for receipt in &receipts {
-                    if let Some(seq) = seq_of(receipt) {
-                        delete.execute(params![seq, queue, receipt])?;
-                    }
+                for (seq, receipt) in &rows {
+                    delete.execute(params![seq, queue, receipt])?;
                 }
-                Ok(Vec::new())
+                Ok(())
             })
-            .await
+            .await?;
+        Ok(failed)
     }
 
     async fn change_visibility(
@@ -273,21 +296,22 @@ impl Queue for LocalQueue {
         receipt: &str,
         visibility: Duration,
     ) -> Result<(), PortError> {
+        let seq = seq_of(receipt, "change_visibility", &self.name)?;
         let queue = self.name.clone();
         let receipt = receipt.to_string();
-        let visibility = ms(visibility);
+        let visibility = ms(visibility.min(MAX_VISIBILITY));
+        // Only while in flight: a lapsed delivery's message is visible again, maybe being received
+        // by another consumer, and hiding it again would take it from them (SQS refuses too).
         let changed = self
             .db
             .write("change_visibility", &self.name, move |tx| {
-                let Some(seq) = seq_of(&receipt) else {
-                    return Ok(0);
-                };
+                let now = now_ms();
                 Ok(tx
                     .prepare_cached(
                         "UPDATE messages SET visible_at = ?1
-                         WHERE seq = ?2 AND queue = ?3 AND receipt = ?4",
+                         WHERE seq = ?2 AND queue = ?3 AND receipt = ?4 AND visible_at > ?5",
                     )?
-                    .execute(params![now_ms() + visibility, seq, queue, receipt])?)
+                    .execute(params![now + visibility, seq, queue, receipt, now])?)
             })
             .await?;
         if changed > 0 && visibility == 0 {
@@ -354,14 +378,15 @@ impl Queue for LocalQueue {
             .await
     }
 
-    /// As the port says: in delivery order, visible or in flight, and without counting a receive.
+    /// As the port says: oldest first by `sent_at`, visible, in flight or delayed, and without
+    /// counting a receive.
     async fn peek(&self, max: usize) -> Result<Vec<PeekedMessage>, PortError> {
         let queue = self.name.clone();
         self.db
             .call("peek", &self.name, move |conn| {
                 let mut stmt = conn.prepare_cached(
                     "SELECT id, body, attributes, receive_count, sent_at, first_received_at
-                     FROM messages WHERE queue = ?1 ORDER BY visible_at, seq LIMIT ?2",
+                     FROM messages WHERE queue = ?1 ORDER BY sent_at, seq LIMIT ?2",
                 )?;
                 let rows = stmt.query_map(params![queue, max as i64], |r| {
                     Ok((
@@ -405,224 +430,75 @@ impl Queue for LocalQueue {
 #[cfg(test)]
 mod tests {
     use crate::testutil::{backend, msg};
-    use choreo_ports::Queue;
+    use choreo_ports::QueueDepth;
+    use choreo_ports::testkit::{EmulatorDifferences, QueueUnderTest, queue_contract};
     use std::collections::HashSet;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     const NO_WAIT: Duration = Duration::ZERO;
 
+    /// The port's contract (`choreo_ports::testkit`), on SQLite: each case on a queue of its own,
+    /// declared with its dead-letter queue as `LocalBackend::open` declares the configured ones.
     #[tokio::test]
-    async fn visibility_timeout_redelivers_and_counts_receives() {
+    async fn the_queue_contract() {
         let (_dir, b) = backend();
-        let q = b.queue(&b.config().queues.validate);
-        q.send(msg("hello"), NO_WAIT).await.unwrap();
-        let first = q
-            .receive(10, NO_WAIT, Duration::from_millis(200))
+        let n = AtomicUsize::new(0);
+        let fresh = async || {
+            let name = format!("contract-{}", n.fetch_add(1, Ordering::Relaxed));
+            let dlq = format!("{name}-dlq");
+            let max_receive_count = 3;
+            let (q, d) = (name.clone(), dlq.clone());
+            b.db.write("declare", &name, move |tx| {
+                super::declare(tx, &d, None, None)?;
+                super::declare(tx, &q, Some(&d), Some(max_receive_count))?;
+                Ok(())
+            })
             .await
             .unwrap();
-        assert_eq!(first.len(), 1);
-        assert_eq!(first[0].body, "hello");
-        assert_eq!(first[0].receive_count, 1);
-        assert!(first[0].first_received_at.is_some());
-        assert!(
-            q.receive(10, NO_WAIT, Duration::from_secs(30))
-                .await
-                .unwrap()
-                .is_empty(),
-            "invisible while in flight"
-        );
-        let d = q.depth().await.unwrap();
-        assert_eq!((d.visible, d.in_flight, d.delayed), (0, 1, 0));
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let second = q
-            .receive(10, NO_WAIT, Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert_eq!(second.len(), 1);
-        assert_eq!(second[0].id, first[0].id);
-        assert_eq!(second[0].receive_count, 2);
-        assert_ne!(second[0].receipt, first[0].receipt);
-        assert_eq!(second[0].first_received_at, first[0].first_received_at);
-        // The old receipt no longer names a delivery: deleting with it does nothing.
-        q.delete(&first[0].receipt).await.unwrap();
-        assert_eq!(q.depth().await.unwrap().in_flight, 1);
-        q.delete(&second[0].receipt).await.unwrap();
-        q.delete(&second[0].receipt).await.unwrap();
-        assert_eq!(q.depth().await.unwrap().total(), 0);
+            QueueUnderTest {
+                queue: b.queue(&name),
+                dlq: b.queue(&dlq),
+                max_receive_count,
+            }
+        };
+        queue_contract(fresh, EmulatorDifferences::default()).await;
     }
 
+    /// The configured queues get their redrive policy from the configuration when the backend
+    /// opens.
     #[tokio::test]
-    async fn a_batch_delete_takes_what_its_receipts_name() {
-        let (_dir, b) = backend();
-        let q = b.queue(&b.config().queues.validate);
-        for i in 0..3 {
-            q.send(msg(&format!("m{i}")), NO_WAIT).await.unwrap();
-        }
-        let got = q
-            .receive(10, NO_WAIT, Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert_eq!(got.len(), 3);
-        let mut receipts: Vec<String> = got[..2].iter().map(|m| m.receipt.clone()).collect();
-        receipts.push("not-a-receipt".into());
-        assert!(q.delete_batch(&receipts).await.unwrap().is_empty());
-        let d = q.depth().await.unwrap();
-        assert_eq!(
-            (d.visible, d.in_flight),
-            (0, 1),
-            "the third is still in flight"
-        );
-    }
-
-    #[tokio::test]
-    async fn exhausted_messages_move_to_the_dead_letter_queue() {
+    async fn configured_queues_dead_letter_after_max_receive_count() {
         let (_dir, b) = backend();
         let name = b.config().queues.quarantine.clone();
         let max = b.config().queues.max_receive_count;
         let q = b.queue(&name);
         q.send(msg("poison"), NO_WAIT).await.unwrap();
-        for i in 1..=max {
-            let got = q.receive(1, NO_WAIT, Duration::ZERO).await.unwrap();
-            assert_eq!(got.len(), 1, "receive {i}");
-            assert_eq!(got[0].receive_count, i);
+        for _ in 0..=max {
+            q.receive(1, NO_WAIT, Duration::ZERO).await.unwrap();
         }
-        assert!(
-            q.receive(1, NO_WAIT, Duration::ZERO)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(q.depth().await.unwrap().total(), 0);
+        assert_eq!(q.depth().await.unwrap(), QueueDepth::default());
         let dlq = b.queue(&format!("{name}-dlq"));
         assert_eq!(dlq.depth().await.unwrap().visible, 1);
-        let dead = dlq
-            .receive(10, NO_WAIT, Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].body, "poison");
-        assert_eq!(dead[0].receive_count, max + 1);
     }
 
+    /// Stricter than the port: the local queue honours only a delivery's own receipt, so a consumer
+    /// whose delivery lapsed cannot delete the message from under the one that has it now.
     #[tokio::test]
-    async fn delay_hides_a_message_until_due() {
+    async fn an_earlier_receipt_deletes_nothing() {
         let (_dir, b) = backend();
-        let q = b.queue(&b.config().queues.crawl);
-        q.send(msg("timer"), Duration::from_millis(300))
-            .await
-            .unwrap();
-        assert_eq!(q.depth().await.unwrap().delayed, 1);
-        assert!(
-            q.receive(10, NO_WAIT, Duration::from_secs(30))
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        let got = q
-            .receive(10, Duration::from_secs(3), Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert_eq!(got.len(), 1, "the long poll sees the message once due");
-    }
-
-    #[tokio::test]
-    async fn oldest_message_age_counts_backlog_not_timers() {
-        let (_dir, b) = backend();
-        let q = b.queue(&b.config().queues.crawl);
-        assert_eq!(q.oldest_message_age().await.unwrap(), Some(Duration::ZERO));
-        q.send(msg("timer"), Duration::from_secs(60)).await.unwrap();
-        assert_eq!(
-            q.oldest_message_age().await.unwrap(),
-            Some(Duration::ZERO),
-            "a delayed message is not backlog"
-        );
-        q.send(msg("work"), NO_WAIT).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(120)).await;
-        let age = q.oldest_message_age().await.unwrap().unwrap();
-        assert!(age >= Duration::from_millis(100), "{age:?}");
-        // In flight still counts: it has not been dealt with.
-        let got = q
+        let q = b.queue("q");
+        q.send(msg("m"), NO_WAIT).await.unwrap();
+        let first = q.receive(1, NO_WAIT, Duration::ZERO).await.unwrap();
+        let second = q
             .receive(1, NO_WAIT, Duration::from_secs(30))
             .await
             .unwrap();
-        assert!(q.oldest_message_age().await.unwrap().unwrap() >= age);
-        q.delete(&got[0].receipt).await.unwrap();
-        assert_eq!(q.oldest_message_age().await.unwrap(), Some(Duration::ZERO));
-    }
-
-    #[tokio::test]
-    async fn change_visibility_zero_makes_it_visible_and_wakes_pollers() {
-        let (_dir, b) = backend();
-        let q = b.queue(&b.config().queues.transform);
-        q.send(msg("m"), NO_WAIT).await.unwrap();
-        let got = q
-            .receive(1, NO_WAIT, Duration::from_secs(60))
-            .await
-            .unwrap();
-        let q2 = b.queue(&b.config().queues.transform);
-        let waiter = tokio::spawn(async move {
-            q2.receive(1, Duration::from_secs(5), Duration::from_secs(60))
-                .await
-                .unwrap()
-        });
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        q.change_visibility(&got[0].receipt, Duration::ZERO)
-            .await
-            .unwrap();
-        let again = waiter.await.unwrap();
-        assert_eq!(again.len(), 1);
-        assert_eq!(again[0].id, got[0].id);
-        // A longer extension keeps it hidden.
-        q.change_visibility(&again[0].receipt, Duration::from_secs(60))
-            .await
-            .unwrap();
-        assert!(
-            q.receive(1, NO_WAIT, Duration::ZERO)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_long_poll_returns_when_a_message_arrives() {
-        let (_dir, b) = backend();
-        let q = b.queue("any-queue");
-        let q2 = b.queue("any-queue");
-        let start = std::time::Instant::now();
-        let waiter = tokio::spawn(async move {
-            q2.receive(10, Duration::from_secs(10), Duration::from_secs(30))
-                .await
-                .unwrap()
-        });
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        q.send(msg("late"), NO_WAIT).await.unwrap();
-        let got = waiter.await.unwrap();
-        assert_eq!(got.len(), 1);
-        assert!(start.elapsed() < Duration::from_secs(5));
-    }
-
-    #[tokio::test]
-    async fn receive_clamps_max_and_depth_counts() {
-        let (_dir, b) = backend();
-        let q = b.queue(&b.config().queues.audit);
-        for i in 0..15 {
-            q.send(msg(&format!("m{i}")), NO_WAIT).await.unwrap();
-        }
-        let got = q
-            .receive(100, NO_WAIT, Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert_eq!(got.len(), 10);
-        assert_eq!(
-            q.receive(0, NO_WAIT, Duration::from_secs(30))
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
-        let d = q.depth().await.unwrap();
-        assert_eq!((d.visible, d.in_flight, d.delayed), (4, 11, 0));
+        assert_eq!(second[0].id, first[0].id);
+        q.delete(&first[0].receipt).await.unwrap();
+        assert_eq!(q.depth().await.unwrap().in_flight, 1);
+        q.delete(&second[0].receipt).await.unwrap();
+        assert_eq!(q.depth().await.unwrap(), QueueDepth::default());
     }
 
     #[tokio::test]
@@ -662,47 +538,5 @@ mod tests {
         let unique: HashSet<_> = all.iter().collect();
         assert_eq!(all.len(), n, "every message received once");
         assert_eq!(unique.len(), n);
-    }
-
-    #[tokio::test]
-    async fn limits_are_enforced() {
-        let (_dir, b) = backend();
-        let q = b.queue("q");
-        let mut m = msg("x");
-        for i in 0..11 {
-            m.attributes.insert(format!("a{i}"), "v".into());
-        }
-        let err = q.send(m, NO_WAIT).await.unwrap_err();
-        assert!(!err.is_retryable());
-        let big = msg(&"x".repeat(300 * 1024));
-        assert!(q.send(big, NO_WAIT).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn peek_and_purge() {
-        let (_dir, b) = backend();
-        let q = b.local_queue("q");
-        q.send(msg("a"), NO_WAIT).await.unwrap();
-        q.send(msg("b"), Duration::from_secs(60)).await.unwrap();
-        let peeked = q.peek(10).await.unwrap();
-        assert_eq!(peeked.len(), 2);
-        assert_eq!(peeked[0].body, "a");
-        assert_eq!(peeked[0].receive_count, 0);
-        assert_eq!(q.peek(1).await.unwrap().len(), 1);
-        // Peeking took nothing and counted no receive.
-        let got = q
-            .receive(10, NO_WAIT, Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert_eq!((got.len(), got[0].receive_count), (1, 1));
-        let peeked = q.peek(10).await.unwrap();
-        assert_eq!(peeked.len(), 2, "in flight, still shown");
-        assert_eq!(
-            peeked.iter().find(|m| m.body == "a").unwrap().receive_count,
-            1
-        );
-        assert!(peeked.iter().any(|m| m.first_received_at.is_some()));
-        assert_eq!(q.purge().await.unwrap(), 2);
-        assert_eq!(q.depth().await.unwrap().total(), 0);
     }
 }

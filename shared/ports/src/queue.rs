@@ -14,7 +14,8 @@ pub struct ReceivedMessage {
     pub body: String,
     /// String attributes: `event_type`, `traceparent`, ...
     pub attributes: BTreeMap<String, String>,
-    /// How many times the message has been received, this delivery included.
+    /// How many times the message has been received, this delivery included (in the source queue
+    /// too, for a message moved to a dead-letter queue).
     pub receive_count: u32,
     pub sent_at: DateTime<Utc>,
     pub first_received_at: Option<DateTime<Utc>>,
@@ -118,6 +119,10 @@ pub trait Queue: Send + Sync {
     /// polling; an empty result is normal). Each received message stays invisible for `visibility`,
     /// then is delivered again unless deleted. A message already received `maxReceiveCount` times is
     /// moved to the queue's dead-letter queue instead of being delivered.
+    ///
+    /// As on SQS, `wait` is clamped to 20 s and `visibility` to 12 hours, and a backend may round
+    /// `visibility` up to whole seconds (SQS does). A visibility of zero leaves the message visible:
+    /// that delivery is over at once.
     async fn receive(
         &self,
         max: usize,
@@ -125,13 +130,17 @@ pub trait Queue: Send + Sync {
         visibility: Duration,
     ) -> Result<Vec<ReceivedMessage>, PortError>;
 
-    /// Deletes the delivery named by `receipt`. Deleting twice, or a message already gone, is not an
-    /// error: acknowledging is idempotent.
+    /// Deletes the delivery named by `receipt`. Deleting twice, or a message already gone (deleted,
+    /// moved to the dead-letter queue, purged), is not an error: acknowledging is idempotent. A
+    /// receipt of an earlier delivery of a message received again since may or may not delete it
+    /// (SQS asks for the latest and does not say). A malformed receipt, which no queue issued, is a
+    /// permanent error: that is a bug.
     async fn delete(&self, receipt: &str) -> Result<(), PortError>;
 
     /// Deletes several deliveries in as few calls as the backend allows (SQS: ten per call). Returns
-    /// the receipts that could not be deleted, each with its error; `Err` means the call failed as a
-    /// whole, and every receipt may be retried (deleting is idempotent).
+    /// the receipts that could not be deleted, each with its error (a malformed receipt among them,
+    /// as a permanent error, while the others are deleted); `Err` means the call failed as a whole,
+    /// and every receipt may be retried (deleting is idempotent).
     async fn delete_batch(
         &self,
         receipts: &[String],
@@ -147,11 +156,18 @@ pub trait Queue: Send + Sync {
 
     /// Makes the delivery invisible for `visibility` from now (zero makes it visible at once). Used to
     /// keep a long-running message from being redelivered, and to hand a failing one back early.
+    ///
+    /// Only a delivery in flight changes. One that is over (deleted, moved, or visible again because
+    /// its visibility lapsed) is left as it is, without an error, as on SQS (which answers
+    /// `MessageNotInflight`, or nothing): a late extension must not hide a message another consumer
+    /// may be taking. A malformed receipt is a permanent error.
     async fn change_visibility(&self, receipt: &str, visibility: Duration)
     -> Result<(), PortError>;
 
-    /// Sends a message that becomes visible after `delay` (at most 15 minutes, as SQS allows): the
-    /// durable timer the crawler and launcher poll with.
+    /// Sends a message that becomes visible after `delay` (at most 15 minutes, as SQS allows; a longer
+    /// one is clamped, and a backend may round it up to whole seconds, as SQS does): the durable
+    /// timer the crawler and launcher poll with. A message over [`OutgoingMessage`]'s limits is a
+    /// permanent error, and nothing is sent.
     async fn send(&self, message: OutgoingMessage, delay: Duration) -> Result<(), PortError>;
 
     /// Approximate counts, as SQS's `ApproximateNumberOfMessages*` attributes.
@@ -165,9 +181,10 @@ pub trait Queue: Send + Sync {
         Ok(None)
     }
 
-    /// Up to `max` messages, oldest first where the backend can tell, each once, without taking them:
-    /// for inspecting a dead-letter queue. Messages in flight may be left out, so fewer than `max`
-    /// does not prove the queue holds no more.
+    /// Up to `max` messages, oldest first (by `sent_at`: a dead letter is as old as its first send)
+    /// where the backend can tell, each once, without taking them: for inspecting a dead-letter
+    /// queue. Messages in flight or still delayed may be left out, so fewer than `max` does not prove
+    /// the queue holds no more.
     ///
     /// On SQS this is a receive with a visibility timeout of zero, repeated until `max` distinct
     /// messages are seen or a receive brings nothing new: each peek **counts as a receive** (it raises
@@ -175,7 +192,8 @@ pub trait Queue: Send + Sync {
     /// dead-letter queue), which is why it is meant for dead-letter queues, which have none.
     async fn peek(&self, max: usize) -> Result<Vec<PeekedMessage>, PortError>;
 
-    /// Deletes every message of the queue, in flight or not (SQS's `PurgeQueue`). Returns how many:
+    /// Deletes every message of the queue, in flight, delayed or visible (SQS's `PurgeQueue`); their
+    /// receipts are stale from then on. Returns how many:
     /// exact on the local backend; on SQS the approximate depth just before the purge, since SQS does
     /// not say (and allows one purge per queue a minute, taking up to that long to finish).
     async fn purge(&self) -> Result<u64, PortError>;
