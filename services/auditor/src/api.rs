@@ -479,7 +479,7 @@ async fn report(
     for (bucket, key) in places {
         let reader = match api.ports.objects.get(bucket, &key, None).await {
             Ok(r) => r,
-            Err(e) if e.kind == choreo_ports::ErrorKind::NotFound => continue,
+            Err(e) if e.kind == choreo_ports::PortErrorKind::NotFound => continue,
             Err(e) => return Err(e.into()),
         };
         let mut body = Vec::new();

@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 use choreo_domain::{Event, FileRecord, FileState, Progress, Stage, Transition};
-use choreo_ports::{ErrorKind, ReceivedMessage, TransitionOutcome};
+use choreo_ports::{PortErrorKind, ReceivedMessage, TransitionOutcome};
 use choreo_runtime::publish::file_event_id;
 use choreo_runtime::{Handler, HandlerError, ServiceContext, decode};
 use std::sync::Arc;
@@ -73,7 +73,7 @@ impl Quarantine {
         {
             Ok(()) => {}
             // Gone from the input: either an earlier attempt already moved it, or someone deleted it.
-            Err(e) if e.kind == ErrorKind::NotFound => {
+            Err(e) if e.kind == PortErrorKind::NotFound => {
                 if objects.head(&buckets.failed, &kept).await?.is_none() {
                     note = Some("the object had vanished from the input bucket");
                 }
@@ -134,7 +134,7 @@ impl Quarantine {
                     .map_err(|e| HandlerError::Transient(format!("reading {key}: {e}")))?;
                 Ok(body)
             }
-            Err(e) if e.kind == ErrorKind::NotFound => Ok(serde_json::to_vec_pretty(
+            Err(e) if e.kind == PortErrorKind::NotFound => Ok(serde_json::to_vec_pretty(
                 &serde_json::json!({"valid": false, "fatal": record.reason, "file_id": record.id}),
             )
             .expect("json")),

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use choreo_domain::{Event, FileRecord, FileState, Progress, Stage, Transition, UNMATCHED_DATASET};
-use choreo_ports::{ErrorKind, ReceivedMessage, TransitionOutcome};
+use choreo_ports::{PortErrorKind, ReceivedMessage, TransitionOutcome};
 use choreo_runtime::publish::file_event_id;
 use choreo_runtime::{Handler, HandlerError, ServiceContext, decode};
 use choreo_validation::{Limits, Report};
@@ -139,7 +139,7 @@ impl Validator {
             .await
         {
             Ok(r) => r,
-            Err(e) if e.kind == ErrorKind::NotFound => {
+            Err(e) if e.kind == PortErrorKind::NotFound => {
                 return Ok(unreadable(format!(
                     "the object no longer exists in the input bucket ({})",
                     e.message

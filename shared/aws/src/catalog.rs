@@ -13,7 +13,7 @@ use aws_sdk_glue::types::{Column, PartitionInput, SerDeInfo, StorageDescriptor, 
 use choreo_domain::catalog::{
     Column as Col, ColumnType, Partition, Registered, TableDef, TableDiff, TableFormat,
 };
-use choreo_ports::{Catalog, ErrorKind, PortError, TableOutcome};
+use choreo_ports::{Catalog, PortError, PortErrorKind, TableOutcome};
 use std::collections::HashMap;
 
 /// BatchCreatePartition takes at most 100 partitions a call.
@@ -295,9 +295,9 @@ impl Catalog for GlueCatalog {
                     continue;
                 }
                 let kind = if is_transient_code(error_code) {
-                    ErrorKind::Transient
+                    PortErrorKind::Transient
                 } else {
-                    ErrorKind::Permanent
+                    PortErrorKind::Permanent
                 };
                 return Err(PortError::new(
                     kind,
@@ -321,7 +321,7 @@ mod tests {
     use super::*;
     use crate::AwsClients;
     use crate::moto::Moto;
-    use choreo_ports::ErrorKind;
+    use choreo_ports::PortErrorKind;
 
     fn table(keys: &[&str]) -> TableDef {
         TableDef {
@@ -438,7 +438,7 @@ mod tests {
         assert_eq!(c.ensure_table(&t).await.unwrap(), TableOutcome::Updated);
         assert_eq!(c.ensure_table(&t).await.unwrap(), TableOutcome::Unchanged);
         let err = c.ensure_table(&table(&["day"])).await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Permanent, "{err}");
+        assert_eq!(err.kind, PortErrorKind::Permanent, "{err}");
 
         // 150 partitions: two calls; then again with five new ones among them.
         let first: Vec<Partition> = (0..150).map(|d| partition("eu", d)).collect();
@@ -465,6 +465,6 @@ mod tests {
         // No database: not found, which fails the batch rather than retrying.
         let lost = GlueCatalog::new(glue.clone(), "nowhere");
         let err = lost.ensure_table(&t).await.unwrap_err();
-        assert_ne!(err.kind, ErrorKind::Transient, "{err}");
+        assert_ne!(err.kind, PortErrorKind::Transient, "{err}");
     }
 }

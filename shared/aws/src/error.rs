@@ -3,7 +3,7 @@
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use choreo_ports::{ErrorKind, PortError};
+use choreo_ports::{PortError, PortErrorKind};
 
 /// Error codes AWS services use for "slow down" or "try again".
 const TRANSIENT_CODES: &[&str] = &[
@@ -47,20 +47,20 @@ where
     let target = target.into();
     let kind = match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            ErrorKind::Transient
+            PortErrorKind::Transient
         }
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or_default();
             let status = se.raw().status().as_u16();
             if TRANSIENT_CODES.contains(&code) || status == 429 || status >= 500 {
-                ErrorKind::Transient
+                PortErrorKind::Transient
             } else if NOT_FOUND_CODES.contains(&code) || status == 404 {
-                ErrorKind::NotFound
+                PortErrorKind::NotFound
             } else {
-                ErrorKind::Permanent
+                PortErrorKind::Permanent
             }
         }
-        _ => ErrorKind::Permanent,
+        _ => PortErrorKind::Permanent,
     };
     let message = match err.as_service_error() {
         Some(e) => format!(

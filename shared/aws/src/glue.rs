@@ -22,7 +22,7 @@ use aws_sdk_glue::types::{
 use choreo_domain::config::DatasetConfig;
 use choreo_domain::{Config, JobArgs};
 use choreo_ports::{
-    CrawlStart, CrawlStatus, Crawler, ErrorKind, JobRunner, JobStart, JobStatus, PortError,
+    CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus, PortError, PortErrorKind,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -262,7 +262,7 @@ impl JobRunner for GlueJobRunner {
                 ) => Ok(JobStart::Throttled),
                 Some("EntityNotFoundException") => {
                     let mut err = port_error("start_run", glue_job, e);
-                    err.kind = ErrorKind::Permanent;
+                    err.kind = PortErrorKind::Permanent;
                     Err(err)
                 }
                 _ => Err(port_error("start_run", glue_job, e)),
@@ -842,9 +842,9 @@ mod tests {
             CrawlStart::Started
         );
         let err = crawler.start_crawl("no-crawler").await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert_eq!(err.kind, PortErrorKind::NotFound);
         let err = crawler.crawl_status("no-crawler").await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert_eq!(err.kind, PortErrorKind::NotFound);
     }
 
     #[tokio::test]
@@ -888,19 +888,19 @@ mod tests {
         assert_eq!(ended, JobStatus::Succeeded);
 
         let err = jobs.run_status("builtin", "jr_none").await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert_eq!(err.kind, PortErrorKind::NotFound);
         let err = jobs
             .start_run("nightly-etl", &args("b-1"))
             .await
             .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Permanent, "{err}");
+        assert_eq!(err.kind, PortErrorKind::Permanent, "{err}");
         assert!(err.to_string().contains("nightly-etl"), "{err}");
         assert_eq!(jobs.find_run("nightly-etl", "b-1").await.unwrap(), None);
         let err = jobs
             .start_run("builtin", &BTreeMap::new())
             .await
             .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Permanent);
+        assert_eq!(err.kind, PortErrorKind::Permanent);
     }
 
     #[tokio::test]

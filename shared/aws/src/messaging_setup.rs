@@ -633,12 +633,12 @@ mod tests {
             })
             .await
             .unwrap_err();
-        assert_eq!(err.kind, choreo_ports::ErrorKind::Permanent);
+        assert_eq!(err.kind, choreo_ports::PortErrorKind::Permanent);
         let err = SnsBus::new(clients.sns.clone(), "choreo-events-nope")
             .publish(event(EventKind::FileRegistered, "{}"))
             .await
             .unwrap_err();
-        assert_eq!(err.kind, choreo_ports::ErrorKind::NotFound, "{err}");
+        assert_eq!(err.kind, choreo_ports::PortErrorKind::NotFound, "{err}");
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 use choreo_domain::Pin;
-use choreo_ports::{ErrorKind, ObjectMeta, ObjectReader, ObjectStore, PortError};
+use choreo_ports::{ObjectMeta, ObjectReader, ObjectStore, PortError, PortErrorKind};
 use chrono::{DateTime, Utc};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use std::ops::ControlFlow;
@@ -70,7 +70,7 @@ fn missed<E>(e: &SdkError<E, HttpResponse>) -> bool {
 
 fn gone(op: &'static str, bucket: &str, key: &str, pin: &Pin) -> PortError {
     PortError::new(
-        ErrorKind::NotFound,
+        PortErrorKind::NotFound,
         op,
         target(bucket, key),
         format!("{pin} is gone: the key holds another upload and the bucket keeps no such version"),
@@ -108,7 +108,7 @@ impl ObjectStore for S3Store {
             })),
             Err(e) => {
                 let err = port_error("head", target(bucket, key), e);
-                if err.kind == ErrorKind::NotFound {
+                if err.kind == PortErrorKind::NotFound {
                     Ok(None)
                 } else {
                     Err(err)
@@ -170,9 +170,9 @@ impl ObjectStore for S3Store {
                 .and_then(|s| s.downcast_ref::<std::io::Error>())
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound);
             let kind = if not_found {
-                ErrorKind::NotFound
+                PortErrorKind::NotFound
             } else {
-                ErrorKind::Permanent
+                PortErrorKind::Permanent
             };
             PortError::new(
                 kind,
@@ -503,7 +503,7 @@ mod tests {
         let err = read_pinned(&s3, "choreo-in", KEY, &by_etag)
             .await
             .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+        assert_eq!(err.kind, PortErrorKind::NotFound, "{err}");
 
         // Unversioned: the overwritten upload is lost, and a pinned read says so instead of
         // returning the newer bytes.
@@ -512,7 +512,7 @@ mod tests {
         assert!(matches!(one, Pin::ETag(_)), "{one:?}");
         s3.put("plain", "k", b"two".to_vec()).await.unwrap();
         let err = read_pinned(&s3, "plain", "k", &one).await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+        assert_eq!(err.kind, PortErrorKind::NotFound, "{err}");
         s3.delete("plain", "k", Some(&one)).await.unwrap();
         assert_eq!(
             read(&s3, "plain", "k").await,
@@ -560,7 +560,7 @@ mod tests {
             .copy("choreo-in", "daily/none.csv", None, "choreo-out", "x")
             .await
             .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+        assert_eq!(err.kind, PortErrorKind::NotFound, "{err}");
 
         let listed = s3.list("choreo-in", "daily/").await.unwrap();
         let keys: Vec<_> = listed.iter().map(|m| m.key.as_str()).collect();
@@ -575,7 +575,7 @@ mod tests {
             Err(e) => e,
             Ok(_) => panic!("a missing key was read"),
         };
-        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+        assert_eq!(err.kind, PortErrorKind::NotFound, "{err}");
 
         s3.delete("choreo-in", KEY, None).await.unwrap();
         s3.delete("choreo-in", KEY, None).await.unwrap();
@@ -607,7 +607,7 @@ mod tests {
             .put_file("choreo-work", "x", &dir.path().join("absent"))
             .await
             .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+        assert_eq!(err.kind, PortErrorKind::NotFound, "{err}");
 
         // A versioned bucket: every upload is a version, and list agrees with head on the latest.
         clients

@@ -18,7 +18,7 @@ use aws_sdk_sqs::types::{
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use choreo_domain::event::ATTR_AWS_TRACE_HEADER;
 use choreo_ports::{
-    ErrorKind, OutgoingMessage, PeekedMessage, PortError, Queue, QueueDepth, ReceivedMessage,
+    OutgoingMessage, PeekedMessage, PortError, PortErrorKind, Queue, QueueDepth, ReceivedMessage,
 };
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -129,9 +129,9 @@ impl SqsQueue {
                     continue;
                 }
                 let kind = if failed.sender_fault() {
-                    ErrorKind::Permanent
+                    PortErrorKind::Permanent
                 } else {
-                    ErrorKind::Transient
+                    PortErrorKind::Transient
                 };
                 failures.push((
                     receipt.clone(),
@@ -517,7 +517,7 @@ mod tests {
 
         let missing = SqsQueue::new(clients.sqs.clone(), "choreo-nope");
         let err = missing.depth().await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+        assert_eq!(err.kind, PortErrorKind::NotFound, "{err}");
     }
 
     #[tokio::test]

@@ -342,7 +342,7 @@ impl Catalog for LocalCatalog {
 mod tests {
     use crate::testutil::backend;
     use choreo_domain::catalog::{Column, ColumnType, Partition, TableDef, TableFormat};
-    use choreo_ports::{Catalog, ErrorKind, TableOutcome};
+    use choreo_ports::{Catalog, PortErrorKind, TableOutcome};
 
     fn table(keys: &[&str]) -> TableDef {
         TableDef {
@@ -398,7 +398,7 @@ mod tests {
         assert_eq!(c.ensure_table(&t).await.unwrap(), TableOutcome::Unchanged);
 
         let err = c.ensure_table(&table(&[])).await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Permanent, "{err}");
+        assert_eq!(err.kind, PortErrorKind::Permanent, "{err}");
         assert!(err.to_string().contains("partitioned by"), "{err}");
     }
 

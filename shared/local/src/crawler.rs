@@ -21,7 +21,7 @@ use crate::transform::{column_names, csv_reader, object_keys};
 use async_trait::async_trait;
 use choreo_domain::Config;
 use choreo_domain::config::{DatasetConfig, FileFormat, KeyRouter};
-use choreo_ports::{CrawlStart, CrawlStatus, Crawler, ErrorKind, ObjectStore, PortError};
+use choreo_ports::{CrawlStart, CrawlStatus, Crawler, ObjectStore, PortError, PortErrorKind};
 use choreo_validation::{Decoded, Limits};
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
@@ -154,7 +154,7 @@ impl LocalCrawler {
         self.crawlers
             .get(crawler)
             .map(Vec::as_slice)
-            .ok_or_else(|| PortError::new(ErrorKind::NotFound, op, crawler, "no such crawler"))
+            .ok_or_else(|| PortError::new(PortErrorKind::NotFound, op, crawler, "no such crawler"))
     }
 
     /// The dataset's table in the catalog, if a crawl wrote one. (A short blocking read.)
@@ -414,7 +414,7 @@ impl Crawler for LocalCrawler {
 #[cfg(test)]
 mod tests {
     use crate::testutil::backend;
-    use choreo_ports::{CrawlStart, CrawlStatus, Crawler, ErrorKind, ObjectStore};
+    use choreo_ports::{CrawlStart, CrawlStatus, Crawler, ObjectStore, PortErrorKind};
     use std::io::Write;
     use std::time::Duration;
 
@@ -505,7 +505,7 @@ mod tests {
         assert_eq!(c.catalog().unwrap().len(), 3);
 
         let err = c.start_crawl("nope").await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert_eq!(err.kind, PortErrorKind::NotFound);
     }
 
     /// The same object, plain, gzipped and zstd-compressed, gives the same table.

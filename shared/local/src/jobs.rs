@@ -28,7 +28,7 @@ use crate::worker::{
 };
 use async_trait::async_trait;
 use choreo_domain::{Config, JobArgs};
-use choreo_ports::{ErrorKind, JobRunner, JobStart, JobStatus, PortError};
+use choreo_ports::{JobRunner, JobStart, JobStatus, PortError, PortErrorKind};
 use choreo_telemetry::events::emit;
 use rusqlite::{OptionalExtension, params};
 use std::collections::BTreeMap;
@@ -413,7 +413,7 @@ impl JobRunner for LocalJobRunner {
                     .optional()?;
                 let Some((_, state, error, args, claimed_until)) = row.filter(|r| r.0 == j) else {
                     return Err(PortError::new(
-                        ErrorKind::NotFound,
+                        PortErrorKind::NotFound,
                         "run_status",
                         id.clone(),
                         format!("no run {id} of job {j}"),
@@ -499,7 +499,7 @@ mod tests {
     use super::tail;
     use crate::testutil::backend;
     use choreo_domain::JobArgs;
-    use choreo_ports::{ErrorKind, JobRunner, JobStart, JobStatus, ObjectStore};
+    use choreo_ports::{JobRunner, JobStart, JobStatus, ObjectStore, PortErrorKind};
     use std::collections::BTreeMap;
 
     fn args(batch: &str, manifest: Option<&str>) -> BTreeMap<String, String> {
@@ -548,9 +548,9 @@ mod tests {
             .start_run("builtin", &BTreeMap::new())
             .await
             .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Permanent);
+        assert_eq!(err.kind, PortErrorKind::Permanent);
         let err = jobs.run_status("builtin", "jr-none").await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert_eq!(err.kind, PortErrorKind::NotFound);
     }
 
     #[tokio::test]

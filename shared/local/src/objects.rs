@@ -22,7 +22,7 @@ use crate::bucketfs;
 use crate::watcher::Announcer;
 use async_trait::async_trait;
 use choreo_domain::Pin;
-use choreo_ports::{ErrorKind, ObjectMeta, ObjectReader, ObjectStore, PortError};
+use choreo_ports::{ObjectMeta, ObjectReader, ObjectStore, PortError, PortErrorKind};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -47,7 +47,7 @@ pub struct LocalObjectStore {
 
 fn io_error(op: &'static str, target: &str, e: io::Error) -> PortError {
     match e.kind() {
-        io::ErrorKind::NotFound => PortError::new(ErrorKind::NotFound, op, target, e),
+        io::ErrorKind::NotFound => PortError::new(PortErrorKind::NotFound, op, target, e),
         io::ErrorKind::PermissionDenied
         | io::ErrorKind::InvalidInput
         | io::ErrorKind::InvalidFilename
@@ -106,7 +106,7 @@ fn stamp(pin: &Pin) -> &str {
 /// A pinned operation whose bytes no longer exist.
 fn version_gone(op: &'static str, bucket: &str, key: &str, version: &str) -> PortError {
     PortError::new(
-        ErrorKind::NotFound,
+        PortErrorKind::NotFound,
         op,
         format!("{bucket}/{key}"),
         format!("version {version} is gone: the key was rewritten or deleted since"),
@@ -217,7 +217,7 @@ impl LocalObjectStore {
             Ok(dir)
         } else {
             Err(PortError::new(
-                ErrorKind::NotFound,
+                PortErrorKind::NotFound,
                 op,
                 bucket,
                 "no such bucket",
@@ -622,7 +622,7 @@ impl ObjectStore for LocalObjectStore {
 #[cfg(test)]
 mod tests {
     use crate::testutil::backend;
-    use choreo_ports::{ErrorKind, ObjectStore};
+    use choreo_ports::{ObjectStore, PortErrorKind};
     use tokio::io::AsyncReadExt;
 
     async fn read(store: &dyn ObjectStore, bucket: &str, key: &str) -> String {
@@ -709,7 +709,7 @@ mod tests {
         let err = read_pinned(&*s, &input, "daily/race.csv", &pin2)
             .await
             .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+        assert_eq!(err.kind, PortErrorKind::NotFound, "{err}");
 
         // A pinned delete of a version the key no longer holds leaves the key's newer bytes.
         s.put(&input, "daily/race.csv", b"third".to_vec())
@@ -722,7 +722,7 @@ mod tests {
         let err = read_pinned(&*s, &input, "daily/race.csv", &pin1)
             .await
             .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+        assert_eq!(err.kind, PortErrorKind::NotFound, "{err}");
 
         // Pins no key holds any more go once old enough; the one the key still holds stays.
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -831,12 +831,12 @@ mod tests {
             Err(e) => e,
             Ok(_) => panic!("deleted object still readable"),
         };
-        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert_eq!(err.kind, PortErrorKind::NotFound);
         let err = s
             .copy(&input, "nope.csv", None, &failed, "nope.csv")
             .await
             .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert_eq!(err.kind, PortErrorKind::NotFound);
         // Temporary files never linger.
         assert_eq!(std::fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
     }
@@ -864,26 +864,26 @@ mod tests {
         let input = b.config().buckets.input.clone();
         for key in ["../x", "a/../../x", "/etc/passwd", "a//b", "", "a/", "./a"] {
             let err = s.put(&input, key, b"x".to_vec()).await.unwrap_err();
-            assert_eq!(err.kind, ErrorKind::Permanent, "{key:?}");
+            assert_eq!(err.kind, PortErrorKind::Permanent, "{key:?}");
         }
         assert!(s.head(&input, "../x").await.is_err());
         // A key that is a directory's, or runs through a file, cannot be written: retrying won't help.
         s.put(&input, "dir/file", b"x".to_vec()).await.unwrap();
         assert_eq!(
             s.put(&input, "dir", b"x".to_vec()).await.unwrap_err().kind,
-            ErrorKind::Permanent
+            PortErrorKind::Permanent
         );
         assert_eq!(
             s.put(&input, "dir/file/sub", b"x".to_vec())
                 .await
                 .unwrap_err()
                 .kind,
-            ErrorKind::Permanent
+            PortErrorKind::Permanent
         );
         assert!(s.head(&input, "dir").await.unwrap().is_none());
         assert!(s.put("../etc", "x", b"x".to_vec()).await.is_err());
         let err = s.list("no-such-bucket", "").await.unwrap_err();
-        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert_eq!(err.kind, PortErrorKind::NotFound);
     }
 
     /// Issue 12, finding 2: a bucket holds regular files only; a link is never followed.
@@ -927,18 +927,18 @@ mod tests {
             let Err(e) = s.get(&input, key, None).await else {
                 panic!("{key} was read through a link")
             };
-            assert_eq!(e.kind, ErrorKind::Permanent, "{key}");
+            assert_eq!(e.kind, PortErrorKind::Permanent, "{key}");
             assert!(e.message.contains("symbolic link"), "{e}");
             assert!(!e.to_string().contains("TOP-SECRET"), "{e}");
             assert_eq!(
                 s.head(&input, key).await.unwrap_err().kind,
-                ErrorKind::Permanent
+                PortErrorKind::Permanent
             );
             let e = s
                 .copy(&input, key, None, &failed, "copied.csv")
                 .await
                 .unwrap_err();
-            assert_eq!(e.kind, ErrorKind::Permanent, "{key}");
+            assert_eq!(e.kind, PortErrorKind::Permanent, "{key}");
             assert!(s.path_of(&input, key).is_err(), "{key}");
         }
         // Nothing is written through a linked folder; deleting a link leaves its target.
@@ -946,7 +946,7 @@ mod tests {
             .put(&input, "daily/folder/new.csv", b"x".to_vec())
             .await
             .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Permanent);
+        assert_eq!(e.kind, PortErrorKind::Permanent);
         assert!(!outside.join("new.csv").exists());
         assert!(s.head(&failed, "copied.csv").await.unwrap().is_none());
         s.delete(&input, "daily/file.csv", None).await.unwrap();
@@ -961,7 +961,7 @@ mod tests {
         let root = s.bucket_dir(&input);
         for key in ["daily/.hidden.csv", "daily/a\\b.csv", "daily/new\nline.csv"] {
             let e = s.put(&input, key, b"x".to_vec()).await.unwrap_err();
-            assert_eq!(e.kind, ErrorKind::Permanent, "{key:?}");
+            assert_eq!(e.kind, PortErrorKind::Permanent, "{key:?}");
         }
         std::fs::create_dir_all(root.join("daily/.partial")).unwrap();
         std::fs::write(root.join("daily/.partial/x.csv"), "x").unwrap();

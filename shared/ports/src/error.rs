@@ -2,7 +2,7 @@ use std::fmt;
 
 /// Whether an error is worth retrying: the one place that decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
+pub enum PortErrorKind {
     /// Throttling, timeouts, a busy database, a dropped connection: retry with backoff.
     Transient,
     /// The request itself is wrong (bad input, missing permission): retrying cannot help.
@@ -14,7 +14,7 @@ pub enum ErrorKind {
 /// An adapter's error, naming the operation and what it was applied to (queue, bucket/key, file id).
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct PortError {
-    pub kind: ErrorKind,
+    pub kind: PortErrorKind,
     pub op: &'static str,
     pub target: String,
     pub message: String,
@@ -22,7 +22,7 @@ pub struct PortError {
 
 impl PortError {
     pub fn new(
-        kind: ErrorKind,
+        kind: PortErrorKind,
         op: &'static str,
         target: impl Into<String>,
         message: impl fmt::Display,
@@ -40,7 +40,7 @@ impl PortError {
         target: impl Into<String>,
         message: impl fmt::Display,
     ) -> Self {
-        Self::new(ErrorKind::Transient, op, target, message)
+        Self::new(PortErrorKind::Transient, op, target, message)
     }
 
     pub fn permanent(
@@ -48,15 +48,15 @@ impl PortError {
         target: impl Into<String>,
         message: impl fmt::Display,
     ) -> Self {
-        Self::new(ErrorKind::Permanent, op, target, message)
+        Self::new(PortErrorKind::Permanent, op, target, message)
     }
 
     pub fn not_found(op: &'static str, target: impl Into<String>) -> Self {
-        Self::new(ErrorKind::NotFound, op, target, "not found")
+        Self::new(PortErrorKind::NotFound, op, target, "not found")
     }
 
     pub fn is_retryable(&self) -> bool {
-        self.kind == ErrorKind::Transient
+        self.kind == PortErrorKind::Transient
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Handlers see only these traits, never an AWS or SQLite type. `choreo-local` implements them on
 //! SQLite and directories; the AWS backend on the official SDKs. Every method returns [`PortError`],
-//! whose [`ErrorKind`] is the one place that says whether retrying can help. Expected conflicts — a
+//! whose [`PortErrorKind`] is the one place that says whether retrying can help. Expected conflicts — a
 //! failed condition, a file already registered — are outcomes in the `Ok` value, not errors.
 
 mod audit;
@@ -21,7 +21,7 @@ pub mod testkit;
 pub use audit::{AuditEntry, AuditLog};
 pub use bus::EventBus;
 pub use catalog::{Catalog, TableOutcome};
-pub use error::{ErrorKind, PortError};
+pub use error::{PortError, PortErrorKind};
 pub use extracts::{ExtractStore, NoExtractStore, UnitClaim, UnitEnd};
 pub use jobs::{CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus};
 pub use notify::Notifier;

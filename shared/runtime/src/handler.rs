@@ -1,5 +1,5 @@
 use async_trait::async_trait;
-use choreo_ports::{ErrorKind, PortError, ReceivedMessage};
+use choreo_ports::{PortError, PortErrorKind, ReceivedMessage};
 
 /// One stage's reaction to one message. Returning `Ok` means every effect is durable: the consumer
 /// deletes the message next. Handlers must be idempotent: the queue delivers at least once.
@@ -30,8 +30,10 @@ impl HandlerError {
 impl From<PortError> for HandlerError {
     fn from(e: PortError) -> Self {
         match e.kind {
-            ErrorKind::Transient => HandlerError::Transient(e.to_string()),
-            ErrorKind::Permanent | ErrorKind::NotFound => HandlerError::Permanent(e.to_string()),
+            PortErrorKind::Transient => HandlerError::Transient(e.to_string()),
+            PortErrorKind::Permanent | PortErrorKind::NotFound => {
+                HandlerError::Permanent(e.to_string())
+            }
         }
     }
 }

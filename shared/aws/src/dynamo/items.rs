@@ -419,7 +419,7 @@ mod tests {
             .await
             .unwrap();
         let err = f.state().get(&FileId::from("f-bad")).await.unwrap_err();
-        assert_eq!(err.kind, choreo_ports::ErrorKind::Permanent);
+        assert_eq!(err.kind, choreo_ports::PortErrorKind::Permanent);
         assert_eq!(err.target, "F#f-bad");
         assert!(err.message.contains("history is missing"), "{err}");
     }

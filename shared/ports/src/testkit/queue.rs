@@ -6,7 +6,7 @@
 //! a message with a long poll rather than a sleep. Depths are asserted exactly: the local queue and
 //! moto count exactly, where real SQS's approximate counts would need time to settle.
 
-use crate::{ErrorKind, OutgoingMessage, PortError, Queue, QueueDepth};
+use crate::{OutgoingMessage, PortError, PortErrorKind, Queue, QueueDepth};
 use choreo_domain::event::ATTR_AWS_TRACE_HEADER;
 use chrono::Utc;
 use std::collections::BTreeMap;
@@ -99,7 +99,7 @@ fn depth(visible: u64, in_flight: u64, delayed: u64) -> QueueDepth {
 
 fn assert_permanent(result: Result<(), PortError>, what: &str) {
     match result {
-        Err(e) => assert_eq!(e.kind, ErrorKind::Permanent, "{what}: {e}"),
+        Err(e) => assert_eq!(e.kind, PortErrorKind::Permanent, "{what}: {e}"),
         Ok(()) => panic!("{what}: accepted"),
     }
 }
@@ -304,7 +304,12 @@ async fn receives_come_in_batches_of_at_most_ten(t: QueueUnderTest) {
         let failed = q.delete_batch(&receipts).await.unwrap();
         assert_eq!(failed.len(), 1, "{round} delete: {failed:?}");
         assert_eq!(failed[0].0, "not-a-receipt");
-        assert_eq!(failed[0].1.kind, ErrorKind::Permanent, "{}", failed[0].1);
+        assert_eq!(
+            failed[0].1.kind,
+            PortErrorKind::Permanent,
+            "{}",
+            failed[0].1
+        );
         assert_eq!(q.depth().await.unwrap(), QueueDepth::default());
     }
 }
