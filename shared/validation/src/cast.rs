@@ -5,8 +5,8 @@
 
 use std::borrow::Cow;
 
-use crate::check::{Cell, Checker, Text};
-use crate::jsonl::JsonCell;
+use crate::cell::{Cell, JsonCell, Text};
+use crate::check::Checker;
 use crate::report::RowError;
 use crate::schema::{FieldType, SchemaError, TableSchema};
 use crate::types::Value;

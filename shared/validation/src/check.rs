@@ -30,10 +30,9 @@
 //! the first row that is not clean. Screening only ever accepts, so the
 //! report is the same, in the same order, as checking every row whole.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::jsonl::JsonCell;
+use crate::cell::{Cell, JsonCell, Text};
 use crate::pattern::Pattern;
 use crate::report::{Collector, ErrorKind, RowError, clip, clip_cow};
 use crate::schema::{FieldType, SchemaError, TableSchema};
@@ -41,43 +40,11 @@ use crate::types::{self, Caster, Value};
 use crate::unique::{KeyHasher, Run, Seen};
 use crate::words::Words;
 
-/// One cell as a parser sees it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Cell<'a> {
-    /// The column is absent from the file (already reported once): skip.
-    Skip,
-    /// No value: a JSON key that is absent or null.
-    Missing,
-    /// CSV text (missing if it is one of `missingValues`).
-    Text(Text<'a>),
-    /// A JSON value.
-    Json(&'a JsonCell<'a>),
-}
-
-impl<'a> Cell<'a> {
-    fn raw(&self) -> Cow<'a, str> {
-        match *self {
-            Cell::Text(t) => Cow::Borrowed(t.str()),
-            Cell::Json(j) => j.text(),
-            Cell::Skip | Cell::Missing => Cow::Borrowed(""),
-        }
-    }
-}
-
-/// A CSV cell's text. Its bytes are what most checks read; the `&str` is
-/// there for the few that need characters.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Text<'a>(pub(crate) &'a str);
-
-impl<'a> Text<'a> {
-    #[inline(always)]
-    pub(crate) fn bytes(&self) -> &'a [u8] {
-        self.0.as_bytes()
-    }
-
-    #[inline(always)]
-    pub(crate) fn str(&self) -> &'a str {
-        self.0
+impl TableSchema {
+    /// Check a schema built or changed in code (loading already does this): it is usable when the
+    /// checker compiles it.
+    pub fn check(&self) -> Result<(), SchemaError> {
+        Checker::new(self, usize::MAX).map(|_| ())
     }
 }
 

@@ -25,7 +25,8 @@ use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 use crate::CsvDialect;
-use crate::check::{Cell, Checker, Text};
+use crate::cell::{Cell, Text};
+use crate::check::Checker;
 use crate::reader::{Fatal, Guard};
 use crate::report::{Collector, ErrorKind, clip};
 use crate::schema::FieldType;

@@ -60,6 +60,7 @@
 //! the input (`tests/memory.rs` checks it on a generated 1 GB stream).
 
 pub mod cast;
+mod cell;
 mod check;
 mod csv;
 mod jsonl;

@@ -9,7 +9,7 @@
 
 use regex::Regex;
 
-use crate::check::Text;
+use crate::cell::Text;
 
 /// A set of ASCII bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

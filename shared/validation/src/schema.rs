@@ -184,11 +184,6 @@ impl TableSchema {
         Ok(schema)
     }
 
-    /// Check a schema built or changed in code (loading already does this).
-    pub fn check(&self) -> Result<(), SchemaError> {
-        crate::check::Checker::new(self, usize::MAX).map(|_| ())
-    }
-
     /// The field named `name`, if any.
     pub fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)

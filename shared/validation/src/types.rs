@@ -8,8 +8,7 @@ use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use crate::check::Text;
-use crate::jsonl::JsonCell;
+use crate::cell::{JsonCell, Text};
 use crate::schema::{Field, FieldType, SchemaError};
 use crate::unique::KeyHasher;
 use crate::words::Words;
@@ -572,26 +571,6 @@ fn parse_iso_datetime(s: &str) -> Option<NaiveDateTime> {
         _ => return None,
     };
     dt.checked_sub_signed(chrono::TimeDelta::seconds(offset_secs))
-}
-
-/// The bytes of `b` (at most 8) as a little-endian `u64`, zero-padded: two
-/// overlapping loads instead of a byte loop.
-#[inline(always)]
-pub(crate) fn load_le(b: &[u8]) -> u64 {
-    let n = b.len();
-    debug_assert!(n <= 8);
-    let read = |at: usize, k: usize| {
-        let mut w = [0u8; 8];
-        w[..k].copy_from_slice(&b[at..at + k]);
-        u64::from_le_bytes(w)
-    };
-    match n {
-        0 => 0,
-        1 => u64::from(b[0]),
-        2..=3 => read(0, 2) | read(n - 2, 2) << (8 * (n - 2)),
-        4..=7 => read(0, 4) | read(n - 4, 4) << (8 * (n - 4)),
-        _ => read(0, 8),
-    }
 }
 
 /// Split an optional leading sign: (negative, the rest).

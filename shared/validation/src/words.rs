@@ -4,8 +4,6 @@
 //! bitmask of the lengths present); a word of up to 7 bytes is one `u64`
 //! compare, with no call to `memcmp`.
 
-use crate::types::load_le;
-
 /// See the module docs.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Words {
@@ -105,6 +103,26 @@ impl Words {
                 Some(_) => i = (i + 1) & mask,
             }
         }
+    }
+}
+
+/// The bytes of `b` (at most 8) as a little-endian `u64`, zero-padded: two
+/// overlapping loads instead of a byte loop.
+#[inline(always)]
+pub(crate) fn load_le(b: &[u8]) -> u64 {
+    let n = b.len();
+    debug_assert!(n <= 8);
+    let read = |at: usize, k: usize| {
+        let mut w = [0u8; 8];
+        w[..k].copy_from_slice(&b[at..at + k]);
+        u64::from_le_bytes(w)
+    };
+    match n {
+        0 => 0,
+        1 => u64::from(b[0]),
+        2..=3 => read(0, 2) | read(n - 2, 2) << (8 * (n - 2)),
+        4..=7 => read(0, 4) | read(n - 4, 4) << (8 * (n - 4)),
+        _ => read(0, 8),
     }
 }
 
