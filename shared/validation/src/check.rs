@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use crate::cell::{Cell, JsonCell, Text};
 use crate::pattern::Pattern;
 use crate::report::{Collector, ErrorKind, RowError, clip, clip_cow};
-use crate::schema::{FieldType, SchemaError, TableSchema};
+use crate::schema::{Field, FieldType, SchemaError, TableSchema};
 use crate::types::{self, Caster, Value};
 use crate::unique::{KeyHasher, Run, Seen};
 use crate::words::Words;
@@ -311,6 +311,101 @@ enum General {
 }
 
 impl FieldCheck {
+    /// One field of the schema compiled: its cast, and its constraints checked against its type
+    /// and cast into it.
+    fn compile(field: &Field) -> Result<FieldCheck, SchemaError> {
+        let caster = Caster::new(field)?;
+        let c = &field.constraints;
+        let ty = field.field_type;
+        let bad = |constraint: &'static str, message: String| SchemaError::BadConstraint {
+            field: field.name.clone(),
+            constraint,
+            message,
+        };
+        let given = [
+            ("minimum", c.minimum.is_some()),
+            ("maximum", c.maximum.is_some()),
+            ("minLength", c.min_length.is_some()),
+            ("maxLength", c.max_length.is_some()),
+            ("pattern", c.pattern.is_some()),
+        ];
+        for (name, present) in given {
+            if present && !supports(ty, name) {
+                return Err(bad(
+                    name,
+                    format!("is not supported for type {}", ty.as_str()),
+                ));
+            }
+        }
+        let bound = |name: &'static str, v: &Option<serde_json::Value>| {
+            v.as_ref()
+                .map(|v| {
+                    caster
+                        .cast_constraint(v)
+                        .map(|cast| (cast, v.to_string()))
+                        .ok_or_else(|| bad(name, format!("{v} is not a valid {}", ty.as_str())))
+                })
+                .transpose()
+        };
+        let min = bound("minimum", &c.minimum)?;
+        let max = bound("maximum", &c.maximum)?;
+        let pattern = match &c.pattern {
+            None => None,
+            Some(p) => {
+                let compiled = Pattern::new(p).map_err(|e| SchemaError::BadPattern {
+                    field: field.name.clone(),
+                    pattern: p.clone(),
+                    message: e.to_string(),
+                })?;
+                Some((compiled, p.clone()))
+            }
+        };
+        let enum_values = match &c.r#enum {
+            None => None,
+            Some(list) => {
+                let mut values = Vec::with_capacity(list.len());
+                for v in list {
+                    values.push(caster.cast_constraint(v).ok_or_else(|| {
+                        bad("enum", format!("value {v} is not a valid {}", ty.as_str()))
+                    })?);
+                }
+                let mut shown = serde_json::to_string(list).unwrap_or_default();
+                if shown.len() > 200 {
+                    let cut = (0..=200)
+                        .rev()
+                        .find(|&i| shown.is_char_boundary(i))
+                        .unwrap_or(0);
+                    shown.truncate(cut);
+                    shown.push_str("...");
+                }
+                Some((values, shown))
+            }
+        };
+        Ok(FieldCheck {
+            name: field.name.clone(),
+            caster,
+            format: field.format.clone().filter(|f| f != "default"),
+            required: c.required,
+            unique: c.unique,
+            min,
+            max,
+            min_len: c.min_length,
+            max_len: c.max_length,
+            enum_texts: enum_values.as_ref().map(|(values, _)| {
+                Words::new(values.iter().filter_map(|v| match v {
+                    Value::Str(s) => Some(s.as_ref()),
+                    _ => None,
+                }))
+            }),
+            pattern,
+            enum_values,
+            fast: Fast::General,
+            tracked: c.unique,
+        })
+    }
+}
+
+impl FieldCheck {
     pub(crate) fn field_type(&self) -> FieldType {
         self.caster.ty
     }
@@ -448,94 +543,7 @@ impl Checker {
             if by_name.insert(field.name.clone(), i).is_some() {
                 return Err(SchemaError::DuplicateField(field.name.clone()));
             }
-            let caster = Caster::new(field)?;
-            let c = &field.constraints;
-            let ty = field.field_type;
-            let bad = |constraint: &'static str, message: String| SchemaError::BadConstraint {
-                field: field.name.clone(),
-                constraint,
-                message,
-            };
-            let given = [
-                ("minimum", c.minimum.is_some()),
-                ("maximum", c.maximum.is_some()),
-                ("minLength", c.min_length.is_some()),
-                ("maxLength", c.max_length.is_some()),
-                ("pattern", c.pattern.is_some()),
-            ];
-            for (name, present) in given {
-                if present && !supports(ty, name) {
-                    return Err(bad(
-                        name,
-                        format!("is not supported for type {}", ty.as_str()),
-                    ));
-                }
-            }
-            let bound = |name: &'static str, v: &Option<serde_json::Value>| {
-                v.as_ref()
-                    .map(|v| {
-                        caster
-                            .cast_constraint(v)
-                            .map(|cast| (cast, v.to_string()))
-                            .ok_or_else(|| bad(name, format!("{v} is not a valid {}", ty.as_str())))
-                    })
-                    .transpose()
-            };
-            let min = bound("minimum", &c.minimum)?;
-            let max = bound("maximum", &c.maximum)?;
-            let pattern = match &c.pattern {
-                None => None,
-                Some(p) => {
-                    let compiled = Pattern::new(p).map_err(|e| SchemaError::BadPattern {
-                        field: field.name.clone(),
-                        pattern: p.clone(),
-                        message: e.to_string(),
-                    })?;
-                    Some((compiled, p.clone()))
-                }
-            };
-            let enum_values = match &c.r#enum {
-                None => None,
-                Some(list) => {
-                    let mut values = Vec::with_capacity(list.len());
-                    for v in list {
-                        values.push(caster.cast_constraint(v).ok_or_else(|| {
-                            bad("enum", format!("value {v} is not a valid {}", ty.as_str()))
-                        })?);
-                    }
-                    let mut shown = serde_json::to_string(list).unwrap_or_default();
-                    if shown.len() > 200 {
-                        let cut = (0..=200)
-                            .rev()
-                            .find(|&i| shown.is_char_boundary(i))
-                            .unwrap_or(0);
-                        shown.truncate(cut);
-                        shown.push_str("...");
-                    }
-                    Some((values, shown))
-                }
-            };
-            fields.push(FieldCheck {
-                name: field.name.clone(),
-                caster,
-                format: field.format.clone().filter(|f| f != "default"),
-                required: c.required,
-                unique: c.unique,
-                min,
-                max,
-                min_len: c.min_length,
-                max_len: c.max_length,
-                enum_texts: enum_values.as_ref().map(|(values, _)| {
-                    Words::new(values.iter().filter_map(|v| match v {
-                        Value::Str(s) => Some(s.as_ref()),
-                        _ => None,
-                    }))
-                }),
-                pattern,
-                enum_values,
-                fast: Fast::General,
-                tracked: c.unique,
-            });
+            fields.push(FieldCheck::compile(field)?);
         }
         let mut pk_pos = vec![None; fields.len()];
         let pk = match &schema.primary_key {
