@@ -10,6 +10,7 @@ use choreo_domain::{FileId, FileRecord, FileState, Stage};
 use choreo_runtime::dlq::{DeadBody, DeadLetter, Selection};
 use choreo_runtime::retry::{RetryReport, RetryScope};
 use choreo_runtime::{ServiceContext, Settings};
+use choreo_validation::SchemaCheck;
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::io::Write;

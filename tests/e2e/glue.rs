@@ -175,7 +175,10 @@ async fn run_local(app: &TestApp, case: &Case, dir: &Path) -> (Manifest, PathBuf
             })
             .collect(),
         schema: Some(
-            choreo_validation::TableSchema::from_json(&case.dataset["schema"].to_string()).unwrap(),
+            <choreo_validation::TableSchema as choreo_validation::SchemaCheck>::from_json(
+                &case.dataset["schema"].to_string(),
+            )
+            .unwrap(),
         ),
         personal_data: case.personal.iter().map(|p| p.to_string()).collect(),
         // As the transform launcher writes them: the dataset's own.

@@ -379,7 +379,10 @@ fn manifest(batch: &str, dataset: &str, files: &[(&str, &str)], schema: Option<&
                 pin: None,
             })
             .collect(),
-        schema: schema.map(|s| choreo_validation::TableSchema::from_json(s).unwrap()),
+        schema: schema.map(|s| {
+            <choreo_validation::TableSchema as choreo_validation::SchemaCheck>::from_json(s)
+                .unwrap()
+        }),
         personal_data: Vec::new(),
         format: None,
         csv: None,

@@ -164,7 +164,7 @@ pub struct Manifest {
     pub files: Vec<ManifestFile>,
     /// The dataset's Table Schema. Absent in manifests written before it was added.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schema: Option<choreo_validation::TableSchema>,
+    pub schema: Option<choreo_schema::TableSchema>,
     /// The dataset's `personal_data` columns, to be masked.
     #[serde(default)]
     pub personal_data: Vec<String>,

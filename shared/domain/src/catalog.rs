@@ -12,7 +12,7 @@ mod diff;
 pub use diff::{KeysDiffer, Registered, TableDiff};
 
 use crate::config::{CsvOptions, DatasetConfig, FileFormat};
-use choreo_validation::{FieldType, TableSchema};
+use choreo_schema::{FieldType, TableSchema};
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -353,7 +353,7 @@ mod tests {
 
     #[test]
     fn tables_follow_the_schema_and_the_dataset() {
-        let schema = TableSchema::from_json(
+        let schema = TableSchema::parse(
             r#"{"fields":[{"name":"id","type":"integer"},{"name":"at","type":"datetime"},
                           {"name":"note"}]}"#,
         )

@@ -3,7 +3,7 @@
 //! rather than a silently ignored setting. Durations are whole seconds and say so in their names.
 
 use crate::Secret;
-use choreo_validation::{Compression, CsvDialect, Format};
+use choreo_schema::{Compression, CsvDialect, Format};
 use globset::{Glob, GlobMatcher};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

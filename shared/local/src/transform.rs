@@ -38,6 +38,7 @@ use arrow_schema::{DataType, Field as ArrowField, Schema as ArrowSchema};
 use choreo_domain::config::{DatasetConfig, FileFormat, SchemaSource};
 use choreo_domain::{JobArgs, Manifest, ManifestFile};
 use choreo_ports::ObjectStore;
+use choreo_validation::SchemaCheck;
 use choreo_validation::{Cast, Casts, Decoded, FieldType, Limits, TableSchema};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;

@@ -4,6 +4,7 @@
 
 use choreo_domain::Config;
 use choreo_domain::config::{ConfigError, KeyRouter, SchemaSource};
+use choreo_validation::SchemaCheck;
 use choreo_validation::TableSchema;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};

@@ -30,6 +30,7 @@
 //! 5. Prints one table: tool, MB, seconds, MB/s, peak MB, and Choreo on one
 //!    thread's speed divided by the tool's (how many times faster Choreo is).
 
+use choreo_validation::SchemaCheck;
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs::File;

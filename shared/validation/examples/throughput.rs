@@ -2,6 +2,7 @@
 //! Lines generated on the fly and prints MB/s. Run it optimized:
 //! `cargo run --release -p choreo-validation --example throughput [MB]`.
 
+use choreo_validation::SchemaCheck;
 use std::io::{self, Read};
 use std::time::Instant;
 

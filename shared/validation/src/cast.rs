@@ -113,6 +113,7 @@ fn too_big(raw: &str) -> RowError {
 mod tests {
     use super::*;
     use crate::ErrorKind;
+    use crate::SchemaCheck;
 
     fn casts() -> Casts {
         let schema = TableSchema::from_json(

@@ -40,10 +40,32 @@ use crate::types::{self, Caster, Value};
 use crate::unique::{KeyHasher, Run, Seen};
 use crate::words::Words;
 
-impl TableSchema {
-    /// Check a schema built or changed in code (loading already does this): it is usable when the
-    /// checker compiles it.
-    pub fn check(&self) -> Result<(), SchemaError> {
+/// Loading a Table Schema checks it: it is usable when the checker compiles it (regexes compile,
+/// field names are distinct, constraints suit the field's type and cast in it), the same way
+/// [`crate::validate`] does. `use choreo_validation::SchemaCheck` to load schemas this way.
+pub trait SchemaCheck: Sized {
+    /// Parse and check a schema from JSON text.
+    fn from_json(s: &str) -> Result<Self, SchemaError>;
+    /// Parse and check a schema from a reader of JSON text.
+    fn from_json_reader<R: std::io::Read>(r: R) -> Result<Self, SchemaError>;
+    /// Check a schema built or changed in code (loading already does this).
+    fn check(&self) -> Result<(), SchemaError>;
+}
+
+impl SchemaCheck for TableSchema {
+    fn from_json(s: &str) -> Result<Self, SchemaError> {
+        let schema = TableSchema::parse(s)?;
+        schema.check()?;
+        Ok(schema)
+    }
+
+    fn from_json_reader<R: std::io::Read>(r: R) -> Result<Self, SchemaError> {
+        let schema: TableSchema = serde_json::from_reader(r)?;
+        schema.check()?;
+        Ok(schema)
+    }
+
+    fn check(&self) -> Result<(), SchemaError> {
         Checker::new(self, usize::MAX).map(|_| ())
     }
 }
@@ -1193,5 +1215,117 @@ impl Checker {
                 || format!("value {raw:?} in field {:?} is not one of {shown}", f.name),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod schema_tests {
+    use crate::SchemaCheck;
+    use crate::schema::*;
+
+    #[test]
+    fn parses_full_schema() {
+        let s = TableSchema::from_json(
+            r#"{"fields":[
+                {"name":"id","type":"integer","constraints":{"required":true,"unique":true,"minimum":1}},
+                {"name":"when","type":"date","format":"%d/%m/%Y","constraints":{"maximum":"31/12/2030"}},
+                {"name":"code","constraints":{"pattern":"[A-Z]{3}","enum":["ABC","XYZ"],"minLength":3}}
+              ],
+              "missingValues":["","NA"],
+              "primaryKey":"id"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.fields.len(), 3);
+        assert_eq!(s.fields[2].field_type, FieldType::String);
+        assert_eq!(s.missing_values, vec!["", "NA"]);
+        assert_eq!(s.primary_key.as_ref().unwrap().names(), vec!["id"]);
+        assert_eq!(s.fields[2].constraints.r#enum.as_ref().unwrap().len(), 2);
+        assert_eq!(s.fields[2].constraints.min_length, Some(3));
+    }
+
+    #[test]
+    fn defaults_and_composite_key() {
+        let s = TableSchema::from_json(
+            r#"{"fields":[{"name":"a"},{"name":"b","type":"year"}],"primaryKey":["a","b"]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.missing_values, vec![""]);
+        assert_eq!(s.primary_key.unwrap().names(), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn rejects_unknown_type() {
+        let e = TableSchema::from_json(r#"{"fields":[{"name":"a","type":"geopoint"}]}"#);
+        assert!(matches!(e, Err(SchemaError::Json(_))), "{e:?}");
+    }
+
+    #[test]
+    fn rejects_bad_pattern() {
+        let e = TableSchema::from_json(
+            r#"{"fields":[{"name":"a","constraints":{"pattern":"([a-z"}}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, SchemaError::BadPattern { ref field, .. } if field == "a"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("not a valid regex"));
+    }
+
+    #[test]
+    fn rejects_duplicate_fields() {
+        let e = TableSchema::from_json(r#"{"fields":[{"name":"a"},{"name":"a"}]}"#).unwrap_err();
+        assert!(
+            matches!(e, SchemaError::DuplicateField(ref n) if n == "a"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_key_field_and_bad_constraints() {
+        let e =
+            TableSchema::from_json(r#"{"fields":[{"name":"a"}],"primaryKey":"b"}"#).unwrap_err();
+        assert!(
+            matches!(e, SchemaError::UnknownKeyField(ref n) if n == "b"),
+            "{e}"
+        );
+        let e = TableSchema::from_json(
+            r#"{"fields":[{"name":"a","type":"integer","constraints":{"minimum":"x"}}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SchemaError::BadConstraint {
+                    constraint: "minimum",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = TableSchema::from_json(
+            r#"{"fields":[{"name":"a","type":"integer","constraints":{"maxLength":3}}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SchemaError::BadConstraint {
+                    constraint: "maxLength",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = TableSchema::from_json(r#"{"fields":[{"name":"a","type":"date","format":"%Q"}]}"#)
+            .unwrap_err();
+        assert!(matches!(e, SchemaError::BadFormat { .. }), "{e}");
+        let e =
+            TableSchema::from_json(r#"{"fields":[{"name":"a","format":"phone"}]}"#).unwrap_err();
+        assert!(matches!(e, SchemaError::BadFormat { .. }), "{e}");
+        assert!(matches!(
+            TableSchema::from_json(r#"{"fields":[]}"#),
+            Err(SchemaError::NoFields)
+        ));
     }
 }

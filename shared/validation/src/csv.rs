@@ -1142,6 +1142,7 @@ fn run_screening<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SchemaCheck;
     use crate::reader::Syntax;
     use crate::{Compression, Limits};
 

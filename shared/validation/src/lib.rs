@@ -67,7 +67,6 @@ mod jsonl;
 mod pattern;
 mod reader;
 pub mod report;
-pub mod schema;
 mod types;
 mod unique;
 mod words;
@@ -79,48 +78,17 @@ use serde::{Deserialize, Serialize};
 pub use cast::{Cast, Casts};
 pub use reader::{Decoded, RATIO_GRACE_BYTES, ZSTD_MAX_WINDOW_LOG};
 pub use report::{ErrorKind, MAX_VALUE_CHARS, Report, RowError};
-pub use schema::{Constraints, Field, FieldType, PrimaryKey, SchemaError, TableSchema};
+// The schema and the formats are data of their own crate, which the domain uses without the engine.
+pub use check::SchemaCheck;
+pub use choreo_schema as schema;
+pub use choreo_schema::{
+    Compression, Constraints, CsvDialect, Field, FieldType, Format, PrimaryKey, SchemaError,
+    TableSchema,
+};
 
 use check::Checker;
 use reader::{Guard, Syntax};
 use report::Collector;
-
-/// How the object's bytes are compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    None,
-    Gzip,
-    /// Zstandard (multi-frame; windows up to [`ZSTD_MAX_WINDOW_LOG`]).
-    Zstd,
-}
-
-/// The object's format.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Format {
-    Csv(CsvDialect),
-    JsonLines,
-}
-
-/// CSV dialect. Quotes are RFC 4180 style (doubled to escape).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct CsvDialect {
-    pub delimiter: u8,
-    pub quote: u8,
-    /// Whether the first row names the columns.
-    pub header: bool,
-}
-
-impl Default for CsvDialect {
-    fn default() -> Self {
-        CsvDialect {
-            delimiter: b',',
-            quote: b'"',
-            header: true,
-        }
-    }
-}
 
 /// Bounds that keep hostile input from costing unbounded time or memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,6 +22,7 @@
 //! Frictionless is required: without it the test fails (`scripts/test`
 //! installs it into `.venv`).
 
+use choreo_validation::SchemaCheck;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};

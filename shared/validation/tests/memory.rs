@@ -13,6 +13,7 @@
 //! (the high-water mark, reset first through `/proc/self/clear_refs`) after.
 //! This is the only test in this binary, so no other test allocates meanwhile.
 
+use choreo_validation::SchemaCheck;
 use std::io::{self, Read, Write};
 
 use choreo_validation::{Compression, CsvDialect, Format, Limits, TableSchema, validate};

@@ -1,5 +1,6 @@
 //! End-to-end tests of `validate` on small inputs made in the test.
 
+use choreo_validation::SchemaCheck;
 use std::io::{self, Read, Write};
 
 use choreo_validation::{

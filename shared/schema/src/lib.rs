@@ -1,10 +1,11 @@
-//! The Frictionless Table Schema as data: [`TableSchema`], [`Field`],
-//! [`FieldType`], [`Constraints`], [`PrimaryKey`], and [`SchemaError`] for a
-//! schema that cannot be used. Loading a schema also checks it (regexes
-//! compile, field names are distinct, constraints suit the field's type and
-//! cast in it) by compiling it once, the same way [`crate::validate`] does.
-
-use std::io::Read;
+//! The Frictionless Table Schema as data: [`TableSchema`], [`Field`], [`FieldType`],
+//! [`Constraints`], [`PrimaryKey`], and [`SchemaError`] for a schema that cannot be used; and how a
+//! dataset's files are written: [`Format`], [`CsvDialect`], [`Compression`].
+//!
+//! Data only, so that the crates describing datasets (the domain's configuration, catalogue and
+//! manifests) need no validation engine. Checking that a schema is usable (regexes compile, field
+//! names are distinct, constraints suit the field's type and cast in it) compiles it, which is the
+//! engine's work: `choreo_validation::SchemaCheck`.
 
 use serde::{Deserialize, Serialize};
 
@@ -170,18 +171,10 @@ pub enum SchemaError {
 }
 
 impl TableSchema {
-    /// Parse and check a schema from JSON text.
-    pub fn from_json(s: &str) -> Result<Self, SchemaError> {
-        let schema: TableSchema = serde_json::from_str(s)?;
-        schema.check()?;
-        Ok(schema)
-    }
-
-    /// Parse and check a schema from a reader of JSON text.
-    pub fn from_json_reader<R: Read>(r: R) -> Result<Self, SchemaError> {
-        let schema: TableSchema = serde_json::from_reader(r)?;
-        schema.check()?;
-        Ok(schema)
+    /// Parse a schema from JSON text, unchecked: `choreo_validation::SchemaCheck::from_json` also
+    /// checks that it is usable.
+    pub fn parse(s: &str) -> Result<Self, SchemaError> {
+        Ok(serde_json::from_str(s)?)
     }
 
     /// The field named `name`, if any.
@@ -190,113 +183,39 @@ impl TableSchema {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// How the object's bytes are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    /// Zstandard (multi-frame; the validator bounds its window: `ZSTD_MAX_WINDOW_LOG`).
+    Zstd,
+}
 
-    #[test]
-    fn parses_full_schema() {
-        let s = TableSchema::from_json(
-            r#"{"fields":[
-                {"name":"id","type":"integer","constraints":{"required":true,"unique":true,"minimum":1}},
-                {"name":"when","type":"date","format":"%d/%m/%Y","constraints":{"maximum":"31/12/2030"}},
-                {"name":"code","constraints":{"pattern":"[A-Z]{3}","enum":["ABC","XYZ"],"minLength":3}}
-              ],
-              "missingValues":["","NA"],
-              "primaryKey":"id"}"#,
-        )
-        .unwrap();
-        assert_eq!(s.fields.len(), 3);
-        assert_eq!(s.fields[2].field_type, FieldType::String);
-        assert_eq!(s.missing_values, vec!["", "NA"]);
-        assert_eq!(s.primary_key.as_ref().unwrap().names(), vec!["id"]);
-        assert_eq!(s.fields[2].constraints.r#enum.as_ref().unwrap().len(), 2);
-        assert_eq!(s.fields[2].constraints.min_length, Some(3));
-    }
+/// The object's format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Format {
+    Csv(CsvDialect),
+    JsonLines,
+}
 
-    #[test]
-    fn defaults_and_composite_key() {
-        let s = TableSchema::from_json(
-            r#"{"fields":[{"name":"a"},{"name":"b","type":"year"}],"primaryKey":["a","b"]}"#,
-        )
-        .unwrap();
-        assert_eq!(s.missing_values, vec![""]);
-        assert_eq!(s.primary_key.unwrap().names(), vec!["a", "b"]);
-    }
+/// CSV dialect. Quotes are RFC 4180 style (doubled to escape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CsvDialect {
+    pub delimiter: u8,
+    pub quote: u8,
+    /// Whether the first row names the columns.
+    pub header: bool,
+}
 
-    #[test]
-    fn rejects_unknown_type() {
-        let e = TableSchema::from_json(r#"{"fields":[{"name":"a","type":"geopoint"}]}"#);
-        assert!(matches!(e, Err(SchemaError::Json(_))), "{e:?}");
-    }
-
-    #[test]
-    fn rejects_bad_pattern() {
-        let e = TableSchema::from_json(
-            r#"{"fields":[{"name":"a","constraints":{"pattern":"([a-z"}}]}"#,
-        )
-        .unwrap_err();
-        assert!(
-            matches!(e, SchemaError::BadPattern { ref field, .. } if field == "a"),
-            "{e}"
-        );
-        assert!(e.to_string().contains("not a valid regex"));
-    }
-
-    #[test]
-    fn rejects_duplicate_fields() {
-        let e = TableSchema::from_json(r#"{"fields":[{"name":"a"},{"name":"a"}]}"#).unwrap_err();
-        assert!(
-            matches!(e, SchemaError::DuplicateField(ref n) if n == "a"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn rejects_unknown_key_field_and_bad_constraints() {
-        let e =
-            TableSchema::from_json(r#"{"fields":[{"name":"a"}],"primaryKey":"b"}"#).unwrap_err();
-        assert!(
-            matches!(e, SchemaError::UnknownKeyField(ref n) if n == "b"),
-            "{e}"
-        );
-        let e = TableSchema::from_json(
-            r#"{"fields":[{"name":"a","type":"integer","constraints":{"minimum":"x"}}]}"#,
-        )
-        .unwrap_err();
-        assert!(
-            matches!(
-                e,
-                SchemaError::BadConstraint {
-                    constraint: "minimum",
-                    ..
-                }
-            ),
-            "{e}"
-        );
-        let e = TableSchema::from_json(
-            r#"{"fields":[{"name":"a","type":"integer","constraints":{"maxLength":3}}]}"#,
-        )
-        .unwrap_err();
-        assert!(
-            matches!(
-                e,
-                SchemaError::BadConstraint {
-                    constraint: "maxLength",
-                    ..
-                }
-            ),
-            "{e}"
-        );
-        let e = TableSchema::from_json(r#"{"fields":[{"name":"a","type":"date","format":"%Q"}]}"#)
-            .unwrap_err();
-        assert!(matches!(e, SchemaError::BadFormat { .. }), "{e}");
-        let e =
-            TableSchema::from_json(r#"{"fields":[{"name":"a","format":"phone"}]}"#).unwrap_err();
-        assert!(matches!(e, SchemaError::BadFormat { .. }), "{e}");
-        assert!(matches!(
-            TableSchema::from_json(r#"{"fields":[]}"#),
-            Err(SchemaError::NoFields)
-        ));
+impl Default for CsvDialect {
+    fn default() -> Self {
+        CsvDialect {
+            delimiter: b',',
+            quote: b'"',
+            header: true,
+        }
     }
 }
