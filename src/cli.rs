@@ -780,13 +780,7 @@ fn validate(args: ValidateArgs) -> anyhow::Result<i32> {
     let schema = TableSchema::from_json(&schema_text)
         .with_context(|| format!("the schema {}", args.schema.display()))?;
     let name = args.file.to_string_lossy().to_lowercase();
-    let compression = if name.ends_with(".gz") {
-        Compression::Gzip
-    } else if name.ends_with(".zst") {
-        Compression::Zstd
-    } else {
-        Compression::None
-    };
+    let compression = Compression::from_key(&name);
     let jsonl = match args.format.as_deref() {
         Some(f) => f == "jsonl",
         None => name.contains(".jsonl") || name.contains(".ndjson"),

@@ -534,9 +534,7 @@ impl DatasetConfig {
             CompressionSetting::None => Compression::None,
             CompressionSetting::Gzip => Compression::Gzip,
             CompressionSetting::Zstd => Compression::Zstd,
-            CompressionSetting::Auto if key.ends_with(".gz") => Compression::Gzip,
-            CompressionSetting::Auto if key.ends_with(".zst") => Compression::Zstd,
-            CompressionSetting::Auto => Compression::None,
+            CompressionSetting::Auto => Compression::from_key(key),
         }
     }
 }

@@ -193,6 +193,25 @@ pub enum Compression {
     Zstd,
 }
 
+impl Compression {
+    /// The compression a key's suffix names (`.gz`, `.zst`, in any case); none otherwise. The one
+    /// rule for a dataset whose compression is `auto` and for `choreo validate`.
+    pub fn from_key(key: &str) -> Compression {
+        let lower = |suffix: &str| {
+            key.len() >= suffix.len()
+                && key.as_bytes()[key.len() - suffix.len()..]
+                    .eq_ignore_ascii_case(suffix.as_bytes())
+        };
+        if lower(".gz") {
+            Compression::Gzip
+        } else if lower(".zst") {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
 /// The object's format.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Format {
@@ -217,5 +236,20 @@ impl Default for CsvDialect {
             quote: b'"',
             header: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keys_suffix_names_its_compression_in_any_case() {
+        assert_eq!(Compression::from_key("d/a.csv.gz"), Compression::Gzip);
+        assert_eq!(Compression::from_key("d/A.CSV.GZ"), Compression::Gzip);
+        assert_eq!(Compression::from_key("d/a.jsonl.zst"), Compression::Zstd);
+        assert_eq!(Compression::from_key("d/a.csv"), Compression::None);
+        assert_eq!(Compression::from_key("gz"), Compression::None);
+        assert_eq!(Compression::from_key("d/a.gzip"), Compression::None);
     }
 }
