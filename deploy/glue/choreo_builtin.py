@@ -145,10 +145,12 @@ class _Bounded(io.RawIOBase):
 def decoded(body, key, limit):
     """The text stream of an object's bytes `body`: gzip or zstd by the key's suffix (the
     dataset's `compression: auto`), bounded to `limit` bytes, UTF-8 with undecodable bytes kept
-    as replacement characters (the validator has already rejected files that are not UTF-8)."""
-    if key.endswith(".gz"):
+    as replacement characters (the validator has already rejected files that are not UTF-8).
+    The suffix is read in any case, as `Compression::from_key` reads it."""
+    suffix = key.lower()
+    if suffix.endswith(".gz"):
         body = gzip.GzipFile(fileobj=body)
-    elif key.endswith(".zst"):
+    elif suffix.endswith(".zst"):
         import zstandard  # Glue: --additional-python-modules zstandard (set by choreo bootstrap)
 
         body = zstandard.ZstdDecompressor().stream_reader(body)
