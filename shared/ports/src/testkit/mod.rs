@@ -5,10 +5,12 @@
 
 mod audit;
 mod extracts;
+mod objects;
 mod queue;
 mod state;
 
 pub use audit::audit_log_contract;
 pub use extracts::extract_store_contract;
+pub use objects::{ContractBuckets, object_store_contract};
 pub use queue::{EmulatorDifferences, QueueUnderTest, queue_contract};
 pub use state::state_store_contract;
