@@ -5,6 +5,7 @@
 
 mod audit;
 mod bus;
+mod catalog;
 mod extracts;
 mod objects;
 mod queue;
@@ -12,6 +13,7 @@ mod state;
 
 pub use audit::audit_log_contract;
 pub use bus::{Subscriber, event_bus_contract};
+pub use catalog::catalog_contract;
 pub use extracts::extract_store_contract;
 pub use objects::{ContractBuckets, object_store_contract};
 pub use queue::{EmulatorDifferences, QueueUnderTest, queue_contract};
