@@ -415,12 +415,11 @@ mod tests {
         assert_eq!(registered(&t, &as_glue_returns(&input, &[])), other);
     }
 
-    #[tokio::test]
-    async fn glue_tables_and_partitions_are_registered_once() {
-        let moto = Moto::start();
+    async fn glue_catalog(moto: &Moto) -> (AwsClients, GlueCatalog) {
         let clients = AwsClients::emulator(&moto.endpoint).await;
-        let glue = &clients.glue;
-        glue.create_database()
+        clients
+            .glue
+            .create_database()
             .database_input(
                 aws_sdk_glue::types::DatabaseInput::builder()
                     .name("choreo")
@@ -430,24 +429,27 @@ mod tests {
             .send()
             .await
             .unwrap();
-        let c = GlueCatalog::new(glue.clone(), "choreo");
-        let mut t = table(&["region", "day"]);
-        assert_eq!(c.ensure_table(&t).await.unwrap(), TableOutcome::Created);
-        assert_eq!(c.ensure_table(&t).await.unwrap(), TableOutcome::Unchanged);
-        t.columns[1].column_type = ColumnType::String;
-        assert_eq!(c.ensure_table(&t).await.unwrap(), TableOutcome::Updated);
-        assert_eq!(c.ensure_table(&t).await.unwrap(), TableOutcome::Unchanged);
-        let err = c.ensure_table(&table(&["day"])).await.unwrap_err();
-        assert_eq!(err.kind, PortErrorKind::Permanent, "{err}");
+        let c = GlueCatalog::new(clients.glue.clone(), "choreo");
+        (clients, c)
+    }
 
-        // 150 partitions: two calls; then again with five new ones among them.
-        let first: Vec<Partition> = (0..150).map(|d| partition("eu", d)).collect();
-        assert_eq!(c.add_partitions(&t, &first).await.unwrap(), 150);
-        let mut again = first[..50].to_vec();
-        again.extend((0..5).map(|d| partition("us", d)));
-        assert_eq!(c.add_partitions(&t, &again).await.unwrap(), 5);
-        assert_eq!(c.add_partitions(&t, &[]).await.unwrap(), 0);
-        let got = glue
+    /// The port's contract (`choreo_ports::testkit`), on Glue (moto).
+    #[tokio::test]
+    async fn the_catalog_keeps_the_ports_contract() {
+        let moto = Moto::start();
+        let (_clients, c) = glue_catalog(&moto).await;
+        choreo_ports::testkit::catalog_contract(&c).await;
+    }
+
+    #[tokio::test]
+    async fn glue_partitions_are_at_their_folders_and_a_missing_database_is_not_retried() {
+        let moto = Moto::start();
+        let (clients, c) = glue_catalog(&moto).await;
+        let t = table(&["region", "day"]);
+        c.ensure_table(&t).await.unwrap();
+        c.add_partitions(&t, &[partition("us", 3)]).await.unwrap();
+        let got = clients
+            .glue
             .get_partition()
             .database_name("choreo")
             .table_name("sales")
@@ -463,7 +465,7 @@ mod tests {
         );
 
         // No database: not found, which fails the batch rather than retrying.
-        let lost = GlueCatalog::new(glue.clone(), "nowhere");
+        let lost = GlueCatalog::new(clients.glue.clone(), "nowhere");
         let err = lost.ensure_table(&t).await.unwrap_err();
         assert_ne!(err.kind, PortErrorKind::Transient, "{err}");
     }

@@ -808,43 +808,20 @@ mod tests {
         assert_eq!(ops, ["CreateDatabase", "GetCrawler", "GetJob"]);
     }
 
+    /// The port's contract (`choreo_ports::testkit`), on Glue (moto, whose crawls run a second).
     #[tokio::test]
-    async fn glue_crawls_run_then_succeed() {
+    async fn the_crawler_keeps_the_ports_contract() {
         let moto = Moto::start();
         moto.set_transition_seconds("glue::crawl", 1);
         let clients = AwsClients::emulator(&moto.endpoint).await;
         create_glue(&clients, &config(), SCRIPT).await.unwrap();
         let crawler = GlueCrawler::new(clients.glue.clone());
+        // Before its first crawl, Glue's crawler has no last crawl to report.
         assert_eq!(
             crawler.crawl_status("daily-crawler").await.unwrap(),
             CrawlStatus::Failed("crawler has not run".into())
         );
-        assert_eq!(
-            crawler.start_crawl("daily-crawler").await.unwrap(),
-            CrawlStart::Started
-        );
-        assert_eq!(
-            crawler.start_crawl("daily-crawler").await.unwrap(),
-            CrawlStart::AlreadyRunning
-        );
-        assert_eq!(
-            crawler.crawl_status("daily-crawler").await.unwrap(),
-            CrawlStatus::Running
-        );
-        let ended = settle(CrawlStatus::Running, 10, || {
-            crawler.crawl_status("daily-crawler")
-        })
-        .await;
-        assert_eq!(ended, CrawlStatus::Succeeded);
-        // Ready again: a new crawl starts.
-        assert_eq!(
-            crawler.start_crawl("daily-crawler").await.unwrap(),
-            CrawlStart::Started
-        );
-        let err = crawler.start_crawl("no-crawler").await.unwrap_err();
-        assert_eq!(err.kind, PortErrorKind::NotFound);
-        let err = crawler.crawl_status("no-crawler").await.unwrap_err();
-        assert_eq!(err.kind, PortErrorKind::NotFound);
+        choreo_ports::testkit::crawler_contract(&crawler, "daily-crawler").await;
     }
 
     #[tokio::test]

@@ -429,14 +429,11 @@ mod tests {
         Ok(s)
     }
 
-    #[tokio::test]
-    async fn pinned_operations_mean_the_registered_upload_not_the_latest() {
-        let moto = Moto::start();
-        let (clients, s3) = store_with_buckets(&moto, &["choreo-in", "choreo-out", "plain"]).await;
+    async fn versioned(clients: &AwsClients, bucket: &str) {
         clients
             .s3
             .put_bucket_versioning()
-            .bucket("choreo-in")
+            .bucket(bucket)
             .versioning_configuration(
                 VersioningConfiguration::builder()
                     .status(BucketVersioningStatus::Enabled)
@@ -445,11 +442,30 @@ mod tests {
             .send()
             .await
             .unwrap();
+    }
+
+    /// The port's contract (`choreo_ports::testkit`), on S3 (moto): a versioned bucket keeps pinned
+    /// uploads, an unversioned one only the latest (its pins are ETags).
+    #[tokio::test]
+    async fn the_object_store_keeps_the_ports_contract() {
+        let moto = Moto::start();
+        let (clients, s3) = store_with_buckets(&moto, &["choreo-versioned", "choreo-plain"]).await;
+        versioned(&clients, "choreo-versioned").await;
+        let buckets = choreo_ports::testkit::ContractBuckets {
+            versioned: "choreo-versioned",
+            plain: "choreo-plain",
+        };
+        choreo_ports::testkit::object_store_contract(&s3, buckets).await;
+    }
+
+    /// An ETag pin in a versioned bucket (what a notification without a version id gives: moto
+    /// sends only the ETag) finds its upload among the versions once the key holds a newer one.
+    #[tokio::test]
+    async fn etag_pins_find_their_version_in_a_versioned_bucket() {
+        let moto = Moto::start();
+        let (clients, s3) = store_with_buckets(&moto, &["choreo-in", "choreo-out"]).await;
+        versioned(&clients, "choreo-in").await;
         s3.put("choreo-in", KEY, b"valid".to_vec()).await.unwrap();
-        let first = s3.head("choreo-in", KEY).await.unwrap().unwrap();
-        let by_id = first.pin.clone().unwrap();
-        assert!(matches!(by_id, Pin::VersionId(_)), "{by_id:?}");
-        // What a notification without a version id gives (moto sends only the ETag).
         let etag = clients
             .s3
             .head_object()
@@ -465,198 +481,21 @@ mod tests {
         s3.put("choreo-in", KEY, b"invalid!!".to_vec())
             .await
             .unwrap();
-        let second = s3
-            .head("choreo-in", KEY)
-            .await
-            .unwrap()
-            .unwrap()
-            .pin
-            .unwrap();
 
-        for pin in [&by_id, &by_etag] {
-            assert_eq!(
-                read_pinned(&s3, "choreo-in", KEY, pin).await.unwrap(),
-                "valid"
-            );
-        }
-        assert_eq!(read(&s3, "choreo-in", KEY).await, "invalid!!");
+        assert_eq!(
+            read_pinned(&s3, "choreo-in", KEY, &by_etag).await.unwrap(),
+            "valid"
+        );
         s3.copy("choreo-in", KEY, Some(&by_etag), "choreo-out", "a")
             .await
             .unwrap();
         assert_eq!(read(&s3, "choreo-out", "a").await, "valid");
-        s3.copy("choreo-in", KEY, Some(&by_id), "choreo-out", "b")
-            .await
-            .unwrap();
-        assert_eq!(read(&s3, "choreo-out", "b").await, "valid");
-
-        // Quarantining the second upload removes it and leaves the first readable.
-        s3.delete("choreo-in", KEY, Some(&second)).await.unwrap();
-        assert_eq!(
-            read(&s3, "choreo-in", KEY).await,
-            "valid",
-            "the first is the latest again"
-        );
-        // An ETag-pinned delete of an upload that is no longer the latest removes that version only.
-        s3.put("choreo-in", KEY, b"third".to_vec()).await.unwrap();
+        // A delete of an upload that is no longer the latest removes that version only.
         s3.delete("choreo-in", KEY, Some(&by_etag)).await.unwrap();
-        assert_eq!(read(&s3, "choreo-in", KEY).await, "third");
+        assert_eq!(read(&s3, "choreo-in", KEY).await, "invalid!!");
         let err = read_pinned(&s3, "choreo-in", KEY, &by_etag)
             .await
             .unwrap_err();
         assert_eq!(err.kind, PortErrorKind::NotFound, "{err}");
-
-        // Unversioned: the overwritten upload is lost, and a pinned read says so instead of
-        // returning the newer bytes.
-        s3.put("plain", "k", b"one".to_vec()).await.unwrap();
-        let one = s3.head("plain", "k").await.unwrap().unwrap().pin.unwrap();
-        assert!(matches!(one, Pin::ETag(_)), "{one:?}");
-        s3.put("plain", "k", b"two".to_vec()).await.unwrap();
-        let err = read_pinned(&s3, "plain", "k", &one).await.unwrap_err();
-        assert_eq!(err.kind, PortErrorKind::NotFound, "{err}");
-        s3.delete("plain", "k", Some(&one)).await.unwrap();
-        assert_eq!(
-            read(&s3, "plain", "k").await,
-            "two",
-            "a pinned delete spares the newer upload"
-        );
-    }
-
-    #[tokio::test]
-    async fn s3_objects_round_trip_with_awkward_keys() {
-        let moto = Moto::start();
-        let (_clients, s3) = store_with_buckets(&moto, &["choreo-in", "choreo-out"]).await;
-
-        s3.put("choreo-in", KEY, b"id,name\n1,a\n".to_vec())
-            .await
-            .unwrap();
-        s3.put("choreo-in", "daily/z.csv", b"z".to_vec())
-            .await
-            .unwrap();
-        s3.put("choreo-in", "monthly/m.csv", b"m".to_vec())
-            .await
-            .unwrap();
-        assert_eq!(read(&s3, "choreo-in", KEY).await, "id,name\n1,a\n");
-
-        let meta = s3.head("choreo-in", KEY).await.unwrap().expect("exists");
-        assert_eq!(meta.key, KEY);
-        assert_eq!(meta.size, 12);
-        assert!(
-            !meta.version.is_empty() && !meta.version.contains('"'),
-            "{}",
-            meta.version
-        );
-        assert!((Utc::now() - meta.last_modified).num_seconds().abs() < 60);
-        assert_eq!(s3.head("choreo-in", "daily/none.csv").await.unwrap(), None);
-
-        // The copy source must be encoded: the copied bytes prove the right object was found.
-        s3.copy("choreo-in", KEY, None, "choreo-out", KEY)
-            .await
-            .unwrap();
-        s3.copy("choreo-in", KEY, None, "choreo-out", KEY)
-            .await
-            .unwrap();
-        assert_eq!(read(&s3, "choreo-out", KEY).await, "id,name\n1,a\n");
-        let err = s3
-            .copy("choreo-in", "daily/none.csv", None, "choreo-out", "x")
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind, PortErrorKind::NotFound, "{err}");
-
-        let listed = s3.list("choreo-in", "daily/").await.unwrap();
-        let keys: Vec<_> = listed.iter().map(|m| m.key.as_str()).collect();
-        assert_eq!(keys, [KEY, "daily/z.csv"]);
-        assert_eq!(
-            (&listed[0].key, listed[0].size, &listed[0].version),
-            (&meta.key, meta.size, &meta.version),
-            "list and head agree"
-        );
-
-        let err = match s3.get("choreo-in", "daily/none.csv", None).await {
-            Err(e) => e,
-            Ok(_) => panic!("a missing key was read"),
-        };
-        assert_eq!(err.kind, PortErrorKind::NotFound, "{err}");
-
-        s3.delete("choreo-in", KEY, None).await.unwrap();
-        s3.delete("choreo-in", KEY, None).await.unwrap();
-        assert_eq!(s3.head("choreo-in", KEY).await.unwrap(), None);
-        let keys: Vec<_> = s3
-            .list("choreo-in", "")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.key)
-            .collect();
-        assert_eq!(keys, ["daily/z.csv", "monthly/m.csv"]);
-    }
-
-    #[tokio::test]
-    async fn s3_put_file_streams_and_versioned_buckets_name_versions() {
-        let moto = Moto::start();
-        let (clients, s3) = store_with_buckets(&moto, &["choreo-work"]).await;
-
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("big.csv");
-        let line = "0123456789abcdef,ü\n";
-        std::fs::write(&path, line.repeat(64 * 1024)).unwrap();
-        s3.put_file("choreo-work", KEY, &path).await.unwrap();
-        let meta = s3.head("choreo-work", KEY).await.unwrap().unwrap();
-        assert_eq!(meta.size, (line.len() * 64 * 1024) as u64);
-        assert_eq!(read(&s3, "choreo-work", KEY).await, line.repeat(64 * 1024));
-        let err = s3
-            .put_file("choreo-work", "x", &dir.path().join("absent"))
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind, PortErrorKind::NotFound, "{err}");
-
-        // A versioned bucket: every upload is a version, and list agrees with head on the latest.
-        clients
-            .s3
-            .put_bucket_versioning()
-            .bucket("choreo-work")
-            .versioning_configuration(
-                VersioningConfiguration::builder()
-                    .status(BucketVersioningStatus::Enabled)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        s3.put("choreo-work", "v.csv", b"one".to_vec())
-            .await
-            .unwrap();
-        let first = s3.head("choreo-work", "v.csv").await.unwrap().unwrap();
-        s3.put("choreo-work", "v.csv", b"one".to_vec())
-            .await
-            .unwrap();
-        let second = s3.head("choreo-work", "v.csv").await.unwrap().unwrap();
-        assert_ne!(first.version, second.version, "same bytes, new upload");
-        s3.put("choreo-work", "w.csv", b"w".to_vec()).await.unwrap();
-        s3.delete("choreo-work", "w.csv", None).await.unwrap();
-        let listed = s3.list("choreo-work", "").await.unwrap();
-        let keys: Vec<_> = listed.iter().map(|m| m.key.as_str()).collect();
-        assert_eq!(keys, [KEY, "v.csv"], "deleted keys are not listed");
-        assert_eq!(listed[1].version, second.version);
-        assert_eq!(listed[1].size, 3);
-
-        // More keys than one page holds (moto pages versions by 100, S3 by 1000).
-        for i in (0..130).rev() {
-            s3.put("choreo-work", &format!("many/{i:03}"), vec![b'x'; i])
-                .await
-                .unwrap();
-        }
-        s3.put("choreo-work", "many/000", b"again".to_vec())
-            .await
-            .unwrap();
-        let listed = s3.list("choreo-work", "many/").await.unwrap();
-        assert_eq!(listed.len(), 130);
-        assert!(
-            listed
-                .iter()
-                .enumerate()
-                .all(|(i, m)| m.key == format!("many/{i:03}"))
-        );
-        assert_eq!(listed[0].size, 5, "the latest version of many/000");
-        assert_eq!(listed[129].size, 129);
     }
 }

@@ -316,3 +316,38 @@ impl Notifier for SnsNotifier {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AwsClients;
+    use crate::messaging_setup::{create_queues, create_topics};
+    use crate::moto::Moto;
+    use crate::sqs::SqsQueue;
+    use choreo_domain::config::Config;
+
+    /// The port's contract (`choreo_ports::testkit`), on SNS with the configuration's filtered SQS
+    /// subscriptions (moto).
+    #[tokio::test]
+    async fn the_event_bus_keeps_the_ports_contract() {
+        let moto = Moto::start();
+        let clients = AwsClients::emulator(&moto.endpoint).await;
+        let config = Config::default();
+        create_queues(&clients, &config).await.unwrap();
+        create_topics(&clients, &config).await.unwrap();
+        let subscribers: Vec<_> = config
+            .subscriptions()
+            .into_iter()
+            .map(|(q, kinds)| {
+                let queue: Arc<dyn choreo_ports::Queue> =
+                    Arc::new(SqsQueue::new(clients.sqs.clone(), &q));
+                (
+                    queue,
+                    kinds.iter().map(|k| k.as_str().to_string()).collect(),
+                )
+            })
+            .collect();
+        let bus = Arc::new(SnsBus::new(clients.sns.clone(), &config.topics.events));
+        choreo_ports::testkit::event_bus_contract(bus, &subscribers).await;
+    }
+}

@@ -112,76 +112,44 @@ impl EventBus for LocalTopic {
 mod tests {
     use crate::testutil::{backend, event_msg};
     use choreo_domain::EventKind;
-    use choreo_ports::{OutgoingMessage, Queue};
-    use std::time::Duration;
 
-    async fn drain(q: &dyn Queue) -> Vec<String> {
-        let got = q
-            .receive(10, Duration::ZERO, Duration::from_secs(30))
-            .await
-            .unwrap();
-        got.into_iter()
-            .map(|m| m.attributes["event_type"].clone())
-            .collect()
-    }
-
+    /// The port's contract (`choreo_ports::testkit`), routed by the configuration's subscriptions.
     #[tokio::test]
-    async fn events_route_by_type_and_the_audit_queue_gets_all() {
+    async fn the_event_bus_keeps_the_ports_contract() {
         let (_dir, b) = backend();
-        let bus = b.ports().bus;
-        for kind in EventKind::PUBLISHED {
-            bus.publish(event_msg(kind)).await.unwrap();
-        }
-        let q = &b.config().queues;
-        assert_eq!(drain(&*b.queue(&q.validate)).await, ["FileRegistered"]);
-        assert_eq!(drain(&*b.queue(&q.quarantine)).await, ["FileRejected"]);
-        assert_eq!(drain(&*b.queue(&q.crawl)).await, ["FileValidated"]);
-        assert_eq!(drain(&*b.queue(&q.transform)).await, ["BatchCataloged"]);
-        assert!(drain(&*b.queue(&q.ingest)).await.is_empty());
-        let mut audit = drain(&*b.queue(&q.audit)).await;
-        audit.sort();
-        let mut all: Vec<_> = EventKind::PUBLISHED.iter().map(|k| k.as_str()).collect();
-        all.sort();
-        assert_eq!(audit, all);
-        // Attributes travel with every copy.
-        bus.publish(event_msg(EventKind::FileRegistered))
-            .await
-            .unwrap();
-        let got = b
-            .queue(&q.validate)
-            .receive(1, Duration::ZERO, Duration::from_secs(30))
-            .await
-            .unwrap();
-        assert_eq!(got[0].attributes["traceparent"], "00-abc-def-01");
-        assert_eq!(b.topic().subscriptions().await.unwrap().len(), 4 + 7);
-    }
-
-    #[tokio::test]
-    async fn a_message_without_event_type_is_refused() {
-        let (_dir, b) = backend();
-        let err = b
-            .ports()
-            .bus
-            .publish(OutgoingMessage {
-                body: "{}".into(),
-                attributes: Default::default(),
+        let subscribers: Vec<_> = b
+            .config()
+            .subscriptions()
+            .into_iter()
+            .map(|(q, kinds)| {
+                (
+                    b.queue(&q),
+                    kinds.iter().map(|k| k.as_str().to_string()).collect(),
+                )
             })
-            .await
-            .unwrap_err();
-        assert!(!err.is_retryable());
-        // Timers are not published: nobody subscribes to them, so they go nowhere.
+            .collect();
+        choreo_ports::testkit::event_bus_contract(b.ports().bus, &subscribers).await;
+    }
+
+    /// The subscriptions are rows an operator can read: one per (queue, event type). Timers are
+    /// not among them: published, they go nowhere.
+    #[tokio::test]
+    async fn subscriptions_are_rows_per_queue_and_type() {
+        let (_dir, b) = backend();
+        let rows: usize = b
+            .config()
+            .subscriptions()
+            .iter()
+            .map(|(_, kinds)| kinds.len())
+            .sum();
+        assert_eq!(b.topic().subscriptions().await.unwrap().len(), rows);
+        assert_eq!(rows, 4 + 7);
         b.ports()
             .bus
             .publish(event_msg(EventKind::CrawlPoll))
             .await
             .unwrap();
-        assert_eq!(
-            b.queue(&b.config().queues.crawl)
-                .depth()
-                .await
-                .unwrap()
-                .total(),
-            0
-        );
+        let crawl = b.queue(&b.config().queues.crawl);
+        assert_eq!(crawl.depth().await.unwrap().total(), 0);
     }
 }

@@ -763,98 +763,40 @@ mod tests {
         );
     }
 
+    /// The port's contract (`choreo_ports::testkit`): the input bucket keeps pinned uploads (its
+    /// writes are pinned as they are announced), the work bucket only the latest.
     #[tokio::test]
-    async fn put_get_copy_delete_list() {
+    async fn the_object_store_keeps_the_ports_contract() {
         let (_dir, b) = backend();
-        let s = b.objects();
-        let input = b.config().buckets.input.clone();
-        let failed = b.config().buckets.failed.clone();
-        s.put(&input, "daily/a.csv", b"a,b\n1,2\n".to_vec())
-            .await
-            .unwrap();
-        s.put(&input, "daily/sub/b.csv", b"x".to_vec())
-            .await
-            .unwrap();
-        s.put(&input, "other.csv", b"y".to_vec()).await.unwrap();
-        assert_eq!(read(&*s, &input, "daily/a.csv").await, "a,b\n1,2\n");
-
-        let meta = s.head(&input, "daily/a.csv").await.unwrap().unwrap();
-        assert_eq!(meta.size, 8);
-        assert!(meta.version.ends_with("-8"), "{}", meta.version);
-        assert!(s.head(&input, "daily/zzz.csv").await.unwrap().is_none());
-
-        let keys: Vec<_> = s
-            .list(&input, "daily/")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.key)
-            .collect();
-        assert_eq!(keys, ["daily/a.csv", "daily/sub/b.csv"]);
-        let all: Vec<_> = s
-            .list(&input, "")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.key)
-            .collect();
-        assert_eq!(all, ["daily/a.csv", "daily/sub/b.csv", "other.csv"]);
-        let partial: Vec<_> = s
-            .list(&input, "daily/s")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| m.key)
-            .collect();
-        assert_eq!(partial, ["daily/sub/b.csv"]);
-
-        s.copy(&input, "daily/a.csv", None, &failed, "q/a.csv")
-            .await
-            .unwrap();
-        s.copy(&input, "daily/a.csv", None, &failed, "q/a.csv")
-            .await
-            .unwrap();
-        assert_eq!(read(&*s, &failed, "q/a.csv").await, "a,b\n1,2\n");
-
-        // Overwriting makes a new version.
-        s.put(&input, "daily/a.csv", b"a,b\n1,2\n3,4\n".to_vec())
-            .await
-            .unwrap();
-        let newer = s.head(&input, "daily/a.csv").await.unwrap().unwrap();
-        assert_ne!(newer.version, meta.version);
-
-        s.delete(&input, "daily/sub/b.csv", None).await.unwrap();
-        s.delete(&input, "daily/sub/b.csv", None).await.unwrap();
-        assert!(!s.bucket_dir(&input).join("daily/sub").exists());
-        assert!(s.bucket_dir(&input).join("daily").exists());
-        let err = match s.get(&input, "daily/sub/b.csv", None).await {
-            Err(e) => e,
-            Ok(_) => panic!("deleted object still readable"),
+        let buckets = choreo_ports::testkit::ContractBuckets {
+            versioned: &b.config().buckets.input,
+            plain: &b.config().buckets.work,
         };
-        assert_eq!(err.kind, PortErrorKind::NotFound);
-        let err = s
-            .copy(&input, "nope.csv", None, &failed, "nope.csv")
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind, PortErrorKind::NotFound);
-        // Temporary files never linger.
-        assert_eq!(std::fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
+        choreo_ports::testkit::object_store_contract(&*b.objects(), buckets).await;
     }
 
+    /// The layout on disk: a version stamps the size, a delete leaves no empty folder behind, and
+    /// temporary files never linger.
     #[tokio::test]
-    async fn put_file_streams_a_local_file() {
-        let (dir, b) = backend();
+    async fn writes_leave_only_objects_on_disk() {
+        let (_dir, b) = backend();
         let s = b.objects();
-        let src = dir.path().join("local.txt");
-        std::fs::write(&src, "hello").unwrap();
-        s.put_file(&b.config().buckets.work, "x/y.txt", &src)
+        let (input, failed) = (&b.config().buckets.input, &b.config().buckets.failed);
+        s.put(input, "daily/a.csv", b"a,b\n1,2\n".to_vec())
             .await
             .unwrap();
-        assert_eq!(
-            read(&*s, &b.config().buckets.work, "x/y.txt").await,
-            "hello"
-        );
-        assert!(src.exists(), "the source is left alone");
+        s.put(input, "daily/sub/b.csv", b"x".to_vec())
+            .await
+            .unwrap();
+        let meta = s.head(input, "daily/a.csv").await.unwrap().unwrap();
+        assert!(meta.version.ends_with("-8"), "{}", meta.version);
+        s.copy(input, "daily/a.csv", None, failed, "q/a.csv")
+            .await
+            .unwrap();
+        s.delete(input, "daily/sub/b.csv", None).await.unwrap();
+        assert!(!s.bucket_dir(input).join("daily/sub").exists());
+        assert!(s.bucket_dir(input).join("daily").exists());
+        assert_eq!(std::fs::read_dir(s.tmp_dir()).unwrap().count(), 0);
     }
 
     #[tokio::test]

@@ -19,7 +19,7 @@ pub enum CrawlStatus {
 }
 
 /// Catalogue crawlers, as Glue has them: a crawler is named, crawls its configured targets, and runs at
-/// most once at a time.
+/// most once at a time. A crawler that is not configured is an error of kind `NotFound`.
 #[async_trait]
 pub trait Crawler: Send + Sync {
     /// Starts the crawler. A crawler already running is `Ok(AlreadyRunning)`, not an error.

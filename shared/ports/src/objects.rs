@@ -12,7 +12,8 @@ pub struct ObjectMeta {
     pub key: String,
     /// Bytes.
     pub size: u64,
-    /// Names this version of the object (S3's version id or ETag; a local stamp).
+    /// Names this version of the object (S3's version id or ETag; a local stamp). Other bytes are
+    /// another version; where the bucket keeps versions, so is every upload of the same bytes.
     pub version: String,
     /// How operations name this version (see [`ObjectStore`]).
     pub pin: Option<Pin>,
@@ -45,10 +46,11 @@ pub trait ObjectStore: Send + Sync {
     /// Writes a whole object: readers see all of it or none of it.
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), PortError>;
 
-    /// Writes a local file as an object, streaming it.
+    /// Writes a local file as an object, streaming it. A missing file is an error of kind `NotFound`.
     async fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Result<(), PortError>;
 
-    /// Copies an object, overwriting the target: copying twice is harmless.
+    /// Copies an object, overwriting the target: copying twice is harmless. A missing source (or
+    /// pinned version) is an error of kind `NotFound`.
     async fn copy(
         &self,
         from_bucket: &str,
@@ -61,6 +63,8 @@ pub trait ObjectStore: Send + Sync {
     /// Deletes an object (with a pin, only that version); deleting one that is gone is not an error.
     async fn delete(&self, bucket: &str, key: &str, pin: Option<&Pin>) -> Result<(), PortError>;
 
-    /// Every object whose key starts with `prefix`, in key order (pages are followed inside).
+    /// Every object whose key starts with `prefix` (a plain string prefix, not only a folder), in key
+    /// order, each key once with its latest upload (pages are followed inside). Deleted keys are not
+    /// listed; a listed object's metadata names it as `head` does.
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectMeta>, PortError>;
 }

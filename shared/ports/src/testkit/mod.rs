@@ -4,11 +4,19 @@
 //! queue's takes a factory of fresh queues, one per case).
 
 mod audit;
+mod bus;
+mod catalog;
 mod extracts;
+mod jobs;
+mod objects;
 mod queue;
 mod state;
 
 pub use audit::audit_log_contract;
+pub use bus::{Subscriber, event_bus_contract};
+pub use catalog::catalog_contract;
 pub use extracts::extract_store_contract;
+pub use jobs::crawler_contract;
+pub use objects::{ContractBuckets, object_store_contract};
 pub use queue::{EmulatorDifferences, QueueUnderTest, queue_contract};
 pub use state::state_store_contract;
