@@ -817,35 +817,10 @@ mod tests {
     use crate::client::AwsClients;
     use crate::dynamo::create_tables;
     use crate::dynamo::testutil::{calls, fixture, one};
-    use choreo_domain::Stage;
     use choreo_domain::config::AwsSettings;
     use std::time::Instant;
 
-    fn new_file(id: &str, dataset: &str) -> NewFile {
-        NewFile {
-            id: FileId::from(id),
-            dataset: dataset.into(),
-            bucket: "choreo-input".into(),
-            key: format!("{dataset}/{id}.csv"),
-            size: 42,
-            version: "v1".into(),
-            pin: None,
-            reason: None,
-            trace_id: Some("trace-1".into()),
-            traceparent: Some("00-trace-span-01".into()),
-        }
-    }
-
-    fn validate(id: &str) -> Transition {
-        Transition::new(
-            FileId::from(id),
-            Stage::Validator,
-            FileState::New,
-            FileState::Valid,
-        )
-        .unwrap()
-        .validation("valid: 3 rows")
-    }
+    use choreo_ports::testkit::{new_file, validate};
 
     #[tokio::test]
     async fn the_state_store_keeps_the_ports_contract() {

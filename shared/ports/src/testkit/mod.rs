@@ -19,4 +19,4 @@ pub use extracts::extract_store_contract;
 pub use jobs::crawler_contract;
 pub use objects::{ContractBuckets, object_store_contract};
 pub use queue::{EmulatorDifferences, QueueUnderTest, queue_contract};
-pub use state::state_store_contract;
+pub use state::{new_file, state_store_contract, validate};

@@ -27,7 +27,8 @@ pub async fn state_store_contract(s: &dyn StateStore) {
     an_expired_lease_is_taken_over(s).await;
 }
 
-fn new_file(id: &str, dataset: &str) -> NewFile {
+/// A new file `id` of `dataset`, as the ingestor registers one (for adapters' own tests too).
+pub fn new_file(id: &str, dataset: &str) -> NewFile {
     NewFile {
         id: FileId::from(id),
         dataset: dataset.into(),
@@ -42,7 +43,8 @@ fn new_file(id: &str, dataset: &str) -> NewFile {
     }
 }
 
-fn validate(id: &str) -> Transition {
+/// The validator's move of `id` from NEW to VALID.
+pub fn validate(id: &str) -> Transition {
     Transition::new(
         FileId::from(id),
         Stage::Validator,
