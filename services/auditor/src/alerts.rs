@@ -9,6 +9,7 @@
 //! marked sent after the notifier accepted it; a crash in between can send it twice (at least once
 //! to the outside world, as any notifier), never lose it.
 
+use crate::ROUND_SLACK;
 use crate::events::{AlertDeliveryError, AlertDigestSent, AlertNotified, AlertSent};
 use choreo_domain::alert::Message;
 use choreo_domain::{Alert, AlertKind, Envelope, Event, FileId, Stage};
@@ -111,15 +112,8 @@ pub fn link(ctx: &ServiceContext, file: Option<&FileId>, batch: Option<&str>) ->
 pub async fn deliver(ctx: ServiceContext, holder: String, shutdown: CancellationToken) {
     let settings = ctx.settings.config.operations.alerts.clone();
     let every = Duration::from_secs(settings.flush_interval_secs.max(1));
-    let schedule = UnderLease {
-        lease: "auditor:alerts".into(),
-        holder,
-        every,
-        hold: every * 3 + Duration::from_secs(30),
-    };
-    let state = ctx.ports.state.clone();
-    schedule
-        .run(state.as_ref(), shutdown, || async {
+    UnderLease::new("auditor:alerts", holder, every, ROUND_SLACK)
+        .run(ctx.ports.state.as_ref(), shutdown, || async {
             if let Err(e) = deliver_once(&ctx.ports, settings.digest_threshold).await {
                 emit(AlertDeliveryError { error: &e });
             }

@@ -26,6 +26,9 @@ pub mod sweep;
 mod test_support;
 pub mod throughput;
 
+/// How long a sweep or an alert delivery may run past its interval while it holds its lease.
+pub(crate) const ROUND_SLACK: std::time::Duration = std::time::Duration::from_secs(30);
+
 use async_trait::async_trait;
 use choreo_domain::Stage;
 use choreo_ports::ReceivedMessage;

@@ -7,6 +7,7 @@
 //! poll timer of the batch it waits in. After `max_republish` attempts the file is flagged stuck on
 //! its record and one alert is raised. A move clears the note, so each stay is judged on its own.
 
+use crate::ROUND_SLACK;
 use crate::events::{FileStuck, StuckFileRepublished, SweepDone, SweepError};
 use choreo_domain::{Alert, AlertKind, BatchState, Event, FileRecord, FileState, Stage, SweepMark};
 use choreo_ports::{FileQuery, PortError};
@@ -41,15 +42,8 @@ pub struct SweepReport {
 /// Sweeps every `interval_secs` until `shutdown`, on one replica at a time.
 pub async fn run(ctx: ServiceContext, holder: String, shutdown: CancellationToken) {
     let every = Duration::from_secs(ctx.settings.config.operations.sweep.interval_secs.max(1));
-    let schedule = UnderLease {
-        lease: "auditor:sweep".into(),
-        holder,
-        every,
-        hold: every * 3 + Duration::from_secs(30),
-    };
-    let state = ctx.ports.state.clone();
-    schedule
-        .run(state.as_ref(), shutdown, || async {
+    UnderLease::new("auditor:sweep", holder, every, ROUND_SLACK)
+        .run(ctx.ports.state.as_ref(), shutdown, || async {
             match sweep_once(&ctx, Utc::now()).await {
                 Ok(r) if r != SweepReport::default() => {
                     emit(SweepDone {

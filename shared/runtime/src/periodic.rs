@@ -24,6 +24,17 @@ pub struct UnderLease {
 }
 
 impl UnderLease {
+    /// Rounds every `every` under `lease`, which a round holds for three rounds plus `slack` (time
+    /// a long round may take beyond its interval).
+    pub fn new(lease: impl Into<String>, holder: String, every: Duration, slack: Duration) -> Self {
+        UnderLease {
+            lease: lease.into(),
+            holder,
+            every,
+            hold: every * 3 + slack,
+        }
+    }
+
     /// Runs `round` every `every` until `shutdown`, in the rounds this replica holds the lease.
     /// A round's own errors are its business: it reports them and the next round tries again.
     pub async fn run<F, Fut>(

@@ -35,15 +35,9 @@ pub async fn run<F, Fut>(
     Fut: Future<Output = Result<usize, PortError>>,
 {
     let every = interval(Duration::from_secs(ctx.settings.config.runtime.lease_secs));
-    let schedule = UnderLease {
-        lease: format!("watchdog:{name}"),
-        holder: format!("{name}-{}", uuid::Uuid::new_v4()),
-        every,
-        hold: every * 3,
-    };
-    let state = ctx.ports.state.clone();
-    schedule
-        .run(state.as_ref(), shutdown, || async {
+    let holder = format!("{name}-{}", uuid::Uuid::new_v4());
+    UnderLease::new(format!("watchdog:{name}"), holder, every, Duration::ZERO)
+        .run(ctx.ports.state.as_ref(), shutdown, || async {
             match pass(ctx.clone()).await {
                 Ok(0) => {}
                 Ok(n) => emit(LostTimersRecovered {

@@ -197,14 +197,14 @@ impl Compression {
     /// The compression a key's suffix names (`.gz`, `.zst`, in any case); none otherwise. The one
     /// rule for a dataset whose compression is `auto` and for `choreo validate`.
     pub fn from_key(key: &str) -> Compression {
-        let lower = |suffix: &str| {
+        let ends_with = |suffix: &str| {
             key.len() >= suffix.len()
                 && key.as_bytes()[key.len() - suffix.len()..]
                     .eq_ignore_ascii_case(suffix.as_bytes())
         };
-        if lower(".gz") {
+        if ends_with(".gz") {
             Compression::Gzip
-        } else if lower(".zst") {
+        } else if ends_with(".zst") {
             Compression::Zstd
         } else {
             Compression::None
