@@ -12,12 +12,12 @@
 use crate::ROUND_SLACK;
 use crate::events::{AlertDeliveryError, AlertDigestSent, AlertNotified, AlertSent};
 use choreo_domain::alert::Message;
+use choreo_domain::clock;
 use choreo_domain::{Alert, AlertKind, Envelope, Event, FileId, Stage};
 use choreo_ports::{PortError, Ports};
 use choreo_runtime::ServiceContext;
 use choreo_runtime::periodic::UnderLease;
 use choreo_telemetry::events::emit;
-use chrono::Utc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -88,7 +88,7 @@ pub async fn for_event(
         reason: reason.clone(),
         trace_id,
         link: link(ctx, files.first(), batch),
-        created_at: Utc::now(),
+        created_at: clock::now(),
         sent_at: None,
     }))
 }
@@ -131,7 +131,7 @@ pub async fn deliver_once(ports: &Ports, digest_threshold: usize) -> Result<usiz
     if pending.len() > digest_threshold {
         notify(ports, &Alert::digest(&pending)).await?;
         let ids: Vec<String> = pending.iter().map(|a| a.id.clone()).collect();
-        ports.audit.mark_alerts_sent(&ids, Utc::now()).await?;
+        ports.audit.mark_alerts_sent(&ids, clock::now()).await?;
         emit(AlertDigestSent {
             alerts: pending.len(),
         });
@@ -140,7 +140,7 @@ pub async fn deliver_once(ports: &Ports, digest_threshold: usize) -> Result<usiz
             notify(ports, &alert.message()).await?;
             ports
                 .audit
-                .mark_alerts_sent(std::slice::from_ref(&alert.id), Utc::now())
+                .mark_alerts_sent(std::slice::from_ref(&alert.id), clock::now())
                 .await?;
             emit(AlertSent { alert: &alert.id });
         }

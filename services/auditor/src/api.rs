@@ -31,6 +31,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use choreo_domain::clock;
 use choreo_domain::{Batch, Config, Envelope, Event, FileId, FileState, Stage};
 use choreo_ports::{FileQuery, PortError, Ports};
 use choreo_telemetry::events::emit;
@@ -185,7 +186,7 @@ struct DatasetView {
 async fn datasets(State(api): State<Api>) -> ApiResult<Datasets> {
     let counts = api.file_counts().await?;
     let recent = api.ports.audit.recent(throughput::SCAN).await?;
-    Ok(Json(overview(&api.config, &counts, &recent, Utc::now())))
+    Ok(Json(overview(&api.config, &counts, &recent, clock::now())))
 }
 
 /// Files per dataset and state with throughput, from the store's counts and the newest audit
@@ -867,7 +868,7 @@ mod tests {
         assert_eq!(ids(&last), ["f-000"]);
         assert!(last["next"].is_null());
         // A time window: nothing is newer than now.
-        let since = (Utc::now() + chrono::TimeDelta::seconds(1))
+        let since = (clock::now() + chrono::TimeDelta::seconds(1))
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let (_, none) = get_json(&app, &format!("/api/files?order=recent&since={since}")).await;
         assert_eq!(ids(&none), Vec::<String>::new());
@@ -1054,7 +1055,7 @@ mod tests {
                 dataset: "d".into(),
                 files: vec![FileId("f-001".into())],
             },
-            Utc::now(),
+            clock::now(),
         );
         let envelope: Envelope = serde_json::from_value(ended.body).unwrap();
         ports.audit.record(&envelope).await.unwrap();

@@ -11,6 +11,7 @@ use crate::api::{Api, ApiError};
 use crate::throughput;
 use axum::Json;
 use axum::extract::{Query, State};
+use choreo_domain::clock;
 use choreo_domain::{Envelope, Event, FileRecord, FileState, Stage};
 use choreo_ports::{AuditEntry, FileQuery};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
@@ -155,7 +156,7 @@ pub async fn series(
     Ok(Json(per_minute(
         &entries,
         p.dataset().as_deref(),
-        Utc::now(),
+        clock::now(),
         p.minutes(),
         throughput::SCAN,
     )))
@@ -186,7 +187,7 @@ pub async fn latency(
             .await?;
         records.extend(page.items);
     }
-    let since = Utc::now() - TimeDelta::minutes(p.minutes());
+    let since = clock::now() - TimeDelta::minutes(p.minutes());
     Ok(Json(Latencies {
         stages: latencies(&records, since),
         files_read: records.len(),

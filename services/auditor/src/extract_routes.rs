@@ -15,8 +15,9 @@ use crate::api::{Api, ApiError};
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use choreo_domain::clock;
 use choreo_domain::extract::{ExtractUnit, KeyRecord, Tick, is_key_name};
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -103,7 +104,7 @@ async fn put_key(
         valid_to: b.valid_to,
         enabled: b.enabled,
         params: b.params,
-        updated_at: Utc::now(),
+        updated_at: clock::now(),
     };
     api.ports.extracts.put_key(&record).await?;
     Ok(Json(record))

@@ -15,6 +15,7 @@ use crate::api::{Api, ApiError, Datasets, QueueView, overview, queue_views};
 use crate::throughput;
 use axum::Json;
 use axum::extract::{Query, State};
+use choreo_domain::clock;
 use choreo_domain::{Envelope, Event, FileState, Stage};
 use choreo_ports::AuditEntry;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -251,7 +252,7 @@ pub async fn flow(
     }
     let queues = queue_views(&api).await?;
     let entries = api.ports.audit.recent(throughput::SCAN).await?;
-    let now = Utc::now();
+    let now = clock::now();
     Ok(Json(FlowView {
         flow: build(dataset, counts, &queues, &entries, now),
         overview: overview(&api.config, &all, &entries, now),
@@ -271,7 +272,7 @@ mod tests {
 
     #[test]
     fn rates_count_files_on_the_edge_they_crossed_within_the_window() {
-        let now = Utc::now();
+        let now = clock::now();
         let recent = now - TimeDelta::minutes(1);
         let entries = vec![
             entry(

@@ -9,6 +9,7 @@
 
 use crate::ROUND_SLACK;
 use crate::events::{FileStuck, StuckFileRepublished, SweepDone, SweepError};
+use choreo_domain::clock;
 use choreo_domain::{Alert, AlertKind, BatchState, Event, FileRecord, FileState, Stage, SweepMark};
 use choreo_ports::{FileQuery, PortError};
 use choreo_runtime::ServiceContext;
@@ -44,7 +45,7 @@ pub async fn run(ctx: ServiceContext, holder: String, shutdown: CancellationToke
     let every = Duration::from_secs(ctx.settings.config.operations.sweep.interval_secs.max(1));
     UnderLease::new("auditor:sweep", holder, every, ROUND_SLACK)
         .run(ctx.ports.state.as_ref(), shutdown, || async {
-            match sweep_once(&ctx, Utc::now()).await {
+            match sweep_once(&ctx, clock::now()).await {
                 Ok(r) if r != SweepReport::default() => {
                     emit(SweepDone {
                         republished: r.republished,

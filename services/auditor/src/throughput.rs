@@ -80,7 +80,7 @@ mod tests {
 
     #[test]
     fn counts_files_that_ended_in_the_last_minute_and_hour() {
-        let now = Utc::now();
+        let now = choreo_domain::clock::now();
         let entries = vec![
             entry(
                 Event::BatchIngested {

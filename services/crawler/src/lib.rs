@@ -32,6 +32,7 @@
 //! and carries on rather than being locked out by them.
 
 use async_trait::async_trait;
+use choreo_domain::clock;
 use choreo_domain::config::DatasetConfig;
 use choreo_domain::lifecycle::{self, Step};
 use choreo_domain::{Batch, BatchState, Event, FileId, FileRecord, FileState, Stage, Transition};
@@ -129,7 +130,7 @@ fn batch_group_lease(batch: &Batch) -> String {
 }
 
 fn live(lease: Option<LeaseInfo>) -> bool {
-    lease.is_some_and(|l| l.expires_at > Utc::now())
+    lease.is_some_and(|l| l.expires_at > clock::now())
 }
 
 #[async_trait]
@@ -201,7 +202,9 @@ impl CrawlerPoller {
             if batch.is_direct() {
                 // No crawl: catalogued within one message, so a direct batch still CRAWLING a
                 // lease time after its last write lost that message.
-                let idle = (Utc::now() - batch.updated_at).to_std().unwrap_or_default();
+                let idle = (clock::now() - batch.updated_at)
+                    .to_std()
+                    .unwrap_or_default();
                 if idle >= self.lease_time() {
                     emit(events::LostCrawlPoll {
                         batch_id: &batch.id,
@@ -289,7 +292,7 @@ impl CrawlerPoller {
             && state
                 .lease(&lease)
                 .await?
-                .is_some_and(|l| l.expires_at > Utc::now() && l.holder != holder);
+                .is_some_and(|l| l.expires_at > clock::now() && l.holder != holder);
         let waiting = !group_busy && !window_open && !self.waiting(&d.name, 1).await?.is_empty();
         if !lifecycle::kick(group_busy, window_open, waiting) {
             return Ok(false);
@@ -542,7 +545,7 @@ impl CrawlerPoller {
         // local backend, where only a poll ends a crawl.
         let attempted = batch.crawl_started_at.is_some();
         if !attempted {
-            batch.crawl_started_at = Some(Utc::now());
+            batch.crawl_started_at = Some(clock::now());
             if let BatchOutcome::Conflict(_) = ports
                 .state
                 .update_batch(&mut batch, BatchState::Crawling)
@@ -553,13 +556,13 @@ impl CrawlerPoller {
         }
         let taken = match ports.crawler.start_crawl(&batch.crawler).await? {
             CrawlStart::Started => {
-                batch.crawl_started_at = Some(Utc::now());
+                batch.crawl_started_at = Some(clock::now());
                 Some(Taken::Started)
             }
             CrawlStart::AlreadyRunning if attempted => Some(Taken::Over),
             CrawlStart::AlreadyRunning => None,
         };
-        batch.updated_at = Utc::now();
+        batch.updated_at = clock::now();
         if taken.is_some() {
             batch.crawl_started = true;
         } else {
@@ -632,7 +635,7 @@ impl CrawlerPoller {
     /// The cut's crawl (or registration) ended: completes the riders, then the lead, then finishes.
     async fn complete(&self, lead: Batch, failure: Option<String>) -> Result<(), HandlerError> {
         let ending = lifecycle::catalog_ending(lead.is_direct(), failure.as_deref());
-        let ended_at = Utc::now();
+        let ended_at = clock::now();
         for id in &lead.riders {
             if let Some(rider) = self.ctx.ports.state.get_batch(id).await?
                 && rider.state == BatchState::Crawling
@@ -713,7 +716,7 @@ impl CrawlerPoller {
         batch.state = ending.batch;
         batch.reason = ending.reason.clone();
         batch.failed_stage = ending.reason.is_some().then_some(STAGE);
-        batch.updated_at = Utc::now();
+        batch.updated_at = clock::now();
         match state.update_batch(&mut batch, BatchState::Crawling).await? {
             BatchOutcome::Applied => {
                 emit(events::CrawlEnded {

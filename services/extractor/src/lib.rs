@@ -27,6 +27,7 @@ pub mod scheduler;
 pub use choreo_runtime::extracts::{retry, run_now, send};
 
 use async_trait::async_trait;
+use choreo_domain::clock;
 use choreo_domain::extract::{
     ExtractConfig, ExtractMessage, ExtractUnit, NamedQuery, Tick, object_key,
 };
@@ -110,9 +111,9 @@ impl Extractor {
                 let t = Tick {
                     id: tick_id.to_string(),
                     extract: extract.to_string(),
-                    slot: Utc::now(),
+                    slot: clock::now(),
                     manual: false,
-                    created_at: Utc::now(),
+                    created_at: clock::now(),
                     fanned_out_at: None,
                 };
                 self.store().add_tick(&t).await?;
@@ -346,7 +347,7 @@ impl Extractor {
             reason: reason.to_string(),
             trace_id: choreo_telemetry::current_trace_id(),
             link: self.ctx.settings.config.operations.dashboard_url.clone(),
-            created_at: Utc::now(),
+            created_at: clock::now(),
             sent_at: None,
         };
         self.ctx.ports.audit.add_alert(&alert).await?;

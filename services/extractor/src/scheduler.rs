@@ -9,6 +9,7 @@
 //! harmless (each key is extracted once per tick).
 
 use crate::events::ExtractScheduleError;
+use choreo_domain::clock;
 use choreo_domain::config::BackendKind;
 use choreo_domain::extract::{ExtractConfig, ExtractMessage, Schedule, Tick};
 use choreo_ports::{ExtractStore, PortError, Queue};
@@ -28,7 +29,7 @@ pub async fn run(ctx: ServiceContext, shutdown: CancellationToken) {
     let interval = Duration::from_secs(config.extract.scheduler_interval_secs.max(1));
     let resend_after = chrono::Duration::seconds(config.extract.resend_after_secs as i64);
     loop {
-        let now = Utc::now();
+        let now = clock::now();
         let mut next = now + chrono::Duration::from_std(interval).unwrap_or_default();
         for e in &config.extracts {
             let schedule = match e.parsed_schedule() {
@@ -54,7 +55,7 @@ pub async fn run(ctx: ServiceContext, shutdown: CancellationToken) {
             }
         }
         // Wake at the next slot if it comes before the next look.
-        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+        let wait = (next - clock::now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait.max(Duration::from_millis(50))) => {}

@@ -19,6 +19,7 @@
 pub mod events;
 
 use async_trait::async_trait;
+use choreo_domain::clock;
 use choreo_domain::lifecycle::{self, NotStarted, Step};
 use choreo_domain::{
     Batch, BatchState, Event, FileState, JobArgs, Manifest, ManifestFile, Stage, Transition,
@@ -31,7 +32,6 @@ use choreo_runtime::fanout;
 use choreo_runtime::publish::{batch_event_id, send_timer};
 use choreo_runtime::{Background, Handler, HandlerError, ServiceContext, decode};
 use choreo_telemetry::events::emit;
-use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -165,7 +165,7 @@ impl Launcher {
     /// renewing the lease on its behalf so the next pass sees it live. Returns how many it sent.
     pub async fn recover(&self) -> Result<usize, PortError> {
         let state = &self.ctx.ports.state;
-        let now = Utc::now();
+        let now = clock::now();
         let lease_time = self.lease_time();
         let mut sent = 0;
         for waiting in [BatchState::Cataloged, BatchState::Transforming] {
@@ -286,7 +286,7 @@ impl Launcher {
         batch.files = kept;
         batch.manifest = Some(format!("{work}/{key}"));
         batch.state = BatchState::Transforming;
-        batch.updated_at = Utc::now();
+        batch.updated_at = clock::now();
         match ports
             .state
             .update_batch(&mut batch, BatchState::Cataloged)
@@ -306,7 +306,7 @@ impl Launcher {
             None => match self.start(&batch).await? {
                 Started::Run(id) => {
                     batch.job_run_id = Some(id.clone());
-                    batch.updated_at = Utc::now();
+                    batch.updated_at = clock::now();
                     if let BatchOutcome::Conflict(_) = ports
                         .state
                         .update_batch(&mut batch, BatchState::Transforming)
@@ -399,7 +399,7 @@ impl Launcher {
         if let NotStarted::GiveUp(reason) = decision {
             return self.complete(batch, Some(reason)).await;
         }
-        batch.updated_at = Utc::now();
+        batch.updated_at = clock::now();
         match self
             .ctx
             .ports
@@ -453,7 +453,7 @@ impl Launcher {
         batch.state = ending.batch;
         batch.failed_stage = ending.reason.is_some().then_some(STAGE);
         batch.reason = ending.reason;
-        batch.updated_at = Utc::now();
+        batch.updated_at = clock::now();
         match state
             .update_batch(&mut batch, BatchState::Transforming)
             .await?

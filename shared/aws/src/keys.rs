@@ -23,6 +23,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
 };
+use choreo_domain::clock;
 use choreo_domain::extract::{ExtractUnit, KeyRecord, Tick, UnitState};
 use choreo_ports::{ExtractStore, PortError, UnitClaim, UnitEnd};
 use chrono::{DateTime, TimeZone, Utc};
@@ -224,7 +225,7 @@ impl ExtractStore for DynamoExtractStore {
             .update_expression("SET enabled = :e, updated_at = :t")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":e", AttributeValue::Bool(enabled))
-            .expression_attribute_values(":t", n(Utc::now().timestamp_millis()))
+            .expression_attribute_values(":t", n(clock::now().timestamp_millis()))
             .send()
             .await;
         condition_held("update_item", key, result)
@@ -339,7 +340,7 @@ impl ExtractStore for DynamoExtractStore {
         extract: &str,
         keys: &[String],
     ) -> Result<Vec<ExtractUnit>, PortError> {
-        let now = n(Utc::now().timestamp_millis());
+        let now = n(clock::now().timestamp_millis());
         for key in keys {
             let result = self
                 .client
@@ -393,7 +394,7 @@ impl ExtractStore for DynamoExtractStore {
             return Ok(UnitClaim::Missing);
         };
         let unit = unit_of(&item);
-        let now = Utc::now().timestamp_millis();
+        let now = clock::now().timestamp_millis();
         match unit.state {
             UnitState::Extracted => return Ok(UnitClaim::Done(unit)),
             UnitState::Failed => return Ok(UnitClaim::Failed(unit)),
@@ -467,7 +468,7 @@ impl ExtractStore for DynamoExtractStore {
             .condition_expression("#state = :running AND holder = :holder")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":state", s(state.as_str()))
-            .expression_attribute_values(":now", n(Utc::now().timestamp_millis()))
+            .expression_attribute_values(":now", n(clock::now().timestamp_millis()))
             .expression_attribute_values(":running", s(UnitState::Running.as_str()))
             .expression_attribute_values(":holder", s(holder));
         match reason {
@@ -503,7 +504,7 @@ impl ExtractStore for DynamoExtractStore {
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":pending", s(UnitState::Pending.as_str()))
             .expression_attribute_values(":failed", s(UnitState::Failed.as_str()))
-            .expression_attribute_values(":now", n(Utc::now().timestamp_millis()))
+            .expression_attribute_values(":now", n(clock::now().timestamp_millis()))
             .send()
             .await;
         condition_held("update_item", key, result)

@@ -139,7 +139,7 @@ mod tests {
             reason: "row 3, field amount: \"x\" is not a number".into(),
             trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
             link: "http://dash/#file=abc".into(),
-            created_at: Utc::now(),
+            created_at: crate::clock::now(),
             sent_at: None,
         }
     }

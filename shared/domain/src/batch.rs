@@ -110,7 +110,7 @@ impl Batch {
         state: BatchState,
         files: Vec<FileId>,
     ) -> Batch {
-        let now = Utc::now();
+        let now = crate::clock::now();
         Batch {
             id,
             dataset: dataset.to_string(),

@@ -34,7 +34,7 @@ impl Envelope {
         Envelope {
             version: CONTRACT_VERSION,
             id: uuid::Uuid::new_v4().to_string(),
-            occurred_at: Utc::now(),
+            occurred_at: crate::clock::now(),
             event,
         }
     }

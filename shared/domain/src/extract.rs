@@ -386,7 +386,7 @@ impl Tick {
             extract: extract.to_string(),
             slot,
             manual: false,
-            created_at: Utc::now(),
+            created_at: crate::clock::now(),
             fanned_out_at: None,
         }
     }
@@ -654,7 +654,7 @@ mod tests {
             valid_to: to.map(|d| d.parse().unwrap()),
             enabled,
             params: BTreeMap::from([("campaign".to_string(), "c-1".to_string())]),
-            updated_at: Utc::now(),
+            updated_at: crate::clock::now(),
         }
     }
 

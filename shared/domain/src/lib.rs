@@ -12,6 +12,7 @@
 pub mod alert;
 pub mod batch;
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod event;
 pub mod extract;

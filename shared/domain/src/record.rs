@@ -338,7 +338,7 @@ mod tests {
 
     #[test]
     fn applying_appends_history() {
-        let now = Utc::now();
+        let now = crate::clock::now();
         let mut rec = NewFile {
             id: FileId::from("f-1"),
             dataset: "d".into(),

@@ -5,6 +5,7 @@
 
 use crate::db::{Db, parse_ts, ts};
 use async_trait::async_trait;
+use choreo_domain::clock;
 use choreo_domain::{Alert, Envelope};
 use choreo_ports::{AuditEntry, AuditLog, PortError};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -45,7 +46,7 @@ impl AuditLog for LocalAuditLog {
                         event_type,
                         dataset,
                         occurred_at,
-                        ts(Utc::now()),
+                        ts(clock::now()),
                         body
                     ])?;
                 if inserted == 0 {

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use choreo_domain::catalog::{
     Column, ColumnType, Partition, Registered, TableDef, TableDiff, TableFormat,
 };
+use choreo_domain::clock;
 use choreo_ports::{Catalog, PortError, TableOutcome};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -297,7 +298,7 @@ impl Catalog for LocalCatalog {
                     keys,
                     format,
                     location,
-                    ts(Utc::now())
+                    ts(clock::now())
                 ])?;
                 Ok(outcome)
             })
@@ -322,7 +323,7 @@ impl Catalog for LocalCatalog {
             .collect();
         self.db
             .write("add_partitions", &table.dataset, move |tx| {
-                let now = ts(Utc::now());
+                let now = ts(clock::now());
                 let mut added = 0;
                 for (values, location) in &rows {
                     // An existing partition is kept as it is, as BatchCreatePartition keeps it.

@@ -20,6 +20,7 @@ use crate::objects::LocalObjectStore;
 use crate::transform::{column_names, csv_reader, object_keys};
 use async_trait::async_trait;
 use choreo_domain::Config;
+use choreo_domain::clock;
 use choreo_domain::config::{DatasetConfig, FileFormat, KeyRouter};
 use choreo_ports::{CrawlStart, CrawlStatus, Crawler, ObjectStore, PortError, PortErrorKind};
 use choreo_validation::{Decoded, Limits};
@@ -303,7 +304,7 @@ impl LocalCrawler {
                                 // drops), but say so.
                                 let updated = tx.prepare_cached("UPDATE catalog SET files = 0, updated_at = ?2 WHERE dataset = ?1")?
             .execute(
-                                    params![f.dataset, ts(Utc::now())],
+                                    params![f.dataset, ts(clock::now())],
                                 )?;
                                 if updated > 0 {
                                     continue;
@@ -321,7 +322,7 @@ impl LocalCrawler {
                                     serde_json::to_string(&f.columns)?,
                                     f.files as i64,
                                     f.location,
-                                    ts(Utc::now()),
+                                    ts(clock::now()),
                                 ],
                             )?;
                         }

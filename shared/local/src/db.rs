@@ -13,6 +13,7 @@
 //! the write lock up front so two processes can never interleave a read and a conditional write. A
 //! database still busy after the timeout is a transient error: the caller retries.
 
+use choreo_domain::clock;
 use choreo_domain::config::Durability;
 use choreo_ports::PortError;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
@@ -579,7 +580,12 @@ impl Db {
         let target = target.into();
         let db = Arc::clone(self);
         let t = target.clone();
-        let joined = tokio::task::spawn_blocking(move || db.blocking(op, &t, f)).await;
+        let clock = CallerClock::read();
+        let joined = tokio::task::spawn_blocking(move || {
+            let _clock = clock.install();
+            db.blocking(op, &t, f)
+        })
+        .await;
         joined.unwrap_or_else(|e| {
             Err(PortError::permanent(
                 op,
@@ -601,10 +607,14 @@ impl Db {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, DbError> + Send + 'static,
     {
+        let clock = CallerClock::read();
         let job = Job {
             op,
             target: target.to_string(),
-            run: Box::new(move |tx| f(tx).map(|v| Box::new(v) as Erased)),
+            run: Box::new(move |tx| {
+                let _clock = clock.install();
+                f(tx).map(|v| Box::new(v) as Erased)
+            }),
             reply,
         };
         let writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
@@ -649,7 +659,17 @@ impl Db {
             let _ = reply.send(outcome);
         });
         self.submit(op, &target, f, reply)?;
-        Self::answered(op, &target, answer.await.ok())
+        let answer = if clock::is_replaced() {
+            // On a test's paused clock, a wait tokio cannot see would let it jump ahead to the next
+            // timer mid-write; a blocking task holds it still, as SQLite's own time would.
+            tokio::task::spawn_blocking(move || answer.blocking_recv().ok())
+                .await
+                .ok()
+                .flatten()
+        } else {
+            answer.await.ok()
+        };
+        Self::answered(op, &target, answer)
     }
 
     /// As [`Db::write`], waiting on this thread (for synchronous callers: `open`, the object store's
@@ -675,7 +695,22 @@ impl Db {
 
 /// Milliseconds since the epoch, the unit of every timestamp the queues and leases compare.
 pub(crate) fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+    clock::now_ms()
+}
+
+/// The caller's clock, carried to the thread that runs its statement. Only a replaced clock (a
+/// test's) is carried, frozen at the moment the statement was handed over; otherwise the statement
+/// reads the system clock when it runs, as it always did.
+struct CallerClock(Option<DateTime<Utc>>);
+
+impl CallerClock {
+    fn read() -> CallerClock {
+        CallerClock(clock::is_replaced().then(clock::now))
+    }
+
+    fn install(self) -> Option<clock::Replaced> {
+        self.0.map(|at| clock::set_source(move || at))
+    }
 }
 
 pub(crate) fn from_ms(ms: i64) -> DateTime<Utc> {
@@ -909,7 +944,7 @@ mod tests {
 
     #[test]
     fn timestamps_round_trip() {
-        let t = Utc::now();
+        let t = choreo_domain::clock::now();
         assert_eq!(parse_ts(&ts(t)).unwrap(), t);
     }
 }

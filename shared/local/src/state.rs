@@ -8,6 +8,7 @@
 
 use crate::db::{Db, DbError, bad_column, from_ms, ms, now_ms, parse_ts, ts};
 use async_trait::async_trait;
+use choreo_domain::clock;
 use choreo_domain::{
     Batch, BatchState, FileId, FileRecord, FileState, NewFile, SweepMark, Transition,
 };
@@ -15,7 +16,6 @@ use choreo_ports::{
     BatchOutcome, FileQuery, LeaseInfo, LeaseOutcome, Page, PortError, Registered, StateStore,
     TransitionOutcome,
 };
-use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,7 +116,7 @@ fn apply(tx: &Transaction<'_>, t: &Transition) -> Result<TransitionOutcome, DbEr
     if rec.state != t.from {
         return Ok(TransitionOutcome::Conflict(rec));
     }
-    t.apply_to(&mut rec, Utc::now());
+    t.apply_to(&mut rec, clock::now());
     let changed = tx
         .prepare_cached(
             "UPDATE files SET state = ?1, reason = ?2, batch_id = ?3, validation = ?4,
@@ -174,7 +174,7 @@ impl StateStore for LocalStateStore {
                 if let Some(existing) = get_file(tx, file.id.as_str())? {
                     return Ok(Registered::Exists(existing));
                 }
-                let rec = file.into_record(Utc::now());
+                let rec = file.into_record(clock::now());
                 tx.prepare_cached(&format!(
                     "INSERT INTO files ({FILE_COLUMNS})
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, NULL, ?16)"

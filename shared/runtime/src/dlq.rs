@@ -11,6 +11,7 @@
 //! delivered twice, which the idempotent handlers absorb. We prefer a duplicate to a lost message.
 
 use crate::events::{DeadLetterHandBackError, DeadLettersPurged, DeadLettersRedriven};
+use choreo_domain::clock;
 use choreo_domain::config::Queues as QueueNames;
 use choreo_domain::{Config, Envelope, Event, FileId, Stage};
 use choreo_ports::{
@@ -159,7 +160,7 @@ pub async fn list(queues: &dyn QueueLookup, config: &Config) -> Result<Vec<DlqSu
         let oldest_age_secs = if depth == 0 {
             None
         } else {
-            let now = Utc::now();
+            let now = clock::now();
             q.peek(OLDEST_SAMPLE)
                 .await?
                 .iter()
@@ -207,9 +208,9 @@ pub async fn redrive(
     // before `started`; waiting for the next millisecond before sending any copy stamps every copy
     // after it, so a message sent in the same millisecond as the start is still taken, and a copy
     // that dies again at once is not.
-    let now = Utc::now();
+    let now = clock::now();
     let started = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
-    while Utc::now().timestamp_millis() <= started.timestamp_millis() {
+    while clock::now().timestamp_millis() <= started.timestamp_millis() {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     let mut run = Redrive {

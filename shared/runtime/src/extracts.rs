@@ -2,10 +2,10 @@
 //! scheduled extracts: sending their messages, ticking by hand, retrying failed units. The
 //! extractor itself is `services/extractor`.
 
+use choreo_domain::clock;
 use choreo_domain::extract::{ExtractMessage, Tick};
 use choreo_ports::{ExtractStore, OutgoingMessage, PortError, Queue};
 use choreo_telemetry::events::emit;
-use chrono::Utc;
 use std::time::Duration;
 
 /// Sends `message` to the extract queue.
@@ -38,7 +38,7 @@ pub async fn run_now(
     queue: &dyn Queue,
     extract: &str,
 ) -> Result<Tick, PortError> {
-    let tick = Tick::manual(extract, Utc::now());
+    let tick = Tick::manual(extract, clock::now());
     store.add_tick(&tick).await?;
     send(
         queue,

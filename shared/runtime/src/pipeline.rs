@@ -393,7 +393,7 @@ mod tests {
             body: "{}".into(),
             attributes: Default::default(),
             receive_count: 1,
-            sent_at: chrono::Utc::now(),
+            sent_at: choreo_domain::clock::now(),
             first_received_at: None,
         })
     }

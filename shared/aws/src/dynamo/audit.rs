@@ -7,6 +7,7 @@ use crate::error::{condition_held, port_error};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
+use choreo_domain::clock;
 use choreo_domain::{Alert, Envelope};
 use choreo_ports::{AuditEntry, AuditLog, PortError};
 use chrono::{DateTime, Utc};
@@ -130,7 +131,7 @@ impl AuditLog for DynamoAuditLog {
             event_type: envelope.event.kind().as_str().to_string(),
             dataset: envelope.event.dataset().to_string(),
             occurred_at: envelope.occurred_at,
-            recorded_at: Utc::now(),
+            recorded_at: clock::now(),
             body: serde_json::to_value(envelope)
                 .map_err(|e| PortError::permanent("record", &envelope.id, e))?,
         };

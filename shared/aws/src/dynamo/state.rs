@@ -14,6 +14,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
 };
+use choreo_domain::clock;
 use choreo_domain::{
     Batch, BatchState, FileId, FileRecord, FileState, NewFile, SweepMark, Transition,
 };
@@ -21,7 +22,6 @@ use choreo_ports::{
     BatchOutcome, FileQuery, LeaseInfo, LeaseOutcome, Page, PortError, Registered, StateStore,
     TransitionOutcome,
 };
-use chrono::Utc;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -375,7 +375,7 @@ impl DynamoStateStore {
 #[async_trait]
 impl StateStore for DynamoStateStore {
     async fn register(&self, file: NewFile) -> Result<Registered, PortError> {
-        let rec = file.into_record(Utc::now());
+        let rec = file.into_record(clock::now());
         let pk = file_pk(rec.id.as_str());
         let put = self
             .client
@@ -413,7 +413,7 @@ impl StateStore for DynamoStateStore {
     }
 
     async fn transition(&self, t: &Transition) -> Result<TransitionOutcome, PortError> {
-        let at = Utc::now();
+        let at = clock::now();
         let pk = file_pk(t.file.as_str());
         let shard = shard_of(t.file.as_str(), self.index_shards);
         // What `Transition::apply_to` does, as one update expression.
@@ -704,7 +704,7 @@ impl StateStore for DynamoStateStore {
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         // A lease released between our failed put and our read is free again: try again.
         for _ in 0..3 {
-            let now = Utc::now().timestamp_millis();
+            let now = clock::now().timestamp_millis();
             let expires_at = now.saturating_add(ttl_ms);
             let put = self
                 .client
@@ -986,7 +986,7 @@ mod tests {
     }
 
     fn batch(id: &str, at_offset_ms: i64) -> Batch {
-        let at = Utc::now() + chrono::Duration::milliseconds(at_offset_ms);
+        let at = clock::now() + chrono::Duration::milliseconds(at_offset_ms);
         Batch {
             files: vec![FileId::from("f-1")],
             created_at: at,
