@@ -1,17 +1,16 @@
-//! The catalog and transform stages' failure handling: lost timers recovered through their leases'
-//! expiry, failed crawls and job starts moving files to FAILED with one alert a batch, and `files
-//! retry` resuming them — on the local backend, and on the aws backend against moto.
+//! The catalog and transform stages' failure handling across the pipeline: failed crawls and job
+//! starts moving files to FAILED with one alert a batch, and `files retry` resuming them — on the
+//! local backend, and on the aws backend against moto. (Lost timers recovered through their leases'
+//! expiry, and job-start attempts, are the stages' own tests: `services/*/tests/stage.rs`.)
 
-use crate::helpers::{Tap, Tapped, TestApp, ok};
+use crate::helpers::{TestApp, ok};
 use async_trait::async_trait;
 use choreo::demo;
 use choreo_aws::moto::Moto;
 use choreo_domain::{AlertKind, Config, FileRecord, FileState};
-use choreo_ports::{
-    CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus, PortError, Queue,
-    ReceivedMessage,
-};
+use choreo_ports::{CrawlStart, CrawlStatus, Crawler, PortError};
 use choreo_runtime::retry::RetryScope;
+use choreo_runtime::testkit::ThrottledJobs;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -19,77 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// Loses timers: of the messages whose `event_type` is a rule's `kind`, lets `skip` through, then
-/// acknowledges the next `drop` without handing them over — a purged queue, as far as the stage can
-/// tell.
-struct LoseTimers {
-    inner: Arc<dyn Queue>,
-    rules: Vec<Rule>,
-}
-
-struct Rule {
-    kind: &'static str,
-    skip: AtomicUsize,
-    drop: AtomicUsize,
-}
-
-fn rule(kind: &'static str, skip: usize, drop: usize) -> Rule {
-    Rule {
-        kind,
-        skip: AtomicUsize::new(skip),
-        drop: AtomicUsize::new(drop),
-    }
-}
-
 /// Takes one from `counter` if it is not zero.
 fn take(counter: &AtomicUsize) -> bool {
     counter
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
-}
-
-impl LoseTimers {
-    fn new(inner: Arc<dyn Queue>, rules: Vec<Rule>) -> Arc<Tapped<Self>> {
-        Tapped::queue(LoseTimers { inner, rules })
-    }
-
-    /// The kinds that still had timers to lose.
-    fn not_lost(&self) -> Vec<&str> {
-        self.rules
-            .iter()
-            .filter(|r| r.drop.load(Ordering::SeqCst) > 0)
-            .map(|r| r.kind)
-            .collect()
-    }
-}
-
-#[async_trait]
-impl Tap for LoseTimers {
-    fn inner(&self) -> &Arc<dyn Queue> {
-        &self.inner
-    }
-
-    async fn receive(
-        &self,
-        max: usize,
-        wait: Duration,
-        visibility: Duration,
-    ) -> Result<Vec<ReceivedMessage>, PortError> {
-        let mut out = Vec::new();
-        for m in self.inner.receive(max, wait, visibility).await? {
-            let kind = m.attributes.get("event_type").map(String::as_str);
-            let lost = self
-                .rules
-                .iter()
-                .any(|r| Some(r.kind) == kind && !take(&r.skip) && take(&r.drop));
-            if lost {
-                self.inner.delete(&m.receipt).await?;
-            } else {
-                out.push(m);
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// Leases of a few seconds, so a lost timer is noticed within seconds; the sweep (which also sends
@@ -106,48 +39,6 @@ fn valid_keys() -> Vec<String> {
         .filter(|s| s.defect.is_none())
         .map(|s| s.key)
         .collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_window_crawl_and_job_timers_are_sent_again_when_their_leases_lapse() {
-    let mut app = TestApp::new(short_leases).await;
-    let backend = app.pipeline.backend.clone();
-    let q = app.pipeline.settings.config.queues.clone();
-    // The first poll starts the crawl (or the job run); the second would see it end.
-    let crawl = LoseTimers::new(
-        backend.queue(&q.crawl),
-        vec![rule("CrawlWindowClosed", 0, 1), rule("CrawlPoll", 1, 1)],
-    );
-    let transform = LoseTimers::new(backend.queue(&q.transform), vec![rule("JobPoll", 1, 1)]);
-    let (c, t) = (crawl.clone(), transform.clone());
-    app.start_with(backend.ports(), move |name| -> Arc<dyn Queue> {
-        if name == q.crawl {
-            c.clone()
-        } else if name == q.transform {
-            t.clone()
-        } else {
-            backend.queue(name)
-        }
-    });
-    app.put_demo_samples().await;
-    app.settle().await;
-    app.stop().await;
-
-    // Otherwise the test proved nothing.
-    assert!(
-        crawl.0.not_lost().is_empty(),
-        "not lost: {:?}",
-        crawl.0.not_lost()
-    );
-    assert!(
-        transform.0.not_lost().is_empty(),
-        "not lost: {:?}",
-        transform.0.not_lost()
-    );
-    let records = app.by_key().await;
-    for key in valid_keys() {
-        assert_eq!(records[&key].state, FileState::Ingested, "{key}");
-    }
 }
 
 /// The local crawler, except that its first `fail` crawls end FAILED once they have run.
@@ -172,34 +63,6 @@ impl Crawler for FailingCrawler {
     }
 }
 
-/// The local job runner, except that its first `throttle` starts answer "too many runs".
-struct ThrottledJobs {
-    inner: Arc<dyn JobRunner>,
-    throttle: AtomicUsize,
-}
-
-#[async_trait]
-impl JobRunner for ThrottledJobs {
-    async fn find_run(&self, job: &str, batch_id: &str) -> Result<Option<String>, PortError> {
-        self.inner.find_run(job, batch_id).await
-    }
-
-    async fn start_run(
-        &self,
-        job: &str,
-        args: &BTreeMap<String, String>,
-    ) -> Result<JobStart, PortError> {
-        if take(&self.throttle) {
-            return Ok(JobStart::Throttled);
-        }
-        self.inner.start_run(job, args).await
-    }
-
-    async fn run_status(&self, job: &str, run_id: &str) -> Result<JobStatus, PortError> {
-        self.inner.run_status(job, run_id).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_crawls_and_unstartable_jobs_fail_their_files_once_and_retry_resumes_them() {
     let mut app = TestApp::new(|c| {
@@ -212,10 +75,7 @@ async fn failed_crawls_and_unstartable_jobs_fail_their_files_once_and_retry_resu
         inner: ports.crawler.clone(),
         fail: AtomicUsize::new(1),
     });
-    ports.jobs = Arc::new(ThrottledJobs {
-        inner: ports.jobs.clone(),
-        throttle: AtomicUsize::new(2),
-    });
+    ports.jobs = ThrottledJobs::new(ports.jobs.clone(), 2);
     let backend = app.pipeline.backend.clone();
     app.start_with(ports, move |name| backend.queue(name));
     app.put_demo_samples().await;

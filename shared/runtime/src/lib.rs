@@ -18,6 +18,8 @@
 //! - [`trace`] leaves a span in each file's trace for the batch work that moved it.
 //! - [`transition`] applies a file transition and emits its event.
 //! - [`events`] names what the runtime logs and counts.
+//! - `testkit` (feature `testkit`) runs one stage on the local backend on tokio's paused clock, for
+//!   the services' own tests.
 //! - [`watchdog`] finds long work whose poll timer was lost, by its lapsed lease, on one replica.
 
 pub mod consumer;
@@ -37,6 +39,8 @@ pub mod retry;
 pub mod service;
 pub mod settings;
 pub mod shutdown;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod trace;
 pub mod transition;
 pub mod watchdog;
