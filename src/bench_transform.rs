@@ -14,10 +14,11 @@ use crate::demo;
 use anyhow::{Context, bail};
 use choreo_domain::{FileId, JobArgs, Manifest, ManifestFile};
 use choreo_local::LocalBackend;
-use choreo_local::transform::{BuiltinJob, BuiltinSummary};
+use choreo_local::transform::BuiltinJob;
 use choreo_local::worker::{WorkerAnswer, WorkerRequest, run_in_worker};
 use choreo_ports::ObjectStore;
 use choreo_runtime::Settings;
+use choreo_transform::BuiltinSummary;
 use clap::Args;
 use serde::Serialize;
 use std::fs;
@@ -45,7 +46,7 @@ pub struct TransformBenchArgs {
     #[arg(long, default_value_t = 1024)]
     pub memory_mb: u64,
     /// MiB of keys the deduplication index holds before it spills a sorted run to disk.
-    #[arg(long, default_value_t = (choreo_local::transform::KEY_INDEX_BYTES >> 20) as u64)]
+    #[arg(long, default_value_t = (choreo_transform::KEY_INDEX_BYTES >> 20) as u64)]
     pub key_index_mb: u64,
     /// Exit 1 when the worker's peak resident memory is above this many MiB; 0: never.
     #[arg(long, default_value_t = 256)]

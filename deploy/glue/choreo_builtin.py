@@ -1,5 +1,5 @@
-"""Choreo's built-in transform as a Glue (PySpark) job: the AWS twin of the local job runner's
-(shared/local/src/transform.rs), with the same semantics. tests/glue/agreement.py runs both on the
+"""Choreo's built-in transform as a Glue (PySpark) job: the AWS twin of the Rust one the local job
+runner runs (shared/transform), with the same semantics. tests/glue/agreement.py runs both on the
 same batches and compares their Parquet row for row (docs/design.md lists what still differs).
 
 One file, two parts: `main()`, the Glue entry point (arguments, GlueContext, the salt's secret, the

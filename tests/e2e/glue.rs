@@ -213,7 +213,7 @@ async fn run_local(app: &TestApp, case: &Case, dir: &Path) -> (Manifest, PathBuf
         .data_dir
         .join("buckets")
         .join(&c.buckets.curated)
-        .join(choreo_local::transform::output_key(name, &batch));
+        .join(choreo_transform::output_key(name, &batch));
     assert!(out.exists(), "{}", out.display());
     let copy = dir.join(format!("{name}.rust.parquet"));
     std::fs::copy(&out, &copy).unwrap();

@@ -423,7 +423,7 @@ async fn the_job_runner_runs_the_builtin_transform_in_a_worker() {
         JobStatus::Succeeded,
         "a finished run is not run again"
     );
-    let key = choreo_local::transform::output_key("sales_daily", "b-1");
+    let key = choreo_transform::output_key("sales_daily", "b-1");
     let path = c
         .data_dir
         .join("buckets")

@@ -17,12 +17,12 @@
 use crate::catalog::{CatalogTable, tables};
 use crate::db::{Db, DbError, from_ms, ms, now_ms, ts};
 use crate::objects::LocalObjectStore;
-use crate::transform::{column_names, csv_reader, object_keys};
 use async_trait::async_trait;
 use choreo_domain::Config;
 use choreo_domain::clock;
 use choreo_domain::config::{DatasetConfig, FileFormat, KeyRouter};
 use choreo_ports::{CrawlStart, CrawlStatus, Crawler, ObjectStore, PortError, PortErrorKind};
+use choreo_transform::read::{column_names, csv_reader, object_keys};
 use choreo_validation::{Decoded, Limits};
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
@@ -556,7 +556,7 @@ mod tests {
             ("daily/bomb.csv.gz", Compression::Gzip),
             ("daily/bomb.csv.zst", Compression::Zstd),
         ] {
-            let bomb = crate::testutil::bomb(c, 0, 64);
+            let bomb = choreo_transform::testkit::bomb(c, 0, 64);
             assert!(bomb.len() < 128 << 10, "{key}: {}", bomb.len());
             s.put(&input, key, bomb).await.unwrap();
         }

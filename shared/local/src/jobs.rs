@@ -21,7 +21,6 @@ use crate::events::{
     JobRunClaimRenewError, WarehouseLoaded,
 };
 use crate::objects::LocalObjectStore;
-use crate::transform::KEY_INDEX_BYTES;
 use crate::transform::{BuiltinJob, split_location};
 use crate::worker::{
     STDERR_TAIL, WorkerAnswer, WorkerRequest, crash_reason, limit_memory, run_in_worker, tail,
@@ -30,6 +29,7 @@ use async_trait::async_trait;
 use choreo_domain::{Config, JobArgs};
 use choreo_ports::{JobRunner, JobStart, JobStatus, PortError, PortErrorKind};
 use choreo_telemetry::events::emit;
+use choreo_transform::KEY_INDEX_BYTES;
 use rusqlite::{OptionalExtension, params};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -21,7 +21,8 @@
 //!   at once for objects written through the object store, and by scanning the input bucket for
 //!   files other programs write; run the scan with [`LocalBackend::watch_input_bucket`].
 //! - `state.rs` — file records, batches and leases as conditional writes.
-//! - `crawler.rs` / `jobs.rs` / `transform.rs` — Glue stand-ins that do their work when polled;
+//! - `crawler.rs` / `jobs.rs` / `transform.rs` — Glue stand-ins that do their work when polled
+//!   (`transform.rs` runs the built-in transform's rules, `choreo_transform`, on the local buckets);
 //!   `catalog.rs` — the catalog's tables and partitions, which crawls and direct registrations write.
 //! - `audit.rs` — the deduplicated audit trail, its counters and the alerts waiting to go out.
 //! - `mail.rs` — alerts as log lines, and e-mails through SMTP when configured.
@@ -40,7 +41,6 @@ mod db;
 pub mod events;
 mod extracts;
 mod jobs;
-mod keyindex;
 mod mail;
 mod objects;
 mod queue;
@@ -378,27 +378,6 @@ pub(crate) mod testutil {
         config.check().unwrap();
         let b = LocalBackend::open(&config).unwrap();
         (dir, b)
-    }
-
-    /// A decompression bomb: `mib` MiB of `fill` as `mib` gzip members or zstd frames of one MiB
-    /// each, a file about a thousandth of that (gzip) or far less (zstd).
-    pub(crate) fn bomb(
-        compression: choreo_validation::Compression,
-        fill: u8,
-        mib: usize,
-    ) -> Vec<u8> {
-        use std::io::Write;
-        let zeros = vec![fill; 1 << 20];
-        let one = match compression {
-            choreo_validation::Compression::Gzip => {
-                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-                e.write_all(&zeros).unwrap();
-                e.finish().unwrap()
-            }
-            choreo_validation::Compression::Zstd => zstd::encode_all(&zeros[..], 19).unwrap(),
-            choreo_validation::Compression::None => zeros,
-        };
-        one.repeat(mib)
     }
 
     pub(crate) fn msg(body: &str) -> OutgoingMessage {

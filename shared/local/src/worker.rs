@@ -11,7 +11,8 @@
 //! (the limit reached, a signal) is described by [`crash_reason`].
 
 use crate::objects::LocalObjectStore;
-use crate::transform::{BuiltinJob, BuiltinSummary, KEY_INDEX_BYTES, run_builtin};
+use crate::transform::{BuiltinJob, run_builtin};
+use choreo_transform::{BuiltinSummary, KEY_INDEX_BYTES};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Read;

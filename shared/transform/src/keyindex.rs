@@ -21,6 +21,10 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+/// Bytes of primary keys (and their bookkeeping) the key index holds before it spills a sorted run
+/// to the scratch directory (the local backend's: the data directory's `tmp/`).
+pub const KEY_INDEX_BYTES: usize = 32 << 20;
+
 /// A run file's read and write buffer.
 const RUN_BUFFER: usize = 64 * 1024;
 
