@@ -89,7 +89,7 @@ pub struct BuiltinSummary {
 /// reader of the curated bucket (Athena, Spark, duckdb, pyarrow) sees `dataset` and `ingest_date`
 /// as columns.
 pub fn output_key(dataset: &str, batch_id: &str) -> String {
-    let day = chrono::Utc::now().format("%Y-%m-%d");
+    let day = choreo_domain::clock::now().format("%Y-%m-%d");
     format!("dataset={dataset}/ingest_date={day}/{batch_id}.parquet")
 }
 
