@@ -14,7 +14,7 @@ use choreo_domain::{Alert, AlertKind, BatchState, Event, FileRecord, FileState, 
 use choreo_ports::{FileQuery, PortError};
 use choreo_runtime::ServiceContext;
 use choreo_runtime::periodic::UnderLease;
-use choreo_runtime::publish::{batch_event_id, file_event_id, send_timer};
+use choreo_runtime::publish::{file_event_id, send_timer};
 use choreo_telemetry::events::emit;
 use chrono::{DateTime, Utc};
 use std::collections::HashSet;
@@ -203,15 +203,7 @@ async fn republish(
             };
             if batch.state == BatchState::Cataloged {
                 // The launcher never heard of the batch: its event again.
-                let event = Event::BatchCataloged {
-                    batch_id: batch.id.clone(),
-                    dataset: batch.dataset.clone(),
-                    files: batch.files.clone(),
-                };
-                let id = batch_event_id(&batch, &event);
-                ctx.publisher
-                    .publish_with(id, event, batch.traceparent.clone())
-                    .await
+                ctx.publisher.announce(&batch, Stage::Crawler).await
             } else {
                 // Under way: its poll timer was lost.
                 timer(&config.queues.transform, Event::JobPoll { batch_id }).await

@@ -42,7 +42,7 @@ use choreo_ports::{
 };
 use choreo_runtime::events::{BatchUnknown, FileLeftBatch};
 use choreo_runtime::fanout;
-use choreo_runtime::publish::{batch_event_id, send_timer};
+use choreo_runtime::publish::send_timer;
 use choreo_runtime::{Background, Handler, HandlerError, ServiceContext, decode};
 use choreo_telemetry::events::emit;
 use chrono::Utc;
@@ -758,29 +758,7 @@ impl CrawlerPoller {
     }
 
     async fn announce(&self, batch: &Batch) -> Result<(), HandlerError> {
-        let event = match batch.state {
-            BatchState::Cataloged => Event::BatchCataloged {
-                batch_id: batch.id.clone(),
-                dataset: batch.dataset.clone(),
-                files: batch.files.clone(),
-            },
-            BatchState::Failed if batch.failed_stage == Some(STAGE) => Event::BatchFailed {
-                batch_id: batch.id.clone(),
-                dataset: batch.dataset.clone(),
-                stage: STAGE,
-                reason: batch.reason.clone().unwrap_or_default(),
-                files: batch.files.clone(),
-            },
-            _ => return Ok(()),
-        };
-        self.ctx
-            .publisher
-            .publish_with(
-                batch_event_id(batch, &event),
-                event,
-                batch.traceparent.clone(),
-            )
-            .await?;
+        self.ctx.publisher.announce(batch, STAGE).await?;
         Ok(())
     }
 }

@@ -29,7 +29,7 @@ use choreo_ports::{
 };
 use choreo_runtime::events::{BatchUnknown, FileLeftBatch};
 use choreo_runtime::fanout;
-use choreo_runtime::publish::{batch_event_id, send_timer};
+use choreo_runtime::publish::send_timer;
 use choreo_runtime::{Background, Handler, HandlerError, ServiceContext, decode};
 use choreo_telemetry::events::emit;
 use std::sync::Arc;
@@ -484,29 +484,7 @@ impl Launcher {
             .state
             .release_lease(&batch_lease(&batch.id), &batch.id)
             .await?;
-        let event = match batch.state {
-            BatchState::Ingested => Event::BatchIngested {
-                batch_id: batch.id.clone(),
-                dataset: batch.dataset.clone(),
-                files: batch.files.clone(),
-            },
-            BatchState::Failed if batch.failed_stage == Some(STAGE) => Event::BatchFailed {
-                batch_id: batch.id.clone(),
-                dataset: batch.dataset.clone(),
-                stage: STAGE,
-                reason: batch.reason.clone().unwrap_or_default(),
-                files: batch.files.clone(),
-            },
-            _ => return Ok(()),
-        };
-        self.ctx
-            .publisher
-            .publish_with(
-                batch_event_id(batch, &event),
-                event,
-                batch.traceparent.clone(),
-            )
-            .await?;
+        self.ctx.publisher.announce(batch, STAGE).await?;
         Ok(())
     }
 }

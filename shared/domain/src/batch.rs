@@ -3,6 +3,7 @@
 //! and runs one crawl and one job per batch.
 
 use crate::record::FileId;
+use crate::{Event, Stage};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -135,6 +136,34 @@ impl Batch {
         }
     }
 
+    /// The event that tells the next stage what `stage` made of the batch: `BatchCataloged` or
+    /// `BatchIngested` for the state it reached, `BatchFailed` if it failed at `stage`; `None` while
+    /// it is under way, or when another stage put it where it is.
+    pub fn announcement(&self, stage: Stage) -> Option<Event> {
+        let (batch_id, dataset, files) =
+            (self.id.clone(), self.dataset.clone(), self.files.clone());
+        match self.state {
+            BatchState::Cataloged if stage == Stage::Crawler => Some(Event::BatchCataloged {
+                batch_id,
+                dataset,
+                files,
+            }),
+            BatchState::Ingested if stage == Stage::Transformer => Some(Event::BatchIngested {
+                batch_id,
+                dataset,
+                files,
+            }),
+            BatchState::Failed if self.failed_stage == Some(stage) => Some(Event::BatchFailed {
+                batch_id,
+                dataset,
+                stage,
+                reason: self.reason.clone().unwrap_or_default(),
+                files,
+            }),
+            _ => None,
+        }
+    }
+
     /// Whether the batch is catalogued directly (by its schema, without a crawler).
     pub fn is_direct(&self) -> bool {
         self.crawler.is_empty()
@@ -185,4 +214,55 @@ pub struct ManifestFile {
     /// The bytes to read: a job reads this version, not whatever the key holds now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin: Option<crate::Pin>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(state: BatchState, failed_at: Option<Stage>) -> Batch {
+        Batch {
+            failed_stage: failed_at,
+            reason: failed_at.map(|_| "no table".into()),
+            ..Batch::new(
+                "b-1".into(),
+                "sales",
+                "sales-crawler".into(),
+                "builtin".into(),
+                state,
+                vec![FileId::from("f-1")],
+            )
+        }
+    }
+
+    #[test]
+    fn a_batch_is_announced_by_the_stage_that_put_it_where_it_is() {
+        use {BatchState as B, Stage as S};
+        let kind = |b: &Batch, s| b.announcement(s).map(|e| e.kind().as_str());
+        assert_eq!(
+            kind(&batch(B::Cataloged, None), S::Crawler),
+            Some("BatchCataloged")
+        );
+        assert_eq!(kind(&batch(B::Cataloged, None), S::Transformer), None);
+        assert_eq!(
+            kind(&batch(B::Ingested, None), S::Transformer),
+            Some("BatchIngested")
+        );
+        assert_eq!(kind(&batch(B::Crawling, None), S::Crawler), None);
+        assert_eq!(kind(&batch(B::Transforming, None), S::Transformer), None);
+        let failed = batch(B::Failed, Some(S::Crawler));
+        assert_eq!(kind(&failed, S::Transformer), None, "not the launcher's");
+        match failed.announcement(S::Crawler) {
+            Some(Event::BatchFailed {
+                reason,
+                stage,
+                files,
+                ..
+            }) => {
+                assert_eq!((reason.as_str(), stage), ("no table", S::Crawler));
+                assert_eq!(files, vec![FileId::from("f-1")]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -48,6 +48,27 @@ impl Publisher {
     }
 }
 
+impl Publisher {
+    /// Publishes what `stage` made of `batch` ([`choreo_domain::Batch::announcement`]) under the
+    /// batch's event id and in the batch's trace; again, in the outbox case, under the same id.
+    /// Nothing while the batch is under way.
+    pub async fn announce(
+        &self,
+        batch: &choreo_domain::Batch,
+        stage: choreo_domain::Stage,
+    ) -> Result<(), PortError> {
+        let Some(event) = batch.announcement(stage) else {
+            return Ok(());
+        };
+        self.publish_with(
+            batch_event_id(batch, &event),
+            event,
+            batch.traceparent.clone(),
+        )
+        .await
+    }
+}
+
 /// Sends `event` to `queue` after `delay`: the durable timer used to poll long work.
 pub async fn send_timer(
     queue: &dyn Queue,
