@@ -322,38 +322,7 @@ mod tests {
     use crate::AwsClients;
     use crate::moto::Moto;
     use choreo_ports::PortErrorKind;
-
-    fn table(keys: &[&str]) -> TableDef {
-        TableDef {
-            dataset: "sales".into(),
-            name: "sales".into(),
-            bucket: "choreo-input".into(),
-            folder: "sales/".into(),
-            columns: vec![
-                Col {
-                    name: "id".into(),
-                    column_type: ColumnType::Bigint,
-                },
-                Col {
-                    name: "amount".into(),
-                    column_type: ColumnType::Double,
-                },
-            ],
-            partition_keys: keys.iter().map(|k| k.to_string()).collect(),
-            format: TableFormat::Csv {
-                delimiter: ',',
-                quote: '"',
-                header: true,
-            },
-        }
-    }
-
-    fn partition(region: &str, day: u32) -> Partition {
-        Partition {
-            values: vec![region.into(), format!("{day}")],
-            folder: format!("sales/region={region}/day={day}/"),
-        }
-    }
+    use choreo_ports::testkit::{sales_partition as partition, sales_table as table};
 
     #[test]
     fn tables_are_external_text_tables_over_the_folder() {

@@ -342,38 +342,14 @@ impl Catalog for LocalCatalog {
 #[cfg(test)]
 mod tests {
     use crate::testutil::backend;
-    use choreo_domain::catalog::{Column, ColumnType, Partition, TableDef, TableFormat};
+    use choreo_domain::catalog::{ColumnType, Partition};
+    use choreo_ports::testkit::sales_table as table;
     use choreo_ports::{Catalog, TableOutcome};
-
-    fn table(keys: &[&str]) -> TableDef {
-        TableDef {
-            dataset: "daily".into(),
-            name: "daily".into(),
-            bucket: "choreo-input".into(),
-            folder: "daily/".into(),
-            columns: vec![
-                Column {
-                    name: "id".into(),
-                    column_type: ColumnType::Bigint,
-                },
-                Column {
-                    name: "amount".into(),
-                    column_type: ColumnType::Double,
-                },
-            ],
-            partition_keys: keys.iter().map(|k| k.to_string()).collect(),
-            format: TableFormat::Csv {
-                delimiter: ',',
-                quote: '"',
-                header: true,
-            },
-        }
-    }
 
     fn partition(day: &str) -> Partition {
         Partition {
             values: vec![day.into()],
-            folder: format!("daily/day={day}/"),
+            folder: format!("sales/day={day}/"),
         }
     }
 
@@ -393,22 +369,22 @@ mod tests {
         c.ensure_table(&t).await.unwrap();
         t.columns[1].column_type = ColumnType::String;
         assert_eq!(c.ensure_table(&t).await.unwrap(), TableOutcome::Updated);
-        let stored = c.table("daily").unwrap().unwrap();
+        let stored = c.table("sales").unwrap().unwrap();
         assert_eq!(stored.crawler, "direct");
         assert_eq!(stored.columns, ["id", "amount"]);
         assert_eq!(stored.types.unwrap(), ["bigint", "string"]);
         assert_eq!(stored.partition_keys, ["day"]);
-        assert_eq!(stored.location, "choreo-input/daily/");
+        assert_eq!(stored.location, "choreo-input/sales/");
         assert_eq!(stored.format.unwrap()["header"], true);
         let err = c.ensure_table(&table(&[])).await.unwrap_err();
         assert!(err.to_string().contains("partitioned by"), "{err}");
 
         let two = [partition("2026-11-25"), partition("2026-11-26")];
         c.add_partitions(&t, &two).await.unwrap();
-        let stored = c.partitions("daily").unwrap();
+        let stored = c.partitions("sales").unwrap();
         assert_eq!(stored.len(), 2);
         assert_eq!(stored[0].values, ["2026-11-25"]);
-        assert_eq!(stored[0].location, "choreo-input/daily/day=2026-11-25/");
+        assert_eq!(stored[0].location, "choreo-input/sales/day=2026-11-25/");
         assert!(c.partitions("events").unwrap().is_empty());
     }
 }

@@ -9,7 +9,9 @@ pub async fn catalog_contract(c: &dyn Catalog) {
     partitions_are_added_once_in_any_number(c).await;
 }
 
-fn table(keys: &[&str]) -> TableDef {
+/// The contract's table: dataset `sales` under `sales/` in `choreo-input`, a CSV of `id` (bigint)
+/// and `amount` (double), partitioned by `keys`. For adapters' own tests too.
+pub fn table(keys: &[&str]) -> TableDef {
     TableDef {
         dataset: "sales".into(),
         name: "sales".into(),
@@ -37,7 +39,8 @@ fn table(keys: &[&str]) -> TableDef {
 /// One change to a table's definition.
 type Change = fn(&mut TableDef);
 
-fn partition(region: &str, day: u32) -> Partition {
+/// A partition of [`table`]`(["region", "day"])`.
+pub fn partition(region: &str, day: u32) -> Partition {
     Partition {
         values: vec![region.into(), format!("{day}")],
         folder: format!("sales/region={region}/day={day}/"),
