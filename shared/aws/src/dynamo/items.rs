@@ -23,8 +23,8 @@ pub(super) fn lease_pk(name: &str) -> String {
     format!("L#{name}")
 }
 
-pub(super) fn event_pk(id: &str) -> String {
-    format!("E#{id}")
+pub(super) fn page_pk(id: &str) -> String {
+    format!("P#{id}")
 }
 
 /// FNV-1a, 64 bits: a hash that never changes between builds or processes, unlike `std`'s.
@@ -357,27 +357,9 @@ pub(super) fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// An audit entry as an item.
+/// An audit event as an item of its own, as written before pages (`E#<event id>`): read, never
+/// written.
 pub(super) struct EventItem(pub(super) Item);
-
-impl From<&AuditEntry> for EventItem {
-    fn from(e: &AuditEntry) -> Self {
-        let recorded = ts(e.recorded_at);
-        EventItem(Item::from([
-            (PK.to_string(), s(event_pk(&e.event_id))),
-            ("event_type".to_string(), s(&e.event_type)),
-            ("dataset".to_string(), s(&e.dataset)),
-            ("occurred_at".to_string(), s(ts(e.occurred_at))),
-            ("recorded_at".to_string(), s(&recorded)),
-            ("body".to_string(), s(e.body.to_string())),
-            (
-                GSI1PK.to_string(),
-                s(format!("EVENTS#{}", shard_of(&e.event_id, AUDIT_SHARDS))),
-            ),
-            (GSI1SK.to_string(), s(format!("{recorded}#{}", e.event_id))),
-        ]))
-    }
-}
 
 impl TryFrom<EventItem> for AuditEntry {
     type Error = PortError;
@@ -398,6 +380,70 @@ impl TryFrom<EventItem> for AuditEntry {
                 .map_err(|e| a.malformed("body", &format!("is not JSON: {e}")))?,
         })
     }
+}
+
+/// A page of the audit trail as an item: the events recorded together, each as its envelope's
+/// JSON, in the order they arrived, and the time they were recorded. Indexed like an event was,
+/// under a shard of its id.
+pub(super) struct PageItem(pub(super) Item);
+
+impl PageItem {
+    /// The attribute holding the events: a page's mark (an item of one event has `body`).
+    pub(super) const EVENTS: &'static str = "events";
+
+    pub(super) fn new(id: &str, recorded_at: DateTime<Utc>, bodies: Vec<String>) -> Self {
+        let recorded = ts(recorded_at);
+        PageItem(Item::from([
+            (PK.to_string(), s(page_pk(id))),
+            ("recorded_at".to_string(), s(&recorded)),
+            (
+                Self::EVENTS.to_string(),
+                AttributeValue::L(bodies.into_iter().map(s).collect()),
+            ),
+            (
+                GSI1PK.to_string(),
+                s(format!("EVENTS#{}", shard_of(id, AUDIT_SHARDS))),
+            ),
+            (GSI1SK.to_string(), s(format!("{recorded}#{id}"))),
+        ]))
+    }
+}
+
+/// The entries of a page, in the order they were recorded.
+pub(super) fn page_entries(item: &Item) -> Result<Vec<AuditEntry>, PortError> {
+    let pk = match item.get(PK) {
+        Some(AttributeValue::S(pk)) => pk.as_str(),
+        _ => "(no pk)",
+    };
+    let a = Attrs::new(pk, item);
+    let recorded_at = a.time("recorded_at")?;
+    let Some(AttributeValue::L(events)) = item.get(PageItem::EVENTS) else {
+        return Err(a.malformed(PageItem::EVENTS, "is not a list"));
+    };
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let malformed = |what: &str| a.malformed(&format!("{}[{i}]", PageItem::EVENTS), what);
+            let AttributeValue::S(body) = e else {
+                return Err(malformed("is not a string"));
+            };
+            let body: serde_json::Value =
+                serde_json::from_str(body).map_err(|e| malformed(&format!("is not JSON: {e}")))?;
+            let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+            Ok(AuditEntry {
+                event_id: text(&body["id"]).ok_or_else(|| malformed("has no id"))?,
+                event_type: text(&body["event"]["type"])
+                    .ok_or_else(|| malformed("has no event type"))?,
+                // As `Event::dataset`: the timers have none.
+                dataset: text(&body["event"]["dataset"]).unwrap_or_default(),
+                occurred_at: serde_json::from_value(body["occurred_at"].clone())
+                    .map_err(|e| malformed(&format!("has no occurred_at: {e}")))?,
+                recorded_at,
+                body,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
