@@ -13,7 +13,7 @@
 //!
 //! | item | `pk` | attributes | `gsi1pk` / `gsi1sk` |
 //! |---|---|---|---|
-//! | file | `F#<file id>` | one per [`FileRecord`](choreo_domain::FileRecord) field: `state` (NEW…), `size` (N), timestamps as RFC 3339, `history` as a list of maps | `F#<PHASE>#<shard>` / `<dataset>#<file id>` |
+//! | file | `F#<file id>` | one per [`FileRecord`](choreo_domain::FileRecord) field: `state` (NEW…), `size` (N), `history` as a list of maps (times as RFC 3339); `created_at` and `updated_at` only where they are not the first and last entries' times, and the pin as `pin` (its kind) when it is the `version` — so that a file's item stays under 1 KB, one write unit a move | `F#<PHASE>#<shard>` / `<dataset>#<file id>` |
 //! | batch | `B#<batch id>` | `state`, `created_at`, the whole [`Batch`](choreo_domain::Batch) as JSON in `body`, `write_token` (the last update's) | `B#<STATE>` / `<created_at>#<batch id>` |
 //! | lease | `L#<name>` | `holder`, `expires_at` (ms, N) | none (not indexed) |
 //!
