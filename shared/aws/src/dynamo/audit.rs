@@ -18,9 +18,10 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 /// How long a page that is not full waits for more events: the events of one receive (up to ten,
 /// handled at once) and of the handlers finishing with them share a page.
 const GATHER: Duration = Duration::from_millis(20);
-/// The most events, and about the most bytes, one page holds. DynamoDB takes items of 400 KB; a
-/// page is kept far below, so that one page's write is never the slow one.
-const PAGE_MAX_EVENTS: usize = 50;
+/// The most events, and about the most bytes, one page holds. Ten, a receive's worth: under load a
+/// page fills and leaves at once rather than wait out [`GATHER`] while its handlers hold their
+/// permits (and ten events are some 3 KB, far below DynamoDB's 400 KB an item).
+const PAGE_MAX_EVENTS: usize = 10;
 const PAGE_MAX_BYTES: usize = 16 * 1024;
 /// Page writes in flight at once: while they all wait, events gather into the next pages.
 const PAGES_IN_FLIGHT: usize = 4;
