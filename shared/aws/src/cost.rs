@@ -87,6 +87,26 @@ impl Bill {
         rates
     }
 
+    /// The write units of each kind of key, busiest first: items by their type prefix
+    /// (`choreo-state F#`, `choreo-audit E#`), index entries by their partition family without the
+    /// shard (`choreo-state/index F#ACTIVE`). Where a run's writes go, for `docs/cost.md`.
+    pub fn write_units_by_kind(&self) -> Vec<(String, f64)> {
+        let mut kinds: BTreeMap<String, f64> = BTreeMap::new();
+        for (key, units) in &self.partitions {
+            let (table, pk) = key.split_once(' ').unwrap_or((key.as_str(), ""));
+            let kind = if table.ends_with("/index") {
+                pk.trim_end_matches(|c: char| c.is_ascii_digit())
+                    .trim_end_matches('#')
+            } else {
+                pk.find('#').map_or(pk, |i| &pk[..=i])
+            };
+            *kinds.entry(format!("{table} {kind}")).or_default() += units;
+        }
+        let mut kinds: Vec<(String, f64)> = kinds.into_iter().collect();
+        kinds.sort_by(|a, b| b.1.total_cmp(&a.1));
+        kinds
+    }
+
     /// Dollars per million files, for a run that moved `files` files.
     pub fn per_million_files(&self, files: u64) -> f64 {
         let files = files.max(1) as f64;
@@ -454,6 +474,12 @@ pub fn report(bill: &Bill, files: u64) -> String {
             bill.write_units() / per,
             share * 100.0
         );
+        let kinds = bill
+            .write_units_by_kind()
+            .into_iter()
+            .map(|(kind, units)| format!("{kind} {:.2}", units / per))
+            .collect::<Vec<_>>();
+        let _ = writeln!(out, "  by kind of key: {}", kinds.join(", "));
     }
     let rates = bill.shared_rates(files);
     if !rates.is_empty() {
@@ -534,6 +560,14 @@ mod tests {
         assert_eq!(bill.partitions["t/index F#NEW#0"], 3.0);
         assert_eq!(bill.partitions["t/index F#VALID#0"], 3.0);
         assert_eq!(bill.write_units(), 12.0);
+        assert_eq!(
+            bill.write_units_by_kind(),
+            vec![
+                ("t F#".to_string(), 6.0),
+                ("t/index F#NEW".to_string(), 3.0),
+                ("t/index F#VALID".to_string(), 3.0)
+            ]
+        );
         let (key, share) = bill.hottest().unwrap();
         assert_eq!((key, share), ("t F#1", 0.5));
         // The file's own item is not shared; its index partitions are, and scale with the rate.

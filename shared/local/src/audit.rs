@@ -213,4 +213,16 @@ mod tests {
         let (_dir, b) = backend();
         choreo_ports::testkit::audit_log_contract(b.ports().audit.as_ref()).await;
     }
+
+    /// SQLite tells a duplicate at no cost: it is answered `false` and not stored.
+    #[tokio::test]
+    async fn a_duplicate_is_known_as_one() {
+        let (_dir, b) = backend();
+        let audit = b.ports().audit;
+        let e = choreo_domain::Envelope::new(choreo_domain::Event::CrawlPoll {
+            batch_id: "b-1".into(),
+        });
+        assert!(audit.record(&e).await.unwrap());
+        assert!(!audit.record(&e).await.unwrap());
+    }
 }

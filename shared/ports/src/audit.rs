@@ -17,8 +17,11 @@ pub struct AuditEntry {
 /// The append-only audit trail, countable per dataset and event type.
 #[async_trait]
 pub trait AuditLog: Send + Sync {
-    /// Appends the event, unless an event with its id was recorded already: then returns
-    /// `Ok(false)` and changes nothing, so duplicates never count twice.
+    /// Appends the event. An event whose id was recorded already never counts twice: `counts`
+    /// and `recent` hold each id once. A store that can tell it is a duplicate at no cost returns
+    /// `Ok(false)` and stores nothing (SQLite always; DynamoDB, which writes the events that
+    /// arrive together as one item, only within that item); otherwise it may keep the duplicate,
+    /// answer `Ok(true)`, and leave it to the reads to drop.
     async fn record(&self, envelope: &Envelope) -> Result<bool, PortError>;
 
     /// `(dataset, event_type, count)` for every pair seen. It may read the whole trail (DynamoDB

@@ -13,7 +13,7 @@
 //!
 //! | item | `pk` | attributes | `gsi1pk` / `gsi1sk` |
 //! |---|---|---|---|
-//! | file | `F#<file id>` | one per [`FileRecord`](choreo_domain::FileRecord) field: `state` (NEW…), `size` (N), timestamps as RFC 3339, `history` as a list of maps | `F#<PHASE>#<shard>` / `<dataset>#<file id>` |
+//! | file | `F#<file id>` | one per [`FileRecord`](choreo_domain::FileRecord) field: `state` (NEW…), `size` (N), `history` as a list of maps (times as RFC 3339); `created_at` and `updated_at` only where they are not the first and last entries' times, and the pin as `pin` (its kind) when it is the `version` — so that a file's item stays under 1 KB, one write unit a move | `F#<PHASE>#<shard>` / `<dataset>#<file id>` |
 //! | batch | `B#<batch id>` | `state`, `created_at`, the whole [`Batch`](choreo_domain::Batch) as JSON in `body`, `write_token` (the last update's) | `B#<STATE>` / `<created_at>#<batch id>` |
 //! | lease | `L#<name>` | `holder`, `expires_at` (ms, N) | none (not indexed) |
 //!
@@ -45,13 +45,18 @@
 //!
 //! # The audit table (`aws.audit_table`)
 //!
-//! Partition key `pk` only. Events are `E#<event id>`, each one conditional put (if absent), so a
-//! duplicate event is neither stored nor counted twice. The index `by_time` holds events under
-//! `EVENTS#<0..15>`, sorted by `<recorded_at>#<event id>`: sixteen shards, so that at 1,000 files a
-//! second (about 2,400 events) no index partition takes more than a third of its write limit (see
-//! `docs/cost.md`). There are no counter items: one per dataset and event type took every event of
-//! its dataset, so counts derive from the trail. Alerts are `A#<id>` under `ALERTS#PENDING` or
-//! `ALERTS#SENT`.
+//! Partition key `pk` only. Events are written in pages, `P#<page id>`: the events that reached
+//! the auditor within 20 ms of each other (a receive of ten, handled at once), each as its
+//! envelope's JSON in the list `events`, with the time they were recorded. A page and its index
+//! entry cost a write unit per KB each, so ten events together cost about 6 units where ten items
+//! cost 20. A page is a new item each time, so an event delivered twice may be stored twice (in two
+//! pages): the reads keep one entry per event id, so nothing is counted twice. Items written
+//! before pages, one per event (`E#<event id>`), are read the same way. The index `by_time` holds
+//! pages under `EVENTS#<0..15>` (a shard of the page id), sorted by `<recorded_at>#<page id>`:
+//! sixteen shards, so that at 1,000 files a second no index partition takes more than a third of
+//! its write limit (see `docs/cost.md`). There are no counter items: one per dataset and event type
+//! took every event of its dataset, so counts derive from the trail. Alerts are `A#<id>` under
+//! `ALERTS#PENDING` or `ALERTS#SENT`.
 
 mod audit;
 mod items;
@@ -78,7 +83,7 @@ const GSI1SK: &str = "gsi1sk";
 
 /// The state table's index of files by state and dataset (and of batches by state).
 pub const STATE_INDEX: &str = "by_phase";
-/// The audit table's index of events by time (and of counters).
+/// The audit table's index of event pages (and alerts) by time.
 pub const TIME_INDEX: &str = "by_time";
 
 /// Put-if-absent: the condition of every create, in both tables (`#pk` bound by the request).

@@ -5,7 +5,7 @@ use super::items::{
     ACTIVE, Attrs, BatchItem, FileItem, HistoryMap, Lease, PHASES, WRITE_TOKEN, batch_index_pk,
     batch_pk, file_index_pk, file_index_sk, file_pk, from_ms, lease_pk, phase, shard_of,
 };
-use super::{ABSENT, GSI1PK, GSI1SK, Item, PK, STATE_INDEX, build_error, n, s, ts};
+use super::{ABSENT, GSI1PK, GSI1SK, Item, PK, STATE_INDEX, build_error, n, s};
 use crate::error::{code, condition_held, port_error};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -417,11 +417,7 @@ impl StateStore for DynamoStateStore {
         let pk = file_pk(t.file.as_str());
         let shard = shard_of(t.file.as_str(), self.index_shards);
         // What `Transition::apply_to` does, as one update expression.
-        let mut sets = vec![
-            "#state = :to",
-            "#updated_at = :at",
-            "#history = list_append(#history, :entry)",
-        ];
+        let mut sets = vec!["#state = :to", "#history = list_append(#history, :entry)"];
         let mut names = HashMap::from([
             ("#state".to_string(), "state".to_string()),
             ("#updated_at".to_string(), "updated_at".to_string()),
@@ -431,7 +427,6 @@ impl StateStore for DynamoStateStore {
         let mut values = Item::from([
             (":from".to_string(), s(t.from.as_str())),
             (":to".to_string(), s(t.to.as_str())),
-            (":at".to_string(), s(ts(at))),
             (
                 ":entry".to_string(),
                 AttributeValue::L(vec![HistoryMap::from(&t.history_entry(at)).0]),
@@ -444,8 +439,9 @@ impl StateStore for DynamoStateStore {
             names.insert("#gsi1pk".into(), GSI1PK.into());
             values.insert(":gsi1pk".into(), s(file_index_pk(t.to, shard)));
         }
-        // The sweep's note is about the state being left.
-        let mut remove = vec!["#sweep"];
+        // The sweep's note is about the state being left. The record's update time is the new
+        // entry's (`items.rs`): one written before that rule goes.
+        let mut remove = vec!["#sweep", "#updated_at"];
         // A move to FAILED without a reason keeps the reason the file had; any other move sets it
         // (or clears it).
         match &t.reason {
