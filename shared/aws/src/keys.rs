@@ -25,7 +25,7 @@ use aws_sdk_dynamodb::types::{
 };
 use choreo_domain::clock;
 use choreo_domain::extract::{ExtractUnit, KeyRecord, Tick, UnitState};
-use choreo_ports::{ExtractStore, PortError, UnitClaim, UnitEnd};
+use choreo_ports::{EndedUnit, ExtractStore, PortError, UnitClaim, UnitEnd};
 use chrono::{DateTime, TimeZone, Utc};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -447,16 +447,12 @@ impl ExtractStore for DynamoExtractStore {
         holder: &str,
         end: &UnitEnd,
     ) -> Result<bool, PortError> {
-        let (state, reason, object_key, rows) = match end {
-            UnitEnd::Extracted { object_key, rows } => (
-                UnitState::Extracted,
-                None,
-                Some(object_key.clone()),
-                Some(i64::try_from(*rows).unwrap_or(i64::MAX)),
-            ),
-            UnitEnd::Failed { reason } => (UnitState::Failed, Some(reason.clone()), None, None),
-            UnitEnd::Released { reason } => (UnitState::Pending, Some(reason.clone()), None, None),
-        };
+        let EndedUnit {
+            state,
+            reason,
+            object_key,
+            rows,
+        } = end.record();
         let mut set = vec!["#state = :state", "updated_at = :now"];
         let mut remove = vec!["holder", "claimed_until"];
         let mut req = self

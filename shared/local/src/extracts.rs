@@ -7,7 +7,7 @@
 use crate::db::{Db, DbError, from_ms, ms, now_ms};
 use async_trait::async_trait;
 use choreo_domain::extract::{ExtractUnit, KeyRecord, Tick, UnitState};
-use choreo_ports::{ExtractStore, PortError, UnitClaim, UnitEnd};
+use choreo_ports::{EndedUnit, ExtractStore, PortError, UnitClaim, UnitEnd};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 use std::sync::Arc;
@@ -331,16 +331,12 @@ impl ExtractStore for LocalExtractStore {
         end: &UnitEnd,
     ) -> Result<bool, PortError> {
         let (t, k, h) = (tick_id.to_string(), key.to_string(), holder.to_string());
-        let (state, reason, object_key, rows) = match end {
-            UnitEnd::Extracted { object_key, rows } => (
-                UnitState::Extracted,
-                None,
-                Some(object_key.clone()),
-                Some(i64::try_from(*rows).unwrap_or(i64::MAX)),
-            ),
-            UnitEnd::Failed { reason } => (UnitState::Failed, Some(reason.clone()), None, None),
-            UnitEnd::Released { reason } => (UnitState::Pending, Some(reason.clone()), None, None),
-        };
+        let EndedUnit {
+            state,
+            reason,
+            object_key,
+            rows,
+        } = end.record();
         self.db
             .write("finish_unit", format!("{tick_id}/{key}"), move |tx| {
                 let n = tx

@@ -1,6 +1,6 @@
 use crate::PortError;
 use async_trait::async_trait;
-use choreo_domain::extract::{ExtractUnit, KeyRecord, Tick};
+use choreo_domain::extract::{ExtractUnit, KeyRecord, Tick, UnitState};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -35,6 +35,37 @@ pub enum UnitEnd {
     Released {
         reason: String,
     },
+}
+
+/// What a unit's record holds once it ended: its state, and the fields the end sets (the others are
+/// cleared). Each store writes these, so the two cannot read an end differently.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndedUnit {
+    pub state: UnitState,
+    pub reason: Option<String>,
+    pub object_key: Option<String>,
+    pub rows: Option<i64>,
+}
+
+impl UnitEnd {
+    pub fn record(&self) -> EndedUnit {
+        let (state, reason, object_key, rows) = match self {
+            UnitEnd::Extracted { object_key, rows } => (
+                UnitState::Extracted,
+                None,
+                Some(object_key.clone()),
+                Some(i64::try_from(*rows).unwrap_or(i64::MAX)),
+            ),
+            UnitEnd::Failed { reason } => (UnitState::Failed, Some(reason.clone()), None, None),
+            UnitEnd::Released { reason } => (UnitState::Pending, Some(reason.clone()), None, None),
+        };
+        EndedUnit {
+            state,
+            reason,
+            object_key,
+            rows,
+        }
+    }
 }
 
 /// The keys table and the record of ticks and units: DynamoDB on AWS, SQLite locally.

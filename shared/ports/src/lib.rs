@@ -22,7 +22,7 @@ pub use audit::{AuditEntry, AuditLog};
 pub use bus::EventBus;
 pub use catalog::{Catalog, TableOutcome};
 pub use error::{PortError, PortErrorKind};
-pub use extracts::{ExtractStore, NoExtractStore, UnitClaim, UnitEnd};
+pub use extracts::{EndedUnit, ExtractStore, NoExtractStore, UnitClaim, UnitEnd};
 pub use jobs::{CrawlStart, CrawlStatus, Crawler, JobRunner, JobStart, JobStatus};
 pub use notify::Notifier;
 pub use objects::{ObjectMeta, ObjectReader, ObjectStore};
