@@ -546,7 +546,6 @@ mod tests {
     use choreo_domain::config::{
         CompressionSetting, CsvOptions, FileFormat, KeyMatch, SchemaSource,
     };
-    use std::time::{Duration, Instant};
 
     fn dataset(
         name: &str,
@@ -651,25 +650,6 @@ mod tests {
         .to_arguments()
     }
 
-    /// Polls until `f` is no longer `running`, or panics after `secs`.
-    async fn settle<T: PartialEq + std::fmt::Debug, F, Fut>(running: T, secs: u64, f: F) -> T
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, PortError>>,
-    {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let got = f().await.unwrap();
-            if got != running {
-                return got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still {running:?} after {secs} s"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
 
     #[test]
     fn glue_crawl_paths_are_the_datasets_folders() {
@@ -825,47 +805,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn glue_job_runs_are_found_by_their_batch() {
+    async fn the_job_runner_keeps_the_ports_contract() {
         let moto = Moto::start();
         moto.set_transition_seconds("glue::job_run", 1);
         let clients = AwsClients::emulator(&moto.endpoint).await;
         let c = config();
         create_glue(&clients, &c, SCRIPT).await.unwrap();
         let jobs = GlueJobRunner::new(clients.glue.clone(), &c.aws.builtin_job);
-        assert_eq!(jobs.find_run("builtin", "b-1").await.unwrap(), None);
-        let JobStart::Started { run_id } = jobs.start_run("builtin", &args("b-1")).await.unwrap()
-        else {
-            panic!("not started")
-        };
-        let JobStart::Started { run_id: other } =
-            jobs.start_run("builtin", &args("b-2")).await.unwrap()
-        else {
-            panic!("not started")
-        };
-        assert_ne!(run_id, other);
-        assert_eq!(
-            jobs.find_run("builtin", "b-1").await.unwrap(),
-            Some(run_id.clone())
-        );
-        assert_eq!(jobs.find_run("builtin", "b-2").await.unwrap(), Some(other));
-        assert_eq!(jobs.find_run("builtin", "b-3").await.unwrap(), None);
-        // The port's "builtin" is the Glue job `aws.builtin_job`, by either name.
-        assert_eq!(
-            jobs.find_run(&c.aws.builtin_job, "b-1").await.unwrap(),
-            Some(run_id.clone())
-        );
-        assert_eq!(
-            jobs.run_status("builtin", &run_id).await.unwrap(),
-            JobStatus::Running
-        );
-        let ended = settle(JobStatus::Running, 10, || {
-            jobs.run_status("builtin", &run_id)
-        })
-        .await;
-        assert_eq!(ended, JobStatus::Succeeded);
+        choreo_ports::testkit::job_runner_contract(&jobs, "builtin").await;
 
-        let err = jobs.run_status("builtin", "jr_none").await.unwrap_err();
-        assert_eq!(err.kind, PortErrorKind::NotFound);
+        // The port's "builtin" is the Glue job `aws.builtin_job`, by either name.
+        let run = jobs.find_run("builtin", "b-1").await.unwrap();
+        assert!(run.is_some());
+        assert_eq!(jobs.find_run(&c.aws.builtin_job, "b-1").await.unwrap(), run);
+        // A job Glue does not have cannot start: a permanent error naming it.
         let err = jobs
             .start_run("nightly-etl", &args("b-1"))
             .await
@@ -873,11 +826,6 @@ mod tests {
         assert_eq!(err.kind, PortErrorKind::Permanent, "{err}");
         assert!(err.to_string().contains("nightly-etl"), "{err}");
         assert_eq!(jobs.find_run("nightly-etl", "b-1").await.unwrap(), None);
-        let err = jobs
-            .start_run("builtin", &BTreeMap::new())
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind, PortErrorKind::Permanent);
     }
 
     #[tokio::test]

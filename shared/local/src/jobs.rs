@@ -519,6 +519,12 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_job_runner_keeps_the_ports_contract() {
+        let (_dir, b) = backend();
+        choreo_ports::testkit::job_runner_contract(&*b.ports().jobs, "command:true").await;
+    }
+
+    #[tokio::test]
     async fn failures_are_reported_as_the_run_state() {
         let (_dir, b) = backend();
         let jobs = b.ports().jobs;

@@ -16,7 +16,7 @@ pub use audit::audit_log_contract;
 pub use bus::{Subscriber, event_bus_contract};
 pub use catalog::{catalog_contract, partition as sales_partition, table as sales_table};
 pub use extracts::extract_store_contract;
-pub use jobs::crawler_contract;
+pub use jobs::{crawler_contract, job_runner_contract};
 pub use objects::{ContractBuckets, object_store_contract};
 pub use queue::{EmulatorDifferences, QueueUnderTest, queue_contract};
 pub use state::{new_file, state_store_contract, validate};
