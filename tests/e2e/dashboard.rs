@@ -4,15 +4,13 @@
 //! view fits a phone's width. A screenshot of each view, at 1280 and 390 px, goes to
 //! `target/dashboard-screenshots/`.
 
+use crate::helpers::{Running, up_demo_printing};
 use crate::http::Http;
 use crate::webdriver::Browser;
 use choreo::demo;
 use hyper::StatusCode;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The trace viewer the dashboard links trace ids to.
@@ -20,7 +18,7 @@ const TRACE_URL: &str = "http://127.0.0.1:6006/redirects/traces/{trace_id}";
 
 /// `choreo up --demo` in a temporary directory, its dashboard on a free port.
 struct Up {
-    child: Child,
+    _child: Running,
     _dir: tempfile::TempDir,
 }
 
@@ -28,44 +26,21 @@ impl Up {
     /// Starts it and returns the dashboard link it prints.
     fn start() -> (Up, String) {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_choreo"))
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["up", "--demo"])
-            .env("CHOREO_OPERATIONS__LISTEN", "127.0.0.1:0")
-            .env("CHOREO_OPERATIONS__TRACE_URL", TRACE_URL)
-            .env("CHOREO_RUNTIME__SCAN_INTERVAL_MS", "50")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Read stderr to its end on a thread (a full pipe would block the pipeline), passing on
-        // the dashboard line.
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(link) = line.strip_prefix("dashboard: ") {
-                    let _ = tx.send(link.to_string());
-                }
-            }
-        });
-        let up = Up { child, _dir: dir };
-        let link = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("`choreo up --demo` printed no dashboard link");
-        (up, link)
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
+        let (child, link) = up_demo_printing(
+            dir.path(),
+            &[
+                ("CHOREO_OPERATIONS__LISTEN", "127.0.0.1:0"),
+                ("CHOREO_OPERATIONS__TRACE_URL", TRACE_URL),
+            ],
+            "dashboard: ",
+        );
+        (
+            Up {
+                _child: child,
+                _dir: dir,
+            },
+            link,
+        )
     }
 }
 

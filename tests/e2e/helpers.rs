@@ -307,3 +307,53 @@ impl<T: Tap> Queue for Tapped<T> {
         self.0.inner().purge().await
     }
 }
+
+/// A child process stopped with SIGTERM (and waited for) when dropped.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// `choreo up --demo` in `dir` with `env` added, scanning every 50 ms; returns the process and
+/// what follows `prefix` on the first line of its stderr that starts with it (an address it
+/// prints). Its stderr is read to its end on a thread: a full pipe would block the pipeline.
+pub fn up_demo_printing(
+    dir: &Path,
+    env: &[(&str, &str)],
+    prefix: &'static str,
+) -> (Running, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_choreo"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["up", "--demo"])
+        .envs(env.iter().copied())
+        .env("CHOREO_RUNTIME__SCAN_INTERVAL_MS", "50")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let _ = tx.send(rest.to_string());
+            }
+        }
+    });
+    let running = Running(child);
+    let found = rx
+        .recv_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|_| panic!("`choreo up --demo` printed no line starting {prefix:?}"));
+    (running, found)
+}

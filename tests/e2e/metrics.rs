@@ -3,7 +3,7 @@
 //! through its HTTP API; the auditor's gauges against queues in a known state; and the Grafana
 //! dashboard (`deploy/grafana/choreo.json`) against the metric names the services publish.
 
-use crate::helpers::TestApp;
+use crate::helpers::{Running, TestApp, up_demo_printing};
 use crate::http::Http;
 use choreo::demo;
 use choreo_domain::Stage;
@@ -11,55 +11,20 @@ use choreo_ports::OutgoingMessage;
 use hyper::StatusCode;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long the demo and the scrapes that follow it get.
 const DEADLINE: Duration = Duration::from_secs(180);
 
-/// A child process stopped with SIGTERM (and waited for) when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
 /// `choreo up --demo` in `dir`, its ops endpoint on a port of the system's choice; returns the
 /// process and the endpoint's base URL, from the `metrics:` line it prints.
 fn choreo_up(dir: &std::path::Path) -> (Running, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_choreo"))
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["up", "--demo"])
-        .env("CHOREO_TELEMETRY__LISTEN", "127.0.0.1:0")
-        .env("CHOREO_RUNTIME__SCAN_INTERVAL_MS", "50")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read stderr to its end on a thread (a full pipe would block the pipeline).
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("metrics: ") {
-                let _ = tx.send(url.to_string());
-            }
-        }
-    });
-    let running = Running(child);
-    let url = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("`choreo up --demo` printed no metrics address");
+    let (running, url) = up_demo_printing(
+        dir,
+        &[("CHOREO_TELEMETRY__LISTEN", "127.0.0.1:0")],
+        "metrics: ",
+    );
     let base = url
         .strip_suffix("/metrics")
         .unwrap_or_else(|| panic!("not a /metrics URL: {url}"))

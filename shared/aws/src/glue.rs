@@ -650,7 +650,6 @@ mod tests {
         .to_arguments()
     }
 
-
     #[test]
     fn glue_crawl_paths_are_the_datasets_folders() {
         let path = |prefix, pattern| crawl_path("in-bucket", &dataset("d", prefix, pattern, None));
