@@ -17,6 +17,7 @@ pub mod cost;
 pub mod dynamo;
 pub mod error;
 pub mod events;
+mod gather;
 pub mod glue;
 pub mod keys;
 pub mod messaging_setup;

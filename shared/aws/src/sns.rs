@@ -3,6 +3,7 @@
 //! receives the body as published, with its message attributes, not wrapped in an SNS envelope.
 
 use crate::error::port_error;
+use crate::gather::{self, Gathering};
 use async_trait::async_trait;
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use choreo_domain::alert::Message;
@@ -11,17 +12,17 @@ use choreo_ports::{EventBus, Notifier, OutgoingMessage, PortError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OnceCell, Semaphore, mpsc, oneshot};
+use tokio::sync::{OnceCell, mpsc, oneshot};
 
-/// The most messages `PublishBatch` takes, and their most bytes together.
-const BATCH_MAX: usize = 10;
-const BATCH_MAX_BYTES: usize = 256 * 1024;
-/// `PublishBatch` calls in flight at once per bus: while they all wait, publishes queue up and
-/// leave together in the next batches.
-const BATCHES_IN_FLIGHT: usize = 4;
-/// How long a batch that is not full waits for more publishes: handlers finishing close together
-/// (a wave of files through one stage) then share a call.
-const GATHER: Duration = Duration::from_millis(20);
+/// How publishes gather into `PublishBatch` calls: at most the ten messages and 256 KB it takes;
+/// a batch that is not full waits 20 ms for more (handlers finishing close together, a wave of
+/// files through one stage, then share a call); four calls in flight at once per bus.
+const BATCHES: Gathering = Gathering {
+    window: Duration::from_millis(20),
+    max_items: 10,
+    max_bytes: 256 * 1024,
+    in_flight: 4,
+};
 
 /// The events topic, by name.
 #[derive(Debug, Clone)]
@@ -103,8 +104,8 @@ impl EventBus for SnsBus {
     ///
     /// Publishes leave in `PublishBatch` calls, which SNS bills as one request per 64 KB: each
     /// publish joins the next batch and waits for that batch's answer about itself. A batch waits
-    /// at most [`GATHER`] for company, and while [`BATCHES_IN_FLIGHT`] batches are on their way
-    /// the next ones gather.
+    /// at most [`BATCHES`]' window for company, and while its calls in flight are on their way
+    /// the next ones gather (`gather.rs`).
     async fn publish(&self, message: OutgoingMessage) -> Result<(), PortError> {
         if !message.attributes.contains_key(ATTR_EVENT_TYPE) {
             return Err(PortError::permanent(
@@ -140,43 +141,18 @@ struct Batches {
 }
 
 impl Batches {
-    async fn drain(self, mut rx: mpsc::UnboundedReceiver<Waiting>) {
+    async fn drain(self, rx: mpsc::UnboundedReceiver<Waiting>) {
         let this = Arc::new(self);
-        let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
-        let mut next: Option<Waiting> = None;
-        loop {
-            let first = match next.take() {
-                Some(w) => w,
-                None => match rx.recv().await {
-                    Some(w) => w,
-                    None => return,
-                },
-            };
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let mut bytes = first.message.size();
-            let mut batch = vec![first];
-            let deadline = tokio::time::Instant::now() + GATHER;
-            while batch.len() < BATCH_MAX {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(w)) if bytes + w.message.size() > BATCH_MAX_BYTES => {
-                        next = Some(w);
-                        break;
-                    }
-                    Ok(Some(w)) => {
-                        bytes += w.message.size();
-                        batch.push(w);
-                    }
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            let this = this.clone();
-            tokio::spawn(async move {
-                this.send(batch).await;
-                drop(slot);
-            });
-        }
+        gather::drain(
+            rx,
+            BATCHES,
+            |w| w.message.size(),
+            |batch| {
+                let this = this.clone();
+                async move { this.send(batch).await }
+            },
+        )
+        .await;
     }
 
     /// One `PublishBatch`, each publish told its own outcome.

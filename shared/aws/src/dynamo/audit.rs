@@ -4,6 +4,7 @@
 use super::items::{AUDIT_SHARDS, Attrs, EventItem, PageItem, page_entries, page_pk};
 use super::{ABSENT, GSI1PK, GSI1SK, Item, PK, TIME_INDEX, s, ts};
 use crate::error::{condition_held, port_error};
+use crate::gather::{self, Gathering};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -14,18 +15,20 @@ use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
-/// How long a page that is not full waits for more events: the events of one receive (up to ten,
-/// handled at once) and of the handlers finishing with them share a page.
-const GATHER: Duration = Duration::from_millis(20);
-/// The most events, and about the most bytes, one page holds. Ten, a receive's worth: under load a
-/// page fills and leaves at once rather than wait out [`GATHER`] while its handlers hold their
-/// permits (and ten events are some 3 KB, far below DynamoDB's 400 KB an item).
-const PAGE_MAX_EVENTS: usize = 10;
-const PAGE_MAX_BYTES: usize = 16 * 1024;
-/// Page writes in flight at once: while they all wait, events gather into the next pages.
-const PAGES_IN_FLIGHT: usize = 4;
+/// How events gather into pages. A page that is not full waits 20 ms for more: the events of one
+/// receive (up to ten, handled at once) and of the handlers finishing with them share a page. At
+/// most ten events, a receive's worth: under load a page fills and leaves at once rather than wait
+/// out the window while its handlers hold their permits (and ten events are some 3 KB, far below
+/// DynamoDB's 400 KB an item). Four page writes in flight; while they all wait, events gather into
+/// the next pages.
+const PAGES: Gathering = Gathering {
+    window: Duration::from_millis(20),
+    max_items: 10,
+    max_bytes: 16 * 1024,
+    in_flight: 4,
+};
 
 /// The [`AuditLog`] on its own DynamoDB table (its layout: `mod.rs`).
 #[derive(Debug, Clone)]
@@ -193,43 +196,18 @@ struct Pages {
 }
 
 impl Pages {
-    async fn drain(self, mut rx: mpsc::UnboundedReceiver<Waiting>) {
+    async fn drain(self, rx: mpsc::UnboundedReceiver<Waiting>) {
         let this = Arc::new(self);
-        let slots = Arc::new(Semaphore::new(PAGES_IN_FLIGHT));
-        let mut next: Option<Waiting> = None;
-        loop {
-            let first = match next.take() {
-                Some(w) => w,
-                None => match rx.recv().await {
-                    Some(w) => w,
-                    None => return,
-                },
-            };
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                return;
-            };
-            let mut bytes = first.body.len();
-            let mut page = vec![first];
-            let deadline = tokio::time::Instant::now() + GATHER;
-            while page.len() < PAGE_MAX_EVENTS {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(w)) if bytes + w.body.len() > PAGE_MAX_BYTES => {
-                        next = Some(w);
-                        break;
-                    }
-                    Ok(Some(w)) => {
-                        bytes += w.body.len();
-                        page.push(w);
-                    }
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            let this = this.clone();
-            tokio::spawn(async move {
-                this.write(page).await;
-                drop(slot);
-            });
-        }
+        gather::drain(
+            rx,
+            PAGES,
+            |w| w.body.len(),
+            |page| {
+                let this = this.clone();
+                async move { this.write(page).await }
+            },
+        )
+        .await;
     }
 
     /// One page: a put of a new item (its id is fresh, so the SDK's retry of a put whose answer
@@ -272,7 +250,7 @@ const ALERTS_SENT: &str = "ALERTS#SENT";
 #[async_trait]
 impl AuditLog for DynamoAuditLog {
     /// The event joins the next page of the trail — one item holding the events that arrived
-    /// within [`GATHER`] of each other — and waits for that page to be written. A page and its
+    /// within [`PAGES`]' window of each other — and waits for that page to be written. A page and its
     /// index entry cost a write unit per KB each, whatever the number of events in it: an event
     /// alone costs 2 units, ten together about 6. A page is a new item each time, so an event
     /// delivered again in another page is stored again: `Ok(false)` only for a duplicate within
