@@ -242,6 +242,17 @@ impl LocalObjectStore {
             let mut file = fs::File::create(&tmp)?;
             fill(&mut file)?;
             file.flush()?;
+            // A version is stamped by modification time and size, and the kernel stamps files from
+            // a clock that ticks every few milliseconds: a rewrite of the same size within one tick
+            // would carry the old stamp and pass for the old bytes (a pin would read the new ones,
+            // the ingestor would take it for the file it already has). A rewrite is stamped after
+            // what it replaces.
+            if let Ok(Some(old)) = bucketfs::lstat(&dir, key)
+                && let (Ok(was), Ok(now)) = (old.modified(), file.metadata()?.modified())
+                && now <= was
+            {
+                file.set_modified(was + std::time::Duration::from_micros(1))?;
+            }
             if sync {
                 file.sync_all()?;
             }
@@ -773,6 +784,22 @@ mod tests {
             plain: &b.config().buckets.work,
         };
         choreo_ports::testkit::object_store_contract(&*b.objects(), buckets).await;
+    }
+
+    /// The kernel's file clock ticks every few milliseconds; rewrites of one size in one tick are
+    /// still new versions.
+    #[tokio::test]
+    async fn quick_rewrites_of_one_size_are_new_versions() {
+        let (_dir, b) = backend();
+        let (s, work) = (b.objects(), b.config().buckets.work.clone());
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..200 {
+            s.put(&work, "k.csv", format!("{:03}", i % 10).into_bytes())
+                .await
+                .unwrap();
+            let version = s.head(&work, "k.csv").await.unwrap().unwrap().version;
+            assert!(seen.insert(version.clone()), "write {i} kept {version}");
+        }
     }
 
     /// The layout on disk: a version stamps the size, a delete leaves no empty folder behind, and
