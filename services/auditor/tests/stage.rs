@@ -43,16 +43,10 @@ async fn a_file_whose_event_was_lost_is_published_again_then_flagged_once() {
     )));
     // Both copies carry the id the event was first published with: the audit trail counts it once.
     let ids: Vec<String> = rig
-        .queue(&validate)
-        .peek(10)
+        .published_envelopes(&validate)
         .await
-        .unwrap()
         .into_iter()
-        .map(|m| {
-            serde_json::from_str::<choreo_domain::Envelope>(&m.body)
-                .unwrap()
-                .id
-        })
+        .map(|e| e.id)
         .collect();
     assert_eq!(ids[0], ids[1]);
 

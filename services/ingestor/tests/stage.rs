@@ -2,7 +2,7 @@
 //! records and `FileRegistered` events; a key no dataset owns is registered to be rejected; a
 //! notification delivered twice registers once.
 
-use choreo_domain::{Envelope, Event, FileState, UNMATCHED_DATASET};
+use choreo_domain::{Event, FileState, UNMATCHED_DATASET};
 use choreo_ports::{FileQuery, OutgoingMessage};
 use choreo_runtime::testkit::{StageRig, dataset};
 
@@ -81,13 +81,10 @@ async fn notified_objects_are_registered_once_and_announced() {
         2
     );
     let ids: std::collections::HashMap<String, String> = rig
-        .queue(&validate)
-        .peek(10)
+        .published_envelopes(&validate)
         .await
-        .unwrap()
         .into_iter()
-        .map(|m| {
-            let e: Envelope = serde_json::from_str(&m.body).unwrap();
+        .map(|e| {
             let Event::FileRegistered { file_id, .. } = &e.event else {
                 panic!("{e:?}")
             };

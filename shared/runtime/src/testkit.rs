@@ -131,14 +131,22 @@ impl StageRig {
             .expect("the local topic takes the event");
     }
 
-    /// Every event waiting on `queue` (a subscriber nobody consumes), oldest first, left in place.
+    /// Every envelope waiting on `queue` (a subscriber nobody consumes), oldest first, left in
+    /// place.
+    pub async fn published_envelopes(&self, queue: &str) -> Vec<Envelope> {
+        self.queue(queue)
+            .peek(1000)
+            .await
+            .expect("peek")
+            .iter()
+            .map(|m| serde_json::from_str(&m.body).expect("an envelope"))
+            .collect()
+    }
+
+    /// The events of [`StageRig::published_envelopes`].
     pub async fn published(&self, queue: &str) -> Vec<Event> {
-        let mut out = Vec::new();
-        for m in self.queue(queue).peek(1000).await.expect("peek") {
-            let e: Envelope = serde_json::from_str(&m.body).expect("an envelope");
-            out.push(e.event);
-        }
-        out
+        let envelopes = self.published_envelopes(queue).await;
+        envelopes.into_iter().map(|e| e.event).collect()
     }
 
     /// Puts `body` at `<dataset>/<name>` in the input bucket and returns the file the ingestor would
