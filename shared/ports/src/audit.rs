@@ -14,6 +14,21 @@ pub struct AuditEntry {
     pub body: serde_json::Value,
 }
 
+impl AuditEntry {
+    /// The entry recording `envelope` at `recorded_at`: its type and dataset as the event names
+    /// them, the whole envelope as its body.
+    pub fn of(envelope: &Envelope, recorded_at: DateTime<Utc>) -> AuditEntry {
+        AuditEntry {
+            event_id: envelope.id.clone(),
+            event_type: envelope.event.kind().as_str().to_string(),
+            dataset: envelope.event.dataset().to_string(),
+            occurred_at: envelope.occurred_at,
+            recorded_at,
+            body: serde_json::to_value(envelope).expect("envelopes serialize"),
+        }
+    }
+}
+
 /// The append-only audit trail, countable per dataset and event type.
 #[async_trait]
 pub trait AuditLog: Send + Sync {

@@ -3,7 +3,9 @@
 
 use super::{GSI1PK, GSI1SK, Item, PK, n, s, ts};
 use aws_sdk_dynamodb::types::AttributeValue;
-use choreo_domain::{Batch, BatchState, FileId, FileRecord, FileState, HistoryEntry, Pin, Stage};
+use choreo_domain::{
+    Batch, BatchState, Envelope, FileId, FileRecord, FileState, HistoryEntry, Pin, Stage,
+};
 use choreo_ports::{AuditEntry, PortError};
 use chrono::{DateTime, Utc};
 use std::str::FromStr;
@@ -459,20 +461,9 @@ pub(super) fn page_entries(item: &Item) -> Result<Vec<AuditEntry>, PortError> {
             let AttributeValue::S(body) = e else {
                 return Err(malformed("is not a string"));
             };
-            let body: serde_json::Value =
-                serde_json::from_str(body).map_err(|e| malformed(&format!("is not JSON: {e}")))?;
-            let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
-            Ok(AuditEntry {
-                event_id: text(&body["id"]).ok_or_else(|| malformed("has no id"))?,
-                event_type: text(&body["event"]["type"])
-                    .ok_or_else(|| malformed("has no event type"))?,
-                // As `Event::dataset`: the timers have none.
-                dataset: text(&body["event"]["dataset"]).unwrap_or_default(),
-                occurred_at: serde_json::from_value(body["occurred_at"].clone())
-                    .map_err(|e| malformed(&format!("has no occurred_at: {e}")))?,
-                recorded_at,
-                body,
-            })
+            let envelope: Envelope = serde_json::from_str(body)
+                .map_err(|e| malformed(&format!("is not an event's envelope: {e}")))?;
+            Ok(AuditEntry::of(&envelope, recorded_at))
         })
         .collect()
 }
