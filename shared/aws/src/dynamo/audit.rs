@@ -98,30 +98,13 @@ impl DynamoAuditLog {
         limit: usize,
     ) -> Result<Vec<(Sorted, AuditEntry)>, PortError> {
         let pk = format!("EVENTS#{shard}");
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(TIME_INDEX)
-            .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", GSI1PK)
-            .expression_attribute_values(":pk", s(&pk))
-            .scan_index_forward(false)
-            .limit(i32::try_from(limit).unwrap_or(i32::MAX).clamp(1, 1000))
-            .into_paginator()
-            .send();
+        // `limit` items hold at least `limit` events: a page holds one or more.
         let mut found = Vec::new();
-        while let Some(page) = pages
-            .try_next()
-            .await
-            .map_err(|e| port_error("recent", &pk, e))?
+        for item in self
+            .query_partition("recent", &pk, Some(limit), false)
+            .await?
         {
-            for item in page.items.unwrap_or_default() {
-                found.extend(entries_of(item)?);
-            }
-            if found.len() >= limit {
-                break;
-            }
+            found.extend(entries_of(item)?);
         }
         Ok(found)
     }
